@@ -1,0 +1,60 @@
+//! The command line: one [`Command`] enum, one file per command.
+//!
+//! `main.rs` calls [`main`]; each command's flags live next to its code.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod bench;
+pub mod sim_node;
+
+/// corral keeps every call of a conference or a queue on one Asterisk node.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// corral's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one simulated Asterisk 22 node (ARI over HTTP and websockets)
+    /// until stopped.
+    SimNode(sim_node::Args),
+    /// Measure corral's parts and print figures against a baseline measured
+    /// in the same run.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+/// Parses the command line, starts tracing and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("corral: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::SimNode(args) => sim_node::run(args).await,
+            Command::Bench(bench) => bench::run(bench).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("corral: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! corral keeps every call of a conference or a call queue on one Asterisk
+//! node of a farm that a SIP proxy feeds round-robin.
+//!
+//! # Layout
+//!
+//! - [`domain`]: the words of the design as types (ids, rooms, placements).
+//! - [`policy`]: the placement policy, pure and seeded.
+//! - [`store`]: the atomic operations on placements, members, tokens and
+//!   nodes; Redis (scripts in `lua/`) and in-memory backends.
+//! - [`ari`]: the ARI client: typed REST calls and the event stream.
+//! - [`controller`]: the call path, room lifecycle and node health.
+//! - [`api`]: the HTTP API for apps and operators.
+//! - [`sim`]: a simulated Asterisk 22 node speaking ARI over real sockets.
+//! - [`cli`]: the command line (`serve`, `demo`, `sim-node`, `bench`, ...).
+//! - [`config`], [`telemetry`], [`retry`], [`shutdown`]: the plumbing.
+#![warn(missing_docs, clippy::all)]
+#![deny(unused_must_use)]
+
+pub mod api;
+pub mod ari;
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod domain;
+pub mod policy;
+pub mod retry;
+pub mod shutdown;
+pub mod sim;
+pub mod store;
+pub mod telemetry;

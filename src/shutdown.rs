@@ -1,0 +1,47 @@
+//! Shutdown: turns SIGTERM and Ctrl-C into a [`CancellationToken`].
+//!
+//! Long-running functions take the token as an argument (so tests pass their
+//! own) and spawn their tasks on a [`tokio_util::task::TaskTracker`], so that
+//! "stop taking work, then wait for what is in flight" is one `cancel()` and
+//! one `wait()`.
+
+pub use tokio_util::sync::CancellationToken;
+
+/// Returns a token that is cancelled on the first SIGTERM or Ctrl-C. A second
+/// signal exits the process at once (the forced stage of a two-stage stop).
+pub fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; finishing work in flight (signal again to stop now)");
+        trigger.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: stopping now");
+        std::process::exit(130);
+    });
+    token
+}
+
+/// Waits for one SIGTERM or Ctrl-C.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

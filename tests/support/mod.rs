@@ -1,0 +1,39 @@
+//! Test support shared by every file in `tests/`: each starts with
+//! `mod support;`. Things start for real, in-process, on `127.0.0.1:0`.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Polls `condition` until it returns `Some`, or fails the test after
+/// `deadline` with `what` in the message. Tests wait for conditions, never
+/// for time.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = condition().await {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A seed for a test's randomness: `CORRAL_TEST_SEED` if set, else fresh.
+/// Printed so that a failing run can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("CORRAL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{test}: seed {seed} (replay with CORRAL_TEST_SEED={seed})");
+    seed
+}
