@@ -1,19 +1,436 @@
-//! Tracing setup. Only the binary calls [`init`]; libraries and tests never
-//! install a subscriber of their own.
+//! Tracing setup and every metric corral exports.
 //!
-//! `RUST_LOG` filters (default `corral=info`); `CORRAL_LOG_FORMAT=json` turns
-//! the text lines into JSON for production log pipelines.
+//! Only the binary calls [`init`]; libraries and tests never install a
+//! subscriber of their own. `RUST_LOG` filters (default `corral=info`);
+//! `CORRAL_LOG_FORMAT=json` prints JSON lines for production pipelines.
+//!
+//! [`Metrics`] holds every metric (Prometheus names `corral_<thing>_<unit>`,
+//! counters ending in `_total`) plus a few farm-wide [`Totals`] that the demo
+//! and benchmarks print. One `Metrics` belongs to one controller, so tests
+//! running side by side in one process never mix their counts.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
+
+use crate::domain::{NodeId, NodeState};
 
 /// Installs the global subscriber. Calling it twice is harmless.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("corral=info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("corral=info"));
     let json = std::env::var("CORRAL_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
 }
+
+/// Labels: one node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// Node id.
+    pub node: String,
+}
+
+/// Labels: a node and an outcome or reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeOutcome {
+    /// Node id.
+    pub node: String,
+    /// What happened (`sent`, `confirmed`, `consumed`, `store_down`, ...).
+    pub outcome: String,
+}
+
+/// Labels: a store operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// Operation (`resolve_placement`, ...).
+    pub op: String,
+}
+
+/// Labels: a node and a state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeStateLabel {
+    /// Node id.
+    pub node: String,
+    /// `up`, `draining` or `down`.
+    pub state: String,
+}
+
+/// Farm-wide headline counts, for the demo and the benchmarks.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// `StasisStart`s handled.
+    pub arrivals: AtomicU64,
+    /// Calls that joined their room's bridge.
+    pub joined: AtomicU64,
+    /// Redirects sent (a 204 from ARI).
+    pub redirected: AtomicU64,
+    /// Redirects confirmed by their token arriving.
+    pub confirmed: AtomicU64,
+    /// Redirects whose token never arrived in time.
+    pub timed_out: AtomicU64,
+    /// Calls joined where they landed because the room could not be
+    /// reached (split: hop limit, or degraded: store down, no node).
+    pub splits: AtomicU64,
+    /// Joins in degraded mode (store down or no eligible node).
+    pub degraded: AtomicU64,
+    /// Rooms released.
+    pub released: AtomicU64,
+}
+
+/// A snapshot of [`Totals`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TotalsSnapshot {
+    /// `StasisStart`s handled.
+    pub arrivals: u64,
+    /// Calls that joined their room's bridge.
+    pub joined: u64,
+    /// Redirects sent.
+    pub redirected: u64,
+    /// Redirects confirmed by their token.
+    pub confirmed: u64,
+    /// Redirects timed out.
+    pub timed_out: u64,
+    /// Split joins.
+    pub splits: u64,
+    /// Degraded joins.
+    pub degraded: u64,
+    /// Rooms released.
+    pub released: u64,
+}
+
+/// Every metric of one controller.
+pub struct Metrics {
+    registry: Registry,
+    /// Headline counts.
+    pub totals: Totals,
+    arrivals: Family<NodeOutcome, Counter>,
+    joins: Family<NodeOutcome, Counter>,
+    placements: Family<NodeLabel, Counter>,
+    redirects: Family<NodeOutcome, Counter>,
+    tokens: Family<NodeOutcome, Counter>,
+    splits_detected: Family<NodeLabel, Counter>,
+    splits_healed: Family<NodeLabel, Counter>,
+    split_duration: Histogram,
+    degraded: Family<NodeOutcome, Counter>,
+    released: Family<NodeOutcome, Counter>,
+    bad_events: Family<NodeOutcome, Counter>,
+    node_state: Family<NodeStateLabel, Gauge>,
+    ari_latency: Family<NodeLabel, Histogram>,
+    store_latency: Family<OpLabel, Histogram>,
+    call_setup: Histogram,
+    samples: std::sync::Mutex<Option<Vec<u32>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("totals", &self.totals)
+            .finish()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~6.5 s, doubling.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 17,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics, registered under their Prometheus names.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            totals: Totals::default(),
+            arrivals: Family::default(),
+            joins: Family::default(),
+            placements: Family::default(),
+            redirects: Family::default(),
+            tokens: Family::default(),
+            splits_detected: Family::default(),
+            splits_healed: Family::default(),
+            split_duration: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 14),
+            ),
+            degraded: Family::default(),
+            released: Family::default(),
+            bad_events: Family::default(),
+            node_state: Family::default(),
+            ari_latency: Family::new_with_constructor(latency_histogram),
+            store_latency: Family::new_with_constructor(latency_histogram),
+            call_setup: latency_histogram(),
+            samples: std::sync::Mutex::new(None),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "corral_arrivals",
+            "Calls that entered corral's Stasis app, by node and kind",
+            m.arrivals.clone(),
+        );
+        registry.register(
+            "corral_joins",
+            "Calls added to their room's bridge, by node and how (direct, token, degraded, split)",
+            m.joins.clone(),
+        );
+        registry.register(
+            "corral_placements",
+            "Rooms placed on a node",
+            m.placements.clone(),
+        );
+        registry.register(
+            "corral_redirects",
+            "Redirects by origin node and outcome (sent, confirmed, timed_out, failed)",
+            m.redirects.clone(),
+        );
+        registry.register(
+            "corral_tokens",
+            "Tokens by node and outcome (minted, consumed, wrong_node, expired, unknown)",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "corral_splits_detected",
+            "Rooms seen on more than one node",
+            m.splits_detected.clone(),
+        );
+        registry.register(
+            "corral_splits_healed",
+            "Splits healed",
+            m.splits_healed.clone(),
+        );
+        registry.register(
+            "corral_split_duration_seconds",
+            "How long a split lasted until healed",
+            m.split_duration.clone(),
+        );
+        registry.register(
+            "corral_degraded_joins",
+            "Calls joined where they landed because no placement could be made, by reason",
+            m.degraded.clone(),
+        );
+        registry.register(
+            "corral_rooms_released",
+            "Rooms released, by reason",
+            m.released.clone(),
+        );
+        registry.register(
+            "corral_bad_events",
+            "ARI events corral could not use, by reason",
+            m.bad_events.clone(),
+        );
+        registry.register(
+            "corral_node_state",
+            "1 for the node's current state",
+            m.node_state.clone(),
+        );
+        registry.register(
+            "corral_ari_request_duration_seconds",
+            "ARI REST latency per node",
+            m.ari_latency.clone(),
+        );
+        registry.register(
+            "corral_store_request_duration_seconds",
+            "Store operation latency",
+            m.store_latency.clone(),
+        );
+        registry.register(
+            "corral_call_setup_duration_seconds",
+            "From StasisStart to the channel in its bridge or the redirect sent",
+            m.call_setup.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The headline counts now.
+    pub fn snapshot(&self) -> TotalsSnapshot {
+        let t = &self.totals;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TotalsSnapshot {
+            arrivals: g(&t.arrivals),
+            joined: g(&t.joined),
+            redirected: g(&t.redirected),
+            confirmed: g(&t.confirmed),
+            timed_out: g(&t.timed_out),
+            splits: g(&t.splits),
+            degraded: g(&t.degraded),
+            released: g(&t.released),
+        }
+    }
+
+    fn no(node: &NodeId, outcome: &str) -> NodeOutcome {
+        NodeOutcome {
+            node: node.to_string(),
+            outcome: outcome.to_string(),
+        }
+    }
+
+    /// A call entered the app on `node`.
+    pub fn arrival(&self, node: &NodeId, kind: &str) {
+        self.totals.arrivals.fetch_add(1, Ordering::Relaxed);
+        self.arrivals.get_or_create(&Self::no(node, kind)).inc();
+    }
+
+    /// A call joined its room's bridge on `node`; `how` is `direct`,
+    /// `token`, `degraded` or `split`.
+    pub fn joined(&self, node: &NodeId, how: &str) {
+        self.totals.joined.fetch_add(1, Ordering::Relaxed);
+        match how {
+            "degraded" => {
+                self.totals.degraded.fetch_add(1, Ordering::Relaxed);
+            }
+            "split" => {
+                self.totals.splits.fetch_add(1, Ordering::Relaxed);
+                self.splits_detected
+                    .get_or_create(&NodeLabel {
+                        node: node.to_string(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+        self.joins.get_or_create(&Self::no(node, how)).inc();
+    }
+
+    /// A room was placed on `node`.
+    pub fn placed(&self, node: &NodeId) {
+        self.placements
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .inc();
+    }
+
+    /// A redirect from `node` reached `outcome` (`sent`, `confirmed`,
+    /// `timed_out`, `failed`).
+    pub fn redirect(&self, node: &NodeId, outcome: &str) {
+        let t = &self.totals;
+        match outcome {
+            "sent" => t.redirected.fetch_add(1, Ordering::Relaxed),
+            "confirmed" => t.confirmed.fetch_add(1, Ordering::Relaxed),
+            "timed_out" => t.timed_out.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        self.redirects.get_or_create(&Self::no(node, outcome)).inc();
+    }
+
+    /// A token event on `node`.
+    pub fn token(&self, node: &NodeId, outcome: &str) {
+        self.tokens.get_or_create(&Self::no(node, outcome)).inc();
+    }
+
+    /// A degraded decision on `node` for `reason` (the join itself is
+    /// counted by [`Metrics::joined`]).
+    pub fn degraded(&self, node: &NodeId, reason: &str) {
+        self.degraded.get_or_create(&Self::no(node, reason)).inc();
+    }
+
+    /// A split healed after `lasted`.
+    pub fn split_healed(&self, node: &NodeId, lasted: Duration) {
+        self.splits_healed
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .inc();
+        self.split_duration.observe(lasted.as_secs_f64());
+    }
+
+    /// A room was released (`empty`, `node_down`, `new_incarnation`).
+    pub fn released(&self, node: &NodeId, reason: &str, count: u64) {
+        self.totals.released.fetch_add(count, Ordering::Relaxed);
+        self.released
+            .get_or_create(&Self::no(node, reason))
+            .inc_by(count);
+    }
+
+    /// An event corral could not use.
+    pub fn bad_event(&self, node: &NodeId, reason: &str) {
+        self.bad_events.get_or_create(&Self::no(node, reason)).inc();
+    }
+
+    /// The node's state now.
+    pub fn node_state(&self, node: &NodeId, state: NodeState) {
+        for s in [NodeState::Up, NodeState::Draining, NodeState::Down] {
+            let label = NodeStateLabel {
+                node: node.to_string(),
+                state: s.as_str().to_string(),
+            };
+            self.node_state
+                .get_or_create(&label)
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// One ARI REST round trip.
+    pub fn ari_latency(&self, node: &NodeId, took: Duration) {
+        self.ari_latency
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// One store operation.
+    pub fn store_latency(&self, op: &str, took: Duration) {
+        self.store_latency
+            .get_or_create(&OpLabel { op: op.to_string() })
+            .observe(took.as_secs_f64());
+    }
+
+    /// From `StasisStart` to the call in its bridge or its redirect sent.
+    pub fn call_setup(&self, took: Duration) {
+        self.call_setup.observe(took.as_secs_f64());
+        if let Ok(mut s) = self.samples.lock() {
+            if let Some(v) = s.as_mut() {
+                v.push(took.as_micros().min(u128::from(u32::MAX)) as u32);
+            }
+        }
+    }
+
+    /// Starts keeping every call-setup time (in µs) for exact percentiles
+    /// (benchmarks only: memory grows with calls).
+    pub fn keep_samples(&self) {
+        if let Ok(mut s) = self.samples.lock() {
+            *s = Some(Vec::new());
+        }
+    }
+
+    /// Takes the call-setup samples kept so far.
+    pub fn take_samples(&self) -> Vec<u32> {
+        self.samples
+            .lock()
+            .ok()
+            .and_then(|mut s| s.as_mut().map(std::mem::take))
+            .unwrap_or_default()
+    }
+}
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;
