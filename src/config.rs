@@ -1,1 +1,513 @@
-//! (to be written)
+//! The one configuration tree: defaults, then a TOML file, then `CORRAL_*`
+//! environment variables, validated once at start.
+//!
+//! Every error names the key at fault (`nodes[1].sip_host: ...`). Secrets
+//! (ARI passwords, the API token, a Redis URL's password) never appear in
+//! `Debug` output or logs.
+//!
+//! ```toml
+//! farm = "main"
+//! [store]
+//! redis_url = "redis://127.0.0.1:6379"   # leave out for the in-memory store
+//! [api]
+//! listen = "127.0.0.1:8088"
+//! [[nodes]]
+//! id = "ast1"
+//! ari_url = "http://10.0.0.11:8088"
+//! username = "corral"
+//! password = "..."
+//! sip_host = "10.0.0.11:5060"
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::{NodeId, RoomName};
+use crate::policy::Strategy;
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("{source_name}: {message}")]
+    Parse {
+        /// Where the text came from.
+        source_name: String,
+        /// The parser's message (it names the key and line).
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key, as written in the file (`nodes[0].id`) or environment.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl fmt::Display) -> Error {
+    Error::Invalid {
+        key: key.into(),
+        message: message.to_string(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The farm: one Redis keyspace `{corral:<farm>}`.
+    #[serde(default = "default_farm")]
+    pub farm: String,
+    /// The Stasis app name corral registers on every node.
+    #[serde(default = "default_app")]
+    pub app: String,
+    /// Where placements live.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// The HTTP API.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// The call path's knobs.
+    #[serde(default)]
+    pub controller: ControllerSection,
+    /// The Asterisk nodes of the farm.
+    #[serde(default)]
+    pub nodes: Vec<NodeSection>,
+}
+
+fn default_farm() -> String {
+    "main".into()
+}
+fn default_app() -> String {
+    "corral".into()
+}
+
+/// `[store]`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `redis://`, `redis+sentinel://` or `redis+cluster://` URL; absent →
+    /// the in-memory store (one replica only).
+    pub redis_url: Option<String>,
+}
+
+/// `[api]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address the HTTP API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Bearer token required for everything that changes state or reveals
+    /// tokens; absent → no authentication (say so loudly in production).
+    pub token: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8088".into()
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            token: None,
+        }
+    }
+}
+
+/// `[controller]`: the call path.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSection {
+    /// The redirect target; `{token}` and `{sip_host}` are filled in.
+    #[serde(default = "default_endpoint")]
+    pub endpoint_template: String,
+    /// How many times one call may be redirected before it joins where it
+    /// is (counted as a split).
+    #[serde(default = "default_hop_limit")]
+    pub hop_limit: u32,
+    /// How long a token lives, in ms.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_ms: u64,
+    /// How long corral waits for a redirected call's token to arrive, in ms.
+    #[serde(default = "default_redirect_deadline")]
+    pub redirect_deadline_ms: u64,
+    /// How long an empty room keeps its node and bridge, in ms.
+    #[serde(default = "default_linger")]
+    pub linger_ms: u64,
+    /// `least-loaded`, `power-of-two` or `consistent-hash`.
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    /// Seed of the policy's tie-breaks; absent → random.
+    pub seed: Option<u64>,
+    /// Interval of `GET /asterisk/ping` and websocket pings, in ms.
+    #[serde(default = "default_ping")]
+    pub ping_interval_ms: u64,
+    /// Failed pings in a row that mark a node down.
+    #[serde(default = "default_down_after")]
+    pub down_after_failures: u32,
+    /// Interval of the reconciler's full comparison, in ms.
+    #[serde(default = "default_reconcile")]
+    pub reconcile_interval_ms: u64,
+}
+
+fn default_endpoint() -> String {
+    "PJSIP/sip:{token}@{sip_host}".into()
+}
+fn default_hop_limit() -> u32 {
+    2
+}
+fn default_token_ttl() -> u64 {
+    30_000
+}
+fn default_redirect_deadline() -> u64 {
+    5_000
+}
+fn default_linger() -> u64 {
+    10_000
+}
+fn default_policy() -> String {
+    "least-loaded".into()
+}
+fn default_ping() -> u64 {
+    1_000
+}
+fn default_down_after() -> u32 {
+    3
+}
+fn default_reconcile() -> u64 {
+    5_000
+}
+
+impl Default for ControllerSection {
+    fn default() -> Self {
+        toml::from_str("").unwrap_or_else(|_| unreachable!("every field has a default"))
+    }
+}
+
+/// `[[nodes]]`: one Asterisk node.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node id (`ast1`).
+    pub id: String,
+    /// ARI base URL without `/ari` (`http://10.0.0.11:8088`).
+    pub ari_url: String,
+    /// ARI user.
+    pub username: String,
+    /// ARI password (or `CORRAL_NODE_<ID>_PASSWORD`).
+    #[serde(default)]
+    pub password: String,
+    /// Where other nodes' redirects send SIP: `host[:port]`.
+    pub sip_host: String,
+    /// Relative capacity (calls it can carry); load is members / capacity.
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+    /// Most rooms this node may own at once; absent → no cap.
+    pub max_rooms: Option<u32>,
+}
+
+fn default_capacity() -> u32 {
+    500
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("farm", &self.farm)
+            .field("app", &self.app)
+            .field("store", &self.store)
+            .field("api", &self.api)
+            .field("controller", &self.controller)
+            .field("nodes", &self.nodes)
+            .finish()
+    }
+}
+
+impl fmt::Debug for StoreSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSection")
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .finish()
+    }
+}
+
+impl fmt::Debug for ApiSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiSection")
+            .field("listen", &self.listen)
+            .field("token", &if self.token.is_some() { "set" } else { "not set" })
+            .finish()
+    }
+}
+
+impl fmt::Debug for NodeSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeSection")
+            .field("id", &self.id)
+            .field("ari_url", &self.ari_url)
+            .field("username", &self.username)
+            .field("password", &if self.password.is_empty() { "not set" } else { "set" })
+            .field("sip_host", &self.sip_host)
+            .field("capacity", &self.capacity)
+            .field("max_rooms", &self.max_rooms)
+            .finish()
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").unwrap_or_else(|_| unreachable!("every field has a default"))
+    }
+}
+
+impl Config {
+    /// Reads `path` (if any), applies the process environment and validates.
+    ///
+    /// # Errors
+    /// An [`Error`] naming the file, key or variable at fault.
+    pub fn load(path: Option<&Path>) -> Result<Self, Error> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| Error::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Self::parse(&text, &p.display().to_string())?
+            }
+            None => Self::default(),
+        };
+        cfg.apply_env(std::env::vars())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text (`source_name` names it in errors).
+    ///
+    /// # Errors
+    /// [`Error::Parse`] with the parser's message (key and line).
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, Error> {
+        toml::from_str(text).map_err(|e| Error::Parse {
+            source_name: source_name.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Applies `CORRAL_*` overrides: `CORRAL_FARM`, `CORRAL_APP`,
+    /// `CORRAL_STORE_REDIS_URL`, `CORRAL_API_LISTEN`, `CORRAL_API_TOKEN`,
+    /// `CORRAL_CONTROLLER_<KEY>` for each `[controller]` key (upper case),
+    /// and `CORRAL_NODE_<ID>_PASSWORD` for a node's password (id upper case,
+    /// `-` as `_`).
+    ///
+    /// # Errors
+    /// A variable that is not a number where one is needed, or that names
+    /// no key.
+    pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), Error> {
+        for (k, v) in vars {
+            let Some(rest) = k.strip_prefix("CORRAL_") else { continue };
+            let num = |key: &str| -> Result<u64, Error> {
+                v.parse().map_err(|_| invalid(key, format!("{v:?} is not a whole number")))
+            };
+            match rest {
+                "FARM" => self.farm = v.clone(),
+                "APP" => self.app = v.clone(),
+                "STORE_REDIS_URL" => self.store.redis_url = Some(v.clone()).filter(|s| !s.is_empty()),
+                "API_LISTEN" => self.api.listen = v.clone(),
+                "API_TOKEN" => self.api.token = Some(v.clone()).filter(|s| !s.is_empty()),
+                "CONTROLLER_ENDPOINT_TEMPLATE" => self.controller.endpoint_template = v.clone(),
+                "CONTROLLER_HOP_LIMIT" => self.controller.hop_limit = num(&k)? as u32,
+                "CONTROLLER_TOKEN_TTL_MS" => self.controller.token_ttl_ms = num(&k)?,
+                "CONTROLLER_REDIRECT_DEADLINE_MS" => self.controller.redirect_deadline_ms = num(&k)?,
+                "CONTROLLER_LINGER_MS" => self.controller.linger_ms = num(&k)?,
+                "CONTROLLER_POLICY" => self.controller.policy = v.clone(),
+                "CONTROLLER_SEED" => self.controller.seed = Some(num(&k)?),
+                "CONTROLLER_PING_INTERVAL_MS" => self.controller.ping_interval_ms = num(&k)?,
+                "CONTROLLER_DOWN_AFTER_FAILURES" => self.controller.down_after_failures = num(&k)? as u32,
+                "CONTROLLER_RECONCILE_INTERVAL_MS" => self.controller.reconcile_interval_ms = num(&k)?,
+                other => {
+                    if let Some(id) = other.strip_prefix("NODE_").and_then(|r| r.strip_suffix("_PASSWORD")) {
+                        let node = self
+                            .nodes
+                            .iter_mut()
+                            .find(|n| n.id.to_ascii_uppercase().replace('-', "_") == id);
+                        match node {
+                            Some(n) => n.password = v.clone(),
+                            None => return Err(invalid(&k, "no [[nodes]] entry has this id")),
+                        }
+                    }
+                    // Other CORRAL_* variables belong to other tools
+                    // (CORRAL_LOG_FORMAT, CORRAL_TEST_*): not ours to refuse.
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every value; the error names the key.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for the first bad value.
+    pub fn validate(&self) -> Result<(), Error> {
+        RoomName::new(self.farm.as_str()).map_err(|e| invalid("farm", e))?;
+        RoomName::new(self.app.as_str()).map_err(|e| invalid("app", e))?;
+        self.api_listen()?;
+        if let Some(url) = &self.store.redis_url {
+            let ok = ["redis://", "rediss://", "redis+sentinel://", "redis+cluster://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !ok {
+                return Err(invalid(
+                    "store.redis_url",
+                    format!("{:?} must start with redis://, redis+sentinel:// or redis+cluster://", redact_url(url)),
+                ));
+            }
+        }
+        let c = &self.controller;
+        if !c.endpoint_template.contains("{token}") {
+            return Err(invalid("controller.endpoint_template", "must contain {token}"));
+        }
+        if !c.endpoint_template.contains('/') {
+            return Err(invalid("controller.endpoint_template", "must be <Tech>/<resource>, e.g. PJSIP/sip:{token}@{sip_host}"));
+        }
+        c.policy
+            .parse::<Strategy>()
+            .map_err(|e| invalid("controller.policy", e))?;
+        for (key, v) in [
+            ("controller.token_ttl_ms", c.token_ttl_ms),
+            ("controller.redirect_deadline_ms", c.redirect_deadline_ms),
+            ("controller.ping_interval_ms", c.ping_interval_ms),
+            ("controller.reconcile_interval_ms", c.reconcile_interval_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be more than 0"));
+            }
+        }
+        if c.down_after_failures == 0 {
+            return Err(invalid("controller.down_after_failures", "must be at least 1"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let key = |k: &str| format!("nodes[{i}].{k}");
+            NodeId::new(n.id.as_str()).map_err(|e| invalid(key("id"), e))?;
+            if !seen.insert(n.id.clone()) {
+                return Err(invalid(key("id"), format!("{:?} appears twice", n.id)));
+            }
+            if !(n.ari_url.starts_with("http://") || n.ari_url.starts_with("https://")) {
+                return Err(invalid(key("ari_url"), "must start with http:// or https://"));
+            }
+            if n.username.is_empty() {
+                return Err(invalid(key("username"), "must not be empty"));
+            }
+            if n.sip_host.is_empty() || n.sip_host.contains(['/', '@', ' ', ';']) {
+                return Err(invalid(key("sip_host"), "must be host or host:port"));
+            }
+            if n.capacity == 0 {
+                return Err(invalid(key("capacity"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The API's listen address.
+    ///
+    /// # Errors
+    /// `api.listen` is not `host:port`.
+    pub fn api_listen(&self) -> Result<SocketAddr, Error> {
+        self.api
+            .listen
+            .parse()
+            .map_err(|e| invalid("api.listen", format!("{:?}: {e}", self.api.listen)))
+    }
+
+    /// Milliseconds as a duration.
+    pub fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+farm = "main"
+[store]
+redis_url = "redis://:hunter2@127.0.0.1:6379"
+[api]
+listen = "127.0.0.1:8088"
+[[nodes]]
+id = "ast1"
+ari_url = "http://10.0.0.11:8088"
+username = "corral"
+password = "secret"
+sip_host = "10.0.0.11:5060"
+"#;
+
+    #[test]
+    fn parses_the_documented_example_and_hides_secrets() {
+        let cfg = Config::parse(GOOD, "test").unwrap();
+        cfg.validate().unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("secret") && !dbg.contains("hunter2"), "{dbg}");
+        assert_eq!(cfg.controller.hop_limit, 2);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse(&GOOD.replace("sip_host", "sip_hots"), "corral.toml").unwrap_err();
+        assert!(e.to_string().contains("sip_hots"), "{e}");
+        let cfg = Config::parse(&GOOD.replace("\"ast1\"", "\"ast:1\""), "t").unwrap();
+        let e = cfg.validate().unwrap_err();
+        assert!(e.to_string().starts_with("nodes[0].id"), "{e}");
+        let mut cfg = Config::parse(GOOD, "t").unwrap();
+        let e = cfg
+            .apply_env([("CORRAL_CONTROLLER_LINGER_MS".to_string(), "soon".to_string())].into_iter())
+            .unwrap_err();
+        assert!(e.to_string().contains("CORRAL_CONTROLLER_LINGER_MS"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut cfg = Config::parse(GOOD, "t").unwrap();
+        cfg.apply_env(
+            [
+                ("CORRAL_API_LISTEN".to_string(), "0.0.0.0:9000".to_string()),
+                ("CORRAL_NODE_AST1_PASSWORD".to_string(), "fromenv".to_string()),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(cfg.api.listen, "0.0.0.0:9000");
+        assert_eq!(cfg.nodes[0].password, "fromenv");
+    }
+}

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod serve;
 pub mod sim_node;
 
 /// corral keeps every call of a conference or a queue on one Asterisk node.
@@ -21,6 +22,8 @@ pub struct Cli {
 /// corral's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller and its API against the configured nodes.
+    Serve(serve::Args),
     /// Run one simulated Asterisk 22 node (ARI over HTTP and websockets)
     /// until stopped.
     SimNode(sim_node::Args),
@@ -46,6 +49,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Serve(args) => serve::run(args).await,
             Command::SimNode(args) => sim_node::run(args).await,
             Command::Bench(bench) => bench::run(bench).await,
         }

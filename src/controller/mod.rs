@@ -1,1 +1,380 @@
-//! (to be written)
+//! The controller: one task per node that reads its events and runs the call
+//! path, plus the background work that keeps the room map true.
+//!
+//! [`Controller`] is a cheap-clone handle; [`Controller::run`] starts and
+//! supervises every per-node task until its cancellation token fires.
+//!
+//! # Guarantees
+//! - Events for one channel are handled in order (one worker per channel).
+//! - A call is never hung up and a bridge never destroyed because corral
+//!   stops: on cancel, loops stop taking events, in-flight steps finish.
+//! - Every decision goes through the store's atomic operations: what lives
+//!   here in memory is caches (bridges known to exist, channel → room) that
+//!   a resync rebuilds from ARI and the store.
+//!
+//! # Parts
+//! - [`node`]: one node's loop: event stream, health, resync.
+//! - [`call_path`]: `StasisStart` → resolve → join or redirect; tokens.
+//! - [`rooms`]: bridges, members, linger and release.
+
+pub mod call_path;
+pub mod node;
+pub mod rooms;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ari::{self, AriNode};
+use crate::domain::{NodeId, NodeState, RoomKey};
+use crate::policy::{Policy, Strategy};
+use crate::store::{NodeRecord, Store};
+use crate::telemetry::SharedMetrics;
+
+/// The call path's knobs (`[controller]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Stasis app name.
+    pub app: String,
+    /// Redirect target template with `{token}` and `{sip_host}`.
+    pub endpoint_template: String,
+    /// Redirects one call may take before it joins where it is.
+    pub hop_limit: u32,
+    /// Token lifetime.
+    pub token_ttl: Duration,
+    /// How long a redirected call's token has to arrive.
+    pub redirect_deadline: Duration,
+    /// How long an empty room keeps its node and bridge.
+    pub linger: Duration,
+    /// Placement strategy.
+    pub strategy: Strategy,
+    /// Seed of the policy's tie-breaks.
+    pub seed: u64,
+    /// Health ping interval.
+    pub ping_interval: Duration,
+    /// Failed pings in a row that mark a node down.
+    pub down_after_failures: u32,
+    /// Full comparison of the store with each node's ARI.
+    pub reconcile_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            app: "corral".into(),
+            endpoint_template: "PJSIP/sip:{token}@{sip_host}".into(),
+            hop_limit: 2,
+            token_ttl: Duration::from_secs(30),
+            redirect_deadline: Duration::from_secs(5),
+            linger: Duration::from_secs(10),
+            strategy: Strategy::LeastLoaded,
+            seed: rand::random(),
+            ping_interval: Duration::from_secs(1),
+            down_after_failures: 3,
+            reconcile_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One node as the controller sees it.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// ARI access.
+    pub ari: ari::Config,
+    /// Where other nodes' redirects send SIP (`host:port`).
+    pub sip_host: String,
+    /// Relative capacity.
+    pub capacity: u32,
+    /// Room cap.
+    pub max_rooms: Option<u32>,
+}
+
+/// What happened in the farm, for the API's event stream and the demo.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FarmEvent {
+    /// A room got a node.
+    RoomPlaced {
+        /// The room.
+        room: RoomKey,
+        /// Its node.
+        node: NodeId,
+        /// Its epoch.
+        epoch: u64,
+        /// The node it had before, if it moved.
+        previous: Option<NodeId>,
+    },
+    /// A room was released.
+    RoomReleased {
+        /// The room.
+        room: RoomKey,
+        /// The node it had.
+        node: NodeId,
+        /// Why (`empty`).
+        reason: String,
+    },
+    /// A room's member count changed.
+    MembersChanged {
+        /// The room.
+        room: RoomKey,
+        /// Its node.
+        node: NodeId,
+        /// Members now.
+        members: u32,
+    },
+    /// A node's stream is up and registered.
+    NodeUp {
+        /// The node.
+        node: NodeId,
+        /// Whether this is a new Asterisk process.
+        new_incarnation: bool,
+    },
+    /// A node was marked down; its rooms were released.
+    NodeDown {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        reason: String,
+        /// Rooms released.
+        released_rooms: u32,
+    },
+    /// An operator drained or undrained a node.
+    NodeDraining {
+        /// The node.
+        node: NodeId,
+        /// Drain flag now.
+        draining: bool,
+    },
+    /// A room's calls were found on two nodes.
+    SplitDetected {
+        /// The room.
+        room: RoomKey,
+        /// The owner.
+        owner: NodeId,
+        /// Where the stray call is.
+        node: NodeId,
+    },
+}
+
+/// How many farm events may wait for a slow subscriber before it misses
+/// some (it is told how many it missed).
+pub const EVENT_BACKLOG: usize = 1024;
+
+/// Per-node runtime state: caches and flags, nothing that must survive.
+#[derive(Debug)]
+pub(crate) struct NodeRuntime {
+    pub(crate) id: NodeId,
+    pub(crate) ari: AriNode,
+    pub(crate) spec: NodeSpec,
+    /// The stream is up and the node registered.
+    pub(crate) healthy: AtomicBool,
+    /// Bridge ids known to exist on the node.
+    pub(crate) bridges: Mutex<std::collections::HashSet<String>>,
+    /// Channel → the room it joined here (for leaving).
+    pub(crate) channels: Mutex<HashMap<String, rooms::Joined>>,
+    /// Channels whose worker is running: a resync must not place them again.
+    pub(crate) inflight: Mutex<std::collections::HashSet<String>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: Config,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) metrics: SharedMetrics,
+    pub(crate) nodes: HashMap<NodeId, Arc<NodeRuntime>>,
+    pub(crate) policy: Mutex<Policy>,
+    pub(crate) view: RwLock<Vec<NodeRecord>>,
+    pub(crate) events: broadcast::Sender<FarmEvent>,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// The controller handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Controller {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("nodes", &self.inner.nodes.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Controller {
+    /// Builds the controller for `nodes`. No I/O happens until [`run`].
+    ///
+    /// # Errors
+    /// An ARI client cannot be built.
+    ///
+    /// [`run`]: Controller::run
+    pub fn new(
+        cfg: Config,
+        store: Arc<dyn Store>,
+        nodes: Vec<NodeSpec>,
+        metrics: SharedMetrics,
+    ) -> Result<Self, reqwest::Error> {
+        let mut map = HashMap::new();
+        for spec in nodes {
+            let ari = AriNode::new(spec.ari.clone(), metrics.clone())?;
+            let id = spec.ari.node.clone();
+            map.insert(
+                id.clone(),
+                Arc::new(NodeRuntime {
+                    id,
+                    ari,
+                    spec,
+                    healthy: AtomicBool::new(false),
+                    bridges: Mutex::new(Default::default()),
+                    channels: Mutex::new(HashMap::new()),
+                    inflight: Mutex::new(Default::default()),
+                }),
+            );
+        }
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                policy: Mutex::new(Policy::new(cfg.strategy, cfg.seed)),
+                cfg,
+                store,
+                metrics,
+                nodes: map,
+                view: RwLock::new(Vec::new()),
+                events,
+                tracker: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// Runs every node's loop until `shutdown` fires, then waits for the
+    /// work in flight to finish (at most `drain`), without hanging up a call
+    /// or destroying a bridge.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let inner = &self.inner;
+        for node in inner.nodes.values() {
+            let ctrl = self.clone();
+            let node = node.clone();
+            let cancel = shutdown.child_token();
+            inner.tracker.spawn(async move { node::run(ctrl, node, cancel).await });
+        }
+        let ctrl = self.clone();
+        let cancel = shutdown.child_token();
+        inner
+            .tracker
+            .spawn(async move { ctrl.refresh_view_loop(cancel).await });
+        shutdown.cancelled().await;
+        tracing::info!("controller stopping: no new events taken; finishing work in flight");
+        inner.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("work in flight did not finish within 10 s; stopping anyway");
+        }
+        tracing::info!("controller stopped");
+    }
+
+    /// Subscribes to farm events.
+    pub fn subscribe(&self) -> broadcast::Receiver<FarmEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The store this controller decides with.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// This controller's metrics.
+    pub fn metrics(&self) -> &SharedMetrics {
+        &self.inner.metrics
+    }
+
+    /// Ids of the configured nodes.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        let mut v: Vec<_> = self.inner.nodes.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether every node's stream is up (for `/readyz`).
+    pub fn nodes_streaming(&self) -> Vec<(NodeId, bool)> {
+        let mut v: Vec<_> = self
+            .inner
+            .nodes
+            .values()
+            .map(|n| (n.id.clone(), n.healthy.load(Ordering::Relaxed)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The node's ARI client, if configured.
+    pub fn ari(&self, node: &NodeId) -> Option<AriNode> {
+        self.inner.nodes.get(node).map(|n| n.ari.clone())
+    }
+
+    /// The node's SIP host, if configured.
+    pub fn sip_host(&self, node: &NodeId) -> Option<String> {
+        self.inner.nodes.get(node).map(|n| n.spec.sip_host.clone())
+    }
+
+    pub(crate) fn emit(&self, ev: FarmEvent) {
+        // No subscriber is fine.
+        let _ = self.inner.events.send(ev);
+    }
+
+    /// Reloads the node view the policy chooses from.
+    pub(crate) async fn refresh_view(&self) {
+        let started = std::time::Instant::now();
+        match self.inner.store.list_nodes().await {
+            Ok(nodes) => {
+                self.inner.metrics.store_latency("list_nodes", started.elapsed());
+                for n in &nodes {
+                    self.inner.metrics.node_state(&n.id, n.state);
+                }
+                if let Ok(mut v) = self.inner.view.write() {
+                    *v = nodes;
+                }
+            }
+            Err(e) => tracing::debug!(reason = %e, "node view not refreshed"),
+        }
+    }
+
+    async fn refresh_view_loop(&self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => self.refresh_view().await,
+            }
+        }
+    }
+
+    /// Marks `node` drained (no new rooms) or not.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn set_drain(&self, node: &NodeId, draining: bool) -> Result<NodeRecord, crate::store::Error> {
+        let rec = self.inner.store.set_node_drain(node, draining).await?;
+        self.emit(FarmEvent::NodeDraining {
+            node: node.clone(),
+            draining,
+        });
+        self.refresh_view().await;
+        Ok(rec)
+    }
+
+    pub(crate) fn state_of(&self, node: &NodeId) -> Option<NodeState> {
+        self.inner
+            .view
+            .read()
+            .ok()
+            .and_then(|v| v.iter().find(|n| &n.id == node).map(|n| n.state))
+    }
+}

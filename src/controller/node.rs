@@ -1,0 +1,424 @@
+//! One node's loop: its event stream, its health, and the resync that
+//! follows every (re)connection.
+//!
+//! # Health
+//! A node is up while its websocket is up and its `GET /asterisk/ping`s
+//! answer. When the socket closes, or pings fail `down_after_failures`
+//! times in a row, the node is marked down in the store, which releases its
+//! rooms at once so the next arrivals are placed on live nodes. Node
+//! liveness never depends on the store: a store that is down only delays
+//! the write, which is retried.
+//!
+//! # Resync
+//! Asterisk replays nothing after a reconnect, so on every connection the
+//! node registers (a new incarnation starts empty), then corral reads
+//! `GET /bridges` and `GET /channels`: calls in corral's bridges are
+//! recorded as members, calls still ringing in corral's app are placed as
+//! if their `StasisStart` had just arrived, and members whose channel is
+//! gone are removed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Controller, FarmEvent, NodeRuntime};
+use crate::ari::events::{Event, EventKind};
+use crate::ari::stream::{self, EVENT_QUEUE, StreamConfig, StreamItem};
+use crate::domain::{ChannelId, Incarnation, NodeState, Role, RoomKind};
+use crate::store::{MemberAdded, NodeRegistration, RoomFilter};
+
+/// Events one channel's worker may have queued.
+const CHANNEL_QUEUE: usize = 32;
+
+/// Runs `node` until `cancel`.
+pub(crate) async fn run(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationToken) {
+    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+    let scfg = StreamConfig {
+        ping_interval: ctrl.inner.cfg.ping_interval,
+        pong_timeout: ctrl.inner.cfg.ping_interval * ctrl.inner.cfg.down_after_failures.max(1),
+        connect_timeout: Duration::from_secs(3),
+    };
+    let stream_task = {
+        let ari = node.ari.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { stream::run(ari, scfg, tx, cancel).await })
+    };
+    let health_task = {
+        let ctrl = ctrl.clone();
+        let node = node.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { health(ctrl, node, cancel).await })
+    };
+    let reconcile_task = {
+        let ctrl = ctrl.clone();
+        let node = node.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { reconcile_loop(ctrl, node, cancel).await })
+    };
+    tracing::info!(node = %node.id, url = %node.ari.config().base_url, "node loop started");
+    let mut workers: HashMap<String, mpsc::Sender<Event>> = HashMap::new();
+    loop {
+        let item = tokio::select! {
+            _ = cancel.cancelled() => break,
+            item = rx.recv() => item,
+        };
+        let Some(item) = item else { break };
+        match item {
+            StreamItem::Connected => {
+                workers.clear();
+                ctrl.on_connected(&node).await;
+            }
+            StreamItem::Disconnected { reason } => {
+                if node.healthy.load(Ordering::Relaxed) {
+                    ctrl.mark_down(&node, &format!("event stream lost: {reason}")).await;
+                }
+            }
+            StreamItem::Replaced => {
+                tracing::error!(node = %node.id, app = %ctrl.inner.cfg.app,
+                    "another websocket took corral's app over on this node; events now go there (two replicas without leases?)");
+            }
+            StreamItem::Malformed => ctrl.inner.metrics.bad_event(&node.id, "malformed"),
+            StreamItem::Event(ev) => ctrl.dispatch(&node, &mut workers, *ev),
+        }
+    }
+    stream_task.abort();
+    health_task.abort();
+    reconcile_task.abort();
+    tracing::info!(node = %node.id, "node loop stopped");
+}
+
+impl Controller {
+    /// Routes one event to its channel's worker (created on `StasisStart`),
+    /// so one channel's events are handled in order and different channels
+    /// in parallel.
+    fn dispatch(&self, node: &Arc<NodeRuntime>, workers: &mut HashMap<String, mpsc::Sender<Event>>, ev: Event) {
+        workers.retain(|_, tx| !tx.is_closed());
+        let Some(channel) = ev.channel() else {
+            if let EventKind::BridgeDestroyed { bridge } = &ev.kind {
+                if let Ok(mut b) = node.bridges.lock() {
+                    b.remove(&bridge.id);
+                }
+            }
+            return;
+        };
+        let id = channel.id.clone();
+        if let Some(tx) = workers.get(&id) {
+            match tx.try_send(ev) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(ev)) => {
+                    // A worker stuck behind a slow call: never block the
+                    // reader; hand the event to a task that waits.
+                    let tx = tx.clone();
+                    self.inner.tracker.spawn(async move {
+                        let _ = tx.send(ev).await;
+                    });
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(ev)) => {
+                    workers.remove(&id);
+                    return self.dispatch(node, workers, ev);
+                }
+            }
+        }
+        match &ev.kind {
+            EventKind::StasisStart { .. } => {
+                let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
+                let _ = tx.try_send(ev);
+                if let Ok(mut f) = node.inflight.lock() {
+                    f.insert(id.clone());
+                }
+                workers.insert(id, tx);
+                let ctrl = self.clone();
+                let node = node.clone();
+                self.inner.tracker.spawn(async move { ctrl.channel_worker(node, rx).await });
+            }
+            EventKind::StasisEnd { .. } | EventKind::ChannelDestroyed { .. } => {
+                // A channel corral joined before a reconnect: no worker.
+                if let Ok(chan) = ChannelId::new(id.as_str()) {
+                    let ctrl = self.clone();
+                    let node = node.clone();
+                    self.inner.tracker.spawn(async move { ctrl.leave(&node, &chan).await });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles one channel's events in order until it leaves the app.
+    async fn channel_worker(&self, node: Arc<NodeRuntime>, rx: mpsc::Receiver<Event>) {
+        let mut id = None;
+        self.channel_events(&node, rx, &mut id).await;
+        if let (Some(id), Ok(mut f)) = (id, node.inflight.lock()) {
+            f.remove(&id);
+        }
+    }
+
+    async fn channel_events(&self, node: &Arc<NodeRuntime>, mut rx: mpsc::Receiver<Event>, id: &mut Option<String>) {
+        let node = node.clone();
+        while let Some(ev) = rx.recv().await {
+            if id.is_none() {
+                *id = ev.channel().map(|c| c.id.clone());
+            }
+            match &ev.kind {
+                EventKind::StasisStart { args, channel } => {
+                    self.on_stasis_start(&node, args, channel).await;
+                }
+                EventKind::StasisEnd { channel } | EventKind::ChannelDestroyed { channel, .. } => {
+                    if let Ok(chan) = ChannelId::new(channel.id.as_str()) {
+                        self.leave(&node, &chan).await;
+                    }
+                    return;
+                }
+                EventKind::ChannelLeftBridge { .. } | EventKind::ChannelEnteredBridge { .. } => {}
+                _ => {}
+            }
+        }
+    }
+
+    /// The stream is up: register the node (a new incarnation starts
+    /// empty), mark it healthy, then resync.
+    async fn on_connected(&self, node: &Arc<NodeRuntime>) {
+        let info = match node.ari.info().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(node = %node.id, reason = %e, "connected but GET /asterisk/info failed; will retry at the next reconcile");
+                return;
+            }
+        };
+        let incarnation = Incarnation {
+            asterisk_id: info.system.map(|s| s.entity_id).unwrap_or_default(),
+            started: info.status.map(|s| s.startup_time).unwrap_or_default(),
+        };
+        let reg = NodeRegistration {
+            node: node.id.clone(),
+            incarnation: incarnation.clone(),
+            sip_host: node.spec.sip_host.clone(),
+            capacity: node.spec.capacity,
+            max_rooms: node.spec.max_rooms,
+        };
+        let registered = loop {
+            match self.inner.store.register_node(&reg).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    tracing::warn!(node = %node.id, reason = %e, "node not registered (store unavailable); retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        if registered.new_incarnation {
+            if let Ok(mut b) = node.bridges.lock() {
+                b.clear();
+            }
+            if let Ok(mut c) = node.channels.lock() {
+                c.clear();
+            }
+            if registered.released_rooms > 0 {
+                self.inner.metrics.released(&node.id, "new_incarnation", u64::from(registered.released_rooms));
+            }
+        }
+        node.healthy.store(true, Ordering::Relaxed);
+        tracing::info!(node = %node.id, incarnation = %incarnation, new_incarnation = registered.new_incarnation,
+            released_rooms = registered.released_rooms, "node up");
+        self.emit(FarmEvent::NodeUp { node: node.id.clone(), new_incarnation: registered.new_incarnation });
+        self.refresh_view().await;
+        self.resync(node).await;
+    }
+
+    /// Marks `node` down and releases its rooms.
+    pub(crate) async fn mark_down(&self, node: &Arc<NodeRuntime>, reason: &str) {
+        if !node.healthy.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut b) = node.bridges.lock() {
+            b.clear();
+        }
+        self.inner.metrics.node_state(&node.id, NodeState::Down);
+        let released = loop {
+            match self.inner.store.set_node_health(&node.id, false).await {
+                Ok(h) => break h.released_rooms,
+                Err(e) => {
+                    tracing::warn!(node = %node.id, reason = %e, "node not marked down in the store yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if node.healthy.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+            }
+        };
+        self.inner.metrics.released(&node.id, "node_down", u64::from(released));
+        tracing::warn!(node = %node.id, reason, released_rooms = released, "node down");
+        self.emit(FarmEvent::NodeDown { node: node.id.clone(), reason: reason.to_string(), released_rooms: released });
+        self.refresh_view().await;
+    }
+
+    /// Compares the node's ARI with the store and heals the difference.
+    pub(crate) async fn resync(&self, node: &Arc<NodeRuntime>) {
+        let (bridges, channels) = match tokio::try_join!(node.ari.bridges(), node.ari.channels()) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(node = %node.id, reason = %e, "resync skipped: ARI did not answer");
+                return;
+            }
+        };
+        let mut bridged = std::collections::HashSet::new();
+        for b in &bridges {
+            let Some(room) = super::rooms::parse_bridge_name(&b.name) else { continue };
+            if let Ok(mut known) = node.bridges.lock() {
+                known.insert(b.id.clone());
+            }
+            for ch in &b.channels {
+                bridged.insert(ch.clone());
+                let Ok(chan) = ChannelId::new(ch.as_str()) else { continue };
+                let role = match room.kind {
+                    RoomKind::Conference => Role::Participant,
+                    RoomKind::Queue => Role::Caller,
+                };
+                match self.inner.store.add_member(&room, &node.id, &chan, role).await {
+                    Ok(MemberAdded::Added { epoch, .. }) | Ok(MemberAdded::AlreadyMember { epoch, .. }) => {
+                        if let Ok(mut c) = node.channels.lock() {
+                            c.entry(ch.clone()).or_insert(super::rooms::Joined {
+                                room: room.clone(),
+                                epoch,
+                                bridge: b.id.clone(),
+                                recorded: true,
+                            });
+                        }
+                    }
+                    Ok(MemberAdded::Moved { owner, .. }) => {
+                        tracing::warn!(node = %node.id, room = %room, owner = %owner, "split: a bridged call is on a node that does not own its room");
+                        self.emit(FarmEvent::SplitDetected { room: room.clone(), owner, node: node.id.clone() });
+                        if let Ok(mut c) = node.channels.lock() {
+                            c.entry(ch.clone()).or_insert(super::rooms::Joined {
+                                room: room.clone(),
+                                epoch: crate::domain::Epoch(0),
+                                bridge: b.id.clone(),
+                                recorded: false,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %node.id, reason = %e, "resync stopped (store unavailable)");
+                        return;
+                    }
+                }
+            }
+        }
+        // Calls still ringing in corral's app whose StasisStart was lost.
+        let app = &self.inner.cfg.app;
+        let live: std::collections::HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();
+        for ch in &channels {
+            let in_app = ch.dialplan.app_name.as_deref() == Some("Stasis")
+                && ch.dialplan.app_data.as_deref().is_some_and(|d| d == app || d.starts_with(&format!("{app},")));
+            let joined = node.channels.lock().map(|c| c.contains_key(&ch.id)).unwrap_or(true)
+                || node.inflight.lock().map(|f| f.contains(&ch.id)).unwrap_or(true);
+            if in_app && ch.state == "Ring" && !bridged.contains(&ch.id) && !joined {
+                let args: Vec<String> = ch
+                    .dialplan
+                    .app_data
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .skip(1)
+                    .map(str::to_string)
+                    .collect();
+                tracing::info!(node = %node.id, channel = %ch.id, "placing a call whose StasisStart was missed");
+                let ctrl = self.clone();
+                let node = node.clone();
+                let ch = ch.clone();
+                self.inner.tracker.spawn(async move { ctrl.on_stasis_start(&node, &args, &ch).await });
+            }
+        }
+        // Members whose channel is gone.
+        let stale: Vec<(String, super::rooms::Joined)> = node
+            .channels
+            .lock()
+            .map(|c| c.iter().filter(|(id, _)| !live.contains(id.as_str())).map(|(a, b)| (a.clone(), b.clone())).collect())
+            .unwrap_or_default();
+        for (id, _) in stale {
+            if let Ok(chan) = ChannelId::new(id) {
+                self.leave(node, &chan).await;
+            }
+        }
+        self.sweep_store_members(node, &live).await;
+    }
+
+    /// Removes store members of `node` whose channel is not live, and
+    /// releases empty rooms past their linger (the net for missed events and
+    /// for redirects whose call never arrived).
+    async fn sweep_store_members(&self, node: &Arc<NodeRuntime>, live: &std::collections::HashSet<&str>) {
+        let filter = RoomFilter { node: Some(node.id.clone()), kind: None };
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match self.inner.store.list_rooms(&filter, cursor.as_deref(), 500).await {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            for p in &page.rooms {
+                if p.members == 0 {
+                    self.try_release(node, &p.room, p.epoch).await;
+                    continue;
+                }
+                let Ok(Some(detail)) = self.inner.store.get_room(&p.room).await else { continue };
+                for m in detail.members {
+                    if m.node == node.id && !live.contains(m.channel.as_str()) {
+                        if let Ok(crate::store::MemberRemoved::Removed { remaining: 0, epoch }) =
+                            self.inner.store.remove_member(&p.room, &node.id, &m.channel).await
+                        {
+                            self.schedule_release(node.clone(), p.room.clone(), epoch);
+                        }
+                    }
+                }
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => return,
+            }
+        }
+    }
+}
+
+/// Pings the node; marks it down after `down_after_failures` failures.
+async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(ctrl.inner.cfg.ping_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let started = Instant::now();
+        let ok = tokio::time::timeout(ctrl.inner.cfg.ping_interval.max(Duration::from_millis(200)), node.ari.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if ok {
+            failures = 0;
+            continue;
+        }
+        failures += 1;
+        tracing::debug!(node = %node.id, failures, took = ?started.elapsed(), "ping failed");
+        if failures >= ctrl.inner.cfg.down_after_failures && node.healthy.load(Ordering::Relaxed) {
+            ctrl.mark_down(&node, &format!("{failures} pings failed")).await;
+        }
+    }
+}
+
+/// Periodic resync: the net for missed events.
+async fn reconcile_loop(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(ctrl.inner.cfg.reconcile_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if node.healthy.load(Ordering::Relaxed) {
+            ctrl.resync(&node).await;
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Rooms on a node: the bridge, the members, and the linger before release.
+//!
+//! A room's bridge on its node has a deterministic id built from the room
+//! and its epoch (`corral-conference-sales-7`) and the ARI name
+//! `corral:<kind>:<room>`. Creating it is idempotent (a 409 means it is
+//! there), and a room re-placed on the same node gets a new epoch and so a
+//! new bridge: a release destroying the old one can never pull a new
+//! joiner out.
+//!
+//! # Guarantees
+//! - A member is recorded in the store before its channel is answered, so a
+//!   store that says "another node owns this room" still finds the call
+//!   ringing and movable by a 302.
+//! - A room is released only by the store's rule (empty, same epoch, empty
+//!   for the whole linger by the store's clock); the bridge is destroyed
+//!   only after that.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Controller, FarmEvent, NodeRuntime};
+use crate::ari::rest::{BridgeType, Created};
+use crate::domain::{ChannelId, Epoch, RoomKey, RoomKind};
+use crate::store::Release;
+
+/// What the controller remembers of a channel it put in a bridge.
+#[derive(Debug, Clone)]
+pub(crate) struct Joined {
+    pub(crate) room: RoomKey,
+    pub(crate) epoch: Epoch,
+    pub(crate) bridge: String,
+    /// Recorded in the store (false for a degraded join).
+    pub(crate) recorded: bool,
+}
+
+/// The bridge id of `room` at `epoch` (`None`: a degraded, unrecorded room).
+pub fn bridge_id(room: &RoomKey, epoch: Option<Epoch>) -> String {
+    match epoch {
+        Some(e) => format!("corral-{}-{}-{}", room.kind, room.name, e.0),
+        None => format!("corral-{}-{}-local", room.kind, room.name),
+    }
+}
+
+/// Reads a room and epoch back from a bridge made by [`bridge_id`].
+pub fn parse_bridge_name(name: &str) -> Option<RoomKey> {
+    let rest = name.strip_prefix("corral:")?;
+    let (kind, room) = rest.split_once(':')?;
+    RoomKey::parse(kind, room).ok()
+}
+
+fn bridge_type(kind: RoomKind) -> BridgeType {
+    match kind {
+        RoomKind::Conference => BridgeType::Mixing,
+        RoomKind::Queue => BridgeType::Holding,
+    }
+}
+
+impl Controller {
+    /// Answers `channel` on `node` and puts it in the room's bridge,
+    /// creating the bridge if needed. `epoch` is `None` for a degraded join.
+    ///
+    /// # Errors
+    /// ARI refused: the channel is gone (404/400) or left Stasis (409/422).
+    /// The caller logs it; nothing is left half-done in the store that the
+    /// leave path will not undo.
+    pub(crate) async fn put_in_bridge(
+        &self,
+        node: &Arc<NodeRuntime>,
+        channel: &ChannelId,
+        room: &RoomKey,
+        epoch: Option<Epoch>,
+    ) -> Result<String, crate::ari::Error> {
+        let id = bridge_id(room, epoch);
+        node.ari.answer(channel.as_str()).await?;
+        self.ensure_bridge(node, room, &id).await?;
+        match node.ari.add_channel(&id, channel.as_str(), None).await {
+            Err(e) if e.status() == Some(404) => {
+                // The cache was stale: the bridge went away. Make it again.
+                if let Ok(mut b) = node.bridges.lock() {
+                    b.remove(&id);
+                }
+                self.ensure_bridge(node, room, &id).await?;
+                node.ari.add_channel(&id, channel.as_str(), None).await?;
+            }
+            other => other?,
+        }
+        node.channels.lock().map_or((), |mut c| {
+            c.insert(
+                channel.to_string(),
+                Joined {
+                    room: room.clone(),
+                    epoch: epoch.unwrap_or(Epoch(0)),
+                    bridge: id.clone(),
+                    recorded: epoch.is_some(),
+                },
+            );
+        });
+        Ok(id)
+    }
+
+    async fn ensure_bridge(&self, node: &Arc<NodeRuntime>, room: &RoomKey, id: &str) -> Result<(), crate::ari::Error> {
+        let known = node.bridges.lock().map(|b| b.contains(id)).unwrap_or(false);
+        if known {
+            return Ok(());
+        }
+        match node
+            .ari
+            .create_bridge(id, bridge_type(room.kind), &room.bridge_name())
+            .await?
+        {
+            Created::New(_) | Created::Exists => {}
+        }
+        if let Ok(mut b) = node.bridges.lock() {
+            b.insert(id.to_string());
+        }
+        Ok(())
+    }
+
+    /// A channel left the app on `node`: remove its member record; if the
+    /// room is now empty, release it after the linger.
+    pub(crate) async fn leave(&self, node: &Arc<NodeRuntime>, channel: &ChannelId) {
+        let joined = node
+            .channels
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(channel.as_str()));
+        let Some(joined) = joined else { return };
+        if !joined.recorded {
+            return;
+        }
+        let started = Instant::now();
+        let result = self
+            .inner
+            .store
+            .remove_member(&joined.room, &node.id, channel)
+            .await;
+        self.inner.metrics.store_latency("remove_member", started.elapsed());
+        match result {
+            Ok(crate::store::MemberRemoved::Removed { remaining, epoch }) => {
+                self.emit(FarmEvent::MembersChanged {
+                    room: joined.room.clone(),
+                    node: node.id.clone(),
+                    members: remaining,
+                });
+                if remaining == 0 {
+                    self.schedule_release(node.clone(), joined.room, epoch);
+                }
+            }
+            Ok(crate::store::MemberRemoved::NotMember) => {}
+            Err(e) => {
+                tracing::warn!(node = %node.id, room = %joined.room, channel = %channel, reason = %e,
+                    "member not removed (store unavailable); the reconciler will remove it");
+            }
+        }
+    }
+
+    /// After the linger, asks the store to release `room` if it is still
+    /// empty at `epoch`; destroys its bridge if released.
+    pub(crate) fn schedule_release(&self, node: Arc<NodeRuntime>, room: RoomKey, epoch: Epoch) {
+        let ctrl = self.clone();
+        let linger = self.inner.cfg.linger;
+        self.inner.tracker.spawn(async move {
+            // A stopping corral leaves rooms as they are: another replica, or
+            // this one after restart, releases them.
+            tokio::time::sleep(linger).await;
+            ctrl.try_release(&node, &room, epoch).await;
+        });
+    }
+
+    pub(crate) async fn try_release(&self, node: &Arc<NodeRuntime>, room: &RoomKey, epoch: Epoch) {
+        let linger = self.inner.cfg.linger;
+        match self.inner.store.release_room(room, epoch, linger).await {
+            Ok(Release::Released) => {
+                self.inner.metrics.released(&node.id, "empty", 1);
+                self.emit(FarmEvent::RoomReleased {
+                    room: room.clone(),
+                    node: node.id.clone(),
+                    reason: "empty".into(),
+                });
+                let id = bridge_id(room, Some(epoch));
+                if let Ok(mut b) = node.bridges.lock() {
+                    b.remove(&id);
+                }
+                if let Err(e) = node.ari.destroy_bridge(&id).await {
+                    if e.status() != Some(404) {
+                        tracing::warn!(node = %node.id, room = %room, reason = %e, "bridge of a released room not destroyed");
+                    }
+                }
+                tracing::debug!(node = %node.id, room = %room, epoch = epoch.0, "room released");
+            }
+            Ok(other) => tracing::debug!(node = %node.id, room = %room, outcome = ?other, "room kept"),
+            Err(e) => tracing::warn!(node = %node.id, room = %room, reason = %e, "room not released (store unavailable); the reconciler will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_names_round_trip() {
+        let room = RoomKey::parse("conference", "sales-eu").unwrap();
+        assert_eq!(bridge_id(&room, Some(Epoch(7))), "corral-conference-sales-eu-7");
+        assert_eq!(parse_bridge_name(&room.bridge_name()), Some(room));
+        assert_eq!(parse_bridge_name("other:conference:x"), None);
+    }
+}
