@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod demo;
 pub mod serve;
 pub mod sim_node;
 
@@ -24,6 +25,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller and its API against the configured nodes.
     Serve(serve::Args),
+    /// The demo: simulated nodes, corral on the in-memory store (or Redis),
+    /// a caller sending calls through a round-robin proxy, a node killed
+    /// halfway.
+    Demo(demo::Args),
     /// Run one simulated Asterisk 22 node (ARI over HTTP and websockets)
     /// until stopped.
     SimNode(sim_node::Args),
@@ -50,6 +55,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::SimNode(args) => sim_node::run(args).await,
             Command::Bench(bench) => bench::run(bench).await,
         }
