@@ -287,7 +287,7 @@ impl Controller {
             .endpoint_template
             .replace("{token}", token.as_str())
             .replace("{sip_host}", &target);
-        match node.ari.redirect(chan.as_str(), &endpoint).await {
+        match self.ari_retry(|| node.ari.redirect(chan.as_str(), &endpoint)).await {
             Ok(()) => {
                 self.inner.metrics.redirect(&node.id, "sent");
                 self.inner.metrics.call_setup(started.elapsed());
@@ -374,7 +374,7 @@ impl Controller {
     /// Gives a call corral cannot place back to the dialplan (`continue`),
     /// so the operator's fallback runs; corral never hangs it up itself.
     async fn hand_back(&self, node: &Arc<NodeRuntime>, chan: &ChannelId) {
-        if let Err(e) = node.ari.continue_in_dialplan(chan.as_str(), None, None, None).await {
+        if let Err(e) = self.ari_retry(|| node.ari.continue_in_dialplan(chan.as_str(), None, None, None)).await {
             tracing::info!(node = %node.id, channel = %chan, reason = %e, "continue refused (call gone?)");
         }
     }

@@ -166,6 +166,11 @@ pub enum FarmEvent {
 /// some (it is told how many it missed).
 pub const EVENT_BACKLOG: usize = 1024;
 
+/// How many times one ARI call is tried when it fails with a 5xx or a
+/// transport error: enough to ride out a blip, few enough that a call never
+/// waits long (10 + 20 + 40 ms of pauses).
+pub const ARI_ATTEMPTS: u32 = 4;
+
 /// Per-node runtime state: caches and flags, nothing that must survive.
 #[derive(Debug)]
 pub(crate) struct NodeRuntime {
@@ -368,6 +373,29 @@ impl Controller {
         });
         self.refresh_view().await;
         Ok(rec)
+    }
+
+    /// Runs one ARI call, retrying what [`crate::ari::Error::retry`] says
+    /// may succeed again (a 5xx, a reset connection) up to
+    /// [`ARI_ATTEMPTS`] times with a short doubling pause.
+    pub(crate) async fn ari_retry<T, F, Fut>(&self, mut call: F) -> Result<T, crate::ari::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::ari::Error>>,
+    {
+        let mut pause = Duration::from_millis(10);
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Err(e) if attempt < ARI_ATTEMPTS && e.retry() != crate::retry::Retry::Never => {
+                    tracing::debug!(reason = %e, attempt, "ARI call failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     pub(crate) fn state_of(&self, node: &NodeId) -> Option<NodeState> {

@@ -71,16 +71,16 @@ impl Controller {
         epoch: Option<Epoch>,
     ) -> Result<String, crate::ari::Error> {
         let id = bridge_id(room, epoch);
-        node.ari.answer(channel.as_str()).await?;
+        self.ari_retry(|| node.ari.answer(channel.as_str())).await?;
         self.ensure_bridge(node, room, &id).await?;
-        match node.ari.add_channel(&id, channel.as_str(), None).await {
+        match self.ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None)).await {
             Err(e) if e.status() == Some(404) => {
                 // The cache was stale: the bridge went away. Make it again.
                 if let Ok(mut b) = node.bridges.lock() {
                     b.remove(&id);
                 }
                 self.ensure_bridge(node, room, &id).await?;
-                node.ari.add_channel(&id, channel.as_str(), None).await?;
+                self.ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None)).await?;
             }
             other => other?,
         }
@@ -103,9 +103,8 @@ impl Controller {
         if known {
             return Ok(());
         }
-        match node
-            .ari
-            .create_bridge(id, bridge_type(room.kind), &room.bridge_name())
+        match self
+            .ari_retry(|| node.ari.create_bridge(id, bridge_type(room.kind), &room.bridge_name()))
             .await?
         {
             Created::New(_) | Created::Exists => {}

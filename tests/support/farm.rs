@@ -1,0 +1,229 @@
+//! `TestFarm`: simulated nodes, a store (memory or a real Redis) and a
+//! running controller, all in-process on `127.0.0.1:0`; plus a round-robin
+//! "proxy" and an invariant checker that reads each node's ARI, never
+//! corral's own map.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral::controller::{self, Controller, NodeSpec};
+use corral::domain::NodeId;
+use corral::sim::{SimConfig, SimNode};
+use corral::store::{self, Store};
+use corral::telemetry::Metrics;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::redis::RedisProcess;
+
+/// Which store backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The in-memory store.
+    Memory,
+    /// A real `redis-server`.
+    Redis,
+}
+
+/// A running farm. Dropping it stops the controller and the nodes.
+pub struct TestFarm {
+    pub sims: Vec<SimNode>,
+    pub store: Arc<dyn Store>,
+    pub ctrl: Controller,
+    pub metrics: Arc<Metrics>,
+    pub http: reqwest::Client,
+    pub dead: HashSet<usize>,
+    shutdown: CancellationToken,
+    run: Option<tokio::task::JoinHandle<()>>,
+    _redis: Option<RedisProcess>,
+    next: usize,
+}
+
+impl TestFarm {
+    /// Starts `n` nodes and a controller on `backend`, tuned for tests
+    /// (short linger, fast pings); waits until every node streams.
+    pub async fn start(n: usize, backend: Backend, seed: u64) -> TestFarm {
+        Self::start_with(n, backend, seed, |_| {}).await
+    }
+
+    /// Like [`start`], with a hook to adjust the controller config.
+    pub async fn start_with(
+        n: usize,
+        backend: Backend,
+        seed: u64,
+        tune: impl FnOnce(&mut controller::Config),
+    ) -> TestFarm {
+        let mut sims = Vec::new();
+        for i in 1..=n {
+            sims.push(SimNode::start(SimConfig::new(format!("ast{i}"))).await.expect("sim node starts"));
+        }
+        let (redis, url) = match backend {
+            Backend::Memory => (None, None),
+            Backend::Redis => {
+                let r = RedisProcess::start();
+                let url = r.url();
+                (Some(r), Some(url))
+            }
+        };
+        let store = store::connect(&store::Config {
+            farm: super::redis::unique_farm("farm"),
+            redis_url: url,
+            ..store::Config::default()
+        })
+        .await
+        .expect("store connects");
+        let metrics = Arc::new(Metrics::new());
+        let specs = sims
+            .iter()
+            .map(|s| NodeSpec {
+                ari: corral::ari::Config {
+                    node: NodeId::new(s.id()).unwrap(),
+                    base_url: s.base_url(),
+                    username: SimConfig::DEFAULT_CREDENTIALS.into(),
+                    password: SimConfig::DEFAULT_CREDENTIALS.into(),
+                    app: "corral".into(),
+                    request_timeout: Duration::from_secs(2),
+                },
+                sip_host: s.addr().to_string(),
+                capacity: 500,
+                max_rooms: None,
+            })
+            .collect();
+        let mut cfg = controller::Config {
+            linger: Duration::from_millis(300),
+            ping_interval: Duration::from_millis(100),
+            reconcile_interval: Duration::from_millis(500),
+            redirect_deadline: Duration::from_secs(3),
+            seed,
+            ..controller::Config::default()
+        };
+        tune(&mut cfg);
+        let ctrl = Controller::new(cfg, store.clone(), specs, metrics.clone()).unwrap();
+        let shutdown = CancellationToken::new();
+        let run = {
+            let ctrl = ctrl.clone();
+            let s = shutdown.clone();
+            tokio::spawn(async move { ctrl.run(s).await })
+        };
+        let farm = TestFarm {
+            sims,
+            store,
+            ctrl,
+            metrics,
+            http: reqwest::Client::new(),
+            dead: HashSet::new(),
+            shutdown,
+            run: Some(run),
+            _redis: redis,
+            next: 0,
+        };
+        let ctrl = farm.ctrl.clone();
+        super::eventually(Duration::from_secs(10), "every node streaming", || {
+            let ctrl = ctrl.clone();
+            async move { ctrl.nodes_streaming().iter().all(|(_, up)| *up).then_some(()) }
+        })
+        .await;
+        farm
+    }
+
+    /// Sends one call for `exten` through the round-robin proxy, skipping
+    /// dead nodes. Returns the index of the node it landed on.
+    pub async fn call(&mut self, exten: &str, call_id: &str) -> usize {
+        for _ in 0..self.sims.len() {
+            let i = self.next % self.sims.len();
+            self.next += 1;
+            if self.dead.contains(&i) {
+                continue;
+            }
+            let url = format!("{}/sim/calls", self.sims[i].base_url());
+            let body = serde_json::json!({"exten": exten, "caller": "1000", "call_id": call_id});
+            let resp = self.http.post(url).json(&body).send().await.expect("proxy reaches a live node");
+            assert_eq!(resp.status().as_u16(), 201, "call {call_id} refused by {}", self.sims[i].id());
+            return i;
+        }
+        panic!("no live node");
+    }
+
+    /// Kills node `i` (a crash) and remembers it as dead.
+    pub async fn kill(&mut self, i: usize) {
+        self.sims[i].kill().await;
+        self.dead.insert(i);
+    }
+
+    /// Live calls on every live node: `(node index, call JSON)`.
+    pub async fn live_calls(&self) -> Vec<(usize, Value)> {
+        let mut out = Vec::new();
+        for (i, s) in self.sims.iter().enumerate() {
+            if self.dead.contains(&i) {
+                continue;
+            }
+            let url = format!("{}/sim/calls", s.base_url());
+            let calls: Vec<Value> = self.http.get(url).send().await.unwrap().json().await.unwrap();
+            out.extend(calls.into_iter().map(|c| (i, c)));
+        }
+        out
+    }
+
+    /// Every live node's bridges (`GET /ari/bridges`).
+    pub async fn bridges(&self) -> Vec<(usize, Value)> {
+        let mut out = Vec::new();
+        for (i, s) in self.sims.iter().enumerate() {
+            if self.dead.contains(&i) {
+                continue;
+            }
+            let url = format!("{}/ari/bridges", s.base_url());
+            let bridges: Vec<Value> = self
+                .http
+                .get(url)
+                .basic_auth("corral", Some("corral"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            out.extend(bridges.into_iter().map(|b| (i, b)));
+        }
+        out
+    }
+
+    /// The invariant, read from ARI: for each room (`corral:<kind>:<room>`
+    /// bridge name), the nodes whose bridge of that room has channels.
+    /// Returns rooms found on more than one node.
+    pub async fn split_rooms(&self) -> Vec<(String, Vec<usize>)> {
+        let mut rooms: HashMap<String, HashSet<usize>> = HashMap::new();
+        for (i, b) in self.bridges().await {
+            let name = b["name"].as_str().unwrap_or_default().to_string();
+            if name.starts_with("corral:") && b["channels"].as_array().is_some_and(|c| !c.is_empty()) {
+                rooms.entry(name).or_default().insert(i);
+            }
+        }
+        let mut split: Vec<_> = rooms
+            .into_iter()
+            .filter(|(_, n)| n.len() > 1)
+            .map(|(r, n)| (r, n.into_iter().collect()))
+            .collect();
+        split.sort();
+        split
+    }
+
+    /// Sum of one counter of `GET /sim/stats` over every node ever started.
+    pub fn sim_stat(&self, f: impl Fn(&corral::sim::SimStats) -> u64) -> u64 {
+        self.sims.iter().map(|s| f(&s.stats())).sum()
+    }
+
+    /// Stops the controller (graceful) and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(run) = self.run.take() {
+            let _ = run.await;
+        }
+    }
+}
+
+impl Drop for TestFarm {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
