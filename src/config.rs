@@ -252,7 +252,14 @@ impl fmt::Debug for ApiSection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiSection")
             .field("listen", &self.listen)
-            .field("token", &if self.token.is_some() { "set" } else { "not set" })
+            .field(
+                "token",
+                &if self.token.is_some() {
+                    "set"
+                } else {
+                    "not set"
+                },
+            )
             .finish()
     }
 }
@@ -263,7 +270,14 @@ impl fmt::Debug for NodeSection {
             .field("id", &self.id)
             .field("ari_url", &self.ari_url)
             .field("username", &self.username)
-            .field("password", &if self.password.is_empty() { "not set" } else { "set" })
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    "not set"
+                } else {
+                    "set"
+                },
+            )
             .field("sip_host", &self.sip_host)
             .field("capacity", &self.capacity)
             .field("max_rooms", &self.max_rooms)
@@ -334,28 +348,42 @@ impl Config {
     /// no key.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), Error> {
         for (k, v) in vars {
-            let Some(rest) = k.strip_prefix("CORRAL_") else { continue };
+            let Some(rest) = k.strip_prefix("CORRAL_") else {
+                continue;
+            };
             let num = |key: &str| -> Result<u64, Error> {
-                v.parse().map_err(|_| invalid(key, format!("{v:?} is not a whole number")))
+                v.parse()
+                    .map_err(|_| invalid(key, format!("{v:?} is not a whole number")))
             };
             match rest {
                 "FARM" => self.farm = v.clone(),
                 "APP" => self.app = v.clone(),
-                "STORE_REDIS_URL" => self.store.redis_url = Some(v.clone()).filter(|s| !s.is_empty()),
+                "STORE_REDIS_URL" => {
+                    self.store.redis_url = Some(v.clone()).filter(|s| !s.is_empty())
+                }
                 "API_LISTEN" => self.api.listen = v.clone(),
                 "API_TOKEN" => self.api.token = Some(v.clone()).filter(|s| !s.is_empty()),
                 "CONTROLLER_ENDPOINT_TEMPLATE" => self.controller.endpoint_template = v.clone(),
                 "CONTROLLER_HOP_LIMIT" => self.controller.hop_limit = num(&k)? as u32,
                 "CONTROLLER_TOKEN_TTL_MS" => self.controller.token_ttl_ms = num(&k)?,
-                "CONTROLLER_REDIRECT_DEADLINE_MS" => self.controller.redirect_deadline_ms = num(&k)?,
+                "CONTROLLER_REDIRECT_DEADLINE_MS" => {
+                    self.controller.redirect_deadline_ms = num(&k)?
+                }
                 "CONTROLLER_LINGER_MS" => self.controller.linger_ms = num(&k)?,
                 "CONTROLLER_POLICY" => self.controller.policy = v.clone(),
                 "CONTROLLER_SEED" => self.controller.seed = Some(num(&k)?),
                 "CONTROLLER_PING_INTERVAL_MS" => self.controller.ping_interval_ms = num(&k)?,
-                "CONTROLLER_DOWN_AFTER_FAILURES" => self.controller.down_after_failures = num(&k)? as u32,
-                "CONTROLLER_RECONCILE_INTERVAL_MS" => self.controller.reconcile_interval_ms = num(&k)?,
+                "CONTROLLER_DOWN_AFTER_FAILURES" => {
+                    self.controller.down_after_failures = num(&k)? as u32
+                }
+                "CONTROLLER_RECONCILE_INTERVAL_MS" => {
+                    self.controller.reconcile_interval_ms = num(&k)?
+                }
                 other => {
-                    if let Some(id) = other.strip_prefix("NODE_").and_then(|r| r.strip_suffix("_PASSWORD")) {
+                    if let Some(id) = other
+                        .strip_prefix("NODE_")
+                        .and_then(|r| r.strip_suffix("_PASSWORD"))
+                    {
                         let node = self
                             .nodes
                             .iter_mut()
@@ -382,22 +410,38 @@ impl Config {
         RoomName::new(self.app.as_str()).map_err(|e| invalid("app", e))?;
         self.api_listen()?;
         if let Some(url) = &self.store.redis_url {
-            let ok = ["redis://", "rediss://", "redis+sentinel://", "redis+cluster://", "redis+unix://", "unix://"]
-                .iter()
-                .any(|p| url.starts_with(p));
+            let ok = [
+                "redis://",
+                "rediss://",
+                "redis+sentinel://",
+                "redis+cluster://",
+                "redis+unix://",
+                "unix://",
+            ]
+            .iter()
+            .any(|p| url.starts_with(p));
             if !ok {
                 return Err(invalid(
                     "store.redis_url",
-                    format!("{:?} must start with redis://, redis+sentinel:// or redis+cluster://", redact_url(url)),
+                    format!(
+                        "{:?} must start with redis://, redis+sentinel:// or redis+cluster://",
+                        redact_url(url)
+                    ),
                 ));
             }
         }
         let c = &self.controller;
         if !c.endpoint_template.contains("{token}") {
-            return Err(invalid("controller.endpoint_template", "must contain {token}"));
+            return Err(invalid(
+                "controller.endpoint_template",
+                "must contain {token}",
+            ));
         }
         if !c.endpoint_template.contains('/') {
-            return Err(invalid("controller.endpoint_template", "must be <Tech>/<resource>, e.g. PJSIP/sip:{token}@{sip_host}"));
+            return Err(invalid(
+                "controller.endpoint_template",
+                "must be <Tech>/<resource>, e.g. PJSIP/sip:{token}@{sip_host}",
+            ));
         }
         c.policy
             .parse::<Strategy>()
@@ -413,7 +457,10 @@ impl Config {
             }
         }
         if c.down_after_failures == 0 {
-            return Err(invalid("controller.down_after_failures", "must be at least 1"));
+            return Err(invalid(
+                "controller.down_after_failures",
+                "must be at least 1",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -423,7 +470,10 @@ impl Config {
                 return Err(invalid(key("id"), format!("{:?} appears twice", n.id)));
             }
             if !(n.ari_url.starts_with("http://") || n.ari_url.starts_with("https://")) {
-                return Err(invalid(key("ari_url"), "must start with http:// or https://"));
+                return Err(invalid(
+                    key("ari_url"),
+                    "must start with http:// or https://",
+                ));
             }
             if n.username.is_empty() {
                 return Err(invalid(key("username"), "must not be empty"));
@@ -491,7 +541,13 @@ sip_host = "10.0.0.11:5060"
         assert!(e.to_string().starts_with("nodes[0].id"), "{e}");
         let mut cfg = Config::parse(GOOD, "t").unwrap();
         let e = cfg
-            .apply_env([("CORRAL_CONTROLLER_LINGER_MS".to_string(), "soon".to_string())].into_iter())
+            .apply_env(
+                [(
+                    "CORRAL_CONTROLLER_LINGER_MS".to_string(),
+                    "soon".to_string(),
+                )]
+                .into_iter(),
+            )
             .unwrap_err();
         assert!(e.to_string().contains("CORRAL_CONTROLLER_LINGER_MS"), "{e}");
     }
@@ -502,7 +558,10 @@ sip_host = "10.0.0.11:5060"
         cfg.apply_env(
             [
                 ("CORRAL_API_LISTEN".to_string(), "0.0.0.0:9000".to_string()),
-                ("CORRAL_NODE_AST1_PASSWORD".to_string(), "fromenv".to_string()),
+                (
+                    "CORRAL_NODE_AST1_PASSWORD".to_string(),
+                    "fromenv".to_string(),
+                ),
             ]
             .into_iter(),
         )

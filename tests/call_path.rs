@@ -17,11 +17,15 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// Waits until `expected` calls are live and every one of them sits in a
 /// bridge; returns the live calls.
 async fn all_bridged(farm: &TestFarm, expected: usize) -> Vec<(usize, serde_json::Value)> {
-    eventually(SETTLE, &format!("{expected} live calls, all bridged"), || async {
-        let calls = farm.live_calls().await;
-        let bridged = calls.iter().filter(|(_, c)| !c["bridge"].is_null()).count();
-        (calls.len() == expected && bridged == expected).then_some(calls)
-    })
+    eventually(
+        SETTLE,
+        &format!("{expected} live calls, all bridged"),
+        || async {
+            let calls = farm.live_calls().await;
+            let bridged = calls.iter().filter(|(_, c)| !c["bridge"].is_null()).count();
+            (calls.len() == expected && bridged == expected).then_some(calls)
+        },
+    )
     .await
 }
 
@@ -34,7 +38,8 @@ async fn colocates(backend: Backend) {
     let mut farm = TestFarm::start(3, backend, seed).await;
     for i in 0..300 {
         let room = rng.random_range(0..30);
-        farm.call(&format!("conf-room{room}"), &format!("c{i}")).await;
+        farm.call(&format!("conf-room{room}"), &format!("c{i}"))
+            .await;
     }
     let calls = all_bridged(&farm, 300).await;
     assert_eq!(farm.split_rooms().await, vec![], "seed {seed}");
@@ -43,21 +48,42 @@ async fn colocates(backend: Backend) {
     let mut per_room: HashMap<String, usize> = HashMap::new();
     for (_, b) in &bridges {
         if b["channels"].as_array().is_some_and(|c| !c.is_empty()) {
-            *per_room.entry(b["name"].as_str().unwrap().to_string()).or_default() += 1;
+            *per_room
+                .entry(b["name"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
-    assert!(per_room.values().all(|n| *n == 1), "a room has two bridges: {per_room:?}");
-    let bridged_total: usize = bridges.iter().map(|(_, b)| b["channels"].as_array().map_or(0, |c| c.len())).sum();
+    assert!(
+        per_room.values().all(|n| *n == 1),
+        "a room has two bridges: {per_room:?}"
+    );
+    let bridged_total: usize = bridges
+        .iter()
+        .map(|(_, b)| b["channels"].as_array().map_or(0, |c| c.len()))
+        .sum();
     assert_eq!(bridged_total, calls.len());
     // Tokens: each redirect confirmed once, none wasted or forged.
     let t = farm.metrics.snapshot();
     assert_eq!(t.joined, 300, "every call joined: {t:?}");
-    assert_eq!(t.redirected, t.confirmed, "every redirect's token consumed: {t:?}");
-    assert!(t.redirected > 100, "round-robin landing must redirect most calls: {t:?}");
+    assert_eq!(
+        t.redirected, t.confirmed,
+        "every redirect's token consumed: {t:?}"
+    );
+    assert!(
+        t.redirected > 100,
+        "round-robin landing must redirect most calls: {t:?}"
+    );
     assert_eq!(t.splits + t.degraded, 0, "{t:?}");
     let redirects_302 = farm.sim_stat(|s| s.redirects_followed);
-    assert_eq!(redirects_302, t.redirected, "each redirect became one followed 302");
-    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0, "corral hung up a call");
+    assert_eq!(
+        redirects_302, t.redirected,
+        "each redirect became one followed 302"
+    );
+    assert_eq!(
+        farm.sim_stat(|s| s.hungup_by_ari),
+        0,
+        "corral hung up a call"
+    );
     farm.stop().await;
 }
 
@@ -80,29 +106,51 @@ async fn survives_node_loss(backend: Backend) {
     let mut farm = TestFarm::start(3, backend, seed).await;
     for i in 0..150 {
         let room = rng.random_range(0..30);
-        farm.call(&format!("conf-room{room}"), &format!("a{i}")).await;
+        farm.call(&format!("conf-room{room}"), &format!("a{i}"))
+            .await;
     }
     all_bridged(&farm, 150).await;
     let victim = 1;
     let victim_id = farm.sims[victim].id().to_string();
-    let lost: usize = farm.live_calls().await.iter().filter(|(i, _)| *i == victim).count();
+    let lost: usize = farm
+        .live_calls()
+        .await
+        .iter()
+        .filter(|(i, _)| *i == victim)
+        .count();
     farm.kill(victim).await;
     let store = farm.store.clone();
-    eventually(Duration::from_secs(5), "the killed node marked down", || {
-        let store = store.clone();
-        let id = victim_id.clone();
-        async move {
-            let nodes = store.list_nodes().await.ok()?;
-            nodes.iter().any(|n| n.id.as_str() == id && n.state == corral::domain::NodeState::Down).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the killed node marked down",
+        || {
+            let store = store.clone();
+            let id = victim_id.clone();
+            async move {
+                let nodes = store.list_nodes().await.ok()?;
+                nodes
+                    .iter()
+                    .any(|n| n.id.as_str() == id && n.state == corral::domain::NodeState::Down)
+                    .then_some(())
+            }
+        },
+    )
     .await;
-    let rooms = farm.store.list_rooms(&Default::default(), None, 1000).await.unwrap();
-    assert!(rooms.rooms.iter().all(|p| p.node.as_str() != victim_id), "a room still points at the dead node");
+    let rooms = farm
+        .store
+        .list_rooms(&Default::default(), None, 1000)
+        .await
+        .unwrap();
+    assert!(
+        rooms.rooms.iter().all(|p| p.node.as_str() != victim_id),
+        "a room still points at the dead node"
+    );
     let sent_before = farm.sim_stat(|s| s.redirects_followed);
     for i in 0..150 {
         let room = rng.random_range(0..30);
-        let landed = farm.call(&format!("conf-room{room}"), &format!("b{i}")).await;
+        let landed = farm
+            .call(&format!("conf-room{room}"), &format!("b{i}"))
+            .await;
         assert_ne!(landed, victim);
     }
     all_bridged(&farm, 300 - lost).await;
@@ -110,7 +158,11 @@ async fn survives_node_loss(backend: Backend) {
     let t = farm.metrics.snapshot();
     assert_eq!(t.redirected, t.confirmed, "a redirect went nowhere: {t:?}");
     assert!(farm.sim_stat(|s| s.redirects_followed) > sent_before);
-    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0, "corral hung up a call");
+    assert_eq!(
+        farm.sim_stat(|s| s.hungup_by_ari),
+        0,
+        "corral hung up a call"
+    );
     // Rooms whose calls all died with the node are re-placed by their next
     // caller: every room now has one live owner.
     let owners: HashSet<String> = farm
@@ -146,8 +198,20 @@ async fn empty_rooms_are_released_and_their_bridges_destroyed() {
     farm.call("conf-solo", "s2").await;
     let calls = all_bridged(&farm, 2).await;
     for (i, c) in &calls {
-        let url = format!("{}/sim/calls/{}", farm.sims[*i].base_url(), c["call_id"].as_str().unwrap());
-        assert!(farm.http.delete(url).send().await.unwrap().status().is_success());
+        let url = format!(
+            "{}/sim/calls/{}",
+            farm.sims[*i].base_url(),
+            c["call_id"].as_str().unwrap()
+        );
+        assert!(
+            farm.http
+                .delete(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success()
+        );
     }
     let store = farm.store.clone();
     eventually(Duration::from_secs(5), "room released", || {
@@ -159,7 +223,12 @@ async fn empty_rooms_are_released_and_their_bridges_destroyed() {
     })
     .await;
     eventually(Duration::from_secs(5), "bridge destroyed", || async {
-        let left = farm.bridges().await.iter().filter(|(_, b)| b["name"] == "corral:conference:solo").count();
+        let left = farm
+            .bridges()
+            .await
+            .iter()
+            .filter(|(_, b)| b["name"] == "corral:conference:solo")
+            .count();
         (left == 0).then_some(())
     })
     .await;

@@ -52,13 +52,20 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         "store": if store_ok { "ok" } else { "unreachable" },
         "nodes": nodes.iter().map(|(id, up)| serde_json::json!({"node": id, "streaming": up})).collect::<Vec<_>>(),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body))
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         st.controller.metrics().encode(),
     )
 }

@@ -47,7 +47,10 @@ pub struct RoomList {
 }
 
 /// `GET /v1/rooms`.
-pub async fn list(State(st): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<RoomList>, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<RoomList>, ApiError> {
     let node = q
         .node
         .map(NodeId::new)

@@ -60,7 +60,10 @@ struct Farm {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    println!("corral demo: {} simulated nodes, {} calls into {} rooms at {}/s (seed {seed})", args.nodes, args.calls, args.rooms, args.rate);
+    println!(
+        "corral demo: {} simulated nodes, {} calls into {} rooms at {}/s (seed {seed})",
+        args.nodes, args.calls, args.rooms, args.rate
+    );
 
     let mut sims = Vec::new();
     for i in 1..=args.nodes.max(1) {
@@ -71,7 +74,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         redis_url: args.redis.clone(),
         ..store::Config::default()
     };
-    let store = store::connect(&store_cfg).await.context("cannot start the store")?;
+    let store = store::connect(&store_cfg)
+        .await
+        .context("cannot start the store")?;
     let metrics = Arc::new(Metrics::new());
     let specs: Vec<NodeSpec> = sims
         .iter()
@@ -106,10 +111,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     match tokio::net::TcpListener::bind(args.api.as_str()).await {
         Ok(listener) => {
-            let app = crate::api::router(crate::api::AppState { store: store.clone(), controller: ctrl.clone() });
+            let app = crate::api::router(crate::api::AppState {
+                store: store.clone(),
+                controller: ctrl.clone(),
+            });
             let s = shutdown.clone();
-            println!("room map: http://{}/v1/rooms   metrics: http://{}/metrics", args.api, args.api);
-            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await });
+            println!(
+                "room map: http://{}/v1/rooms   metrics: http://{}/metrics",
+                args.api, args.api
+            );
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { s.cancelled().await })
+                    .await
+            });
         }
         Err(e) => println!("(API not started: cannot listen on {}: {e})", args.api),
     }
@@ -123,14 +138,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let http = reqwest::Client::new();
-    let mut farm = Farm { nodes: sims, dead: HashSet::new() };
+    let mut farm = Farm {
+        nodes: sims,
+        dead: HashSet::new(),
+    };
     let mut next_node = 0usize;
     let mut hangups: Vec<(tokio::time::Instant, String)> = Vec::new();
     let mut lost_to_crash = 0usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
     let mut tick = tokio::time::interval(interval);
     let mut last_print = tokio::time::Instant::now();
-    let kill_at = if args.no_kill || farm.nodes.len() < 2 { usize::MAX } else { args.calls / 2 };
+    let kill_at = if args.no_kill || farm.nodes.len() < 2 {
+        usize::MAX
+    } else {
+        args.calls / 2
+    };
     let mut sent = 0usize;
     let started = tokio::time::Instant::now();
     for i in 0..args.calls {
@@ -139,7 +161,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let victim = busiest_node(&store, &farm).await.unwrap_or(1);
             let on_it = calls_on(&http, &farm.nodes[victim]).await;
             lost_to_crash += on_it;
-            println!("\n*** killing {} ({} calls on it are lost with it) ***\n", farm.nodes[victim].id(), on_it);
+            println!(
+                "\n*** killing {} ({} calls on it are lost with it) ***\n",
+                farm.nodes[victim].id(),
+                on_it
+            );
             farm.nodes[victim].kill().await;
             farm.dead.insert(victim);
         }
@@ -156,7 +182,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             let url = format!("{}/sim/calls", farm.nodes[n].base_url());
             let body = serde_json::json!({"exten": format!("conf-{room}"), "caller": format!("1{i:04}"), "call_id": call_id});
-            if http.post(url).json(&body).send().await.is_ok_and(|r| r.status().is_success()) {
+            if http
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 sent += 1;
                 let hold = Duration::from_millis(rng.random_range(3_000..9_000));
                 hangups.push((tokio::time::Instant::now() + hold, call_id.clone()));
@@ -184,12 +216,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("calls sent          {sent}");
     println!("calls handled       {} (StasisStart)", t.arrivals);
     println!("joined              {}", t.joined);
-    println!("redirected          {} (confirmed by token: {}, timed out: {})", t.redirected, t.confirmed, t.timed_out);
-    println!("splits              {} (joined away from their room past the hop limit)", t.splits);
+    println!(
+        "redirected          {} (confirmed by token: {}, timed out: {})",
+        t.redirected, t.confirmed, t.timed_out
+    );
+    println!(
+        "splits              {} (joined away from their room past the hop limit)",
+        t.splits
+    );
     println!("degraded joins      {}", t.degraded);
     println!("rooms released      {}", t.released);
     println!("lost with the node  {lost_to_crash} (calls on the killed node: a crash, not corral)");
-    println!("rooms checked       {rooms_seen} through each live node's GET /ari/bridges: {} split", split_rooms.len());
+    println!(
+        "rooms checked       {rooms_seen} through each live node's GET /ari/bridges: {} split",
+        split_rooms.len()
+    );
     for r in &split_rooms {
         println!("  split room: {r}");
     }
@@ -208,14 +249,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn busiest_node(store: &Arc<dyn store::Store>, farm: &Farm) -> Option<usize> {
     let nodes = store.list_nodes().await.ok()?;
-    let best = nodes.iter().filter(|n| n.state == NodeState::Up).max_by_key(|n| n.rooms)?;
+    let best = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Up)
+        .max_by_key(|n| n.rooms)?;
     farm.nodes.iter().position(|s| s.id() == best.id.as_str())
 }
 
 async fn calls_on(http: &reqwest::Client, node: &SimNode) -> usize {
     let url = format!("{}/sim/calls", node.base_url());
     match http.get(url).send().await {
-        Ok(r) => r.json::<Vec<serde_json::Value>>().await.map(|v| v.len()).unwrap_or(0),
+        Ok(r) => r
+            .json::<Vec<serde_json::Value>>()
+            .await
+            .map(|v| v.len())
+            .unwrap_or(0),
         Err(_) => 0,
     }
 }
@@ -226,20 +274,45 @@ async fn hang_up(http: &reqwest::Client, farm: &Farm, call_id: &str) {
             continue;
         }
         let url = format!("{}/sim/calls/{call_id}", n.base_url());
-        if http.delete(url).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .delete(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return;
         }
     }
 }
 
-async fn print_map(store: &Arc<dyn store::Store>, ctrl: &Controller, farm: &Farm, elapsed: Duration) {
+async fn print_map(
+    store: &Arc<dyn store::Store>,
+    ctrl: &Controller,
+    farm: &Farm,
+    elapsed: Duration,
+) {
     let nodes = store.list_nodes().await.unwrap_or_default();
     let mut by_node: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
     let mut cursor = None;
     loop {
-        let Ok(page) = store.list_rooms(&RoomFilter { node: None, kind: None }, cursor.as_deref(), 1000).await else { break };
+        let Ok(page) = store
+            .list_rooms(
+                &RoomFilter {
+                    node: None,
+                    kind: None,
+                },
+                cursor.as_deref(),
+                1000,
+            )
+            .await
+        else {
+            break;
+        };
         for p in page.rooms {
-            by_node.entry(p.node.to_string()).or_default().push((p.room.name.to_string(), p.members));
+            by_node
+                .entry(p.node.to_string())
+                .or_default()
+                .push((p.room.name.to_string(), p.members));
         }
         match page.next {
             Some(n) => cursor = Some(n),
@@ -249,7 +322,13 @@ async fn print_map(store: &Arc<dyn store::Store>, ctrl: &Controller, farm: &Farm
     let t = ctrl.metrics().snapshot();
     println!(
         "[{:>5.1}s] calls {:>4}  joined {:>4}  redirected {:>4}  confirmed {:>4}  splits {}  degraded {}",
-        elapsed.as_secs_f64(), t.arrivals, t.joined, t.redirected, t.confirmed, t.splits, t.degraded
+        elapsed.as_secs_f64(),
+        t.arrivals,
+        t.joined,
+        t.redirected,
+        t.confirmed,
+        t.splits,
+        t.degraded
     );
     for (i, sim) in farm.nodes.iter().enumerate() {
         let state = nodes
@@ -257,13 +336,28 @@ async fn print_map(store: &Arc<dyn store::Store>, ctrl: &Controller, farm: &Farm
             .find(|n| n.id.as_str() == sim.id())
             .map(|n| n.state.as_str())
             .unwrap_or("?");
-        let state = if farm.dead.contains(&i) { "down (killed)" } else { state };
+        let state = if farm.dead.contains(&i) {
+            "down (killed)"
+        } else {
+            state
+        };
         let rooms = by_node.get(sim.id()).cloned().unwrap_or_default();
         let members: u32 = rooms.iter().map(|(_, m)| m).sum();
         let mut list: Vec<String> = rooms.iter().map(|(r, m)| format!("{r}:{m}")).collect();
         list.sort();
-        let shown = if list.len() > 12 { format!("{} …", list[..12].join(" ")) } else { list.join(" ") };
-        println!("    {:<5} {:<14} rooms {:>3} members {:>4}  {}", sim.id(), state, rooms.len(), members, shown);
+        let shown = if list.len() > 12 {
+            format!("{} …", list[..12].join(" "))
+        } else {
+            list.join(" ")
+        };
+        println!(
+            "    {:<5} {:<14} rooms {:>3} members {:>4}  {}",
+            sim.id(),
+            state,
+            rooms.len(),
+            members,
+            shown
+        );
     }
 }
 
@@ -278,7 +372,10 @@ async fn check_bridges(http: &reqwest::Client, farm: &Farm) -> (usize, Vec<Strin
         let url = format!("{}/ari/bridges", n.base_url());
         let Ok(resp) = http
             .get(url)
-            .basic_auth(SimConfig::DEFAULT_CREDENTIALS, Some(SimConfig::DEFAULT_CREDENTIALS))
+            .basic_auth(
+                SimConfig::DEFAULT_CREDENTIALS,
+                Some(SimConfig::DEFAULT_CREDENTIALS),
+            )
             .send()
             .await
         else {

@@ -32,7 +32,10 @@ pub fn controller_config(cfg: &Config) -> anyhow::Result<controller::Config> {
         token_ttl: Duration::from_millis(c.token_ttl_ms),
         redirect_deadline: Duration::from_millis(c.redirect_deadline_ms),
         linger: Duration::from_millis(c.linger_ms),
-        strategy: c.policy.parse().map_err(|e| anyhow::anyhow!("controller.policy: {e}"))?,
+        strategy: c
+            .policy
+            .parse()
+            .map_err(|e| anyhow::anyhow!("controller.policy: {e}"))?,
         seed: c.seed.unwrap_or_else(rand::random),
         ping_interval: Duration::from_millis(c.ping_interval_ms),
         down_after_failures: c.down_after_failures,
@@ -82,14 +85,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("cannot start the store")?;
     let metrics = Arc::new(Metrics::new());
-    let ctrl = Controller::new(controller_config(&cfg)?, store.clone(), node_specs(&cfg)?, metrics)?;
+    let ctrl = Controller::new(
+        controller_config(&cfg)?,
+        store.clone(),
+        node_specs(&cfg)?,
+        metrics,
+    )?;
     let listen = cfg.api_listen()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {listen}"))?;
     tracing::info!(farm = %cfg.farm, api = %listen, nodes = cfg.nodes.len(),
         store = if cfg.store.redis_url.is_some() { "redis" } else { "memory" }, "corral serving");
-    let app = crate::api::router(crate::api::AppState { store, controller: ctrl.clone() });
+    let app = crate::api::router(crate::api::AppState {
+        store,
+        controller: ctrl.clone(),
+    });
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {
         axum::serve(listener, app)

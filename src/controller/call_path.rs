@@ -42,11 +42,19 @@ pub enum Arrival {
 /// Reads the arguments of `Stasis(corral,<args>)` and the channel's
 /// extension. Pure: the unit tests cover every shape.
 pub fn parse_arrival(args: &[String], exten: &str) -> Arrival {
-    let odd = |why: &str| Arrival::Odd(format!("{why}: args {:?}", args.iter().take(4).collect::<Vec<_>>()));
+    let odd = |why: &str| {
+        Arrival::Odd(format!(
+            "{why}: args {:?}",
+            args.iter().take(4).collect::<Vec<_>>()
+        ))
+    };
     match args {
         [] => match TokenId::new(exten) {
             Ok(t) => Arrival::Token(t),
-            Err(_) => Arrival::Odd(format!("no arguments and extension {:?} is not a token", exten.chars().take(64).collect::<String>())),
+            Err(_) => Arrival::Odd(format!(
+                "no arguments and extension {:?} is not a token",
+                exten.chars().take(64).collect::<String>()
+            )),
         },
         [kind, name] if kind == "conference" => match RoomName::new(name.as_str()) {
             Ok(n) => Arrival::Room(RoomKey::new(RoomKind::Conference, n), Role::Participant),
@@ -56,10 +64,12 @@ pub fn parse_arrival(args: &[String], exten: &str) -> Arrival {
             Ok(n) => Arrival::Room(RoomKey::new(RoomKind::Queue, n), Role::Caller),
             Err(e) => odd(&e.to_string()),
         },
-        [kind, queue, agent] if kind == "agent" => match (RoomName::new(queue.as_str()), AgentId::new(agent.as_str())) {
-            (Ok(q), Ok(a)) => Arrival::Agent(RoomKey::new(RoomKind::Queue, q), a),
-            (Err(e), _) | (_, Err(e)) => odd(&e.to_string()),
-        },
+        [kind, queue, agent] if kind == "agent" => {
+            match (RoomName::new(queue.as_str()), AgentId::new(agent.as_str())) {
+                (Ok(q), Ok(a)) => Arrival::Agent(RoomKey::new(RoomKind::Queue, q), a),
+                (Err(e), _) | (_, Err(e)) => odd(&e.to_string()),
+            }
+        }
         _ => odd("unknown arguments"),
     }
 }
@@ -77,7 +87,12 @@ pub(crate) enum Decision {
 
 impl Controller {
     /// Handles a `StasisStart` on `node`. Runs in the channel's worker.
-    pub(crate) async fn on_stasis_start(&self, node: &Arc<NodeRuntime>, args: &[String], channel: &Channel) {
+    pub(crate) async fn on_stasis_start(
+        &self,
+        node: &Arc<NodeRuntime>,
+        args: &[String],
+        channel: &Channel,
+    ) {
         let started = Instant::now();
         let Ok(chan) = ChannelId::new(channel.id.as_str()) else {
             self.inner.metrics.bad_event(&node.id, "channel_id");
@@ -87,11 +102,22 @@ impl Controller {
         match parse_arrival(args, &channel.dialplan.exten) {
             Arrival::Room(room, role) => {
                 self.inner.metrics.arrival(&node.id, room.kind.as_str());
-                self.place(node, &chan, channel, &room, role, 0, "direct", started).await;
+                self.place(node, &chan, channel, &room, role, 0, "direct", started)
+                    .await;
             }
             Arrival::Agent(room, _agent) => {
                 self.inner.metrics.arrival(&node.id, "agent");
-                self.place(node, &chan, channel, &room, Role::Agent, 0, "direct", started).await;
+                self.place(
+                    node,
+                    &chan,
+                    channel,
+                    &room,
+                    Role::Agent,
+                    0,
+                    "direct",
+                    started,
+                )
+                .await;
             }
             Arrival::Token(token) => {
                 self.inner.metrics.arrival(&node.id, "token");
@@ -109,7 +135,12 @@ impl Controller {
     pub(crate) async fn decide(&self, room: &RoomKey, landing: &NodeId) -> Decision {
         for attempt in 0..2 {
             let choice = {
-                let view = self.inner.view.read().map(|v| v.clone()).unwrap_or_default();
+                let view = self
+                    .inner
+                    .view
+                    .read()
+                    .map(|v| v.clone())
+                    .unwrap_or_default();
                 let mut policy = match self.inner.policy.lock() {
                     Ok(p) => p,
                     Err(p) => p.into_inner(),
@@ -125,9 +156,16 @@ impl Controller {
             };
             let started = Instant::now();
             let result = self.inner.store.resolve_placement(room, &choice).await;
-            self.inner.metrics.store_latency("resolve_placement", started.elapsed());
+            self.inner
+                .metrics
+                .store_latency("resolve_placement", started.elapsed());
             match result {
-                Ok(Resolution::Owner { node, epoch, created, previous }) => {
+                Ok(Resolution::Owner {
+                    node,
+                    epoch,
+                    created,
+                    previous,
+                }) => {
                     if created {
                         if let Ok(mut p) = self.inner.policy.lock() {
                             p.record_placement(&node);
@@ -140,7 +178,11 @@ impl Controller {
                             previous,
                         });
                     }
-                    return if &node == landing { Decision::Here } else { Decision::There(node) };
+                    return if &node == landing {
+                        Decision::Here
+                    } else {
+                        Decision::There(node)
+                    };
                 }
                 Ok(Resolution::ChoiceIneligible { node }) => {
                     tracing::debug!(room = %room, node = %node, "choice ineligible; refreshing the node view");
@@ -169,9 +211,17 @@ impl Controller {
         started: Instant,
     ) {
         match self.decide(room, &node.id).await {
-            Decision::Here => self.join_here(node, chan, channel, room, role, hops, how, started).await,
-            Decision::There(owner) => self.redirect_or_join(node, chan, channel, room, role, &owner, hops, started).await,
-            Decision::Degraded(reason) => self.join_degraded(node, chan, room, reason, started).await,
+            Decision::Here => {
+                self.join_here(node, chan, channel, room, role, hops, how, started)
+                    .await
+            }
+            Decision::There(owner) => {
+                self.redirect_or_join(node, chan, channel, room, role, &owner, hops, started)
+                    .await
+            }
+            Decision::Degraded(reason) => {
+                self.join_degraded(node, chan, room, reason, started).await
+            }
         }
     }
 
@@ -190,34 +240,61 @@ impl Controller {
         started: Instant,
     ) {
         let t = Instant::now();
-        let added = self.inner.store.add_member(room, &node.id, chan, role).await;
+        let added = self
+            .inner
+            .store
+            .add_member(room, &node.id, chan, role)
+            .await;
         self.inner.metrics.store_latency("add_member", t.elapsed());
         let (epoch, members, claimed) = match added {
-            Ok(MemberAdded::Added { epoch, members, claimed }) => (epoch, members, claimed),
+            Ok(MemberAdded::Added {
+                epoch,
+                members,
+                claimed,
+            }) => (epoch, members, claimed),
             Ok(MemberAdded::AlreadyMember { epoch, members }) => (epoch, members, false),
             Ok(MemberAdded::Moved { owner, .. }) => {
-                return self.redirect_or_join(node, chan, channel, room, role, &owner, hops, started).await;
+                return self
+                    .redirect_or_join(node, chan, channel, room, role, &owner, hops, started)
+                    .await;
             }
             Err(e) => {
                 tracing::warn!(node = %node.id, room = %room, reason = %e, "member not recorded (store unavailable); joining here");
-                return self.join_degraded(node, chan, room, "store_unavailable", started).await;
+                return self
+                    .join_degraded(node, chan, room, "store_unavailable", started)
+                    .await;
             }
         };
         if claimed {
-            self.emit(FarmEvent::RoomPlaced { room: room.clone(), node: node.id.clone(), epoch: epoch.0, previous: None });
+            self.emit(FarmEvent::RoomPlaced {
+                room: room.clone(),
+                node: node.id.clone(),
+                epoch: epoch.0,
+                previous: None,
+            });
         }
         match self.put_in_bridge(node, chan, room, Some(epoch)).await {
             Ok(_) => {
                 self.inner.metrics.joined(&node.id, how);
                 self.inner.metrics.call_setup(started.elapsed());
-                self.emit(FarmEvent::MembersChanged { room: room.clone(), node: node.id.clone(), members });
+                self.emit(FarmEvent::MembersChanged {
+                    room: room.clone(),
+                    node: node.id.clone(),
+                    members,
+                });
             }
             Err(e) => {
                 // The caller hung up (404/400) or the channel left Stasis
                 // (409/422) while we worked: undo the member.
                 tracing::info!(node = %node.id, room = %room, channel = %chan, reason = %e, "call gone before it joined");
                 if let Ok(mut c) = node.channels.lock() {
-                    c.insert(chan.to_string(), super::rooms::Joined { room: room.clone(), epoch, bridge: String::new(), recorded: true });
+                    c.insert(
+                        chan.to_string(),
+                        super::rooms::Joined {
+                            room: room.clone(),
+                            recorded: true,
+                        },
+                    );
                 }
                 self.leave(node, chan).await;
             }
@@ -225,14 +302,23 @@ impl Controller {
     }
 
     /// Joins the call where it landed without a placement (degraded mode).
-    pub(crate) async fn join_degraded(&self, node: &Arc<NodeRuntime>, chan: &ChannelId, room: &RoomKey, reason: &'static str, started: Instant) {
+    pub(crate) async fn join_degraded(
+        &self,
+        node: &Arc<NodeRuntime>,
+        chan: &ChannelId,
+        room: &RoomKey,
+        reason: &'static str,
+        started: Instant,
+    ) {
         self.inner.metrics.degraded(&node.id, reason);
         match self.put_in_bridge(node, chan, room, None).await {
             Ok(_) => {
                 self.inner.metrics.joined(&node.id, "degraded");
                 self.inner.metrics.call_setup(started.elapsed());
             }
-            Err(e) => tracing::info!(node = %node.id, room = %room, channel = %chan, reason = %e, "call gone before it joined"),
+            Err(e) => {
+                tracing::info!(node = %node.id, room = %room, channel = %chan, reason = %e, "call gone before it joined")
+            }
         }
     }
 
@@ -252,19 +338,27 @@ impl Controller {
     ) {
         if hops >= self.inner.cfg.hop_limit {
             tracing::warn!(node = %node.id, room = %room, owner = %owner, hops, "hop limit reached; joining where the call is (split)");
-            self.emit(FarmEvent::SplitDetected { room: room.clone(), owner: owner.clone(), node: node.id.clone() });
+            self.emit(FarmEvent::SplitDetected {
+                room: room.clone(),
+                owner: owner.clone(),
+                node: node.id.clone(),
+            });
             match self.put_in_bridge(node, chan, room, None).await {
                 Ok(_) => {
                     self.inner.metrics.joined(&node.id, "split");
                     self.inner.metrics.call_setup(started.elapsed());
                 }
-                Err(e) => tracing::info!(node = %node.id, channel = %chan, reason = %e, "call gone before it joined"),
+                Err(e) => {
+                    tracing::info!(node = %node.id, channel = %chan, reason = %e, "call gone before it joined")
+                }
             }
             return;
         }
         let Some(target) = self.inner.nodes.get(owner).map(|n| n.spec.sip_host.clone()) else {
             tracing::warn!(node = %node.id, room = %room, owner = %owner, "owner is not a configured node; joining here");
-            return self.join_degraded(node, chan, room, "unknown_owner", started).await;
+            return self
+                .join_degraded(node, chan, room, "unknown_owner", started)
+                .await;
         };
         let token = TokenId::generate(&mut rand::rng());
         let grant = TokenGrant {
@@ -276,9 +370,16 @@ impl Controller {
             hops: hops + 1,
         };
         let _ = role;
-        if let Err(e) = self.inner.store.mint_token(&token, &grant, self.inner.cfg.token_ttl).await {
+        if let Err(e) = self
+            .inner
+            .store
+            .mint_token(&token, &grant, self.inner.cfg.token_ttl)
+            .await
+        {
             tracing::warn!(node = %node.id, room = %room, reason = %e, "token not minted (store unavailable); joining here");
-            return self.join_degraded(node, chan, room, "store_unavailable", started).await;
+            return self
+                .join_degraded(node, chan, room, "store_unavailable", started)
+                .await;
         }
         self.inner.metrics.token(&node.id, "minted");
         let endpoint = self
@@ -287,7 +388,10 @@ impl Controller {
             .endpoint_template
             .replace("{token}", token.as_str())
             .replace("{sip_host}", &target);
-        match self.ari_retry(|| node.ari.redirect(chan.as_str(), &endpoint)).await {
+        match self
+            .ari_retry(|| node.ari.redirect(chan.as_str(), &endpoint))
+            .await
+        {
             Ok(()) => {
                 self.inner.metrics.redirect(&node.id, "sent");
                 self.inner.metrics.call_setup(started.elapsed());
@@ -301,7 +405,8 @@ impl Controller {
             Err(e) => {
                 self.inner.metrics.redirect(&node.id, "failed");
                 tracing::warn!(node = %node.id, room = %room, reason = %e, "redirect refused; joining here");
-                self.join_degraded(node, chan, room, "redirect_failed", started).await;
+                self.join_degraded(node, chan, room, "redirect_failed", started)
+                    .await;
             }
         }
     }
@@ -332,10 +437,19 @@ impl Controller {
     }
 
     /// A call arrived with a token in its extension.
-    async fn on_token(&self, node: &Arc<NodeRuntime>, chan: &ChannelId, channel: &Channel, token: &TokenId, started: Instant) {
+    async fn on_token(
+        &self,
+        node: &Arc<NodeRuntime>,
+        chan: &ChannelId,
+        channel: &Channel,
+        token: &TokenId,
+        started: Instant,
+    ) {
         let t = Instant::now();
         let consumed = self.inner.store.consume_token(token, &node.id).await;
-        self.inner.metrics.store_latency("consume_token", t.elapsed());
+        self.inner
+            .metrics
+            .store_latency("consume_token", t.elapsed());
         let (record, outcome): (TokenRecord, &str) = match consumed {
             Ok(Consumed::Ok(rec)) => (rec, "consumed"),
             Ok(Consumed::WrongNode(rec)) => (rec, "wrong_node"),
@@ -358,15 +472,49 @@ impl Controller {
         };
         if outcome == "consumed" {
             self.inner.metrics.redirect(&record.grant.from, "confirmed");
-            self.join_here(node, chan, channel, &room, role, record.grant.hops, "token", started).await;
+            self.join_here(
+                node,
+                chan,
+                channel,
+                &room,
+                role,
+                record.grant.hops,
+                "token",
+                started,
+            )
+            .await;
         } else {
             tracing::info!(node = %node.id, room = %room, token = token.prefix(), outcome, "token re-resolved");
             match self.decide(&room, &node.id).await {
-                Decision::Here => self.join_here(node, chan, channel, &room, role, record.grant.hops, "token", started).await,
-                Decision::There(owner) => {
-                    self.redirect_or_join(node, chan, channel, &room, role, &owner, record.grant.hops, started).await
+                Decision::Here => {
+                    self.join_here(
+                        node,
+                        chan,
+                        channel,
+                        &room,
+                        role,
+                        record.grant.hops,
+                        "token",
+                        started,
+                    )
+                    .await
                 }
-                Decision::Degraded(reason) => self.join_degraded(node, chan, &room, reason, started).await,
+                Decision::There(owner) => {
+                    self.redirect_or_join(
+                        node,
+                        chan,
+                        channel,
+                        &room,
+                        role,
+                        &owner,
+                        record.grant.hops,
+                        started,
+                    )
+                    .await
+                }
+                Decision::Degraded(reason) => {
+                    self.join_degraded(node, chan, &room, reason, started).await
+                }
             }
         }
     }
@@ -374,7 +522,13 @@ impl Controller {
     /// Gives a call corral cannot place back to the dialplan (`continue`),
     /// so the operator's fallback runs; corral never hangs it up itself.
     async fn hand_back(&self, node: &Arc<NodeRuntime>, chan: &ChannelId) {
-        if let Err(e) = self.ari_retry(|| node.ari.continue_in_dialplan(chan.as_str(), None, None, None)).await {
+        if let Err(e) = self
+            .ari_retry(|| {
+                node.ari
+                    .continue_in_dialplan(chan.as_str(), None, None, None)
+            })
+            .await
+        {
             tracing::info!(node = %node.id, channel = %chan, reason = %e, "continue refused (call gone?)");
         }
     }
@@ -392,17 +546,35 @@ mod tests {
     fn arrivals_are_read_from_args_and_extension() {
         assert_eq!(
             parse_arrival(&s(&["conference", "sales"]), "conf-sales"),
-            Arrival::Room(RoomKey::parse("conference", "sales").unwrap(), Role::Participant)
+            Arrival::Room(
+                RoomKey::parse("conference", "sales").unwrap(),
+                Role::Participant
+            )
         );
         assert_eq!(
             parse_arrival(&s(&["queue", "support"]), "queue-support"),
             Arrival::Room(RoomKey::parse("queue", "support").unwrap(), Role::Caller)
         );
-        assert!(matches!(parse_arrival(&s(&["agent", "support", "alice"]), "x"), Arrival::Agent(..)));
-        assert_eq!(parse_arrival(&[], "Ab12"), Arrival::Token(TokenId::new("Ab12").unwrap()));
+        assert!(matches!(
+            parse_arrival(&s(&["agent", "support", "alice"]), "x"),
+            Arrival::Agent(..)
+        ));
+        assert_eq!(
+            parse_arrival(&[], "Ab12"),
+            Arrival::Token(TokenId::new("Ab12").unwrap())
+        );
         assert!(matches!(parse_arrival(&[], "a-b"), Arrival::Odd(_)));
-        assert!(matches!(parse_arrival(&s(&["conference"]), "x"), Arrival::Odd(_)));
-        assert!(matches!(parse_arrival(&s(&["conference", "a:b"]), "x"), Arrival::Odd(_)));
-        assert!(matches!(parse_arrival(&s(&["party", "x"]), "x"), Arrival::Odd(_)));
+        assert!(matches!(
+            parse_arrival(&s(&["conference"]), "x"),
+            Arrival::Odd(_)
+        ));
+        assert!(matches!(
+            parse_arrival(&s(&["conference", "a:b"]), "x"),
+            Arrival::Odd(_)
+        ));
+        assert!(matches!(
+            parse_arrival(&s(&["party", "x"]), "x"),
+            Arrival::Odd(_)
+        ));
     }
 }

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ari::{self, AriNode};
-use crate::domain::{NodeId, NodeState, RoomKey};
+use crate::domain::{NodeId, RoomKey};
 use crate::policy::{Policy, Strategy};
 use crate::store::{NodeRecord, Store};
 use crate::telemetry::SharedMetrics;
@@ -266,7 +266,9 @@ impl Controller {
             let ctrl = self.clone();
             let node = node.clone();
             let cancel = shutdown.child_token();
-            inner.tracker.spawn(async move { node::run(ctrl, node, cancel).await });
+            inner
+                .tracker
+                .spawn(async move { node::run(ctrl, node, cancel).await });
         }
         let ctrl = self.clone();
         let cancel = shutdown.child_token();
@@ -339,7 +341,9 @@ impl Controller {
         let started = std::time::Instant::now();
         match self.inner.store.list_nodes().await {
             Ok(nodes) => {
-                self.inner.metrics.store_latency("list_nodes", started.elapsed());
+                self.inner
+                    .metrics
+                    .store_latency("list_nodes", started.elapsed());
                 for n in &nodes {
                     self.inner.metrics.node_state(&n.id, n.state);
                 }
@@ -365,7 +369,11 @@ impl Controller {
     ///
     /// # Errors
     /// The store failed.
-    pub async fn set_drain(&self, node: &NodeId, draining: bool) -> Result<NodeRecord, crate::store::Error> {
+    pub async fn set_drain(
+        &self,
+        node: &NodeId,
+        draining: bool,
+    ) -> Result<NodeRecord, crate::store::Error> {
         let rec = self.inner.store.set_node_drain(node, draining).await?;
         self.emit(FarmEvent::NodeDraining {
             node: node.clone(),
@@ -396,13 +404,5 @@ impl Controller {
                 other => return other,
             }
         }
-    }
-
-    pub(crate) fn state_of(&self, node: &NodeId) -> Option<NodeState> {
-        self.inner
-            .view
-            .read()
-            .ok()
-            .and_then(|v| v.iter().find(|n| &n.id == node).map(|n| n.state))
     }
 }

@@ -74,7 +74,8 @@ pub(crate) async fn run(ctrl: Controller, node: Arc<NodeRuntime>, cancel: Cancel
             }
             StreamItem::Disconnected { reason } => {
                 if node.healthy.load(Ordering::Relaxed) {
-                    ctrl.mark_down(&node, &format!("event stream lost: {reason}")).await;
+                    ctrl.mark_down(&node, &format!("event stream lost: {reason}"))
+                        .await;
                 }
             }
             StreamItem::Replaced => {
@@ -95,7 +96,12 @@ impl Controller {
     /// Routes one event to its channel's worker (created on `StasisStart`),
     /// so one channel's events are handled in order and different channels
     /// in parallel.
-    fn dispatch(&self, node: &Arc<NodeRuntime>, workers: &mut HashMap<String, mpsc::Sender<Event>>, ev: Event) {
+    fn dispatch(
+        &self,
+        node: &Arc<NodeRuntime>,
+        workers: &mut HashMap<String, mpsc::Sender<Event>>,
+        ev: Event,
+    ) {
         workers.retain(|_, tx| !tx.is_closed());
         let Some(channel) = ev.channel() else {
             if let EventKind::BridgeDestroyed { bridge } = &ev.kind {
@@ -134,14 +140,18 @@ impl Controller {
                 workers.insert(id, tx);
                 let ctrl = self.clone();
                 let node = node.clone();
-                self.inner.tracker.spawn(async move { ctrl.channel_worker(node, rx).await });
+                self.inner
+                    .tracker
+                    .spawn(async move { ctrl.channel_worker(node, rx).await });
             }
             EventKind::StasisEnd { .. } | EventKind::ChannelDestroyed { .. } => {
                 // A channel corral joined before a reconnect: no worker.
                 if let Ok(chan) = ChannelId::new(id.as_str()) {
                     let ctrl = self.clone();
                     let node = node.clone();
-                    self.inner.tracker.spawn(async move { ctrl.leave(&node, &chan).await });
+                    self.inner
+                        .tracker
+                        .spawn(async move { ctrl.leave(&node, &chan).await });
                 }
             }
             _ => {}
@@ -157,7 +167,12 @@ impl Controller {
         }
     }
 
-    async fn channel_events(&self, node: &Arc<NodeRuntime>, mut rx: mpsc::Receiver<Event>, id: &mut Option<String>) {
+    async fn channel_events(
+        &self,
+        node: &Arc<NodeRuntime>,
+        mut rx: mpsc::Receiver<Event>,
+        id: &mut Option<String>,
+    ) {
         let node = node.clone();
         while let Some(ev) = rx.recv().await {
             if id.is_none() {
@@ -217,13 +232,20 @@ impl Controller {
                 c.clear();
             }
             if registered.released_rooms > 0 {
-                self.inner.metrics.released(&node.id, "new_incarnation", u64::from(registered.released_rooms));
+                self.inner.metrics.released(
+                    &node.id,
+                    "new_incarnation",
+                    u64::from(registered.released_rooms),
+                );
             }
         }
         node.healthy.store(true, Ordering::Relaxed);
         tracing::info!(node = %node.id, incarnation = %incarnation, new_incarnation = registered.new_incarnation,
             released_rooms = registered.released_rooms, "node up");
-        self.emit(FarmEvent::NodeUp { node: node.id.clone(), new_incarnation: registered.new_incarnation });
+        self.emit(FarmEvent::NodeUp {
+            node: node.id.clone(),
+            new_incarnation: registered.new_incarnation,
+        });
         self.refresh_view().await;
         self.resync(node).await;
     }
@@ -249,9 +271,15 @@ impl Controller {
                 }
             }
         };
-        self.inner.metrics.released(&node.id, "node_down", u64::from(released));
+        self.inner
+            .metrics
+            .released(&node.id, "node_down", u64::from(released));
         tracing::warn!(node = %node.id, reason, released_rooms = released, "node down");
-        self.emit(FarmEvent::NodeDown { node: node.id.clone(), reason: reason.to_string(), released_rooms: released });
+        self.emit(FarmEvent::NodeDown {
+            node: node.id.clone(),
+            reason: reason.to_string(),
+            released_rooms: released,
+        });
         self.refresh_view().await;
     }
 
@@ -266,36 +294,45 @@ impl Controller {
         };
         let mut bridged = std::collections::HashSet::new();
         for b in &bridges {
-            let Some(room) = super::rooms::parse_bridge_name(&b.name) else { continue };
+            let Some(room) = super::rooms::parse_bridge_name(&b.name) else {
+                continue;
+            };
             if let Ok(mut known) = node.bridges.lock() {
                 known.insert(b.id.clone());
             }
             for ch in &b.channels {
                 bridged.insert(ch.clone());
-                let Ok(chan) = ChannelId::new(ch.as_str()) else { continue };
+                let Ok(chan) = ChannelId::new(ch.as_str()) else {
+                    continue;
+                };
                 let role = match room.kind {
                     RoomKind::Conference => Role::Participant,
                     RoomKind::Queue => Role::Caller,
                 };
-                match self.inner.store.add_member(&room, &node.id, &chan, role).await {
-                    Ok(MemberAdded::Added { epoch, .. }) | Ok(MemberAdded::AlreadyMember { epoch, .. }) => {
+                match self
+                    .inner
+                    .store
+                    .add_member(&room, &node.id, &chan, role)
+                    .await
+                {
+                    Ok(MemberAdded::Added { .. } | MemberAdded::AlreadyMember { .. }) => {
                         if let Ok(mut c) = node.channels.lock() {
                             c.entry(ch.clone()).or_insert(super::rooms::Joined {
                                 room: room.clone(),
-                                epoch,
-                                bridge: b.id.clone(),
                                 recorded: true,
                             });
                         }
                     }
                     Ok(MemberAdded::Moved { owner, .. }) => {
                         tracing::warn!(node = %node.id, room = %room, owner = %owner, "split: a bridged call is on a node that does not own its room");
-                        self.emit(FarmEvent::SplitDetected { room: room.clone(), owner, node: node.id.clone() });
+                        self.emit(FarmEvent::SplitDetected {
+                            room: room.clone(),
+                            owner,
+                            node: node.id.clone(),
+                        });
                         if let Ok(mut c) = node.channels.lock() {
                             c.entry(ch.clone()).or_insert(super::rooms::Joined {
                                 room: room.clone(),
-                                epoch: crate::domain::Epoch(0),
-                                bridge: b.id.clone(),
                                 recorded: false,
                             });
                         }
@@ -309,12 +346,25 @@ impl Controller {
         }
         // Calls still ringing in corral's app whose StasisStart was lost.
         let app = &self.inner.cfg.app;
-        let live: std::collections::HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();
+        let live: std::collections::HashSet<&str> =
+            channels.iter().map(|c| c.id.as_str()).collect();
         for ch in &channels {
             let in_app = ch.dialplan.app_name.as_deref() == Some("Stasis")
-                && ch.dialplan.app_data.as_deref().is_some_and(|d| d == app || d.starts_with(&format!("{app},")));
-            let joined = node.channels.lock().map(|c| c.contains_key(&ch.id)).unwrap_or(true)
-                || node.inflight.lock().map(|f| f.contains(&ch.id)).unwrap_or(true);
+                && ch
+                    .dialplan
+                    .app_data
+                    .as_deref()
+                    .is_some_and(|d| d == app || d.starts_with(&format!("{app},")));
+            let joined = node
+                .channels
+                .lock()
+                .map(|c| c.contains_key(&ch.id))
+                .unwrap_or(true)
+                || node
+                    .inflight
+                    .lock()
+                    .map(|f| f.contains(&ch.id))
+                    .unwrap_or(true);
             if in_app && ch.state == "Ring" && !bridged.contains(&ch.id) && !joined {
                 let args: Vec<String> = ch
                     .dialplan
@@ -329,14 +379,21 @@ impl Controller {
                 let ctrl = self.clone();
                 let node = node.clone();
                 let ch = ch.clone();
-                self.inner.tracker.spawn(async move { ctrl.on_stasis_start(&node, &args, &ch).await });
+                self.inner
+                    .tracker
+                    .spawn(async move { ctrl.on_stasis_start(&node, &args, &ch).await });
             }
         }
         // Members whose channel is gone.
         let stale: Vec<(String, super::rooms::Joined)> = node
             .channels
             .lock()
-            .map(|c| c.iter().filter(|(id, _)| !live.contains(id.as_str())).map(|(a, b)| (a.clone(), b.clone())).collect())
+            .map(|c| {
+                c.iter()
+                    .filter(|(id, _)| !live.contains(id.as_str()))
+                    .map(|(a, b)| (a.clone(), b.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         for (id, _) in stale {
             if let Ok(chan) = ChannelId::new(id) {
@@ -349,11 +406,23 @@ impl Controller {
     /// Removes store members of `node` whose channel is not live, and
     /// releases empty rooms past their linger (the net for missed events and
     /// for redirects whose call never arrived).
-    async fn sweep_store_members(&self, node: &Arc<NodeRuntime>, live: &std::collections::HashSet<&str>) {
-        let filter = RoomFilter { node: Some(node.id.clone()), kind: None };
+    async fn sweep_store_members(
+        &self,
+        node: &Arc<NodeRuntime>,
+        live: &std::collections::HashSet<&str>,
+    ) {
+        let filter = RoomFilter {
+            node: Some(node.id.clone()),
+            kind: None,
+        };
         let mut cursor: Option<String> = None;
         loop {
-            let page = match self.inner.store.list_rooms(&filter, cursor.as_deref(), 500).await {
+            let page = match self
+                .inner
+                .store
+                .list_rooms(&filter, cursor.as_deref(), 500)
+                .await
+            {
                 Ok(p) => p,
                 Err(_) => return,
             };
@@ -362,11 +431,19 @@ impl Controller {
                     self.try_release(node, &p.room, p.epoch).await;
                     continue;
                 }
-                let Ok(Some(detail)) = self.inner.store.get_room(&p.room).await else { continue };
+                let Ok(Some(detail)) = self.inner.store.get_room(&p.room).await else {
+                    continue;
+                };
                 for m in detail.members {
                     if m.node == node.id && !live.contains(m.channel.as_str()) {
-                        if let Ok(crate::store::MemberRemoved::Removed { remaining: 0, epoch }) =
-                            self.inner.store.remove_member(&p.room, &node.id, &m.channel).await
+                        if let Ok(crate::store::MemberRemoved::Removed {
+                            remaining: 0,
+                            epoch,
+                        }) = self
+                            .inner
+                            .store
+                            .remove_member(&p.room, &node.id, &m.channel)
+                            .await
                         {
                             self.schedule_release(node.clone(), p.room.clone(), epoch);
                         }
@@ -392,9 +469,12 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
             _ = tick.tick() => {}
         }
         let started = Instant::now();
-        let ok = tokio::time::timeout(ctrl.inner.cfg.ping_interval.max(Duration::from_millis(200)), node.ari.ping())
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let ok = tokio::time::timeout(
+            ctrl.inner.cfg.ping_interval.max(Duration::from_millis(200)),
+            node.ari.ping(),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
         if ok {
             failures = 0;
             continue;
@@ -402,7 +482,8 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
         failures += 1;
         tracing::debug!(node = %node.id, failures, took = ?started.elapsed(), "ping failed");
         if failures >= ctrl.inner.cfg.down_after_failures && node.healthy.load(Ordering::Relaxed) {
-            ctrl.mark_down(&node, &format!("{failures} pings failed")).await;
+            ctrl.mark_down(&node, &format!("{failures} pings failed"))
+                .await;
         }
     }
 }

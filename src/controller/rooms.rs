@@ -27,8 +27,6 @@ use crate::store::Release;
 #[derive(Debug, Clone)]
 pub(crate) struct Joined {
     pub(crate) room: RoomKey,
-    pub(crate) epoch: Epoch,
-    pub(crate) bridge: String,
     /// Recorded in the store (false for a degraded join).
     pub(crate) recorded: bool,
 }
@@ -73,38 +71,46 @@ impl Controller {
         let id = bridge_id(room, epoch);
         self.ari_retry(|| node.ari.answer(channel.as_str())).await?;
         self.ensure_bridge(node, room, &id).await?;
-        match self.ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None)).await {
+        match self
+            .ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None))
+            .await
+        {
             Err(e) if e.status() == Some(404) => {
                 // The cache was stale: the bridge went away. Make it again.
                 if let Ok(mut b) = node.bridges.lock() {
                     b.remove(&id);
                 }
                 self.ensure_bridge(node, room, &id).await?;
-                self.ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None)).await?;
+                self.ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None))
+                    .await?;
             }
             other => other?,
         }
-        node.channels.lock().map_or((), |mut c| {
+        if let Ok(mut c) = node.channels.lock() {
             c.insert(
                 channel.to_string(),
                 Joined {
                     room: room.clone(),
-                    epoch: epoch.unwrap_or(Epoch(0)),
-                    bridge: id.clone(),
                     recorded: epoch.is_some(),
                 },
             );
-        });
+        }
         Ok(id)
     }
 
-    async fn ensure_bridge(&self, node: &Arc<NodeRuntime>, room: &RoomKey, id: &str) -> Result<(), crate::ari::Error> {
+    async fn ensure_bridge(
+        &self,
+        node: &Arc<NodeRuntime>,
+        room: &RoomKey,
+        id: &str,
+    ) -> Result<(), crate::ari::Error> {
         let known = node.bridges.lock().map(|b| b.contains(id)).unwrap_or(false);
         if known {
             return Ok(());
         }
+        let name = room.bridge_name();
         match self
-            .ari_retry(|| node.ari.create_bridge(id, bridge_type(room.kind), &room.bridge_name()))
+            .ari_retry(|| node.ari.create_bridge(id, bridge_type(room.kind), &name))
             .await?
         {
             Created::New(_) | Created::Exists => {}
@@ -133,7 +139,9 @@ impl Controller {
             .store
             .remove_member(&joined.room, &node.id, channel)
             .await;
-        self.inner.metrics.store_latency("remove_member", started.elapsed());
+        self.inner
+            .metrics
+            .store_latency("remove_member", started.elapsed());
         match result {
             Ok(crate::store::MemberRemoved::Removed { remaining, epoch }) => {
                 self.emit(FarmEvent::MembersChanged {
@@ -187,8 +195,12 @@ impl Controller {
                 }
                 tracing::debug!(node = %node.id, room = %room, epoch = epoch.0, "room released");
             }
-            Ok(other) => tracing::debug!(node = %node.id, room = %room, outcome = ?other, "room kept"),
-            Err(e) => tracing::warn!(node = %node.id, room = %room, reason = %e, "room not released (store unavailable); the reconciler will retry"),
+            Ok(other) => {
+                tracing::debug!(node = %node.id, room = %room, outcome = ?other, "room kept")
+            }
+            Err(e) => {
+                tracing::warn!(node = %node.id, room = %room, reason = %e, "room not released (store unavailable); the reconciler will retry")
+            }
         }
     }
 }
@@ -200,7 +212,10 @@ mod tests {
     #[test]
     fn bridge_names_round_trip() {
         let room = RoomKey::parse("conference", "sales-eu").unwrap();
-        assert_eq!(bridge_id(&room, Some(Epoch(7))), "corral-conference-sales-eu-7");
+        assert_eq!(
+            bridge_id(&room, Some(Epoch(7))),
+            "corral-conference-sales-eu-7"
+        );
         assert_eq!(parse_bridge_name(&room.bridge_name()), Some(room));
         assert_eq!(parse_bridge_name("other:conference:x"), None);
     }
