@@ -23,10 +23,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::domain::{NodeId, NodeState};
 
-/// Installs the global subscriber. Calling it twice is harmless.
-pub fn init() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("corral=info"));
+/// Installs the global subscriber with `default` as the filter when
+/// `RUST_LOG` is not set. Calling it twice is harmless.
+pub fn init(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var("CORRAL_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -128,6 +128,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         Err(e) => println!("(API not started: cannot listen on {}: {e})", args.api),
     }
+    // Tell the farm's story as it happens.
+    let mut events = ctrl.subscribe();
+    tokio::spawn(async move {
+        use crate::controller::FarmEvent;
+        while let Ok(ev) = events.recv().await {
+            match ev {
+                FarmEvent::NodeDown {
+                    node,
+                    reason,
+                    released_rooms,
+                } => {
+                    println!(
+                        "  !! {node} marked down ({reason}); its {released_rooms} rooms released: their next callers re-place them on live nodes"
+                    )
+                }
+                FarmEvent::SplitDetected { room, owner, node } => {
+                    println!("  !! split: {room} owned by {owner} has a call on {node}")
+                }
+                FarmEvent::RoomPlaced {
+                    room,
+                    node,
+                    previous: Some(prev),
+                    ..
+                } => println!("  -> {room} re-placed from {prev} to {node}"),
+                _ => {}
+            }
+        }
+    });
     // Wait for every node's stream.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !ctrl.nodes_streaming().iter().all(|(_, up)| *up) {
@@ -214,7 +242,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let t = metrics.snapshot();
     println!("\n== summary ==");
     println!("calls sent          {sent}");
-    println!("calls handled       {} (StasisStart)", t.arrivals);
+    println!(
+        "StasisStarts        {} (calls plus redirected calls arriving with their token)",
+        t.arrivals
+    );
     println!("joined              {}", t.joined);
     println!(
         "redirected          {} (confirmed by token: {}, timed out: {})",

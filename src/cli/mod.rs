@@ -41,7 +41,9 @@ pub enum Command {
 /// Parses the command line, starts tracing and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
+    // The demo and benchmarks print their own story; logs would drown it.
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
+    crate::telemetry::init(if quiet { "corral=warn" } else { "corral=info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -417,7 +417,9 @@ impl Controller {
         let ctrl = self.clone();
         let deadline = self.inner.cfg.redirect_deadline;
         self.inner.tracker.spawn(async move {
-            tokio::time::sleep(deadline).await;
+            if !ctrl.sleep_unless_stopped(deadline).await {
+                return;
+            }
             match ctrl.inner.store.peek_token(&token).await {
                 Ok(None) => {}
                 Ok(Some(_)) => {

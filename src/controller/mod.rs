@@ -196,6 +196,9 @@ pub(crate) struct Inner {
     pub(crate) view: RwLock<Vec<NodeRecord>>,
     pub(crate) events: broadcast::Sender<FarmEvent>,
     pub(crate) tracker: TaskTracker,
+    /// Cancelled when the controller stops: timers (linger, redirect
+    /// deadlines) end at once instead of holding the shutdown.
+    pub(crate) stop: CancellationToken,
 }
 
 /// The controller handle. Cheap to clone.
@@ -253,6 +256,7 @@ impl Controller {
                 view: RwLock::new(Vec::new()),
                 events,
                 tracker: TaskTracker::new(),
+                stop: CancellationToken::new(),
             }),
         })
     }
@@ -276,6 +280,7 @@ impl Controller {
             .tracker
             .spawn(async move { ctrl.refresh_view_loop(cancel).await });
         shutdown.cancelled().await;
+        inner.stop.cancel();
         tracing::info!("controller stopping: no new events taken; finishing work in flight");
         inner.tracker.close();
         if tokio::time::timeout(Duration::from_secs(10), inner.tracker.wait())
@@ -329,6 +334,14 @@ impl Controller {
     /// The node's SIP host, if configured.
     pub fn sip_host(&self, node: &NodeId) -> Option<String> {
         self.inner.nodes.get(node).map(|n| n.spec.sip_host.clone())
+    }
+
+    /// Sleeps for `d`, or returns `false` at once if the controller stops.
+    pub(crate) async fn sleep_unless_stopped(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.inner.stop.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
     }
 
     pub(crate) fn emit(&self, ev: FarmEvent) {

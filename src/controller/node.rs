@@ -220,7 +220,9 @@ impl Controller {
                 Ok(r) => break r,
                 Err(e) => {
                     tracing::warn!(node = %node.id, reason = %e, "node not registered (store unavailable); retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if !self.sleep_unless_stopped(Duration::from_millis(500)).await {
+                        return;
+                    }
                 }
             }
         };
@@ -264,7 +266,9 @@ impl Controller {
                 Ok(h) => break h.released_rooms,
                 Err(e) => {
                     tracing::warn!(node = %node.id, reason = %e, "node not marked down in the store yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if !self.sleep_unless_stopped(Duration::from_millis(500)).await {
+                        return;
+                    }
                     if node.healthy.load(Ordering::Relaxed) {
                         return;
                     }

@@ -169,8 +169,9 @@ impl Controller {
         self.inner.tracker.spawn(async move {
             // A stopping corral leaves rooms as they are: another replica, or
             // this one after restart, releases them.
-            tokio::time::sleep(linger).await;
-            ctrl.try_release(&node, &room, epoch).await;
+            if ctrl.sleep_unless_stopped(linger).await {
+                ctrl.try_release(&node, &room, epoch).await;
+            }
         });
     }
 

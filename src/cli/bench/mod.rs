@@ -1,11 +1,19 @@
 //! `corral bench ...`: benchmarks that print figures against a baseline
 //! measured in the same run (ratios and percentiles, never one timing).
 
+pub mod calls;
+
 /// The benchmarks.
 #[derive(Debug, clap::Subcommand)]
-pub enum Bench {}
+pub enum Bench {
+    /// The call path on in-process simulated nodes, against a trivial local
+    /// app on the same nodes.
+    Calls(calls::Args),
+}
 
 /// Runs one benchmark.
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
-    match bench {}
+    match bench {
+        Bench::Calls(args) => calls::run(args).await,
+    }
 }

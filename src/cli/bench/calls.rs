@@ -1,0 +1,327 @@
+//! `corral bench calls`: the call path's throughput and latency on
+//! in-process simulated nodes, against a baseline measured in the same run.
+//!
+//! The baseline is a trivial Stasis app doing the same ARI work per call
+//! (answer, create the room's bridge, add the channel) on the node where the
+//! call landed, with no store, no policy and no redirect: the floor that the
+//! simulated nodes and the loopback impose. corral then runs on the same
+//! nodes with the same calls; the difference is corral's overhead.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::{RngExt, SeedableRng};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ari::AriNode;
+use crate::ari::events::EventKind;
+use crate::ari::rest::BridgeType;
+use crate::ari::stream::{self, StreamConfig, StreamItem};
+use crate::controller::{self, Controller, NodeSpec};
+use crate::domain::NodeId;
+use crate::sim::{SimConfig, SimNode};
+use crate::store;
+use crate::telemetry::Metrics;
+
+/// Flags of `corral bench calls`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 10)]
+    pub nodes: usize,
+    /// Calls per run.
+    #[arg(long, default_value_t = 4000)]
+    pub calls: usize,
+    /// Conference rooms the calls go to.
+    #[arg(long, default_value_t = 400)]
+    pub rooms: usize,
+    /// Calls in flight from the load generator.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Run corral on this Redis (else the in-memory store).
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Seed of the room choice.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+struct RunFigures {
+    calls_per_s: f64,
+    p50_us: u32,
+    p99_us: u32,
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    println!(
+        "bench calls: {} nodes, {} calls into {} rooms, {} in flight, store {}",
+        args.nodes,
+        args.calls,
+        args.rooms,
+        args.concurrency,
+        if args.redis.is_some() {
+            "redis"
+        } else {
+            "memory"
+        }
+    );
+    let mut sims = Vec::new();
+    for i in 1..=args.nodes.max(1) {
+        sims.push(SimNode::start(SimConfig::new(format!("n{i}"))).await?);
+    }
+    let base = baseline(&sims, &args).await?;
+    for s in &sims {
+        s.restart().await?;
+    }
+    let (corral, t) = with_corral(&sims, &args).await?;
+    println!();
+    println!("                      calls/s    p50 setup   p99 setup");
+    println!(
+        "baseline (local app) {:>9.0}   {:>7.2} ms  {:>7.2} ms",
+        base.calls_per_s,
+        f64::from(base.p50_us) / 1000.0,
+        f64::from(base.p99_us) / 1000.0
+    );
+    println!(
+        "corral               {:>9.0}   {:>7.2} ms  {:>7.2} ms",
+        corral.calls_per_s,
+        f64::from(corral.p50_us) / 1000.0,
+        f64::from(corral.p99_us) / 1000.0
+    );
+    println!(
+        "ratio corral/baseline throughput {:.2}; p99 overhead {:+.2} ms",
+        corral.calls_per_s / base.calls_per_s.max(1.0),
+        (f64::from(corral.p99_us) - f64::from(base.p99_us)) / 1000.0
+    );
+    println!(
+        "redirected {:.1}% of calls ({} of {}); confirmed {}; splits {}; degraded {}",
+        100.0 * t.redirected as f64 / args.calls.max(1) as f64,
+        t.redirected,
+        args.calls,
+        t.confirmed,
+        t.splits,
+        t.degraded
+    );
+    Ok(())
+}
+
+/// Sends `args.calls` calls round-robin over `sims`, `concurrency` at a time.
+async fn load(sims: &[SimNode], args: &Args, tag: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let next = Arc::new(AtomicU64::new(0));
+    let urls: Arc<Vec<String>> = Arc::new(
+        sims.iter()
+            .map(|s| format!("{}/sim/calls", s.base_url()))
+            .collect(),
+    );
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency.max(1) {
+        let http = http.clone();
+        let next = next.clone();
+        let urls = urls.clone();
+        let total = args.calls as u64;
+        let rooms = args.rooms.max(1);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ (w as u64) << 32);
+        let tag = tag.to_string();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let room = rng.random_range(0..rooms);
+                let url = &urls[(i as usize) % urls.len()];
+                let body = serde_json::json!({"exten": format!("conf-r{room}"), "caller": "100", "call_id": format!("{tag}{i}")});
+                let resp = http.post(url).json(&body).send().await?;
+                anyhow::ensure!(resp.status().as_u16() == 201, "call refused: {}", resp.status());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let until = Instant::now() + deadline;
+    while !done() {
+        anyhow::ensure!(
+            Instant::now() < until,
+            "calls did not all finish within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+fn ari_config(s: &SimNode) -> anyhow::Result<crate::ari::Config> {
+    Ok(crate::ari::Config {
+        node: NodeId::new(s.id())?,
+        base_url: s.base_url(),
+        username: SimConfig::DEFAULT_CREDENTIALS.into(),
+        password: SimConfig::DEFAULT_CREDENTIALS.into(),
+        app: "corral".into(),
+        request_timeout: Duration::from_secs(5),
+    })
+}
+
+/// The trivial local app: answer, bridge per room, add.
+async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
+    let metrics = Arc::new(Metrics::new());
+    let done = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.calls)));
+    let cancel = CancellationToken::new();
+    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(sims.len());
+    for s in sims {
+        let ari = AriNode::new(ari_config(s)?, metrics.clone())?;
+        let (tx, mut rx) = mpsc::channel(crate::ari::stream::EVENT_QUEUE);
+        tokio::spawn(stream::run(
+            ari.clone(),
+            StreamConfig::default(),
+            tx,
+            cancel.clone(),
+        ));
+        let done = done.clone();
+        let samples = samples.clone();
+        let ready = ready_tx.clone();
+        tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                match item {
+                    StreamItem::Connected => {
+                        let _ = ready.send(()).await;
+                    }
+                    StreamItem::Event(ev) => {
+                        if let EventKind::StasisStart { args, channel } = ev.kind {
+                            let ari = ari.clone();
+                            let done = done.clone();
+                            let samples = samples.clone();
+                            tokio::spawn(async move {
+                                let t = Instant::now();
+                                let room = args.get(1).cloned().unwrap_or_default();
+                                let id = format!("b-{room}");
+                                let ok = ari.answer(&channel.id).await.is_ok()
+                                    && ari
+                                        .create_bridge(
+                                            &id,
+                                            BridgeType::Mixing,
+                                            &format!("corral:conference:{room}"),
+                                        )
+                                        .await
+                                        .is_ok()
+                                    && ari.add_channel(&id, &channel.id, None).await.is_ok();
+                                if ok {
+                                    if let Ok(mut s) = samples.lock() {
+                                        s.push(t.elapsed().as_micros() as u32);
+                                    }
+                                    done.fetch_add(1, Ordering::Relaxed);
+                                }
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    for _ in sims {
+        ready_rx
+            .recv()
+            .await
+            .context("baseline app did not connect")?;
+    }
+    let started = Instant::now();
+    load(sims, args, "base").await?;
+    let total = args.calls as u64;
+    wait_until(Duration::from_secs(120), || {
+        done.load(Ordering::Relaxed) >= total
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    cancel.cancel();
+    let mut s = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    s.sort_unstable();
+    Ok(RunFigures {
+        calls_per_s: args.calls as f64 / elapsed.as_secs_f64(),
+        p50_us: percentile(&s, 0.50),
+        p99_us: percentile(&s, 0.99),
+    })
+}
+
+async fn with_corral(
+    sims: &[SimNode],
+    args: &Args,
+) -> anyhow::Result<(RunFigures, crate::telemetry::TotalsSnapshot)> {
+    let store = store::connect(&store::Config {
+        farm: format!("bench{}", std::process::id()),
+        redis_url: args.redis.clone(),
+        ..store::Config::default()
+    })
+    .await
+    .context("cannot start the store")?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.keep_samples();
+    let specs = sims
+        .iter()
+        .map(|s| {
+            Ok(NodeSpec {
+                ari: ari_config(s)?,
+                sip_host: s.addr().to_string(),
+                capacity: 100_000,
+                max_rooms: None,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cfg = controller::Config {
+        seed: args.seed,
+        reconcile_interval: Duration::from_secs(3600),
+        linger: Duration::from_secs(60),
+        ..controller::Config::default()
+    };
+    let ctrl = Controller::new(cfg, store, specs, metrics.clone())?;
+    let shutdown = CancellationToken::new();
+    let handle = {
+        let ctrl = ctrl.clone();
+        let s = shutdown.clone();
+        tokio::spawn(async move { ctrl.run(s).await })
+    };
+    wait_until(Duration::from_secs(10), || {
+        ctrl.nodes_streaming().iter().all(|(_, up)| *up)
+    })
+    .await?;
+    let started = Instant::now();
+    load(sims, args, "corral").await?;
+    let total = args.calls as u64;
+    wait_until(Duration::from_secs(120), || {
+        metrics.snapshot().joined >= total
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    let t = metrics.snapshot();
+    shutdown.cancel();
+    let _ = handle.await;
+    let mut s = metrics.take_samples();
+    s.sort_unstable();
+    Ok((
+        RunFigures {
+            calls_per_s: args.calls as f64 / elapsed.as_secs_f64(),
+            p50_us: percentile(&s, 0.50),
+            p99_us: percentile(&s, 0.99),
+        },
+        t,
+    ))
+}
