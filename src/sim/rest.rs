@@ -274,6 +274,7 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
             "/ari/channels/{channelId}",
             get(get_channel).post(originate_with_id).delete(hangup),
         )
+        .route("/ari/channels/create", post(create_channel))
         .route("/ari/channels/{channelId}/answer", post(answer))
         .route(
             "/ari/channels/{channelId}/ring",
@@ -761,6 +762,70 @@ async fn originate(State(sh): State<Arc<Shared>>, p: Params) -> AriResult {
 
 async fn originate_with_id(State(sh): State<Arc<Shared>>, Id(id): Id, p: Params) -> AriResult {
     originate_common(sh, Some(id), p)
+}
+
+/// `POST /channels/create`: a channel in Stasis right away, in state
+/// `Down`, not dialled (the app has an extra subscription to it).
+async fn create_channel(State(sh): State<Arc<Shared>>, p: Params) -> AriResult {
+    let endpoint = p
+        .get("endpoint")
+        .ok_or_else(|| AriError::new(400, "Endpoint must be specified"))?;
+    let app = p
+        .get("app")
+        .ok_or_else(|| AriError::new(400, "Application must be specified"))?
+        .to_string();
+    let (tech, resource) = endpoint
+        .split_once('/')
+        .filter(|(t, r)| !t.is_empty() && !r.is_empty())
+        .ok_or_else(|| AriError::new(400, "Invalid endpoint specified"))?;
+    let args: Vec<String> = p
+        .get("appArgs")
+        .map(|a| a.split(',').map(String::from).collect())
+        .unwrap_or_default();
+    let call_id = sh.new_call_id();
+    let mut st = sh.lock();
+    for id in [p.get("channelId"), p.get("otherChannelId")]
+        .into_iter()
+        .flatten()
+    {
+        if st.channels.contains_key(id) {
+            return Err(AriError::new(
+                409,
+                "Channel with given unique ID already exists",
+            ));
+        }
+    }
+    let (auto_id, seq) = st.next_id();
+    let id = p.get("channelId").map(String::from).unwrap_or(auto_id);
+    let ch = Channel {
+        id: id.clone(),
+        seq,
+        name: format!("{tech}/{resource}-{:08x}", seq),
+        tech: tech.to_string(),
+        state: chan_state::DOWN,
+        protocol_id: call_id,
+        caller_name: String::new(),
+        caller_number: String::new(),
+        context: "default".into(),
+        exten: "s".into(),
+        priority: 1,
+        app_name: String::new(),
+        app_data: String::new(),
+        creationtime: super::state::now_ts(),
+        stasis: None,
+        subscribers: [app.clone()].into_iter().collect(),
+        bridge: None,
+        inbound: false,
+        moh: false,
+        ringing: false,
+        originate_app: None,
+    };
+    st.add_channel(ch);
+    st.stasis_enter(&id, &app, args);
+    match st.channels.get(&id) {
+        Some(c) => ok(c.to_json()),
+        None => Err(AriError::new(500, "Internal Server Error")),
+    }
 }
 
 fn reason_to_cause(reason: &str) -> Option<i64> {

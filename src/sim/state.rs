@@ -97,7 +97,7 @@ pub(crate) struct Channel {
     pub(crate) inbound: bool,
     pub(crate) moh: bool,
     pub(crate) ringing: bool,
-    /// The SIP host:port the call came through (for a REFER's INVITE).
+    /// Where an originated channel goes once answered: `Stasis(app, args)`.
     pub(crate) originate_app: Option<(String, Vec<String>)>,
 }
 
