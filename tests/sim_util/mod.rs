@@ -116,6 +116,13 @@ pub fn enc(s: &str) -> String {
     out
 }
 
+impl Drop for Events {
+    /// Closes the socket (a close frame, then the TCP connection).
+    fn drop(&mut self) {
+        let _ = self.tx.send(Message::Close(None));
+    }
+}
+
 /// An event websocket and everything it has received so far.
 pub struct Events {
     pub received: Arc<Mutex<Vec<Value>>>,
