@@ -1,10 +1,156 @@
-//! `corral sim-node`: one simulated node until stopped.
+//! `corral sim-node`: one simulated Asterisk 22 node until stopped.
+//!
+//! The node serves ARI under `http://LISTEN/ari` and its control API under
+//! `http://LISTEN/sim` (see the README, "Simulated nodes"). Its SIP host,
+//! the address other nodes' redirects point at, is LISTEN itself.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::sim::{Dialplan, Faults, On302, OnRefer, SimConfig, SimNode, Upstream, VersionProfile};
 
 /// Flags of `corral sim-node`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The node's id (`ast1`): its system name, and the seed of its default
+    /// `asterisk_id`.
+    #[arg(long)]
+    pub id: String,
+    /// Address to listen on, HOST:PORT. ARI is `http://HOST:PORT/ari`, the
+    /// control API `http://HOST:PORT/sim`, and HOST:PORT is also the node's
+    /// SIP host (`PJSIP/sip:TOKEN@HOST:PORT` reaches it).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    pub listen: SocketAddr,
+    /// ARI user (Basic auth or `api_key=user:pass`).
+    #[arg(long, env = "CORRAL_SIM_USERNAME", default_value = "corral")]
+    pub username: String,
+    /// ARI password.
+    #[arg(
+        long,
+        env = "CORRAL_SIM_PASSWORD",
+        default_value = "corral",
+        hide_env_values = true
+    )]
+    pub password: String,
+    /// The node's EID (`xx:xx:xx:xx:xx:xx`); default derived from --id.
+    #[arg(long)]
+    pub asterisk_id: Option<String>,
+    /// What the upstream proxy does with a 302: `follow` (the call arrives on
+    /// the node in the Contact after --follow-delay-ms, same call id),
+    /// `relay` (sent back to the caller: the call is lost) or `drop` (lost).
+    #[arg(long, default_value = "follow", value_parser = parse_on_302)]
+    pub upstream: On302,
+    /// Delay of a followed 302 or an accepted REFER, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub follow_delay_ms: u64,
+    /// What the far end does with a REFER (redirect of an answered
+    /// channel): `accept` (INVITE to the target, then BYE) or `reject`
+    /// (nothing happens).
+    #[arg(long, default_value = "accept", value_parser = parse_on_refer)]
+    pub refer: OnRefer,
+    /// The Stasis app of the reference dialplan (`conf-<room>`,
+    /// `queue-<name>`, `agent-<queue>-<agent>`, tokens).
+    #[arg(long, default_value = "corral")]
+    pub app: String,
+    /// A dialplan file replacing the reference dialplan: lines
+    /// `PATTERN => APP[,ARG...]`, captures `{name}` / `{name:alnum}`
+    /// (see the README).
+    #[arg(long)]
+    pub dialplan: Option<PathBuf>,
+    /// The Asterisk release to imitate: 22.10 (302 → cause 23, tech_cause
+    /// 302), 22.7 (cause 16, tech_cause 302) or 20.0 (cause 16).
+    #[arg(long, default_value = "22.10", value_parser = parse_version)]
+    pub version: VersionProfile,
+    /// Fault: delay every event by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub event_delay_ms: u64,
+    /// Fault: share (0.0-1.0) of events sent twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_events: f64,
+    /// Fault: share (0.0-1.0) of ARI REST requests failing with 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub rest_error_rate: f64,
+    /// Seed of the fault randomness (default: fresh, logged at start).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn parse_on_302(s: &str) -> Result<On302, String> {
+    match s {
+        "follow" => Ok(On302::Follow),
+        "relay" => Ok(On302::Relay),
+        "drop" => Ok(On302::Drop),
+        _ => Err(format!("expected follow, relay or drop, got {s:?}")),
+    }
+}
+
+fn parse_on_refer(s: &str) -> Result<OnRefer, String> {
+    match s {
+        "accept" => Ok(OnRefer::Accept),
+        "reject" => Ok(OnRefer::Reject),
+        _ => Err(format!("expected accept or reject, got {s:?}")),
+    }
+}
+
+fn parse_version(s: &str) -> Result<VersionProfile, String> {
+    VersionProfile::parse(s).ok_or_else(|| format!("expected 22.10, 22.7 or 20.0, got {s:?}"))
+}
+
+fn share(name: &str, v: f64) -> anyhow::Result<f64> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&v),
+        "--{name} must be between 0.0 and 1.0, got {v}"
+    );
+    Ok(v)
+}
 
 /// Runs the node until SIGTERM or Ctrl-C.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not yet built")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let dialplan = match &args.dialplan {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading dialplan {}", path.display()))?;
+            Dialplan::parse(&text).with_context(|| format!("dialplan {}", path.display()))?
+        }
+        None => Dialplan::reference(&args.app),
+    };
+    let mut cfg = SimConfig::new(args.id);
+    cfg.listen = args.listen;
+    cfg.username = args.username;
+    cfg.password = args.password;
+    cfg.asterisk_id = args.asterisk_id;
+    cfg.upstream = Upstream {
+        on_302: args.upstream,
+        follow_delay: std::time::Duration::from_millis(args.follow_delay_ms),
+        on_refer: args.refer,
+    };
+    cfg.dialplan = dialplan;
+    cfg.version = args.version;
+    cfg.faults = Faults {
+        event_delay_ms: args.event_delay_ms,
+        duplicate_events: share("duplicate-events", args.duplicate_events)?,
+        rest_error_rate: share("rest-error-rate", args.rest_error_rate)?,
+    };
+    cfg.seed = args.seed;
+    let listen = cfg.listen;
+    let node = SimNode::start(cfg)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(
+        node = node.id(),
+        ari = %format!("{}/ari", node.base_url()),
+        asterisk_id = node.asterisk_id(),
+        "simulated node running; stop with Ctrl-C"
+    );
+    println!(
+        "{} listening on {} (ARI at {}/ari)",
+        node.id(),
+        node.addr(),
+        node.base_url()
+    );
+    crate::shutdown::wait_for_signal().await;
+    node.kill().await;
+    Ok(())
 }

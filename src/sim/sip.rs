@@ -1,0 +1,243 @@
+//! The simulated SIP side of a node: what a redirect does after its 204
+//! (302 for a ringing channel, REFER for an answered one), the upstream
+//! proxy's answer to a 302, and the far ends of originated channels.
+//!
+//! A node's SIP host is its HTTP listen address: "sending an INVITE to
+//! `sip:USER@HOST:PORT`" is a real `POST http://HOST:PORT/sim/calls` with
+//! `exten = USER` and the call's call id (the SIP Call-ID, kept across the
+//! proxy's new branch).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::state::{Hangup, Shared, chan_state};
+use super::{EndpointScript, On302, OnRefer, bump};
+
+/// Where a SIP URI points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SipTarget {
+    /// The user part (`s` when empty), user options cut at `;`.
+    pub(crate) user: String,
+    /// `HOST:PORT` (port 5060 when absent).
+    pub(crate) hostport: String,
+}
+
+/// Parses a redirect resource as pjsip would a name-addr: `sip:` or `sips:`
+/// (any case), optional angle brackets, URI parameters ignored. `None` when
+/// it is not a SIP URI (e.g. `tok@host` without `sip:`): no 302 is sent.
+pub(crate) fn parse_sip_uri(resource: &str) -> Option<SipTarget> {
+    let r = resource.trim();
+    let r = r.strip_prefix('<').unwrap_or(r);
+    let r = r.split('>').next().unwrap_or(r);
+    let lower = r.to_ascii_lowercase();
+    let rest = if lower.starts_with("sip:") {
+        &r[4..]
+    } else if lower.starts_with("sips:") {
+        &r[5..]
+    } else {
+        return None;
+    };
+    let (user, host) = match rest.rsplit_once('@') {
+        Some((u, h)) => (u, h),
+        None => ("", rest),
+    };
+    let user = user.split(';').next().unwrap_or("");
+    let host = host.split([';', '?']).next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return None;
+    }
+    let hostport = if host.starts_with('[') {
+        if host.contains("]:") {
+            host.to_string()
+        } else {
+            format!("{host}:5060")
+        }
+    } else if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5060")
+    };
+    Some(SipTarget {
+        user: if user.is_empty() {
+            "s".into()
+        } else {
+            user.into()
+        },
+        hostport,
+    })
+}
+
+/// Sends the INVITE of a followed 302 or an accepted REFER: `true` when the
+/// destination created a channel (201).
+async fn invite(sh: &Shared, target: &SipTarget, caller: &str, call_id: &str) -> bool {
+    let url = format!("http://{}/sim/calls", target.hostport);
+    let body = json!({"exten": target.user, "caller": caller, "call_id": call_id});
+    match sh.common.http.post(&url).json(&body).send().await {
+        Ok(resp) if resp.status().as_u16() == 201 => true,
+        Ok(resp) => {
+            tracing::debug!(node = %sh.common.id, status = resp.status().as_u16(), "INVITE refused");
+            false
+        }
+        Err(err) => {
+            tracing::debug!(node = %sh.common.id, cause = %err, "INVITE failed");
+            false
+        }
+    }
+}
+
+/// What a redirect does once its 204 is out (the channel's Stasis thread
+/// runs `ast_transfer`).
+pub(crate) async fn redirect(sh: Arc<Shared>, chan_id: String, resource: String) {
+    let target = parse_sip_uri(&resource);
+    let (state, caller, call_id) = {
+        let st = sh.lock();
+        let Some(ch) = st.channels.get(&chan_id) else {
+            return;
+        };
+        if ch.stasis.is_none() {
+            return;
+        }
+        (ch.state, ch.caller_number.clone(), ch.protocol_id.clone())
+    };
+    let Some(target) = target else {
+        // pjsip cannot parse the Contact/Refer-To: a WARNING in its log, no
+        // SIP message, no ARI event; the channel stays in Stasis.
+        bump(&sh.common.stats.redirects_invalid);
+        tracing::debug!(node = %sh.common.id, channel = %chan_id, "redirect target is not a SIP URI; nothing sent");
+        return;
+    };
+    let upstream = sh.common.upstream();
+    if state == chan_state::RING {
+        // 302 Moved Temporarily, then the session ends.
+        bump(&sh.common.stats.redirects_302);
+        let (cause, tech_cause) = sh.common.version.redirect_cause();
+        sh.lock().hangup(
+            &chan_id,
+            Hangup {
+                request_cause: Some(cause),
+                tech_cause,
+                soft: false,
+                cause,
+                request: true,
+            },
+        );
+        match upstream.on_302 {
+            On302::Follow => {
+                tokio::select! {
+                    _ = sh.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(upstream.follow_delay) => {}
+                }
+                if invite(&sh, &target, &caller, &call_id).await {
+                    bump(&sh.common.stats.redirects_followed);
+                } else {
+                    bump(&sh.common.stats.redirects_lost);
+                }
+            }
+            On302::Relay | On302::Drop => bump(&sh.common.stats.redirects_lost),
+        }
+    } else {
+        // In-dialog REFER; no ARI event reports its progress.
+        bump(&sh.common.stats.refers);
+        match upstream.on_refer {
+            OnRefer::Reject => bump(&sh.common.stats.refers_failed),
+            OnRefer::Accept => {
+                tokio::select! {
+                    _ = sh.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(upstream.follow_delay) => {}
+                }
+                if invite(&sh, &target, &caller, &call_id).await {
+                    bump(&sh.common.stats.refers_accepted);
+                    // The transferee hangs up the old dialog (BYE).
+                    sh.lock().hangup(&chan_id, Hangup::normal());
+                } else {
+                    bump(&sh.common.stats.refers_failed);
+                }
+            }
+        }
+    }
+}
+
+/// The far end of an originated channel: Down → Ringing, then the
+/// endpoint's script (answer → Up → `Stasis(app)`; busy; ring until timeout).
+pub(crate) async fn run_originate(
+    sh: Arc<Shared>,
+    chan_id: String,
+    resource: String,
+    timeout: Duration,
+) {
+    sh.lock().set_state(&chan_id, chan_state::RINGING);
+    let script = sh.common.endpoint_script(&resource);
+    // `Some(true)` answers, `Some(false)` is busy, `None` is no answer.
+    let (wait, outcome) = match script {
+        EndpointScript::Answer { after_ms } => (Duration::from_millis(after_ms), Some(true)),
+        EndpointScript::Busy { after_ms } => (Duration::from_millis(after_ms), Some(false)),
+        EndpointScript::Ring => (timeout, None),
+    };
+    let (wait, outcome) = if wait < timeout {
+        (wait, outcome)
+    } else {
+        (timeout, None)
+    };
+    tokio::select! {
+        _ = sh.cancel.cancelled() => return,
+        _ = tokio::time::sleep(wait) => {}
+    }
+    let mut st = sh.lock();
+    let still_ringing = st
+        .channels
+        .get(&chan_id)
+        .is_some_and(|c| c.state == chan_state::RINGING);
+    if !still_ringing {
+        return;
+    }
+    let failed = |cause| Hangup {
+        request_cause: None,
+        tech_cause: None,
+        soft: false,
+        cause,
+        request: false,
+    };
+    match outcome {
+        Some(true) => {
+            st.set_state(&chan_id, chan_state::UP);
+            let target = st
+                .channels
+                .get_mut(&chan_id)
+                .and_then(|c| c.originate_app.take());
+            let entered = match target {
+                Some((app, args)) => st.stasis_enter(&chan_id, &app, args),
+                None => false,
+            };
+            if !entered {
+                st.hangup(&chan_id, Hangup::normal());
+            }
+        }
+        Some(false) => st.hangup(&chan_id, failed(17)),
+        None => st.hangup(&chan_id, failed(19)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uris_parse_like_pjsip() {
+        let t = parse_sip_uri("sip:tok123@10.0.0.12").expect("plain");
+        assert_eq!(t.user, "tok123");
+        assert_eq!(t.hostport, "10.0.0.12:5060");
+        let t = parse_sip_uri("<SIP:tok;x=y@127.0.0.1:4000;transport=tcp>").expect("brackets");
+        assert_eq!(
+            (t.user.as_str(), t.hostport.as_str()),
+            ("tok", "127.0.0.1:4000")
+        );
+        let t = parse_sip_uri("sip:127.0.0.1:4000").expect("no user");
+        assert_eq!(t.user, "s");
+        assert!(parse_sip_uri("tok@127.0.0.1").is_none());
+        assert!(parse_sip_uri("sip:").is_none());
+        assert!(parse_sip_uri("").is_none());
+        assert!(parse_sip_uri("é").is_none());
+    }
+}

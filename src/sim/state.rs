@@ -1,0 +1,662 @@
+//! One incarnation of a node: its channels, bridges, Stasis apps and event
+//! websockets, and the rules for who receives which event.
+//!
+//! Delivery follows `ARI-NOTES.md` §2.4 and §3.5: an app gets a channel's
+//! events while the channel is in its Stasis app (`StasisStart` until
+//! `StasisEnd`), while it holds an extra subscription (channels originated
+//! with `app=`), or when its websocket asked for `subscribeAll`; bridge
+//! events go to apps whose channels were added to the bridge through ARI.
+//! An app without a websocket loses its events (counted, never replayed).
+//!
+//! Everything is behind one std `Mutex`, held for short sections and never
+//! across an `.await`; events are pushed with `try_send` into each socket's
+//! bounded queue, so emitting never blocks.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::macros::format_description;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Common, bump, lock};
+
+/// How many events may wait for one websocket writer before the reader is
+/// considered too slow and cut off (Asterisk's 100 ms write timeout, in
+/// frames rather than time).
+pub(crate) const SOCKET_QUEUE: usize = 65_536;
+
+/// Asterisk's timestamp format: `2026-01-01T12:00:00.123+0000`.
+pub(crate) fn format_ts(t: OffsetDateTime) -> String {
+    let fmt = format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3][offset_hour sign:mandatory][offset_minute]"
+    );
+    t.format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000+0000".to_string())
+}
+
+/// Now, in Asterisk's timestamp format.
+pub(crate) fn now_ts() -> String {
+    format_ts(OffsetDateTime::now_utc())
+}
+
+/// Channel states as `ast_state2str` spells them.
+pub(crate) mod chan_state {
+    pub(crate) const DOWN: &str = "Down";
+    pub(crate) const RING: &str = "Ring";
+    pub(crate) const RINGING: &str = "Ringing";
+    pub(crate) const UP: &str = "Up";
+}
+
+/// Q.850 cause text as `ast_cause2str` gives it.
+pub(crate) fn cause_txt(cause: i64) -> &'static str {
+    match cause {
+        1 => "Unallocated (unassigned) number",
+        16 => "Normal Clearing",
+        17 => "User busy",
+        19 => "No user responding",
+        21 => "Call Rejected",
+        23 => "Redirected to new destination",
+        26 => "Answered elsewhere",
+        28 => "Invalid number format (addr incomplete)",
+        31 => "Normal, unspecified",
+        34 => "Circuit/channel congestion",
+        38 => "Network out of order",
+        58 => "Bearer capability not available",
+        127 => "Interworking, unspecified",
+        _ => "Unknown",
+    }
+}
+
+/// A channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Channel {
+    pub(crate) id: String,
+    pub(crate) seq: u64,
+    pub(crate) name: String,
+    pub(crate) tech: String,
+    pub(crate) state: &'static str,
+    pub(crate) protocol_id: String,
+    pub(crate) caller_name: String,
+    pub(crate) caller_number: String,
+    pub(crate) context: String,
+    pub(crate) exten: String,
+    pub(crate) priority: i64,
+    pub(crate) app_name: String,
+    pub(crate) app_data: String,
+    pub(crate) creationtime: String,
+    /// The Stasis app the channel is in.
+    pub(crate) stasis: Option<String>,
+    /// Apps with an extra subscription (originated with `app=`).
+    pub(crate) subscribers: BTreeSet<String>,
+    pub(crate) bridge: Option<String>,
+    /// Inbound call from the simulated proxy (`POST /sim/calls`).
+    pub(crate) inbound: bool,
+    pub(crate) moh: bool,
+    pub(crate) ringing: bool,
+    /// Where an originated channel goes once answered: `Stasis(app, args)`.
+    pub(crate) originate_app: Option<(String, Vec<String>)>,
+}
+
+impl Channel {
+    pub(crate) fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "protocol_id": self.protocol_id,
+            "caller": {"name": self.caller_name, "number": self.caller_number},
+            "connected": {"name": "", "number": ""},
+            "accountcode": "",
+            "dialplan": {
+                "context": self.context,
+                "exten": self.exten,
+                "priority": self.priority,
+                "app_name": self.app_name,
+                "app_data": self.app_data,
+            },
+            "creationtime": self.creationtime,
+            "language": "en",
+        })
+    }
+
+    /// `Down`, `Rsrvd` and `Ringing` are "invalid" for redirect, answer,
+    /// ring, moh, continue (`channel_state_invalid`).
+    pub(crate) fn state_invalid(&self) -> bool {
+        matches!(self.state, chan_state::DOWN | chan_state::RINGING | "Rsrvd")
+    }
+}
+
+/// The type of a bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BridgeKind {
+    Mixing,
+    Holding,
+}
+
+/// A Stasis bridge.
+#[derive(Debug, Clone)]
+pub(crate) struct Bridge {
+    pub(crate) id: String,
+    pub(crate) seq: u64,
+    pub(crate) kind: BridgeKind,
+    pub(crate) name: String,
+    pub(crate) channels: Vec<String>,
+    pub(crate) creationtime: String,
+    pub(crate) moh: Option<String>,
+    /// Apps subscribed to the bridge (their channels were added to it).
+    pub(crate) subscribers: BTreeSet<String>,
+}
+
+impl Bridge {
+    pub(crate) fn technology(&self) -> &'static str {
+        match self.kind {
+            BridgeKind::Holding => "holding_bridge",
+            BridgeKind::Mixing if self.channels.len() <= 2 => "simple_bridge",
+            BridgeKind::Mixing => "softmix",
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "technology": self.technology(),
+            "bridge_type": match self.kind { BridgeKind::Mixing => "mixing", BridgeKind::Holding => "holding" },
+            "bridge_class": "stasis",
+            "creator": "Stasis",
+            "name": self.name,
+            "channels": self.channels,
+            "creationtime": self.creationtime,
+            "video_mode": "none",
+        })
+    }
+}
+
+/// A Stasis app (created by the first websocket that names it).
+#[derive(Debug, Default)]
+pub(crate) struct App {
+    /// The websocket that owns the app; `None` = inactive.
+    pub(crate) owner: Option<u64>,
+    pub(crate) subscribe_all: bool,
+}
+
+/// One event websocket's queue and the apps it owns.
+pub(crate) struct Socket {
+    pub(crate) tx: mpsc::Sender<String>,
+    pub(crate) apps: Vec<String>,
+}
+
+/// How a channel goes away.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hangup {
+    /// `ChannelHangupRequest.cause` (omitted when `None`).
+    pub(crate) request_cause: Option<i64>,
+    /// `tech_cause` on both events (omitted when `None`).
+    pub(crate) tech_cause: Option<i64>,
+    /// `ChannelHangupRequest.soft` (ARI `DELETE`).
+    pub(crate) soft: bool,
+    /// `ChannelDestroyed.cause`.
+    pub(crate) cause: i64,
+    /// Emit `ChannelHangupRequest` at all (a dialplan `Hangup()` or a failed
+    /// dial does not queue one).
+    pub(crate) request: bool,
+}
+
+impl Hangup {
+    /// A BYE from the far end or a dialplan `Hangup()`: cause 16.
+    pub(crate) fn normal() -> Self {
+        Hangup {
+            request_cause: Some(16),
+            tech_cause: None,
+            soft: false,
+            cause: 16,
+            request: true,
+        }
+    }
+}
+
+/// One incarnation's state, behind [`Shared::state`].
+pub(crate) struct State {
+    pub(crate) common: Arc<Common>,
+    epoch: i64,
+    seq: u64,
+    pub(crate) channels: HashMap<String, Channel>,
+    pub(crate) bridges: HashMap<String, Bridge>,
+    pub(crate) apps: HashMap<String, App>,
+    pub(crate) sockets: HashMap<u64, Socket>,
+    next_socket: u64,
+}
+
+/// An incarnation: state plus the token that kills it.
+pub(crate) struct Shared {
+    pub(crate) common: Arc<Common>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) startup_time: String,
+    /// Ids for random call ids of originated channels.
+    pub(crate) call_seq: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(common: Arc<Common>) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Shared {
+            state: Mutex::new(State {
+                common: common.clone(),
+                epoch: now.unix_timestamp(),
+                seq: 0,
+                channels: HashMap::new(),
+                bridges: HashMap::new(),
+                apps: HashMap::new(),
+                sockets: HashMap::new(),
+                next_socket: 1,
+            }),
+            common,
+            cancel: CancellationToken::new(),
+            startup_time: format_ts(now),
+            call_seq: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Closes every event websocket (their apps become inactive).
+    pub(crate) fn close_all_sockets(&self) {
+        let mut st = self.lock();
+        let ids: Vec<u64> = st.sockets.keys().copied().collect();
+        for id in ids {
+            st.drop_socket(id);
+        }
+    }
+
+    /// A fresh SIP Call-ID for an originated channel.
+    pub(crate) fn new_call_id(&self) -> String {
+        let n = self.call_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{}@{}", n, self.startup_time.len(), self.common.addr)
+    }
+}
+
+impl State {
+    /// Next channel/bridge sequence number and a unique id `<epoch>.<seq>`.
+    pub(crate) fn next_id(&mut self) -> (String, u64) {
+        let seq = self.seq;
+        self.seq += 1;
+        (format!("{}.{}", self.epoch, seq), seq)
+    }
+
+    /// Registers a websocket owning `apps`; a current owner of any of them
+    /// gets `ApplicationReplaced` and loses it.
+    pub(crate) fn register_socket(
+        &mut self,
+        apps: &[String],
+        subscribe_all: bool,
+        tx: mpsc::Sender<String>,
+    ) -> u64 {
+        let id = self.next_socket;
+        self.next_socket += 1;
+        self.sockets.insert(
+            id,
+            Socket {
+                tx,
+                apps: apps.to_vec(),
+            },
+        );
+        for name in apps {
+            let old = self.apps.get(name).and_then(|a| a.owner);
+            if let Some(old) = old.filter(|o| *o != id) {
+                let ev = self.envelope("ApplicationReplaced", name, Map::new());
+                self.send_to_socket(old, ev);
+                if let Some(s) = self.sockets.get_mut(&old) {
+                    s.apps.retain(|a| a != name);
+                }
+            }
+            let app = self.apps.entry(name.clone()).or_default();
+            app.owner = Some(id);
+            app.subscribe_all = subscribe_all;
+        }
+        id
+    }
+
+    /// Forgets a websocket; the apps it still owns become inactive.
+    pub(crate) fn drop_socket(&mut self, id: u64) {
+        if let Some(s) = self.sockets.remove(&id) {
+            for name in s.apps {
+                if let Some(a) = self.apps.get_mut(&name)
+                    && a.owner == Some(id)
+                {
+                    a.owner = None;
+                    a.subscribe_all = false;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn app_active(&self, app: &str) -> bool {
+        self.apps.get(app).is_some_and(|a| a.owner.is_some())
+    }
+
+    fn envelope(&self, ty: &str, app: &str, mut fields: Map<String, Value>) -> String {
+        fields.insert("type".into(), Value::from(ty));
+        fields.insert("timestamp".into(), Value::from(now_ts()));
+        fields.insert("application".into(), Value::from(app));
+        fields.insert(
+            "asterisk_id".into(),
+            Value::from(self.common.asterisk_id.clone()),
+        );
+        Value::Object(fields).to_string()
+    }
+
+    fn send_to_socket(&mut self, id: u64, text: String) {
+        let Some(sock) = self.sockets.get(&id) else {
+            return;
+        };
+        match sock.tx.try_send(text) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(node = %self.common.id, socket = id, "event websocket reader too slow; closing it");
+                bump(&self.common.stats.websockets_cut);
+                self.drop_socket(id);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.drop_socket(id),
+        }
+    }
+
+    /// Sends one event to each of `apps` (their owner sockets).
+    pub(crate) fn emit(&mut self, apps: &[String], ty: &str, fields: Map<String, Value>) {
+        for app in apps {
+            match self.apps.get(app).and_then(|a| a.owner) {
+                Some(sock) => {
+                    let text = self.envelope(ty, app, fields.clone());
+                    self.send_to_socket(sock, text);
+                }
+                None => bump(&self.common.stats.events_dropped),
+            }
+        }
+    }
+
+    fn subscribe_all_apps(&self, into: &mut Vec<String>) {
+        for (name, app) in &self.apps {
+            if app.subscribe_all && app.owner.is_some() && !into.contains(name) {
+                into.push(name.clone());
+            }
+        }
+    }
+
+    /// Apps that receive the channel's events.
+    pub(crate) fn channel_apps(&self, chan_id: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(ch) = self.channels.get(chan_id) {
+            if let Some(a) = &ch.stasis {
+                v.push(a.clone());
+            }
+            for a in &ch.subscribers {
+                if !v.contains(a) {
+                    v.push(a.clone());
+                }
+            }
+        }
+        self.subscribe_all_apps(&mut v);
+        v
+    }
+
+    /// Apps that receive the bridge's events.
+    pub(crate) fn bridge_apps(&self, bridge_id: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .bridges
+            .get(bridge_id)
+            .map(|b| b.subscribers.iter().cloned().collect())
+            .unwrap_or_default();
+        self.subscribe_all_apps(&mut v);
+        v
+    }
+
+    fn chan_json(&self, id: &str) -> Value {
+        self.channels
+            .get(id)
+            .map(Channel::to_json)
+            .unwrap_or(Value::Null)
+    }
+
+    fn bridge_json(&self, id: &str) -> Value {
+        self.bridges
+            .get(id)
+            .map(Bridge::to_json)
+            .unwrap_or(Value::Null)
+    }
+
+    fn fields(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// A new channel: `ChannelCreated` to `subscribeAll` apps.
+    pub(crate) fn add_channel(&mut self, ch: Channel) {
+        let id = ch.id.clone();
+        self.channels.insert(id.clone(), ch);
+        let mut apps = Vec::new();
+        self.subscribe_all_apps(&mut apps);
+        let f = Self::fields(vec![("channel", self.chan_json(&id))]);
+        self.emit(&apps, "ChannelCreated", f);
+    }
+
+    /// `Stasis(app,args)`: `StasisStart` if a websocket owns the app; else
+    /// `false` (`STASISSTATUS=FAILED`).
+    pub(crate) fn stasis_enter(&mut self, chan_id: &str, app: &str, args: Vec<String>) -> bool {
+        if !self.app_active(app) {
+            bump(&self.common.stats.stasis_failed);
+            tracing::debug!(node = %self.common.id, channel = chan_id, app, "Stasis app not registered/not active");
+            return false;
+        }
+        let Some(ch) = self.channels.get_mut(chan_id) else {
+            return false;
+        };
+        let mut app_data = app.to_string();
+        for a in &args {
+            app_data.push(',');
+            app_data.push_str(a);
+        }
+        ch.stasis = Some(app.to_string());
+        ch.app_name = "Stasis".into();
+        ch.app_data = app_data;
+        bump(&self.common.stats.stasis_started);
+        let f = Self::fields(vec![
+            ("args", json!(args)),
+            ("channel", self.chan_json(chan_id)),
+        ]);
+        self.emit(&[app.to_string()], "StasisStart", f);
+        true
+    }
+
+    /// `StasisEnd` to the channel's app, which is unsubscribed from it.
+    pub(crate) fn stasis_end(&mut self, chan_id: &str) {
+        let Some(app) = self.channels.get(chan_id).and_then(|c| c.stasis.clone()) else {
+            return;
+        };
+        let f = Self::fields(vec![("channel", self.chan_json(chan_id))]);
+        if let Some(ch) = self.channels.get_mut(chan_id) {
+            ch.stasis = None;
+        }
+        self.emit(&[app], "StasisEnd", f);
+    }
+
+    /// Changes the state and emits `ChannelStateChange`.
+    pub(crate) fn set_state(&mut self, chan_id: &str, state: &'static str) {
+        let Some(ch) = self.channels.get_mut(chan_id) else {
+            return;
+        };
+        if ch.state == state {
+            return;
+        }
+        ch.state = state;
+        let apps = self.channel_apps(chan_id);
+        let f = Self::fields(vec![("channel", self.chan_json(chan_id))]);
+        self.emit(&apps, "ChannelStateChange", f);
+    }
+
+    /// Takes the channel out of its bridge (`ChannelLeftBridge`).
+    pub(crate) fn leave_bridge(&mut self, chan_id: &str) {
+        let Some(bid) = self.channels.get_mut(chan_id).and_then(|c| c.bridge.take()) else {
+            return;
+        };
+        if let Some(b) = self.bridges.get_mut(&bid) {
+            b.channels.retain(|c| c != chan_id);
+        }
+        let mut apps = self.bridge_apps(&bid);
+        for a in self.channel_apps(chan_id) {
+            if !apps.contains(&a) {
+                apps.push(a);
+            }
+        }
+        let f = Self::fields(vec![
+            ("bridge", self.bridge_json(&bid)),
+            ("channel", self.chan_json(chan_id)),
+        ]);
+        self.emit(&apps, "ChannelLeftBridge", f);
+    }
+
+    /// Puts the channel into a bridge (leaving its old one first); its
+    /// Stasis app subscribes to the bridge.
+    pub(crate) fn enter_bridge(&mut self, chan_id: &str, bridge_id: &str) {
+        if self.channels.get(chan_id).and_then(|c| c.bridge.as_deref()) == Some(bridge_id) {
+            return;
+        }
+        self.leave_bridge(chan_id);
+        let app = self.channels.get(chan_id).and_then(|c| c.stasis.clone());
+        let Some(b) = self.bridges.get_mut(bridge_id) else {
+            return;
+        };
+        b.channels.push(chan_id.to_string());
+        if let Some(app) = app {
+            b.subscribers.insert(app);
+        }
+        if let Some(ch) = self.channels.get_mut(chan_id) {
+            ch.bridge = Some(bridge_id.to_string());
+        }
+        let mut apps = self.bridge_apps(bridge_id);
+        for a in self.channel_apps(chan_id) {
+            if !apps.contains(&a) {
+                apps.push(a);
+            }
+        }
+        let f = Self::fields(vec![
+            ("bridge", self.bridge_json(bridge_id)),
+            ("channel", self.chan_json(chan_id)),
+        ]);
+        self.emit(&apps, "ChannelEnteredBridge", f);
+    }
+
+    /// A new bridge: `BridgeCreated` to `subscribeAll` apps (nothing ties a
+    /// bridge created over REST to an app yet).
+    pub(crate) fn add_bridge(&mut self, b: Bridge) -> Value {
+        let id = b.id.clone();
+        self.bridges.insert(id.clone(), b);
+        let apps = self.bridge_apps(&id);
+        let json = self.bridge_json(&id);
+        self.emit(
+            &apps,
+            "BridgeCreated",
+            Self::fields(vec![("bridge", json.clone())]),
+        );
+        json
+    }
+
+    /// Empties and destroys a bridge; its channels stay in Stasis.
+    pub(crate) fn destroy_bridge(&mut self, bridge_id: &str) {
+        let chans = self
+            .bridges
+            .get(bridge_id)
+            .map(|b| b.channels.clone())
+            .unwrap_or_default();
+        for c in chans {
+            self.leave_bridge(&c);
+        }
+        let apps = self.bridge_apps(bridge_id);
+        let f = Self::fields(vec![("bridge", self.bridge_json(bridge_id))]);
+        self.bridges.remove(bridge_id);
+        self.emit(&apps, "BridgeDestroyed", f);
+    }
+
+    /// Hangs a channel up: `ChannelHangupRequest` → (`ChannelLeftBridge`) →
+    /// `StasisEnd` → `ChannelDestroyed` (only to apps still subscribed).
+    pub(crate) fn hangup(&mut self, chan_id: &str, h: Hangup) {
+        if !self.channels.contains_key(chan_id) {
+            return;
+        }
+        if h.request {
+            let apps = self.channel_apps(chan_id);
+            let mut f = Self::fields(vec![("channel", self.chan_json(chan_id))]);
+            if let Some(c) = h.request_cause.filter(|c| *c != 0) {
+                f.insert("cause".into(), json!(c));
+            }
+            if let Some(t) = h.tech_cause.filter(|c| *c != 0) {
+                f.insert("tech_cause".into(), json!(t));
+            }
+            if h.soft {
+                f.insert("soft".into(), json!(true));
+            }
+            self.emit(&apps, "ChannelHangupRequest", f);
+        }
+        self.leave_bridge(chan_id);
+        self.stasis_end(chan_id);
+        let apps = self.channel_apps(chan_id);
+        let mut f = Self::fields(vec![
+            ("cause", json!(h.cause)),
+            ("cause_txt", json!(cause_txt(h.cause))),
+            ("channel", self.chan_json(chan_id)),
+        ]);
+        if let Some(t) = h.tech_cause.filter(|c| *c != 0) {
+            f.insert("tech_cause".into(), json!(t));
+        }
+        self.channels.remove(chan_id);
+        self.emit(&apps, "ChannelDestroyed", f);
+    }
+
+    /// The `Application` model of one app.
+    pub(crate) fn app_json(&self, name: &str) -> Value {
+        let mut chans: Vec<&Channel> = self
+            .channels
+            .values()
+            .filter(|c| c.stasis.as_deref() == Some(name) || c.subscribers.contains(name))
+            .collect();
+        chans.sort_by_key(|c| c.seq);
+        let mut bridges: Vec<&Bridge> = self
+            .bridges
+            .values()
+            .filter(|b| b.subscribers.contains(name))
+            .collect();
+        bridges.sort_by_key(|b| b.seq);
+        json!({
+            "name": name,
+            "channel_ids": chans.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+            "bridge_ids": bridges.iter().map(|b| b.id.clone()).collect::<Vec<_>>(),
+            "endpoint_ids": [],
+            "device_names": [],
+            "events_allowed": [],
+            "events_disallowed": [],
+        })
+    }
+
+    /// Finds a live channel by its call id (SIP Call-ID).
+    pub(crate) fn channel_by_call(&self, call_id: &str) -> Option<String> {
+        self.channels
+            .values()
+            .filter(|c| c.protocol_id == call_id)
+            .min_by_key(|c| c.seq)
+            .map(|c| c.id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_use_asterisk_format() {
+        let t = OffsetDateTime::from_unix_timestamp(1_767_268_800).expect("valid");
+        assert_eq!(format_ts(t), "2026-01-01T12:00:00.000+0000");
+    }
+}

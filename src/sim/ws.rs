@@ -1,0 +1,121 @@
+//! The event websocket, `GET /ari/events?app=a[,b...]&subscribeAll=...`.
+//!
+//! As on Asterisk (`ARI-NOTES.md` §3): the socket is registered before the
+//! upgrade completes, so no event falls between the 101 and the first read;
+//! one socket owns an app name and a newer one takes it over (the old one
+//! gets `ApplicationReplaced` and stays open); the node never pings but
+//! answers pings (axum replies with PONG); when the socket goes, its apps
+//! become inactive and their events are thrown away, never replayed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, State};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+
+use super::bump;
+use super::rest::{AriError, parse_urlencoded};
+use super::state::{SOCKET_QUEUE, Shared};
+
+/// Unregisters the socket when dropped: after the connection ends, or if the
+/// upgrade never completes.
+struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.lock().drop_socket(self.id);
+    }
+}
+
+/// The handler of `GET /ari/events`.
+pub(crate) async fn events(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    let mut params = std::collections::HashMap::new();
+    if let Some(q) = parts.uri.query()
+        && let Err(e) = parse_urlencoded(q.as_bytes(), &mut params)
+    {
+        return e.into_response();
+    }
+    let apps: Vec<String> = params
+        .get("app")
+        .map(|a| {
+            a.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    if apps.is_empty() {
+        return AriError::new(400, "HTTP request is missing param: [app]").into_response();
+    }
+    if apps.iter().any(|a| a.len() > 79) {
+        return AriError::new(500, "Internal Server Error").into_response();
+    }
+    let subscribe_all = params
+        .get("subscribeAll")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1"));
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+    let id = sh.lock().register_socket(&apps, subscribe_all, tx);
+    tracing::debug!(node = %sh.common.id, socket = id, ?apps, subscribe_all, "event websocket connected");
+    let reg = Registration {
+        shared: sh.clone(),
+        id,
+    };
+    upgrade
+        .protocols(["ari"])
+        .on_upgrade(move |socket| run(socket, rx, reg))
+}
+
+async fn run(mut socket: WebSocket, mut rx: mpsc::Receiver<String>, reg: Registration) {
+    let sh = reg.shared.clone();
+    loop {
+        tokio::select! {
+            _ = sh.cancel.cancelled() => break,
+            ev = rx.recv() => {
+                let Some(text) = ev else {
+                    // The node dropped this socket: the close-websockets
+                    // fault, or a reader too slow to keep up.
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                };
+                let faults = sh.common.faults();
+                if faults.event_delay_ms > 0 {
+                    tokio::select! {
+                        _ = sh.cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(faults.event_delay_ms)) => {}
+                    }
+                }
+                let twice = sh.common.chance(faults.duplicate_events);
+                if socket.send(Message::Text(text.clone().into())).await.is_err() {
+                    break;
+                }
+                bump(&sh.common.stats.events_sent);
+                if twice {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                    bump(&sh.common.stats.events_sent);
+                }
+            }
+            msg = socket.recv() => match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                // PING is answered by axum; text frames (REST over websocket)
+                // are not modelled and are ignored.
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+    tracing::debug!(node = %sh.common.id, socket = reg.id, "event websocket closed");
+    drop(reg);
+}

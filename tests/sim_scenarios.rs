@@ -1,0 +1,779 @@
+//! Scenarios driven over real HTTP and websockets (plain reqwest and
+//! tokio-tungstenite), each checking one behaviour of `ARI-NOTES.md`.
+
+mod sim_util;
+mod support;
+
+use corral::sim::{EndpointScript, OnRefer, SimConfig, SimNode, Upstream};
+use serde_json::{Value, json};
+use sim_util::{Ari, DEADLINE, Events, enc, start};
+use support::eventually;
+
+async fn stat(ari: &Ari, name: &str) -> u64 {
+    ari.stats().await[name].as_u64().expect("counter")
+}
+
+async fn wait_stat(ari: &Ari, name: &str, at_least: u64) {
+    eventually(DEADLINE, &format!("{name} >= {at_least}"), || async {
+        (stat(ari, name).await >= at_least).then_some(())
+    })
+    .await
+}
+
+fn redirect_path(chan: &str, endpoint: Option<&str>) -> String {
+    match endpoint {
+        Some(e) => format!("/ari/channels/{chan}/redirect?endpoint={}", enc(e)),
+        None => format!("/ari/channels/{chan}/redirect"),
+    }
+}
+
+/// Redirect checks run 404 → 409 → 412 → 400 → 422 (ARI-NOTES §2.1): each
+/// channel below fails several checks, and the first in Asterisk's order
+/// decides the status.
+#[tokio::test]
+async fn redirect_errors_come_in_asterisk_order() {
+    let node = start("order").await;
+    node.set_endpoint("ringer", EndpointScript::Ring);
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+
+    // 404 beats 400: unknown channel, no endpoint.
+    let r = ari.post(&redirect_path("nope", None)).await;
+    assert_eq!((r.status, r.message()), (404, "Channel not found"));
+
+    // 409 beats 412 and 400: an originated channel ringing, not in Stasis.
+    let o = ari
+        .post("/ari/channels?endpoint=PJSIP/ringer&app=corral")
+        .await;
+    let ringing = o.body["id"].as_str().expect("id").to_string();
+    ev.wait_for_channel("ChannelStateChange", &ringing).await;
+    let r = ari.post(&redirect_path(&ringing, None)).await;
+    assert_eq!(
+        (r.status, r.message()),
+        (409, "Channel not in Stasis application")
+    );
+
+    // 412 beats 400: a created channel is in Stasis but Down.
+    let c = ari
+        .post("/ari/channels/create?endpoint=PJSIP/bob&app=corral")
+        .await;
+    assert_eq!(c.status, 200, "{}", c.text);
+    let down = c.body["id"].as_str().expect("id").to_string();
+    assert_eq!(c.body["state"], "Down");
+    let r = ari.post(&redirect_path(&down, None)).await;
+    assert_eq!((r.status, r.message()), (412, "Channel in invalid state"));
+
+    // A ringing inbound channel passes the state check.
+    let call = ari.call("conf-x", "100").await;
+    let chan = call.body["channel_id"].as_str().expect("id").to_string();
+    ev.wait_for_channel("StasisStart", &chan).await;
+    let r = ari.post(&redirect_path(&chan, None)).await;
+    assert_eq!(
+        (r.status, r.message()),
+        (400, "Required parameter 'endpoint' not provided.")
+    );
+    for bad in [
+        "sip:tok@host",
+        "/sip:tok@host",
+        "PJSIP/",
+        "Local/tok@ctx",
+        "PJSIPX/sip:a@b",
+    ] {
+        let r = ari.post(&redirect_path(&chan, Some(bad))).await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.text);
+    }
+    // Missing `sip:`: accepted, and then nothing happens.
+    let r = ari
+        .post(&redirect_path(&chan, Some("PJSIP/tok@127.0.0.1:9")))
+        .await;
+    assert_eq!(r.status, 204);
+    assert!(r.text.is_empty());
+    wait_stat(&ari, "redirects_invalid", 1).await;
+    assert_eq!(ari.get(&format!("/ari/channels/{chan}")).await.status, 200);
+    assert!(ev.of_type("StasisEnd").is_empty());
+    assert_eq!(stat(&ari, "redirects_302").await, 0);
+}
+
+/// A followed 302: the origin sees ChannelHangupRequest (cause 23,
+/// tech_cause 302) then StasisEnd and no ChannelDestroyed; the call lands on
+/// the destination as a new Ring channel whose exten is the token, with the
+/// same call id, and its only event is StasisStart.
+#[tokio::test]
+async fn followed_302_lands_on_the_destination() {
+    let a = start("f-a").await;
+    let b = start("f-b").await;
+    let (ari_a, ari_b) = (Ari::new(&a), Ari::new(&b));
+    let ev_a = Events::connect(&a, "corral", false).await;
+    let ev_b = Events::connect(&b, "corral", false).await;
+
+    let call = ari_a
+        .send(
+            "POST",
+            "/sim/calls",
+            Some(json!({"exten": "conf-42", "caller": "555", "call_id": "abc-123"})),
+        )
+        .await;
+    assert_eq!(call.status, 201);
+    assert_eq!(call.body["call_id"], "abc-123");
+    let chan = call.body["channel_id"].as_str().expect("id").to_string();
+    let start_a = ev_a.wait("StasisStart").await;
+    assert_eq!(start_a["args"], json!(["conference", "42"]));
+    assert_eq!(
+        start_a["channel"]["dialplan"]["app_data"],
+        "corral,conference,42"
+    );
+    assert_eq!(start_a["channel"]["state"], "Ring");
+    assert_eq!(start_a["asterisk_id"], a.asterisk_id());
+
+    // The endpoint in a JSON body works as well as in the query.
+    let r = ari_a
+        .send(
+            "POST",
+            &format!("/ari/channels/{chan}/redirect"),
+            Some(json!({"endpoint": format!("PJSIP/sip:Tok123@{}", b.addr())})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+
+    let start_b = ev_b.wait("StasisStart").await;
+    assert_eq!(start_b["channel"]["dialplan"]["exten"], "Tok123");
+    assert_eq!(start_b["channel"]["protocol_id"], "abc-123");
+    assert_eq!(start_b["channel"]["state"], "Ring");
+    assert_eq!(start_b["args"], json!([]));
+    assert_eq!(ev_b.types(), vec!["StasisStart"]);
+
+    ev_a.wait("StasisEnd").await;
+    let types = ev_a.types();
+    assert_eq!(
+        types,
+        vec!["StasisStart", "ChannelHangupRequest", "StasisEnd"]
+    );
+    let hr = &ev_a.of_type("ChannelHangupRequest")[0];
+    assert_eq!(
+        (hr["cause"].as_i64(), hr["tech_cause"].as_i64()),
+        (Some(23), Some(302))
+    );
+    assert!(hr.get("soft").is_none());
+
+    assert_eq!(ari_a.get("/ari/channels").await.body, json!([]));
+    let calls_b = ari_b.get("/sim/calls").await.body;
+    assert_eq!(calls_b[0]["call_id"], "abc-123");
+    assert_eq!(calls_b[0]["exten"], "Tok123");
+    assert_eq!(calls_b[0]["bridge"], Value::Null);
+    wait_stat(&ari_a, "redirects_followed", 1).await;
+    assert_eq!(stat(&ari_a, "redirects_lost").await, 0);
+}
+
+/// A 302 the proxy relays (Kamailio's default) or drops loses the call: the
+/// origin channel is gone and nothing reaches the destination.
+#[tokio::test]
+async fn unfollowed_302_loses_the_call() {
+    for upstream in [Upstream::relay(), Upstream::drop_302()] {
+        let mut cfg = SimConfig::new("lost-a");
+        cfg.upstream = upstream;
+        let a = SimNode::start(cfg).await.expect("start");
+        let b = start("lost-b").await;
+        let (ari_a, ari_b) = (Ari::new(&a), Ari::new(&b));
+        let ev_a = Events::connect(&a, "corral", false).await;
+        let _ev_b = Events::connect(&b, "corral", false).await;
+        let call = ari_a.call("queue-q1", "1").await;
+        let chan = call.body["channel_id"].as_str().expect("id").to_string();
+        ev_a.wait("StasisStart").await;
+        let target = format!("PJSIP/sip:tok@{}", b.addr());
+        assert_eq!(
+            ari_a
+                .post(&redirect_path(&chan, Some(&target)))
+                .await
+                .status,
+            204
+        );
+        ev_a.wait("StasisEnd").await;
+        wait_stat(&ari_a, "redirects_lost", 1).await;
+        assert_eq!(ari_a.get("/sim/calls").await.body, json!([]));
+        assert_eq!(ari_b.get("/sim/calls").await.body, json!([]));
+        assert_eq!(stat(&ari_b, "calls_created").await, 0);
+    }
+}
+
+/// A newer websocket takes an app over: the old one gets
+/// ApplicationReplaced, nothing more for that app, and stays open (it
+/// still answers pings).
+#[tokio::test]
+async fn a_second_socket_takes_the_app_over() {
+    let node = start("takeover").await;
+    let ari = Ari::new(&node);
+    let old = Events::connect(&node, "corral,other", false).await;
+    let new = Events::connect(&node, "corral", false).await;
+    let replaced = old.wait("ApplicationReplaced").await;
+    assert_eq!(replaced["application"], "corral");
+    assert!(new.all().is_empty());
+
+    let call = ari.call("conf-a", "1").await;
+    let chan = call.body["channel_id"].as_str().expect("id").to_string();
+    new.wait_for_channel("StasisStart", &chan).await;
+    assert_eq!(old.types(), vec!["ApplicationReplaced"]);
+
+    old.ping();
+    eventually(DEADLINE, "PONG on the old socket", || async {
+        (*old.pongs.lock().expect("lock") > 0).then_some(())
+    })
+    .await;
+    assert!(!old.is_closed());
+    // The old socket still owns its other app.
+    let app = ari.get("/ari/applications/other").await;
+    assert_eq!(app.status, 200);
+}
+
+/// Without a websocket for the app, Stasis() fails: the call gets 201 with
+/// `"stasis": "failed"`, hangs up at once and is counted; connecting later
+/// replays nothing.
+#[tokio::test]
+async fn no_stasis_start_without_a_socket() {
+    let node = start("nosock").await;
+    let ari = Ari::new(&node);
+    let r = ari.call("conf-a", "1").await;
+    assert_eq!((r.status, r.body["stasis"].as_str()), (201, Some("failed")));
+    assert_eq!(ari.get("/ari/channels").await.body, json!([]));
+    assert_eq!(stat(&ari, "stasis_failed").await, 1);
+
+    let ev = Events::connect(&node, "corral", false).await;
+    let r2 = ari.call("conf-a", "2").await;
+    assert_eq!(r2.body["stasis"], "started");
+    let first = ev.wait("StasisStart").await;
+    assert_eq!(first["channel"]["id"], r2.body["channel_id"]);
+    assert_eq!(ev.all().len(), 1);
+
+    // After the socket drops, the app is inactive again; its channel stays.
+    drop(ev);
+    let ev2 = Events::connect(&node, "corral", false).await;
+    drop(ev2);
+    eventually(DEADLINE, "stasis fails again with no socket", || async {
+        let r = ari.call("conf-b", "3").await;
+        (r.body["stasis"] == "failed").then_some(())
+    })
+    .await;
+    let kept = r2.body["channel_id"].as_str().expect("id");
+    assert_eq!(ari.get(&format!("/ari/channels/{kept}")).await.status, 200);
+}
+
+/// An extension no rule matches is a SIP 404: no channel is created.
+#[tokio::test]
+async fn unknown_extension_is_a_404() {
+    let node = start("noext").await;
+    let ari = Ari::new(&node);
+    let _ev = Events::connect(&node, "corral", false).await;
+    let r = ari.call("has space", "1").await;
+    assert_eq!(r.status, 404);
+    assert!(!r.message().is_empty());
+    assert_eq!(ari.get("/ari/channels").await.body, json!([]));
+    assert_eq!(stat(&ari, "calls_rejected").await, 1);
+    // Agents: the agent is the part after the last '-'.
+    let r = ari.call("agent-sales-emea-bob", "1").await;
+    assert_eq!(r.status, 201);
+    let s = _ev.wait("StasisStart").await;
+    assert_eq!(s["args"], json!(["agent", "sales-emea", "bob"]));
+}
+
+/// Bridges as bridges.json and ARI-NOTES §5 say: mixing bridges switch from
+/// simple_bridge to softmix at three channels; addChannel/removeChannel
+/// codes; holding bridges and MOH; destroy keeps the channels in Stasis.
+#[tokio::test]
+async fn bridges_behave_like_asterisk() {
+    let node = start("bridges").await;
+    node.set_endpoint("ringer", EndpointScript::Ring);
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    let mut chans = Vec::new();
+    for i in 0..3 {
+        let r = ari.call("conf-b", &i.to_string()).await;
+        chans.push(r.body["channel_id"].as_str().expect("id").to_string());
+    }
+    ev.wait_nth("StasisStart", 3).await;
+
+    let r = ari.post("/ari/bridges/room1?type=mixing&name=room1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["technology"], "simple_bridge");
+    assert_eq!(ari.post("/ari/bridges/room1").await.status, 409);
+    assert_eq!(
+        ari.post("/ari/bridges?type=holding,mixing").await.status,
+        500
+    );
+    assert_eq!(
+        ari.post(&format!(
+            "/ari/bridges/none/addChannel?channel={}",
+            chans[0]
+        ))
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        ari.post("/ari/bridges/room1/addChannel?channel=ghost")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(ari.post("/ari/bridges/room1/addChannel").await.status, 400);
+    let o = ari
+        .post("/ari/channels?endpoint=PJSIP/ringer&app=corral")
+        .await;
+    let ringing = o.body["id"].as_str().expect("id").to_string();
+    let r = ari
+        .post(&format!("/ari/bridges/room1/addChannel?channel={ringing}"))
+        .await;
+    assert_eq!(r.status, 422);
+
+    // Form body parameters.
+    let r = ari
+        .http
+        .post(format!("{}/ari/bridges/room1/addChannel", ari.base))
+        .basic_auth("corral", Some("corral"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("channel={}%2C{}", chans[0], chans[1]))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 204);
+    let r = ari
+        .post(&format!(
+            "/ari/bridges/room1/addChannel?channel={}",
+            chans[2]
+        ))
+        .await;
+    assert_eq!(r.status, 204);
+    ev.wait_nth("ChannelEnteredBridge", 3).await;
+    let b = ari.get("/ari/bridges/room1").await.body;
+    assert_eq!(b["technology"], "softmix");
+    assert_eq!(b["channels"].as_array().map(Vec::len), Some(3));
+    let calls = ari.get("/sim/calls").await.body;
+    assert_eq!(calls[0]["bridge"], "room1");
+
+    // Moving a channel to another bridge leaves the first.
+    assert_eq!(
+        ari.post("/ari/bridges/hold?type=holding").await.body["technology"],
+        "holding_bridge"
+    );
+    assert_eq!(
+        ari.post(&format!(
+            "/ari/bridges/hold/addChannel?channel={}",
+            chans[2]
+        ))
+        .await
+        .status,
+        204
+    );
+    let left = ev.wait("ChannelLeftBridge").await;
+    assert_eq!(left["bridge"]["id"], "room1");
+    assert_eq!(
+        ari.get("/ari/bridges/room1").await.body["technology"],
+        "simple_bridge"
+    );
+    let r = ari
+        .post(&format!(
+            "/ari/bridges/room1/removeChannel?channel={}",
+            chans[2]
+        ))
+        .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(ari.delete("/ari/bridges/hold/moh").await.status, 409);
+    assert_eq!(
+        ari.post("/ari/bridges/hold/moh?mohClass=default")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(ari.delete("/ari/bridges/hold/moh").await.status, 204);
+
+    assert_eq!(ari.delete("/ari/bridges/room1").await.status, 204);
+    ev.wait("BridgeDestroyed").await;
+    assert_eq!(ari.get("/ari/bridges/room1").await.status, 404);
+    assert_eq!(ari.delete("/ari/bridges/room1").await.status, 404);
+    // Channels stay in Stasis, outside any bridge.
+    let c = ari.get(&format!("/ari/channels/{}", chans[0])).await;
+    assert_eq!(c.status, 200);
+    assert!(ev.of_type("StasisEnd").is_empty());
+    let app = ari.get("/ari/applications/corral").await.body;
+    assert_eq!(app["bridge_ids"], json!(["hold"]));
+    assert!(app["channel_ids"].as_array().expect("ids").len() >= 3);
+}
+
+/// Channel operations: answer (Ring → Up, ChannelStateChange), ring and
+/// MOH (no state change), hangup through ARI (soft ChannelHangupRequest,
+/// StasisEnd, counted), the caller hanging up, and 404/409 rules.
+#[tokio::test]
+async fn channel_operations() {
+    let node = start("chanops").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    let c1 = ari.call("conf-c", "1").await.body["channel_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let c2 = ari.call("conf-c", "2").await.body["call_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    ev.wait_nth("StasisStart", 2).await;
+    for (m, op) in [
+        ("POST", "ring"),
+        ("DELETE", "ring"),
+        ("POST", "moh"),
+        ("DELETE", "moh"),
+    ] {
+        assert_eq!(
+            ari.send(m, &format!("/ari/channels/{c1}/{op}"), None)
+                .await
+                .status,
+            204
+        );
+        assert_eq!(
+            ari.send(m, &format!("/ari/channels/ghost/{op}"), None)
+                .await
+                .status,
+            404
+        );
+    }
+    assert_eq!(
+        ari.get(&format!("/ari/channels/{c1}")).await.body["state"],
+        "Ring"
+    );
+    assert_eq!(
+        ari.post(&format!("/ari/channels/{c1}/answer")).await.status,
+        204
+    );
+    let sc = ev.wait("ChannelStateChange").await;
+    assert_eq!(sc["channel"]["state"], "Up");
+    assert_eq!(
+        ari.delete(&format!("/ari/channels/{c1}?reason=busy&reason_code=17"))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        ari.delete(&format!("/ari/channels/{c1}?reason=bogus"))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(ari.delete(&format!("/ari/channels/{c1}")).await.status, 204);
+    let hr = ev.wait("ChannelHangupRequest").await;
+    assert_eq!(hr["soft"], true);
+    ev.wait_for_channel("StasisEnd", &c1).await;
+    assert!(ev.of_type("ChannelDestroyed").is_empty());
+    assert_eq!(ari.delete(&format!("/ari/channels/{c1}")).await.status, 404);
+    assert_eq!(stat(&ari, "hungup_by_ari").await, 1);
+
+    assert_eq!(ari.delete(&format!("/sim/calls/{c2}")).await.status, 204);
+    ev.wait_nth("StasisEnd", 2).await;
+    assert_eq!(ari.delete(&format!("/sim/calls/{c2}")).await.status, 404);
+    assert_eq!(stat(&ari, "hungup_by_caller").await, 1);
+    assert_eq!(ari.get("/sim/calls").await.body, json!([]));
+}
+
+/// Redirect of an answered channel is a REFER: accepted, the call arrives
+/// on the target and the old channel gets a BYE; rejected, nothing happens.
+#[tokio::test]
+async fn refer_of_an_answered_channel() {
+    let a = start("refer-a").await;
+    let b = start("refer-b").await;
+    let (ari_a, ari_b) = (Ari::new(&a), Ari::new(&b));
+    let ev_a = Events::connect(&a, "corral", false).await;
+    let ev_b = Events::connect(&b, "corral", false).await;
+    let call = ari_a.call("conf-r", "9").await;
+    let chan = call.body["channel_id"].as_str().expect("id").to_string();
+    ev_a.wait("StasisStart").await;
+    assert_eq!(
+        ari_a
+            .post(&format!("/ari/channels/{chan}/answer"))
+            .await
+            .status,
+        204
+    );
+
+    a.set_upstream(Upstream {
+        on_refer: OnRefer::Reject,
+        ..Upstream::follow()
+    });
+    let target = format!("PJSIP/sip:Tok9@{}", b.addr());
+    assert_eq!(
+        ari_a
+            .post(&redirect_path(&chan, Some(&target)))
+            .await
+            .status,
+        204
+    );
+    wait_stat(&ari_a, "refers_failed", 1).await;
+    assert!(ev_a.of_type("StasisEnd").is_empty());
+    assert_eq!(
+        ari_a.get(&format!("/ari/channels/{chan}")).await.body["state"],
+        "Up"
+    );
+
+    a.set_upstream(Upstream::follow());
+    assert_eq!(
+        ari_a
+            .post(&redirect_path(&chan, Some(&target)))
+            .await
+            .status,
+        204
+    );
+    let s = ev_b.wait("StasisStart").await;
+    assert_eq!(s["channel"]["protocol_id"], call.body["call_id"]);
+    ev_a.wait("StasisEnd").await;
+    let hr = ev_a.wait("ChannelHangupRequest").await;
+    assert!(hr.get("tech_cause").is_none());
+    assert_eq!(stat(&ari_a, "refers_accepted").await, 1);
+    assert_eq!(stat(&ari_a, "redirects_302").await, 0);
+    assert_eq!(
+        ari_b.get("/sim/calls").await.body.as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+/// Originate (`POST /channels`) for queue agents: Down → Ringing → Up, then
+/// StasisStart with appArgs; the app keeps an extra subscription, so it gets
+/// ChannelDestroyed after StasisEnd. A busy endpoint is destroyed with
+/// cause 17.
+#[tokio::test]
+async fn originate_follows_the_endpoint_script() {
+    let node = start("orig").await;
+    node.set_endpoint("busy", EndpointScript::Busy { after_ms: 0 });
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    assert_eq!(ari.post("/ari/channels").await.status, 400);
+    assert_eq!(
+        ari.post("/ari/channels?endpoint=PJSIP/alice").await.status,
+        400
+    );
+    let r = ari
+        .post("/ari/channels?endpoint=PJSIP/alice&app=corral&appArgs=agent,q1,alice&channelId=agent-1")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (r.body["id"].as_str(), r.body["state"].as_str()),
+        (Some("agent-1"), Some("Down"))
+    );
+    assert!(
+        r.body["name"]
+            .as_str()
+            .expect("name")
+            .starts_with("PJSIP/alice-")
+    );
+    assert_eq!(
+        ari.post("/ari/channels?endpoint=PJSIP/alice&app=corral&channelId=agent-1")
+            .await
+            .status,
+        409
+    );
+    let s = ev.wait_for_channel("StasisStart", "agent-1").await;
+    assert_eq!(s["args"], json!(["agent", "q1", "alice"]));
+    assert_eq!(s["channel"]["state"], "Up");
+    let states: Vec<Value> = ev
+        .of_type("ChannelStateChange")
+        .iter()
+        .map(|e| e["channel"]["state"].clone())
+        .collect();
+    assert_eq!(states, vec![json!("Ringing"), json!("Up")]);
+    assert_eq!(ari.delete("/ari/channels/agent-1").await.status, 204);
+    let d = ev.wait_for_channel("ChannelDestroyed", "agent-1").await;
+    assert_eq!(d["cause"], 16);
+
+    let r = ari
+        .post("/ari/channels/busy-1?endpoint=PJSIP/busy&app=corral")
+        .await;
+    assert_eq!(r.status, 200);
+    let d = ev.wait_for_channel("ChannelDestroyed", "busy-1").await;
+    assert_eq!(
+        (d["cause"].as_i64(), d["cause_txt"].as_str()),
+        (Some(17), Some("User busy"))
+    );
+}
+
+/// move: to an active app, StasisEnd on the old then StasisStart on the new
+/// with the args; to an app without a socket, ApplicationMoveFailed.
+/// continue: StasisEnd, then the dialplan (here: a new Stasis at another
+/// extension).
+#[tokio::test]
+async fn move_and_continue() {
+    let node = start("move").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    let other = Events::connect(&node, "other", false).await;
+    let chan = ari.call("conf-m", "1").await.body["channel_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    ev.wait("StasisStart").await;
+    assert_eq!(
+        ari.post(&format!("/ari/channels/{chan}/move?app=ghost&appArgs=x"))
+            .await
+            .status,
+        204
+    );
+    let f = ev.wait("ApplicationMoveFailed").await;
+    assert_eq!(
+        (f["destination"].as_str(), f["args"].clone()),
+        (Some("ghost"), json!(["x"]))
+    );
+    assert_eq!(
+        ari.post(&format!("/ari/channels/{chan}/move?app=other&appArgs=a,b"))
+            .await
+            .status,
+        204
+    );
+    ev.wait("StasisEnd").await;
+    let s = other.wait("StasisStart").await;
+    assert_eq!(s["args"], json!(["a", "b"]));
+    assert_eq!(
+        ari.post(&format!("/ari/channels/{chan}/move?app=corral"))
+            .await
+            .status,
+        204
+    );
+    ev.wait_nth("StasisStart", 2).await;
+
+    let r = ari
+        .post(&format!("/ari/channels/{chan}/continue?extension=queue-q2"))
+        .await;
+    assert_eq!(r.status, 204);
+    let s = ev.wait_nth("StasisStart", 3).await;
+    assert_eq!(s["args"], json!(["queue", "q2"]));
+    assert_eq!(s["channel"]["dialplan"]["exten"], "queue-q2");
+    assert_eq!(
+        ari.post(&format!("/ari/channels/{chan}/continue"))
+            .await
+            .status,
+        204
+    );
+    ev.wait_nth("StasisEnd", 3).await;
+    eventually(DEADLINE, "channel hung up by Hangup()", || async {
+        (ari.get(&format!("/ari/channels/{chan}")).await.status == 404).then_some(())
+    })
+    .await;
+}
+
+/// kill() drops every connection (the client sees its websocket close) and
+/// releases the port; restart() binds the same port with empty state and a
+/// new startup_time.
+#[tokio::test]
+async fn kill_and_restart() {
+    let node = start("crash").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    ari.call("conf-k", "1").await;
+    ev.wait("StasisStart").await;
+    let before = ari.get("/ari/asterisk/info").await.body["status"]["startup_time"].clone();
+    let addr = node.addr();
+
+    node.kill().await;
+    assert!(!node.is_running());
+    ev.wait_closed().await;
+    assert!(
+        reqwest::get(format!("http://{addr}/ari/asterisk/ping"))
+            .await
+            .is_err()
+    );
+
+    // `startup_time` has millisecond precision: make sure it can differ.
+    let t0 = std::time::Instant::now();
+    eventually(DEADLINE, "a millisecond to pass", || async {
+        (t0.elapsed() >= std::time::Duration::from_millis(2)).then_some(())
+    })
+    .await;
+    node.restart().await.expect("restart");
+    assert!(node.is_running());
+    assert_eq!(node.addr(), addr);
+    let ari = Ari::new(&node);
+    assert_eq!(ari.get("/ari/asterisk/ping").await.status, 200);
+    assert_eq!(ari.get("/ari/channels").await.body, json!([]));
+    assert_eq!(ari.get("/ari/applications").await.body, json!([]));
+    let after = ari.get("/ari/asterisk/info").await.body["status"]["startup_time"].clone();
+    assert_ne!(before, after);
+    assert_eq!(stat(&ari, "incarnations").await, 2);
+    let ev2 = Events::connect(&node, "corral", false).await;
+    ari.call("conf-k", "2").await;
+    ev2.wait("StasisStart").await;
+}
+
+/// Dropping the last handle stops the node.
+#[tokio::test]
+async fn dropping_the_handle_stops_the_node() {
+    let node = start("dropped").await;
+    let addr = node.addr();
+    let ev = Events::connect(&node, "corral", false).await;
+    drop(node);
+    ev.wait_closed().await;
+    eventually(DEADLINE, "port closed", || async {
+        reqwest::get(format!("http://{addr}/sim/stats"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+}
+
+/// Fifty nodes start in one process and all answer ping (timing is the
+/// benchmark's job, not this test's).
+#[tokio::test]
+async fn fifty_nodes_start_and_answer_ping() {
+    let nodes = futures_util::future::join_all((0..50).map(|i| start_owned(format!("n{i}")))).await;
+    let ids: std::collections::BTreeSet<String> =
+        nodes.iter().map(|n| n.asterisk_id().to_string()).collect();
+    assert_eq!(ids.len(), 50, "asterisk ids are distinct");
+    for n in &nodes {
+        let r = Ari::new(n).get("/ari/asterisk/ping").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["asterisk_id"], n.asterisk_id());
+    }
+}
+
+async fn start_owned(id: String) -> SimNode {
+    start(&id).await
+}
+
+/// Auth: no credentials or wrong ones give 401 with WWW-Authenticate, on
+/// known and unknown paths and on the websocket; api_key works; the
+/// control API needs none.
+#[tokio::test]
+async fn auth_and_routing_errors() {
+    let node = start("auth").await;
+    let base = node.base_url();
+    let http = reqwest::Client::new();
+    for path in ["/ari/asterisk/ping", "/ari/nothing", "/ari/events?app=x"] {
+        let r = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+        assert!(r.headers().get("www-authenticate").is_some());
+    }
+    let r = http
+        .get(format!("{base}/ari/asterisk/ping"))
+        .basic_auth("corral", Some("wrong"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = http
+        .get(format!("{base}/ari/asterisk/ping?api_key=corral:corral"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let ari = Ari::new(&node);
+    assert_eq!(ari.get("/ari/events").await.status, 400);
+    assert_eq!(
+        ari.get("/ari/events").await.message(),
+        "HTTP request is missing param: [app]"
+    );
+    let r = ari.send("PUT", "/ari/channels", None).await;
+    assert_eq!(r.status, 405);
+    assert!(r.headers.get("allow").is_some());
+    assert_eq!(ari.get("/ari/channels/").await.status, 404);
+    assert_eq!(ari.get("/ari/bogus").await.message(), "Resource not found");
+    assert_eq!(ari.get("/sim/stats").await.status, 200);
+    let info = ari.get("/ari/asterisk/info?only=status").await.body;
+    assert!(info.get("build").is_none());
+    assert!(info["status"]["startup_time"].is_string());
+}
