@@ -37,3 +37,5 @@ pub fn seed(test: &str) -> u64 {
     eprintln!("{test}: seed {seed} (replay with CORRAL_TEST_SEED={seed})");
     seed
 }
+
+pub mod redis;
