@@ -1,1 +1,723 @@
-//! (to be written)
+//! The store: the atomic operations on placements, members, tokens, node
+//! state and leases that every controller replica shares.
+//!
+//! This module owns the [`Store`] trait, its data types and [`Error`]; the
+//! backends live in [`redis`] (production, several replicas; one Lua script
+//! per operation in `lua/`) and [`memory`] (one replica, the default when no
+//! Redis is configured). Both have one behaviour, checked by
+//! `tests/store_conformance.rs`. The choice of a node is not made here: the
+//! placement policy (`crate::policy`) chooses, the store only applies the
+//! choice atomically.
+//!
+//! # Guarantees
+//!
+//! - One owner decision: [`Store::resolve_placement`] is a compare-and-set;
+//!   racing resolvers for one room all get the same owner.
+//! - Epochs only grow. An epoch comes from one farm-wide sequence, so a room
+//!   that is released and placed again never reuses an epoch, and a cleanup
+//!   that saw epoch `e` can never release a later life of the room.
+//! - A room is released only if it is empty, its epoch is the caller's and
+//!   it has been empty for the caller's linger, by the store's clock.
+//! - Members live on their room's owner: a member is only added by the owning
+//!   node, and a room that changes owner (its owner died) starts empty.
+//! - A token is consumed once, only on the node it was minted for; an expired
+//!   token is told apart from an unknown one for a short tombstone period.
+//! - A node that goes down, or comes back as a new incarnation, owns no room
+//!   any more from that instant (its rooms are stale at once and released in
+//!   batches).
+//! - Expiries and timestamps come from the store's clock (Redis `TIME`
+//!   inside the scripts, tokio's clock for the memory backend), never from a
+//!   replica's wall clock.
+//!
+//! # Assumptions
+//!
+//! - Ids are validated newtypes (`crate::domain`), so nothing a caller sends
+//!   can reach another farm's keys or break a script.
+//!
+//! # Failure
+//!
+//! Every operation has a bounded time: an unreachable Redis fails fast with
+//! [`Error::Unavailable`] (retryable, see [`Error::retry`]) and operations
+//! succeed again once Redis is back, without recreating the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::domain::{
+    ChannelId, Epoch, Incarnation, NodeId, NodeState, Role, RoomKey, RoomKind, TokenId,
+};
+use crate::retry::Retry;
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// The atomic operations every backend provides with one behaviour.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Existing healthy owner (state up or draining, and the placement's
+    /// incarnation is the node's current one) → returned as is; else
+    /// `choice` (must be known, up, and under its `max_rooms`) becomes owner
+    /// with a new, larger epoch. A room that changes owner starts empty.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the store cannot be reached.
+    async fn resolve_placement(&self, room: &RoomKey, choice: &NodeId)
+    -> Result<Resolution, Error>;
+
+    /// The room's placement and members, if it is placed.
+    async fn get_room(&self, room: &RoomKey) -> Result<Option<RoomDetail>, Error>;
+
+    /// Adds (node, channel) if `node` owns the room; if the room has no
+    /// healthy owner, claims it for `node` (unless `node` is down or
+    /// unknown: [`Error::NodeUnavailable`]) and adds; if another healthy
+    /// node owns it, returns [`MemberAdded::Moved`].
+    async fn add_member(
+        &self,
+        room: &RoomKey,
+        node: &NodeId,
+        channel: &ChannelId,
+        role: Role,
+    ) -> Result<MemberAdded, Error>;
+
+    /// Removes (node, channel); the last member out starts the room's empty
+    /// time (its linger).
+    async fn remove_member(
+        &self,
+        room: &RoomKey,
+        node: &NodeId,
+        channel: &ChannelId,
+    ) -> Result<MemberRemoved, Error>;
+
+    /// Releases only if no members, epoch == `epoch`, and empty for at least
+    /// `linger` by the store's clock.
+    async fn release_room(
+        &self,
+        room: &RoomKey,
+        epoch: Epoch,
+        linger: Duration,
+    ) -> Result<Release, Error>;
+
+    /// Stores a single-use token for `ttl`. A token id that already exists
+    /// is refused ([`Error::TokenExists`]).
+    async fn mint_token(
+        &self,
+        token: &TokenId,
+        grant: &TokenGrant,
+        ttl: Duration,
+    ) -> Result<(), Error>;
+
+    /// Reads a token without consuming it (expired ones too, during their
+    /// tombstone).
+    async fn peek_token(&self, token: &TokenId) -> Result<Option<TokenRecord>, Error>;
+
+    /// Exactly once, only on `grant.to`. Wrong node: not consumed, returns
+    /// `WrongNode(record)`. Expired: `Expired(record)` (kept for
+    /// [`TOKEN_TOMBSTONE`] past expiry so expired ≠ unknown). Unknown (never
+    /// minted, already consumed, or long gone): `Unknown`.
+    async fn consume_token(&self, token: &TokenId, node: &NodeId) -> Result<Consumed, Error>;
+
+    /// Creates/updates the node (sip_host, capacity, max_rooms), marks it
+    /// healthy. A changed incarnation releases every room the node owned (a
+    /// restarted Asterisk starts empty). Keeps the operator's drain flag.
+    async fn register_node(&self, reg: &NodeRegistration) -> Result<Registered, Error>;
+
+    /// Health: down releases all the node's rooms at once (returns how many;
+    /// batched internally).
+    async fn set_node_health(&self, node: &NodeId, healthy: bool) -> Result<HealthChanged, Error>;
+
+    /// Operator drain flag: draining = no new rooms, running rooms still
+    /// take joiners.
+    async fn set_node_drain(&self, node: &NodeId, draining: bool) -> Result<NodeRecord, Error>;
+
+    /// Records the node's reported load (channels).
+    async fn report_load(&self, node: &NodeId, channels: u32) -> Result<(), Error>;
+
+    /// Every registered node, sorted by id.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, Error>;
+
+    /// One page of rooms, ordered by (node, kind, name); pass the page's
+    /// `next` back as `cursor` for the following page.
+    async fn list_rooms(
+        &self,
+        filter: &RoomFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<RoomPage, Error>;
+
+    /// Leases: which controller replica holds a node's ARI event stream.
+    /// Acquires, or renews if already ours; `false` if another replica holds it.
+    async fn acquire_lease(
+        &self,
+        node: &NodeId,
+        replica: &str,
+        ttl: Duration,
+    ) -> Result<bool, Error>;
+
+    /// Releases the lease if `replica` holds it; otherwise does nothing.
+    async fn release_lease(&self, node: &NodeId, replica: &str) -> Result<(), Error>;
+
+    /// Round trip to the store (for `/readyz`).
+    async fn ping(&self) -> Result<(), Error>;
+}
+
+/// How long a token stays readable past its expiry, so that a late arrival
+/// is told "expired" rather than "unknown".
+pub const TOKEN_TOMBSTONE: Duration = Duration::from_secs(60);
+
+/// How many rooms one step of releasing a node's rooms handles, so that a
+/// node with a million rooms never blocks Redis for long.
+pub const RELEASE_BATCH: usize = 500;
+
+/// The longest caller id a token may carry, in bytes.
+pub const MAX_CALLER_LEN: usize = 256;
+
+/// The longest replica name a lease may carry, in bytes.
+pub const MAX_REPLICA_LEN: usize = 128;
+
+/// The longest SIP host a node may register, in bytes.
+pub const MAX_SIP_HOST_LEN: usize = 255;
+
+/// The answer of [`Store::resolve_placement`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Resolution {
+    /// The room's owner: the existing healthy one, or the caller's choice.
+    Owner {
+        /// The owning node.
+        node: NodeId,
+        /// The placement's epoch.
+        epoch: Epoch,
+        /// True when this call placed the room (new, or re-placed).
+        created: bool,
+        /// The unhealthy owner this call replaced, if any.
+        previous: Option<NodeId>,
+    },
+    /// The room needs a new owner, and the choice is unknown, draining, down
+    /// or at its `max_rooms`: choose again with fresh node records.
+    ChoiceIneligible {
+        /// The refused choice.
+        node: NodeId,
+    },
+}
+
+/// A room's placement, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct Placement {
+    /// The room.
+    pub room: RoomKey,
+    /// Its owner.
+    pub node: NodeId,
+    /// The placement's epoch.
+    pub epoch: Epoch,
+    /// When the placement was made (store clock, Unix ms).
+    pub created_ms: u64,
+    /// How many members it has.
+    pub members: u32,
+    /// Since when it has been empty (store clock, Unix ms), if empty.
+    pub empty_since_ms: Option<u64>,
+}
+
+/// A channel in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct Member {
+    /// The node the channel is on (always the room's owner).
+    pub node: NodeId,
+    /// The channel.
+    pub channel: ChannelId,
+    /// Its role.
+    pub role: Role,
+    /// When it joined (store clock, Unix ms).
+    pub joined_ms: u64,
+}
+
+/// A placement and its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct RoomDetail {
+    /// The placement.
+    pub placement: Placement,
+    /// Its members, sorted by channel.
+    pub members: Vec<Member>,
+}
+
+/// The answer of [`Store::add_member`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum MemberAdded {
+    /// Recorded.
+    Added {
+        /// The placement's epoch.
+        epoch: Epoch,
+        /// Members now.
+        members: u32,
+        /// True when the room had no healthy owner and `node` claimed it.
+        claimed: bool,
+    },
+    /// It was already there (idempotent repeat).
+    AlreadyMember {
+        /// The placement's epoch.
+        epoch: Epoch,
+        /// Members now.
+        members: u32,
+    },
+    /// Another healthy node owns the room: move the channel there.
+    Moved {
+        /// The owner.
+        owner: NodeId,
+        /// The placement's epoch.
+        epoch: Epoch,
+    },
+}
+
+/// The answer of [`Store::remove_member`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum MemberRemoved {
+    /// Removed.
+    Removed {
+        /// Members left.
+        remaining: u32,
+        /// The placement's epoch (pass it to [`Store::release_room`]).
+        epoch: Epoch,
+    },
+    /// Not a member of this room on this node (or no such room).
+    NotMember,
+}
+
+/// The answer of [`Store::release_room`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Release {
+    /// Released: the room has no placement any more.
+    Released,
+    /// Someone joined meanwhile.
+    NotEmpty,
+    /// The room was re-placed meanwhile.
+    EpochChanged {
+        /// The room's epoch now.
+        current: Epoch,
+    },
+    /// Empty for less than the linger.
+    TooSoon,
+    /// Not placed.
+    NotFound,
+}
+
+/// What a token allows: one channel to resume on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct TokenGrant {
+    /// The room the channel goes to.
+    pub room: RoomKey,
+    /// The node the channel is redirected from.
+    pub from: NodeId,
+    /// The only node that may consume the token.
+    pub to: NodeId,
+    /// The channel on `from`.
+    pub channel: ChannelId,
+    /// The caller id to restore (free text, at most [`MAX_CALLER_LEN`] bytes).
+    pub caller: String,
+    /// How many redirects this call has had.
+    pub hops: u32,
+}
+
+/// A stored token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct TokenRecord {
+    /// What it allows.
+    pub grant: TokenGrant,
+    /// When it was minted (store clock, Unix ms).
+    pub minted_ms: u64,
+    /// When it expires (store clock, Unix ms).
+    pub expires_ms: u64,
+}
+
+/// The answer of [`Store::consume_token`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", content = "token", rename_all = "snake_case")]
+pub enum Consumed {
+    /// Consumed by this call; nobody else will get it.
+    Ok(TokenRecord),
+    /// Minted for another node: not consumed.
+    WrongNode(TokenRecord),
+    /// Past its expiry: not consumed.
+    Expired(TokenRecord),
+    /// Never minted, already consumed, or long gone.
+    Unknown,
+}
+
+/// What a node tells the store when its ARI connection comes up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct NodeRegistration {
+    /// The node.
+    pub node: NodeId,
+    /// The Asterisk process's life.
+    pub incarnation: Incarnation,
+    /// The SIP host other nodes redirect to.
+    pub sip_host: String,
+    /// Channels it is sized for (the policy divides load by it).
+    pub capacity: u32,
+    /// At most this many rooms (the store refuses more).
+    pub max_rooms: Option<u32>,
+}
+
+/// The answer of [`Store::register_node`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct Registered {
+    /// True on first registration or when the incarnation changed.
+    pub new_incarnation: bool,
+    /// Rooms released because they belonged to the previous incarnation.
+    pub released_rooms: u32,
+}
+
+/// The answer of [`Store::set_node_health`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct HealthChanged {
+    /// True when the health flag flipped.
+    pub changed: bool,
+    /// Rooms released (when marked down).
+    pub released_rooms: u32,
+}
+
+/// A node as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct NodeRecord {
+    /// The node.
+    pub id: NodeId,
+    /// Effective: down if unhealthy, else draining if drain flag, else up.
+    pub state: NodeState,
+    /// Health flag.
+    pub healthy: bool,
+    /// Operator's drain flag.
+    pub draining: bool,
+    /// The registered incarnation.
+    pub incarnation: Option<Incarnation>,
+    /// The SIP host other nodes redirect to.
+    pub sip_host: String,
+    /// Channels it is sized for.
+    pub capacity: u32,
+    /// Room cap.
+    pub max_rooms: Option<u32>,
+    /// Reported load (channels).
+    pub channels: u32,
+    /// Rooms it owns.
+    pub rooms: u32,
+    /// Members recorded in its rooms.
+    pub members: u32,
+    /// Last registration or report (store clock, Unix ms).
+    pub updated_ms: u64,
+}
+
+/// Which rooms [`Store::list_rooms`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct RoomFilter {
+    /// Only rooms owned by this node.
+    pub node: Option<NodeId>,
+    /// Only rooms of this kind.
+    pub kind: Option<RoomKind>,
+}
+
+/// One page of rooms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct RoomPage {
+    /// The rooms, ordered by (node, kind, name).
+    pub rooms: Vec<Placement>,
+    /// Cursor of the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store cannot be reached or did not answer in time. Retryable:
+    /// the store reconnects on its own.
+    #[error("store unavailable during {op}: {reason}")]
+    Unavailable {
+        /// The operation.
+        op: &'static str,
+        /// What happened (timeout, refused, dropped).
+        reason: String,
+        /// The Redis error, if there was one (none for a timeout).
+        #[source]
+        source: Option<::redis::RedisError>,
+    },
+    /// A script (or command) was refused by Redis for a reason other than
+    /// connectivity.
+    #[error("store script {script} failed")]
+    ScriptFailed {
+        /// The script (its Rust method's name).
+        script: &'static str,
+        /// Redis's error.
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// The store returned data corral cannot read.
+    #[error("corrupt store data in {what}: {detail}")]
+    Corrupt {
+        /// Which record or reply.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The node is not registered.
+    #[error("node {node} is not registered")]
+    UnknownNode {
+        /// The node.
+        node: NodeId,
+    },
+    /// The node is down or unknown and cannot claim a room.
+    #[error("node {node} is down or unknown and cannot claim room {room}")]
+    NodeUnavailable {
+        /// The node.
+        node: NodeId,
+        /// The room.
+        room: RoomKey,
+    },
+    /// A token with this id exists already (never happens with generated
+    /// tokens).
+    #[error("token {prefix}… exists already")]
+    TokenExists {
+        /// The token's loggable prefix.
+        prefix: String,
+    },
+    /// A caller-supplied value was refused.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The store configuration (URL, farm) is wrong.
+    #[error("invalid store configuration: {reason}")]
+    Config {
+        /// Why.
+        reason: String,
+        /// The Redis error, if any.
+        #[source]
+        source: Option<::redis::RedisError>,
+    },
+}
+
+impl Error {
+    /// What the caller should do: [`Retry::Reconnect`]/[`Retry::After`] for
+    /// an unreachable store (the store reconnects by itself; simply call
+    /// again), [`Retry::Never`] for bad input or bad data.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Error::Unavailable { source: None, .. } => Retry::After(Duration::from_millis(100)),
+            Error::Unavailable {
+                source: Some(err), ..
+            } => classify(err),
+            Error::ScriptFailed { source, .. } => match classify(source) {
+                Retry::Never => Retry::Never,
+                other => other,
+            },
+            _ => Retry::Never,
+        }
+    }
+
+    /// True when trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retry() != Retry::Never
+    }
+}
+
+/// Maps a Redis error to what the caller should do.
+fn classify(err: &::redis::RedisError) -> Retry {
+    use ::redis::RetryMethod;
+    match err.retry_method() {
+        RetryMethod::Reconnect | RetryMethod::ReconnectFromInitialConnections => Retry::Reconnect,
+        RetryMethod::RetryImmediately
+        | RetryMethod::AskRedirect
+        | RetryMethod::MovedRedirect
+        | RetryMethod::RefreshSlotsAndRetry => Retry::Now,
+        RetryMethod::WaitAndRetry => Retry::After(Duration::from_millis(100)),
+        RetryMethod::NoRetry => {
+            if err.is_timeout() || err.is_io_error() || err.is_connection_dropped() {
+                Retry::Reconnect
+            } else {
+                Retry::Never
+            }
+        }
+        _ => Retry::After(Duration::from_millis(100)),
+    }
+}
+
+/// How to reach the store.
+#[derive(Clone)]
+pub struct Config {
+    /// The farm: every key is under `{corral:<farm>}`. Same rules as a node
+    /// id (ASCII letters, digits, `_`, `-`).
+    pub farm: String,
+    /// `None`: the in-memory store (one replica). Else one of
+    /// `redis://[user:pass@]host:port[/db]`, `rediss://…`,
+    /// `redis+sentinel://host:port[,host:port]/<master-name>`,
+    /// `redis+cluster://host:port[,host:port]`.
+    pub redis_url: Option<String>,
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Bound on one command's answer.
+    pub response_timeout: Duration,
+}
+
+impl Config {
+    /// The farm name when none is configured.
+    pub const DEFAULT_FARM: &'static str = "default";
+    /// Establishing a connection to a reachable Redis takes well under this;
+    /// beyond it the call fails and the caller degrades.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// A healthy Redis answers in well under a millisecond; one second
+    /// covers a busy one and still fails fast for the call path.
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            farm: Self::DEFAULT_FARM.to_owned(),
+            redis_url: None,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: print only its scheme.
+        let url = self
+            .redis_url
+            .as_deref()
+            .map(|u| u.split("://").next().unwrap_or("?").to_owned() + "://…");
+        f.debug_struct("Config")
+            .field("farm", &self.farm)
+            .field("redis_url", &url)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish()
+    }
+}
+
+/// Opens the configured store: memory when `redis_url` is `None`, else
+/// Redis (scripts loaded now, so a bad script or an unreachable Redis fails
+/// the start).
+///
+/// # Errors
+/// [`Error::Config`] for a bad farm or URL, [`Error::Unavailable`] when
+/// Redis cannot be reached, [`Error::ScriptFailed`] when a script does not
+/// load.
+pub async fn connect(cfg: &Config) -> Result<Arc<dyn Store>, Error> {
+    match &cfg.redis_url {
+        None => Ok(Arc::new(MemoryStore::new(&cfg.farm)?)),
+        Some(_) => Ok(Arc::new(RedisStore::connect(cfg).await?)),
+    }
+}
+
+/// Checks a farm name (same shape as a node id).
+pub(crate) fn check_farm(farm: &str) -> Result<(), Error> {
+    NodeId::new(farm).map(|_| ()).map_err(|e| Error::Config {
+        reason: format!("farm name: {e}"),
+        source: None,
+    })
+}
+
+/// Checks the free-text parts of a token grant.
+pub(crate) fn check_grant(grant: &TokenGrant, ttl: Duration) -> Result<(), Error> {
+    if grant.caller.len() > MAX_CALLER_LEN {
+        return Err(Error::InvalidInput {
+            what: "caller",
+            reason: format!("longer than {MAX_CALLER_LEN} bytes"),
+        });
+    }
+    if ttl.is_zero() {
+        return Err(Error::InvalidInput {
+            what: "token ttl",
+            reason: "must be positive".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a registration's free-text parts.
+pub(crate) fn check_registration(reg: &NodeRegistration) -> Result<(), Error> {
+    if reg.sip_host.is_empty() || reg.sip_host.len() > MAX_SIP_HOST_LEN {
+        return Err(Error::InvalidInput {
+            what: "sip_host",
+            reason: format!("must be 1 to {MAX_SIP_HOST_LEN} bytes"),
+        });
+    }
+    for (what, v) in [
+        ("asterisk_id", &reg.incarnation.asterisk_id),
+        ("startup time", &reg.incarnation.started),
+    ] {
+        if v.len() > MAX_SIP_HOST_LEN {
+            return Err(Error::InvalidInput {
+                what,
+                reason: format!("longer than {MAX_SIP_HOST_LEN} bytes"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a replica name and a lease ttl.
+pub(crate) fn check_replica(replica: &str) -> Result<(), Error> {
+    if replica.is_empty() || replica.len() > MAX_REPLICA_LEN {
+        return Err(Error::InvalidInput {
+            what: "replica",
+            reason: format!("must be 1 to {MAX_REPLICA_LEN} bytes"),
+        });
+    }
+    Ok(())
+}
+
+/// The opaque cursor of [`Store::list_rooms`]: `<node>/<kind>:<name>`, the
+/// last room of the previous page.
+pub(crate) fn parse_cursor(cursor: &str) -> Result<(NodeId, RoomKey), Error> {
+    let bad = || Error::InvalidInput {
+        what: "cursor",
+        reason: "not a cursor returned by list_rooms".into(),
+    };
+    let (node, room) = cursor.split_once('/').ok_or_else(bad)?;
+    let (kind, name) = room.split_once(':').ok_or_else(bad)?;
+    let node = NodeId::new(node).map_err(|_| bad())?;
+    let room = RoomKey::parse(kind, name).map_err(|_| bad())?;
+    Ok((node, room))
+}
+
+/// Renders a cursor for [`parse_cursor`].
+pub(crate) fn render_cursor(node: &NodeId, room: &RoomKey) -> String {
+    format!("{node}/{}:{}", room.kind, room.name)
+}
+
+/// The effective state of a node from its flags.
+pub(crate) fn effective_state(healthy: bool, draining: bool) -> NodeState {
+    if !healthy {
+        NodeState::Down
+    } else if draining {
+        NodeState::Draining
+    } else {
+        NodeState::Up
+    }
+}
+
+/// Clamps a requested page size to something sane.
+pub(crate) fn page_limit(limit: usize) -> usize {
+    limit.clamp(1, 10_000)
+}

@@ -37,3 +37,6 @@ pub fn seed(test: &str) -> u64 {
     eprintln!("{test}: seed {seed} (replay with CORRAL_TEST_SEED={seed})");
     seed
 }
+
+pub mod farm;
+pub mod redis;

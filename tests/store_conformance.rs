@@ -1,0 +1,955 @@
+//! One suite for every store rule, run against both backends: the
+//! in-memory store (paused tokio time) and Redis started for real
+//! (`support::redis::RedisProcess`; `CORRAL_TEST_REDIS_URL` to use another),
+//! each test in its own farm. Then Redis-only chaos: Redis killed (ops fail
+//! fast, retryable), Redis restarted with its scripts gone (ops succeed
+//! again on the same store), a real one-node Cluster and a real Sentinel.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral::domain::{
+    ChannelId, Epoch, Incarnation, NodeId, NodeState, Role, RoomKey, RoomKind, TokenId,
+};
+use corral::store::{
+    self, Config, Consumed, Error, MemberAdded, MemberRemoved, NodeRegistration, Release,
+    Resolution, RoomFilter, Store, TokenGrant,
+};
+use support::eventually;
+use support::redis::{Mode, RedisProcess, unique_farm};
+
+/// Every test has a deadline well above its need.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A store under test, and the Redis it talks to (if any), kept alive.
+struct Backend {
+    store: Arc<dyn Store>,
+    _redis: Option<RedisProcess>,
+}
+
+impl Backend {
+    fn memory(test: &str) -> Self {
+        let cfg = Config {
+            farm: unique_farm(test),
+            ..Config::default()
+        };
+        Self {
+            store: Arc::new(store::MemoryStore::new(&cfg.farm).expect("memory store")),
+            _redis: None,
+        }
+    }
+
+    async fn redis(test: &str) -> Self {
+        let redis = RedisProcess::start();
+        let store = store::connect(&redis_config(test, &redis.url()))
+            .await
+            .expect("connect to test redis");
+        Self {
+            store,
+            _redis: Some(redis),
+        }
+    }
+}
+
+fn redis_config(test: &str, url: &str) -> Config {
+    Config {
+        farm: unique_farm(test),
+        redis_url: Some(url.to_owned()),
+        connect_timeout: Duration::from_millis(500),
+        response_timeout: Duration::from_millis(500),
+    }
+}
+
+/// Runs each listed test against both backends.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    let b = super::Backend::memory(stringify!($name));
+                    super::$name(b.store.clone()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let b = super::Backend::redis(stringify!($name)).await;
+                    super::$name(b.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    resolve_places_the_choice_once_and_keeps_it,
+    resolve_refuses_ineligible_choices,
+    resolve_replaces_a_down_owner_with_a_larger_epoch,
+    epochs_only_grow_across_release_and_replacement,
+    members_join_only_on_the_owner,
+    unplaced_room_is_claimed_by_a_joiner_but_not_a_down_one,
+    release_only_empty_unchanged_rooms_after_linger,
+    tokens_are_used_once_only_on_their_node,
+    tokens_expire_and_stay_distinguishable,
+    registration_keeps_drain_and_new_incarnation_releases_rooms,
+    down_releases_every_room_in_batches,
+    nodes_report_state_load_and_counts,
+    rooms_page_with_a_cursor_and_filters,
+    leases_have_one_holder_and_expire,
+    race_many_resolvers_one_owner,
+    race_two_consumers_one_winner,
+    race_release_and_join_never_loses_the_member,
+    bad_input_is_refused_with_a_clear_error,
+);
+
+fn node(s: &str) -> NodeId {
+    NodeId::new(s).expect("node id")
+}
+
+fn conf(s: &str) -> RoomKey {
+    RoomKey::parse("conference", s).expect("room")
+}
+
+fn chan(s: &str) -> ChannelId {
+    ChannelId::new(s).expect("channel")
+}
+
+fn reg(id: &str, aid: &str) -> NodeRegistration {
+    NodeRegistration {
+        node: node(id),
+        incarnation: Incarnation {
+            asterisk_id: aid.to_owned(),
+            started: "2026-01-01T00:00:00.000+0000".to_owned(),
+        },
+        sip_host: format!("{id}.farm.example:5060"),
+        capacity: 100,
+        max_rooms: None,
+    }
+}
+
+async fn nodes(s: &Arc<dyn Store>, ids: &[&str]) {
+    for id in ids {
+        s.register_node(&reg(id, &format!("00:00:00:00:00:{id}")))
+            .await
+            .expect("register");
+    }
+}
+
+fn owner(r: Resolution) -> (NodeId, Epoch, bool, Option<NodeId>) {
+    match r {
+        Resolution::Owner {
+            node,
+            epoch,
+            created,
+            previous,
+        } => (node, epoch, created, previous),
+        other => panic!("expected an owner, got {other:?}"),
+    }
+}
+
+fn grant(room: &RoomKey, from: &str, to: &str) -> TokenGrant {
+    TokenGrant {
+        room: room.clone(),
+        from: node(from),
+        to: node(to),
+        channel: chan("1767268800.42"),
+        caller: "\"Alice\" <sip:+4930123@example.com>".to_owned(),
+        hops: 1,
+    }
+}
+
+/// The first resolver places its choice (epoch ≥ 1, created); later
+/// resolvers get the same owner untouched, whatever they choose.
+async fn resolve_places_the_choice_once_and_keeps_it(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let room = conf("sales");
+    let (n, e, created, prev) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    assert_eq!((n.clone(), created, prev), (node("a"), true, None));
+    assert!(e.0 >= 1);
+    let (n2, e2, created2, _) = owner(s.resolve_placement(&room, &node("b")).await.unwrap());
+    assert_eq!((n2, e2, created2), (n, e, false));
+    let detail = s.get_room(&room).await.unwrap().expect("placed");
+    assert_eq!(detail.placement.node, node("a"));
+    assert_eq!(detail.placement.epoch, e);
+    assert_eq!(detail.placement.members, 0);
+    assert!(detail.placement.empty_since_ms.is_some());
+    assert!(s.get_room(&conf("other")).await.unwrap().is_none());
+    // A queue of the same name is another room.
+    let q = RoomKey::parse("queue", "sales").unwrap();
+    let (qn, qe, qc, _) = owner(s.resolve_placement(&q, &node("b")).await.unwrap());
+    assert_eq!((qn, qc), (node("b"), true));
+    assert!(qe > e);
+}
+
+/// An unknown, draining, down or full node is never applied as a choice,
+/// and the room stays unplaced.
+async fn resolve_refuses_ineligible_choices(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "d", "x"]).await;
+    let mut full = reg("f", "ff");
+    full.max_rooms = Some(1);
+    s.register_node(&full).await.unwrap();
+    s.set_node_drain(&node("d"), true).await.unwrap();
+    s.set_node_health(&node("x"), false).await.unwrap();
+    owner(s.resolve_placement(&conf("one"), &node("f")).await.unwrap());
+    let room = conf("r");
+    for bad in ["unknown", "d", "x", "f"] {
+        assert_eq!(
+            s.resolve_placement(&room, &node(bad)).await.unwrap(),
+            Resolution::ChoiceIneligible { node: node(bad) },
+            "{bad}"
+        );
+    }
+    assert!(s.get_room(&room).await.unwrap().is_none());
+    // Undrain: eligible again.
+    let rec = s.set_node_drain(&node("d"), false).await.unwrap();
+    assert_eq!(rec.state, NodeState::Up);
+    assert_eq!(
+        owner(s.resolve_placement(&room, &node("d")).await.unwrap()).0,
+        node("d")
+    );
+}
+
+/// A draining owner keeps its room; a down owner loses it, and the next
+/// resolver's choice takes it with a larger epoch.
+async fn resolve_replaces_a_down_owner_with_a_larger_epoch(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let room = conf("r");
+    let (_, e1, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    s.set_node_drain(&node("a"), true).await.unwrap();
+    let (n, e, created, _) = owner(s.resolve_placement(&room, &node("b")).await.unwrap());
+    assert_eq!(
+        (n, e, created),
+        (node("a"), e1, false),
+        "draining owner kept"
+    );
+    let h = s.set_node_health(&node("a"), false).await.unwrap();
+    assert!(h.changed);
+    assert_eq!(h.released_rooms, 1);
+    let (n, e2, created, _) = owner(s.resolve_placement(&room, &node("b")).await.unwrap());
+    assert_eq!((n, created), (node("b"), true));
+    assert!(e2 > e1);
+    // Coming back does not give the room back.
+    s.set_node_health(&node("a"), true).await.unwrap();
+    assert_eq!(
+        owner(s.resolve_placement(&room, &node("a")).await.unwrap()).0,
+        node("b")
+    );
+}
+
+/// A room released and placed again never reuses an epoch, so a stale
+/// cleanup cannot release the new life of the room.
+async fn epochs_only_grow_across_release_and_replacement(s: Arc<dyn Store>) {
+    nodes(&s, &["a"]).await;
+    let room = conf("r");
+    let (_, e1, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    assert_eq!(
+        s.release_room(&room, e1, Duration::ZERO).await.unwrap(),
+        Release::Released
+    );
+    let (_, e2, created, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    assert!(created);
+    assert!(e2 > e1, "{e2} after {e1}");
+    assert_eq!(
+        s.release_room(&room, e1, Duration::ZERO).await.unwrap(),
+        Release::EpochChanged { current: e2 }
+    );
+}
+
+/// The owner adds members (idempotently); any other node is told where the
+/// room is; removal counts down and only works on the owner.
+async fn members_join_only_on_the_owner(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let room = conf("r");
+    let (_, e, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    assert_eq!(
+        s.add_member(&room, &node("a"), &chan("c1"), Role::Participant)
+            .await
+            .unwrap(),
+        MemberAdded::Added {
+            epoch: e,
+            members: 1,
+            claimed: false
+        }
+    );
+    assert_eq!(
+        s.add_member(&room, &node("a"), &chan("c1"), Role::Participant)
+            .await
+            .unwrap(),
+        MemberAdded::AlreadyMember {
+            epoch: e,
+            members: 1
+        }
+    );
+    s.add_member(&room, &node("a"), &chan("c2"), Role::Agent)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.add_member(&room, &node("b"), &chan("c1"), Role::Caller)
+            .await
+            .unwrap(),
+        MemberAdded::Moved {
+            owner: node("a"),
+            epoch: e
+        }
+    );
+    let d = s.get_room(&room).await.unwrap().unwrap();
+    assert_eq!(d.placement.members, 2);
+    assert_eq!(d.placement.empty_since_ms, None);
+    assert_eq!(d.members.len(), 2);
+    assert_eq!(d.members[0].channel, chan("c1"));
+    assert_eq!(d.members[0].role, Role::Participant);
+    assert_eq!(d.members[1].role, Role::Agent);
+    assert!(d.members.iter().all(|m| m.node == node("a")));
+    assert!(d.members[0].joined_ms >= d.placement.created_ms);
+    assert_eq!(
+        s.remove_member(&room, &node("b"), &chan("c1"))
+            .await
+            .unwrap(),
+        MemberRemoved::NotMember
+    );
+    assert_eq!(
+        s.remove_member(&room, &node("a"), &chan("c1"))
+            .await
+            .unwrap(),
+        MemberRemoved::Removed {
+            remaining: 1,
+            epoch: e
+        }
+    );
+    assert_eq!(
+        s.remove_member(&room, &node("a"), &chan("c1"))
+            .await
+            .unwrap(),
+        MemberRemoved::NotMember
+    );
+    assert_eq!(
+        s.remove_member(&conf("none"), &node("a"), &chan("c1"))
+            .await
+            .unwrap(),
+        MemberRemoved::NotMember
+    );
+    let listed = s.list_nodes().await.unwrap();
+    let a = listed.iter().find(|n| n.id == node("a")).unwrap();
+    assert_eq!((a.rooms, a.members), (1, 1));
+}
+
+/// A joiner on a node that is up or draining claims an unplaced room; a
+/// down or unknown node cannot.
+async fn unplaced_room_is_claimed_by_a_joiner_but_not_a_down_one(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "d", "x"]).await;
+    s.set_node_drain(&node("d"), true).await.unwrap();
+    s.set_node_health(&node("x"), false).await.unwrap();
+    for (id, room) in [("a", "r1"), ("d", "r2")] {
+        match s
+            .add_member(&conf(room), &node(id), &chan("c"), Role::Caller)
+            .await
+            .unwrap()
+        {
+            MemberAdded::Added {
+                members: 1,
+                claimed: true,
+                ..
+            } => {}
+            other => panic!("{id}: {other:?}"),
+        }
+        assert_eq!(
+            s.get_room(&conf(room))
+                .await
+                .unwrap()
+                .unwrap()
+                .placement
+                .node,
+            node(id)
+        );
+    }
+    for id in ["x", "ghost"] {
+        let err = s
+            .add_member(&conf("r3"), &node(id), &chan("c"), Role::Caller)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NodeUnavailable { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+    }
+    assert!(s.get_room(&conf("r3")).await.unwrap().is_none());
+}
+
+/// Release needs the caller's epoch, no member, and the linger elapsed by
+/// the store's clock.
+async fn release_only_empty_unchanged_rooms_after_linger(s: Arc<dyn Store>) {
+    nodes(&s, &["a"]).await;
+    let room = conf("r");
+    assert_eq!(
+        s.release_room(&room, Epoch(1), Duration::ZERO)
+            .await
+            .unwrap(),
+        Release::NotFound
+    );
+    let (_, e, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    s.add_member(&room, &node("a"), &chan("c"), Role::Participant)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.release_room(&room, e, Duration::ZERO).await.unwrap(),
+        Release::NotEmpty
+    );
+    assert_eq!(
+        s.release_room(&room, Epoch(e.0 + 7), Duration::ZERO)
+            .await
+            .unwrap(),
+        Release::EpochChanged { current: e }
+    );
+    s.remove_member(&room, &node("a"), &chan("c"))
+        .await
+        .unwrap();
+    let linger = Duration::from_millis(300);
+    assert_eq!(
+        s.release_room(&room, e, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        Release::TooSoon
+    );
+    eventually(WAIT, "release after the linger", || {
+        let s = s.clone();
+        let room = room.clone();
+        async move {
+            match s.release_room(&room, e, linger).await.unwrap() {
+                Release::Released => Some(()),
+                Release::TooSoon => None,
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(s.get_room(&room).await.unwrap().is_none());
+    let a = s.list_nodes().await.unwrap().remove(0);
+    assert_eq!((a.rooms, a.members), (0, 0));
+}
+
+/// A token is consumed once, only on its destination; a wrong node leaves
+/// it usable; a used or unknown token is Unknown.
+async fn tokens_are_used_once_only_on_their_node(s: Arc<dyn Store>) {
+    let room = conf("r");
+    let mut rng = rand::rng();
+    let t = TokenId::generate(&mut rng);
+    let g = grant(&room, "a", "b");
+    s.mint_token(&t, &g, Duration::from_secs(30)).await.unwrap();
+    let err = s
+        .mint_token(&t, &g, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TokenExists { .. }), "{err:?}");
+    let peek = s.peek_token(&t).await.unwrap().expect("minted");
+    assert_eq!(peek.grant, g);
+    assert_eq!(peek.expires_ms - peek.minted_ms, 30_000);
+    match s.consume_token(&t, &node("c")).await.unwrap() {
+        Consumed::WrongNode(r) => assert_eq!(r.grant.to, node("b")),
+        other => panic!("{other:?}"),
+    }
+    match s.consume_token(&t, &node("b")).await.unwrap() {
+        Consumed::Ok(r) => assert_eq!(r, peek),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.consume_token(&t, &node("b")).await.unwrap(),
+        Consumed::Unknown
+    );
+    assert!(s.peek_token(&t).await.unwrap().is_none());
+    let never = TokenId::generate(&mut rng);
+    assert_eq!(
+        s.consume_token(&never, &node("b")).await.unwrap(),
+        Consumed::Unknown
+    );
+}
+
+/// Past its ttl a token is Expired (not consumed, not Unknown) during the
+/// tombstone.
+async fn tokens_expire_and_stay_distinguishable(s: Arc<dyn Store>) {
+    let t = TokenId::generate(&mut rand::rng());
+    s.mint_token(&t, &grant(&conf("r"), "a", "b"), Duration::from_millis(100))
+        .await
+        .unwrap();
+    eventually(WAIT, "the token expires", || {
+        let s = s.clone();
+        let t = t.clone();
+        async move {
+            // A wrong node never consumes it, so polling from one is safe.
+            match s.consume_token(&t, &node("c")).await.unwrap() {
+                Consumed::Expired(r) => Some(r),
+                Consumed::WrongNode(_) => None,
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(matches!(
+        s.consume_token(&t, &node("b")).await.unwrap(),
+        Consumed::Expired(_)
+    ));
+    assert!(s.peek_token(&t).await.unwrap().is_some());
+}
+
+/// Registration is idempotent, keeps the drain flag, and a new incarnation
+/// releases the rooms of the old one.
+async fn registration_keeps_drain_and_new_incarnation_releases_rooms(s: Arc<dyn Store>) {
+    let first = s.register_node(&reg("a", "aa")).await.unwrap();
+    assert!(first.new_incarnation);
+    assert_eq!(first.released_rooms, 0);
+    let again = s.register_node(&reg("a", "aa")).await.unwrap();
+    assert!(!again.new_incarnation);
+    for i in 0..3 {
+        owner(
+            s.resolve_placement(&conf(&format!("r{i}")), &node("a"))
+                .await
+                .unwrap(),
+        );
+    }
+    s.set_node_drain(&node("a"), true).await.unwrap();
+    let mut r = reg("a", "aa");
+    r.capacity = 250;
+    r.max_rooms = Some(9);
+    s.register_node(&r).await.unwrap();
+    let rec = s.list_nodes().await.unwrap().remove(0);
+    assert_eq!(rec.state, NodeState::Draining);
+    assert_eq!((rec.capacity, rec.max_rooms, rec.rooms), (250, Some(9), 3));
+    let restarted = s.register_node(&reg("a", "bb")).await.unwrap();
+    assert!(restarted.new_incarnation);
+    assert_eq!(restarted.released_rooms, 3);
+    let rec = s.list_nodes().await.unwrap().remove(0);
+    assert_eq!(rec.rooms, 0);
+    assert_eq!(rec.incarnation.unwrap().asterisk_id, "bb");
+    assert!(rec.draining, "drain survives a restart");
+    assert_eq!(rec.max_rooms, None);
+}
+
+/// Marking a node down releases all its rooms, more than one batch of
+/// them, and leaves other nodes' rooms alone.
+async fn down_releases_every_room_in_batches(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let n = store::RELEASE_BATCH * 2 + 17;
+    for i in 0..n {
+        let room = conf(&format!("r{i:05}"));
+        owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+        if i % 100 == 0 {
+            s.add_member(&room, &node("a"), &chan("c"), Role::Participant)
+                .await
+                .unwrap();
+        }
+    }
+    owner(
+        s.resolve_placement(&conf("keep"), &node("b"))
+            .await
+            .unwrap(),
+    );
+    let h = s.set_node_health(&node("a"), false).await.unwrap();
+    assert!(h.changed);
+    assert_eq!(h.released_rooms as usize, n);
+    let again = s.set_node_health(&node("a"), false).await.unwrap();
+    assert_eq!((again.changed, again.released_rooms), (false, 0));
+    let listed = s.list_nodes().await.unwrap();
+    assert_eq!(listed[0].state, NodeState::Down);
+    assert_eq!((listed[0].rooms, listed[0].members), (0, 0));
+    assert_eq!(listed[1].rooms, 1);
+    let err = s.set_node_health(&node("ghost"), false).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownNode { .. }));
+}
+
+/// list_nodes shows the effective state, reported load and counts.
+async fn nodes_report_state_load_and_counts(s: Arc<dyn Store>) {
+    nodes(&s, &["b", "a", "c"]).await;
+    s.report_load(&node("a"), 42).await.unwrap();
+    s.set_node_drain(&node("b"), true).await.unwrap();
+    s.set_node_health(&node("c"), false).await.unwrap();
+    let err = s.report_load(&node("ghost"), 1).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownNode { .. }));
+    let list = s.list_nodes().await.unwrap();
+    let ids: Vec<_> = list.iter().map(|n| n.id.as_str().to_owned()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(list[0].channels, 42);
+    assert_eq!(
+        [list[0].state, list[1].state, list[2].state],
+        [NodeState::Up, NodeState::Draining, NodeState::Down]
+    );
+    assert!(list[1].healthy && list[1].draining && !list[2].healthy);
+    assert_eq!(list[0].sip_host, "a.farm.example:5060");
+    assert!(list[0].updated_ms > 0);
+}
+
+/// Pages of any size walk every room once, in (node, kind, name) order,
+/// with node and kind filters; a foreign cursor is refused.
+async fn rooms_page_with_a_cursor_and_filters(s: Arc<dyn Store>) {
+    nodes(&s, &["n1", "n2", "n3"]).await;
+    let mut all = Vec::new();
+    for i in 0..40 {
+        let kind = if i % 3 == 0 { "queue" } else { "conference" };
+        let room = RoomKey::parse(kind, &format!("room-{i:02}")).unwrap();
+        let n = node(["n1", "n3"][i % 2]);
+        owner(s.resolve_placement(&room, &n).await.unwrap());
+        all.push((n, room));
+    }
+    all.sort();
+    for limit in [1, 7, 40, 100] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = s
+                .list_rooms(&RoomFilter::default(), cursor.as_deref(), limit)
+                .await
+                .unwrap();
+            assert!(page.rooms.len() <= limit);
+            seen.extend(page.rooms.into_iter().map(|p| (p.node, p.room)));
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all, "limit {limit}");
+    }
+    let filter = RoomFilter {
+        node: Some(node("n3")),
+        kind: Some(RoomKind::Queue),
+    };
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = s.list_rooms(&filter, cursor.as_deref(), 3).await.unwrap();
+        seen.extend(page.rooms.into_iter().map(|p| (p.node, p.room)));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let want: Vec<_> = all
+        .iter()
+        .filter(|(n, r)| *n == node("n3") && r.kind == RoomKind::Queue)
+        .cloned()
+        .collect();
+    assert_eq!(seen, want);
+    let empty = s
+        .list_rooms(
+            &RoomFilter {
+                node: Some(node("n2")),
+                kind: None,
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(empty.rooms.is_empty() && empty.next.is_none());
+    for bad in ["garbage", "n1/party:x", "{corral:x}/conference:a"] {
+        let err = s
+            .list_rooms(&RoomFilter::default(), Some(bad), 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{bad}: {err:?}");
+    }
+}
+
+/// One replica holds a node's lease; it renews; another takes it after a
+/// release or an expiry, never while it is held.
+async fn leases_have_one_holder_and_expire(s: Arc<dyn Store>) {
+    let n = node("a");
+    let ttl = Duration::from_millis(300);
+    assert!(s.acquire_lease(&n, "r1", ttl).await.unwrap());
+    assert!(!s.acquire_lease(&n, "r2", ttl).await.unwrap());
+    assert!(s.acquire_lease(&n, "r1", ttl).await.unwrap());
+    s.release_lease(&n, "r2").await.unwrap();
+    assert!(!s.acquire_lease(&n, "r2", ttl).await.unwrap());
+    s.release_lease(&n, "r1").await.unwrap();
+    assert!(s.acquire_lease(&n, "r2", ttl).await.unwrap());
+    eventually(WAIT, "r2's lease lapses", || {
+        let s = s.clone();
+        let n = n.clone();
+        async move { s.acquire_lease(&n, "r3", ttl).await.unwrap().then_some(()) }
+    })
+    .await;
+    s.ping().await.unwrap();
+}
+
+/// 100 concurrent resolvers of one new room, each with its own choice, all
+/// get the same owner and epoch, and exactly one of them created it.
+async fn race_many_resolvers_one_owner(s: Arc<dyn Store>) {
+    let ids: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    nodes(&s, &refs).await;
+    for round in 0..5 {
+        let room = conf(&format!("hot-{round}"));
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let s = s.clone();
+                let room = room.clone();
+                let choice = node(&format!("n{}", i % 10));
+                tokio::spawn(async move { s.resolve_placement(&room, &choice).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(owner(t.await.unwrap().unwrap()));
+        }
+        let (n0, e0) = (answers[0].0.clone(), answers[0].1);
+        assert!(
+            answers.iter().all(|a| a.0 == n0 && a.1 == e0),
+            "{answers:?}"
+        );
+        assert_eq!(answers.iter().filter(|a| a.2).count(), 1);
+    }
+}
+
+/// Two nodes' worth of consumers race for each token; exactly one wins.
+async fn race_two_consumers_one_winner(s: Arc<dyn Store>) {
+    let mut rng = rand::rng();
+    for _ in 0..30 {
+        let t = TokenId::generate(&mut rng);
+        s.mint_token(&t, &grant(&conf("r"), "a", "b"), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let s = s.clone();
+                let t = t.clone();
+                tokio::spawn(async move { s.consume_token(&t, &node("b")).await })
+            })
+            .collect();
+        let mut wins = 0;
+        for task in tasks {
+            match task.await.unwrap().unwrap() {
+                Consumed::Ok(_) => wins += 1,
+                Consumed::Unknown => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(wins, 1);
+    }
+}
+
+/// A release racing a join never loses the member: either the release
+/// loses (NotEmpty) or the join claims the room anew.
+async fn race_release_and_join_never_loses_the_member(s: Arc<dyn Store>) {
+    nodes(&s, &["a"]).await;
+    for i in 0..40 {
+        let room = conf(&format!("r{i}"));
+        let (_, e, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+        let (s1, s2) = (s.clone(), s.clone());
+        let (r1, r2) = (room.clone(), room.clone());
+        let release =
+            tokio::spawn(async move { s1.release_room(&r1, e, Duration::ZERO).await.unwrap() });
+        let join = tokio::spawn(async move {
+            s2.add_member(&r2, &node("a"), &chan("c"), Role::Participant)
+                .await
+                .unwrap()
+        });
+        let (released, joined) = (release.await.unwrap(), join.await.unwrap());
+        let d = s.get_room(&room).await.unwrap().expect("the member's room");
+        assert_eq!(d.members.len(), 1, "{released:?} {joined:?}");
+        match (released, joined) {
+            (Release::Released, MemberAdded::Added { claimed: true, .. })
+            | (Release::NotEmpty, MemberAdded::Added { claimed: false, .. }) => {}
+            other => panic!("impossible interleaving {other:?}"),
+        }
+    }
+}
+
+/// Ids that could reach other keys never become ids; free text is bounded.
+async fn bad_input_is_refused_with_a_clear_error(s: Arc<dyn Store>) {
+    for bad in ["{corral:other}", "a:b", "a b", "", "x\n"] {
+        assert!(NodeId::new(bad).is_err());
+        assert!(corral::domain::RoomName::new(bad).is_err());
+    }
+    let mut g = grant(&conf("r"), "a", "b");
+    g.caller = "x".repeat(store::MAX_CALLER_LEN + 1);
+    let t = TokenId::generate(&mut rand::rng());
+    let err = s
+        .mint_token(&t, &g, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { what: "caller", .. }));
+    assert!(!err.is_retryable());
+    let mut r = reg("a", "aa");
+    r.sip_host = String::new();
+    assert!(matches!(
+        s.register_node(&r).await.unwrap_err(),
+        Error::InvalidInput { .. }
+    ));
+    // Lua-hostile free text is stored as a value, never interpreted.
+    g.caller = "'); redis.call('FLUSHALL') --\"\\ {corral:x}".to_owned();
+    s.mint_token(&t, &g, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        s.peek_token(&t).await.unwrap().unwrap().grant.caller,
+        g.caller
+    );
+    assert!(
+        store::MemoryStore::new("{bad}").is_err(),
+        "farm names are ids"
+    );
+}
+
+// ---- Redis only ---------------------------------------------------------
+
+/// Every key a farm writes sits under its hash tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_all_carry_the_farm_hash_tag() {
+    let redis = RedisProcess::start_private(Mode::Standalone);
+    let cfg = redis_config("keys", &redis.url());
+    let s = store::connect(&cfg).await.unwrap();
+    nodes(&s, &["a"]).await;
+    let room = conf("r");
+    owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    s.add_member(&room, &node("a"), &chan("c"), Role::Participant)
+        .await
+        .unwrap();
+    s.mint_token(
+        &TokenId::generate(&mut rand::rng()),
+        &grant(&room, "a", "a"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    s.acquire_lease(&node("a"), "r1", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    let tag = format!("{{corral:{}}}:", cfg.farm);
+    assert!(keys.iter().all(|k| k.starts_with(&tag)), "{keys:?}");
+}
+
+/// Redis killed: every operation fails fast with a retryable typed error.
+/// Redis restarted on the same port, empty and without scripts: the same
+/// store works again (reconnect + NOSCRIPT reload), without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_fails_fast_then_recovers_after_restart() {
+    let mut redis = RedisProcess::start_private(Mode::Standalone);
+    let s = store::connect(&redis_config("chaos", &redis.url()))
+        .await
+        .unwrap();
+    nodes(&s, &["a"]).await;
+    owner(
+        s.resolve_placement(&conf("before"), &node("a"))
+            .await
+            .unwrap(),
+    );
+    redis.kill();
+    for _ in 0..3 {
+        let started = tokio::time::Instant::now();
+        let err = s
+            .resolve_placement(&conf("during"), &node("a"))
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        assert!(err.is_retryable(), "{err:?}");
+        let err = s.ping().await.unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+    }
+    redis.restart();
+    eventually(WAIT, "the store works again after the restart", || {
+        let s = s.clone();
+        async move { s.ping().await.ok() }
+    })
+    .await;
+    // Scripts are gone from the fresh server: the call reloads them.
+    nodes(&s, &["a"]).await;
+    let (n, _, created, _) = owner(
+        s.resolve_placement(&conf("after"), &node("a"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((n, created), (node("a"), true));
+}
+
+/// Nothing listens: connect fails fast with a retryable error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_at_start_fails_fast() {
+    let mut redis = RedisProcess::start_private(Mode::Standalone);
+    let url = redis.url();
+    redis.kill();
+    let started = tokio::time::Instant::now();
+    let err = store::connect(&redis_config("down", &url))
+        .await
+        .err()
+        .expect("no redis, no store");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(err.is_retryable(), "{err:?}");
+    let err = store::connect(&redis_config("url", "http://127.0.0.1:1"))
+        .await
+        .err()
+        .expect("bad url");
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+}
+
+/// A real one-node Redis Cluster (`cluster-enabled yes`, all slots added)
+/// runs the scripts through a `redis+cluster://` URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_runs_the_store() {
+    let redis = RedisProcess::start_private(Mode::Cluster);
+    assert!(redis.url().starts_with("redis+cluster://"));
+    let s = store::connect(&redis_config("cluster", &redis.url()))
+        .await
+        .unwrap();
+    smoke(s).await;
+}
+
+/// A real Sentinel monitoring a real master: `redis+sentinel://` finds the
+/// master and runs the scripts there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_runs_the_store() {
+    let master = RedisProcess::start_private(Mode::Standalone);
+    let sentinel = RedisProcess::start_private(Mode::Sentinel {
+        master_port: master.port(),
+    });
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port());
+    let s = store::connect(&redis_config("sentinel", &url))
+        .await
+        .unwrap();
+    smoke(s).await;
+    let n: i64 = ::redis::cmd("DBSIZE")
+        .query(&mut master.connection())
+        .unwrap();
+    assert!(n > 0, "the data went to the master");
+}
+
+/// The core path once: register, place, join, token, release.
+async fn smoke(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let room = conf("r");
+    let (n, e, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    assert_eq!(n, node("a"));
+    assert!(matches!(
+        s.add_member(&room, &node("b"), &chan("c"), Role::Caller)
+            .await
+            .unwrap(),
+        MemberAdded::Moved { .. }
+    ));
+    let t = TokenId::generate(&mut rand::rng());
+    s.mint_token(&t, &grant(&room, "b", "a"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.consume_token(&t, &node("a")).await.unwrap(),
+        Consumed::Ok(_)
+    ));
+    s.add_member(&room, &node("a"), &chan("c"), Role::Caller)
+        .await
+        .unwrap();
+    s.remove_member(&room, &node("a"), &chan("c"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.release_room(&room, e, Duration::ZERO).await.unwrap(),
+        Release::Released
+    );
+    assert_eq!(s.list_nodes().await.unwrap().len(), 2);
+    s.ping().await.unwrap();
+}
