@@ -56,7 +56,11 @@ impl TestFarm {
     ) -> TestFarm {
         let mut sims = Vec::new();
         for i in 1..=n {
-            sims.push(SimNode::start(SimConfig::new(format!("ast{i}"))).await.expect("sim node starts"));
+            sims.push(
+                SimNode::start(SimConfig::new(format!("ast{i}")))
+                    .await
+                    .expect("sim node starts"),
+            );
         }
         let (redis, url) = match backend {
             Backend::Memory => (None, None),
@@ -121,7 +125,12 @@ impl TestFarm {
         let ctrl = farm.ctrl.clone();
         super::eventually(Duration::from_secs(10), "every node streaming", || {
             let ctrl = ctrl.clone();
-            async move { ctrl.nodes_streaming().iter().all(|(_, up)| *up).then_some(()) }
+            async move {
+                ctrl.nodes_streaming()
+                    .iter()
+                    .all(|(_, up)| *up)
+                    .then_some(())
+            }
         })
         .await;
         farm
@@ -138,8 +147,19 @@ impl TestFarm {
             }
             let url = format!("{}/sim/calls", self.sims[i].base_url());
             let body = serde_json::json!({"exten": exten, "caller": "1000", "call_id": call_id});
-            let resp = self.http.post(url).json(&body).send().await.expect("proxy reaches a live node");
-            assert_eq!(resp.status().as_u16(), 201, "call {call_id} refused by {}", self.sims[i].id());
+            let resp = self
+                .http
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("proxy reaches a live node");
+            assert_eq!(
+                resp.status().as_u16(),
+                201,
+                "call {call_id} refused by {}",
+                self.sims[i].id()
+            );
             return i;
         }
         panic!("no live node");
@@ -159,7 +179,15 @@ impl TestFarm {
                 continue;
             }
             let url = format!("{}/sim/calls", s.base_url());
-            let calls: Vec<Value> = self.http.get(url).send().await.unwrap().json().await.unwrap();
+            let calls: Vec<Value> = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             out.extend(calls.into_iter().map(|c| (i, c)));
         }
         out
@@ -195,7 +223,9 @@ impl TestFarm {
         let mut rooms: HashMap<String, HashSet<usize>> = HashMap::new();
         for (i, b) in self.bridges().await {
             let name = b["name"].as_str().unwrap_or_default().to_string();
-            if name.starts_with("corral:") && b["channels"].as_array().is_some_and(|c| !c.is_empty()) {
+            if name.starts_with("corral:")
+                && b["channels"].as_array().is_some_and(|c| !c.is_empty())
+            {
                 rooms.entry(name).or_default().insert(i);
             }
         }
