@@ -296,6 +296,15 @@ impl Controller {
                 return;
             }
         };
+        // The node's load, as ARI reports it, for the placement policy.
+        if let Err(e) = self
+            .inner
+            .store
+            .report_load(&node.id, channels.len().min(u32::MAX as usize) as u32)
+            .await
+        {
+            tracing::debug!(node = %node.id, reason = %e, "load not reported");
+        }
         let mut bridged = std::collections::HashSet::new();
         for b in &bridges {
             let Some(room) = super::rooms::parse_bridge_name(&b.name) else {

@@ -41,6 +41,10 @@ pub struct Args {
     /// Calls in flight from the load generator.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Calls per second of the paced run that measures latency (below
+    /// saturation, so percentiles show work, not queueing).
+    #[arg(long, default_value_t = 400)]
+    pub rate: u32,
     /// Run corral on this Redis (else the in-memory store).
     #[arg(long)]
     pub redis: Option<String>,
@@ -79,7 +83,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let (corral, t) = with_corral(&sims, &args).await?;
     println!();
-    println!("                      calls/s    p50 setup   p99 setup");
+    println!(
+        "                      calls/s    p50 setup   p99 setup   (throughput closed-loop; setup times paced at {}/s)",
+        args.rate
+    );
     println!(
         "baseline (local app) {:>9.0}   {:>7.2} ms  {:>7.2} ms",
         base.calls_per_s,
@@ -99,9 +106,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!(
         "redirected {:.1}% of calls ({} of {}); confirmed {}; splits {}; degraded {}",
-        100.0 * t.redirected as f64 / args.calls.max(1) as f64,
+        100.0 * t.redirected as f64 / t.joined.max(1) as f64,
         t.redirected,
-        args.calls,
+        t.joined,
         t.confirmed,
         t.splits,
         t.degraded
@@ -109,42 +116,57 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends `args.calls` calls round-robin over `sims`, `concurrency` at a time.
-async fn load(sims: &[SimNode], args: &Args, tag: &str) -> anyhow::Result<()> {
+/// Sends `count` calls round-robin over `sims`: as fast as `concurrency`
+/// workers can (closed loop) when `rate` is `None`, else one every
+/// `1/rate` s.
+async fn load(
+    sims: &[SimNode],
+    args: &Args,
+    tag: &str,
+    count: usize,
+    rate: Option<u32>,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let next = Arc::new(AtomicU64::new(0));
     let urls: Arc<Vec<String>> = Arc::new(
         sims.iter()
             .map(|s| format!("{}/sim/calls", s.base_url()))
             .collect(),
     );
-    let mut tasks = Vec::new();
-    for w in 0..args.concurrency.max(1) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut tick = rate.map(|r| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        if let Some(t) = tick.as_mut() {
+            t.tick().await;
+        }
+        let permit = sem.clone().acquire_owned().await?;
         let http = http.clone();
-        let next = next.clone();
-        let urls = urls.clone();
-        let total = args.calls as u64;
-        let rooms = args.rooms.max(1);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ (w as u64) << 32);
-        let tag = tag.to_string();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let room = rng.random_range(0..rooms);
-                let url = &urls[(i as usize) % urls.len()];
-                let body = serde_json::json!({"exten": format!("conf-r{room}"), "caller": "100", "call_id": format!("{tag}{i}")});
-                let resp = http.post(url).json(&body).send().await?;
-                anyhow::ensure!(resp.status().as_u16() == 201, "call refused: {}", resp.status());
-            }
-        }));
+        let url = urls[i % urls.len()].clone();
+        let room = rng.random_range(0..args.rooms.max(1));
+        let body = serde_json::json!({"exten": format!("conf-r{room}"), "caller": "100", "call_id": format!("{tag}{i}")});
+        tasks.spawn(async move {
+            let resp = http.post(url).json(&body).send().await?;
+            drop(permit);
+            anyhow::ensure!(
+                resp.status().as_u16() == 201,
+                "call refused: {}",
+                resp.status()
+            );
+            Ok::<(), anyhow::Error>(())
+        });
+        while let Some(r) = tasks.try_join_next() {
+            r??;
+        }
     }
-    for t in tasks {
-        t.await??;
+    while let Some(r) = tasks.join_next().await {
+        r??;
     }
     Ok(())
 }
@@ -244,16 +266,39 @@ async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
             .await
             .context("baseline app did not connect")?;
     }
-    let started = Instant::now();
-    load(sims, args, "base").await?;
-    let total = args.calls as u64;
-    wait_until(Duration::from_secs(120), || {
-        done.load(Ordering::Relaxed) >= total
-    })
-    .await?;
-    let elapsed = started.elapsed();
+    let done_count = || done.load(Ordering::Relaxed);
+    let take = || {
+        samples
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    };
+    let figures = two_phases(sims, args, "base", done_count, take).await;
     cancel.cancel();
-    let mut s = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    figures
+}
+
+/// Phase 1, closed loop: `args.calls` calls as fast as the load generator
+/// can, for throughput. Phase 2, paced at `args.rate`: latency percentiles
+/// below saturation. `done` counts calls handled; `take` takes the latency
+/// samples kept so far.
+async fn two_phases(
+    sims: &[SimNode],
+    args: &Args,
+    tag: &str,
+    done: impl Fn() -> u64,
+    take: impl Fn() -> Vec<u32>,
+) -> anyhow::Result<RunFigures> {
+    let started = Instant::now();
+    load(sims, args, &format!("{tag}a"), args.calls, None).await?;
+    let total = args.calls as u64;
+    wait_until(Duration::from_secs(120), || done() >= total).await?;
+    let elapsed = started.elapsed();
+    let _ = take();
+    let paced = (args.rate as usize * 5).min(args.calls).max(1);
+    load(sims, args, &format!("{tag}b"), paced, Some(args.rate)).await?;
+    wait_until(Duration::from_secs(120), || done() >= total + paced as u64).await?;
+    let mut s = take();
     s.sort_unstable();
     Ok(RunFigures {
         calls_per_s: args.calls as f64 / elapsed.as_secs_f64(),
@@ -303,25 +348,16 @@ async fn with_corral(
         ctrl.nodes_streaming().iter().all(|(_, up)| *up)
     })
     .await?;
-    let started = Instant::now();
-    load(sims, args, "corral").await?;
-    let total = args.calls as u64;
-    wait_until(Duration::from_secs(120), || {
-        metrics.snapshot().joined >= total
-    })
-    .await?;
-    let elapsed = started.elapsed();
+    let figures = two_phases(
+        sims,
+        args,
+        "corral",
+        || metrics.snapshot().joined,
+        || metrics.take_samples(),
+    )
+    .await;
     let t = metrics.snapshot();
     shutdown.cancel();
     let _ = handle.await;
-    let mut s = metrics.take_samples();
-    s.sort_unstable();
-    Ok((
-        RunFigures {
-            calls_per_s: args.calls as f64 / elapsed.as_secs_f64(),
-            p50_us: percentile(&s, 0.50),
-            p99_us: percentile(&s, 0.99),
-        },
-        t,
-    ))
+    Ok((figures?, t))
 }
