@@ -504,7 +504,7 @@ impl SimNode {
         let listener = net::bind(cfg.listen)?;
         let addr = listener.local_addr()?;
         let seed = cfg.seed.unwrap_or_else(rand::random);
-        tracing::info!(node = %cfg.id, %addr, seed, "simulated node starting");
+        tracing::debug!(node = %cfg.id, %addr, seed, "simulated node starting");
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(8)
             .timeout(Duration::from_secs(5))
@@ -587,7 +587,7 @@ impl SimNode {
     pub async fn kill(&self) {
         let inc = lock(&self.inner.running).take();
         if let Some(inc) = inc {
-            tracing::info!(node = %self.inner.common.id, "simulated node killed");
+            tracing::debug!(node = %self.inner.common.id, "simulated node killed");
             inc.shared.cancel.cancel();
             inc.shared.close_all_sockets();
             inc.server.abort();
@@ -616,7 +616,7 @@ impl SimNode {
             }
         };
         let inc = Self::serve(self.inner.common.clone(), listener);
-        tracing::info!(node = %self.inner.common.id, %addr, "simulated node restarted");
+        tracing::debug!(node = %self.inner.common.id, %addr, "simulated node restarted");
         *lock(&self.inner.running) = Some(inc);
         Ok(())
     }
