@@ -306,14 +306,19 @@ impl SimConfig {
     }
 }
 
-/// A MAC-like EID derived from a node id (FNV-1a), locally administered so
-/// it cannot clash with a real NIC's.
+/// A MAC-like EID derived from a node id (FNV-1a, then mixed), locally
+/// administered so it cannot clash with a real NIC's.
 pub fn derive_asterisk_id(id: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    // splitmix64's finaliser, so that ids differing in one character give
+    // EIDs that differ everywhere.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
     let b = h.to_be_bytes();
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
