@@ -257,6 +257,9 @@ pub struct SimConfig {
     pub endpoints: HashMap<String, EndpointScript>,
     /// The script of endpoints not in `endpoints`.
     pub default_endpoint: EndpointScript,
+    /// Events that may wait for one websocket's writer; a socket that falls
+    /// further behind is closed (Asterisk's write timeout, in frames).
+    pub event_queue: usize,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -275,6 +278,9 @@ impl std::fmt::Debug for SimConfig {
 }
 
 impl SimConfig {
+    /// The default of [`SimConfig::event_queue`].
+    pub const DEFAULT_EVENT_QUEUE: usize = 65_536;
+
     /// The default ARI user and password.
     pub const DEFAULT_CREDENTIALS: &'static str = "corral";
 
@@ -295,6 +301,7 @@ impl SimConfig {
             seed: None,
             endpoints: HashMap::new(),
             default_endpoint: EndpointScript::default(),
+            event_queue: Self::DEFAULT_EVENT_QUEUE,
         }
     }
 
@@ -427,6 +434,7 @@ pub(crate) struct Common {
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) endpoints: Mutex<HashMap<String, EndpointScript>>,
     pub(crate) default_endpoint: EndpointScript,
+    pub(crate) event_queue: usize,
     pub(crate) stats: Counters,
     pub(crate) http: reqwest::Client,
 }
@@ -528,6 +536,7 @@ impl SimNode {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             endpoints: Mutex::new(cfg.endpoints),
             default_endpoint: cfg.default_endpoint,
+            event_queue: cfg.event_queue.max(1),
             stats: Counters::default(),
             http,
         });

@@ -15,10 +15,11 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::bump;
 use super::rest::{AriError, parse_urlencoded};
-use super::state::{SOCKET_QUEUE, Shared};
+use super::state::Shared;
 
 /// Unregisters the socket when dropped: after the connection ends, or if the
 /// upgrade never completes.
@@ -65,8 +66,11 @@ pub(crate) async fn events(State(sh): State<Arc<Shared>>, req: Request) -> Respo
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
-    let id = sh.lock().register_socket(&apps, subscribe_all, tx);
+    let (tx, rx) = mpsc::channel(sh.common.event_queue);
+    let close = CancellationToken::new();
+    let id = sh
+        .lock()
+        .register_socket(&apps, subscribe_all, tx, close.clone());
     tracing::debug!(node = %sh.common.id, socket = id, ?apps, subscribe_all, "event websocket connected");
     let reg = Registration {
         shared: sh.clone(),
@@ -74,25 +78,32 @@ pub(crate) async fn events(State(sh): State<Arc<Shared>>, req: Request) -> Respo
     };
     upgrade
         .protocols(["ari"])
-        .on_upgrade(move |socket| run(socket, rx, reg))
+        .on_upgrade(move |socket| run(socket, rx, close, reg))
 }
 
-async fn run(mut socket: WebSocket, mut rx: mpsc::Receiver<String>, reg: Registration) {
+async fn run(
+    mut socket: WebSocket,
+    mut rx: mpsc::Receiver<String>,
+    close: CancellationToken,
+    reg: Registration,
+) {
     let sh = reg.shared.clone();
     loop {
         tokio::select! {
             _ = sh.cancel.cancelled() => break,
+            _ = close.cancelled() => {
+                // The node dropped this socket: the close-websockets fault,
+                // or a reader too far behind.
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
             ev = rx.recv() => {
-                let Some(text) = ev else {
-                    // The node dropped this socket: the close-websockets
-                    // fault, or a reader too slow to keep up.
-                    let _ = socket.send(Message::Close(None)).await;
-                    break;
-                };
+                let Some(text) = ev else { break };
                 let faults = sh.common.faults();
                 if faults.event_delay_ms > 0 {
                     tokio::select! {
                         _ = sh.cancel.cancelled() => break,
+                        _ = close.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(faults.event_delay_ms)) => {}
                     }
                 }
