@@ -678,3 +678,31 @@ impl SimNode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_asterisk_ids_look_like_local_macs() {
+        let a = derive_asterisk_id("ast1");
+        assert_eq!(a, derive_asterisk_id("ast1"));
+        assert_ne!(a, derive_asterisk_id("ast2"));
+        let bytes: Vec<u8> = a
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+            .collect();
+        assert_eq!(bytes.len(), 6);
+        assert_eq!(bytes[0] & 0x03, 0x02, "locally administered, unicast");
+        assert_eq!(a, a.to_lowercase());
+    }
+
+    #[test]
+    fn version_profiles_set_the_redirect_cause() {
+        assert_eq!(VersionProfile::Ast22_10.redirect_cause(), (23, Some(302)));
+        assert_eq!(VersionProfile::Ast22_7.redirect_cause(), (16, Some(302)));
+        assert_eq!(VersionProfile::Ast20_0.redirect_cause(), (16, None));
+        assert_eq!(VersionProfile::parse("22.7"), Some(VersionProfile::Ast22_7));
+        assert_eq!(VersionProfile::parse("21"), None);
+    }
+}

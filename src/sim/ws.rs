@@ -64,7 +64,10 @@ pub(crate) async fn events(State(sh): State<Arc<Shared>>, req: Request) -> Respo
         .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1"));
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            return AriError::new(rejection.status().as_u16(), rejection.body_text())
+                .into_response();
+        }
     };
     let (tx, rx) = mpsc::channel(sh.common.event_queue);
     let close = CancellationToken::new();
