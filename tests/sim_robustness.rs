@@ -324,3 +324,34 @@ async fn a_socket_too_far_behind_is_cut_off() {
     assert_eq!(r.body["stasis"], "failed");
     still_serving(&ari).await;
 }
+
+/// hang() is the in-process SIGSTOP: connections stay open but nothing is
+/// answered (REST, control API, PING); resume() serves what waited.
+#[tokio::test]
+async fn a_hung_node_answers_nothing_until_resumed() {
+    let node = start("hung").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    node.hang();
+    assert!(node.is_hung());
+    let waiting = {
+        let ari = ari.clone();
+        tokio::spawn(async move { ari.get("/ari/asterisk/ping").await.status })
+    };
+    ev.ping();
+    // A negative check needs a bound: nothing may come back within it.
+    let probe =
+        tokio::time::timeout(std::time::Duration::from_millis(300), ari.get("/sim/stats")).await;
+    assert!(probe.is_err(), "a hung node answered");
+    assert!(!waiting.is_finished());
+    assert_eq!(*ev.pongs.lock().expect("lock"), 0);
+    assert!(!ev.is_closed());
+
+    node.resume();
+    assert_eq!(waiting.await.expect("task"), 200);
+    eventually(DEADLINE, "PONG after resume", || async {
+        (*ev.pongs.lock().expect("lock") > 0).then_some(())
+    })
+    .await;
+    still_serving(&ari).await;
+}

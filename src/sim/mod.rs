@@ -437,6 +437,8 @@ pub(crate) struct Common {
     pub(crate) event_queue: usize,
     pub(crate) stats: Counters,
     pub(crate) http: reqwest::Client,
+    /// True while the node is hung (the in-process SIGSTOP).
+    pub(crate) hung: tokio::sync::watch::Sender<bool>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -462,6 +464,16 @@ impl Common {
             return true;
         }
         lock(&self.rng).random_bool(p)
+    }
+
+    /// Returns at once unless the node is hung; then waits until it is
+    /// resumed.
+    pub(crate) async fn wait_unhung(&self) {
+        if !*self.hung.borrow() {
+            return;
+        }
+        let mut rx = self.hung.subscribe();
+        let _ = rx.wait_for(|hung| !*hung).await;
     }
 
     pub(crate) fn endpoint_script(&self, resource: &str) -> EndpointScript {
@@ -539,6 +551,7 @@ impl SimNode {
             event_queue: cfg.event_queue.max(1),
             stats: Counters::default(),
             http,
+            hung: tokio::sync::watch::Sender::new(false),
         });
         let inner = Arc::new(NodeInner {
             common: common.clone(),
@@ -668,6 +681,23 @@ impl SimNode {
     /// Sets what the far end of `PJSIP/<resource>` does when originated.
     pub fn set_endpoint(&self, resource: impl Into<String>, script: EndpointScript) {
         lock(&self.inner.common.endpoints).insert(resource.into(), script);
+    }
+
+    /// Hangs the node, like SIGSTOP on a real process: connections stay
+    /// open, but no request is answered, no event is written and no PING is
+    /// answered until [`SimNode::resume`].
+    pub fn hang(&self) {
+        self.inner.common.hung.send_replace(true);
+    }
+
+    /// Ends [`SimNode::hang`]: requests that waited are served.
+    pub fn resume(&self) {
+        self.inner.common.hung.send_replace(false);
+    }
+
+    /// True while hung.
+    pub fn is_hung(&self) -> bool {
+        *self.inner.common.hung.borrow()
     }
 
     /// Closes every event websocket now (a network blip); the apps become

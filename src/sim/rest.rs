@@ -558,6 +558,8 @@ fn authorized(sh: &Shared, req: &Request) -> bool {
 }
 
 async fn guard(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    // A hung node answers nothing, the control API included (SIGSTOP).
+    sh.common.wait_unhung().await;
     let path = req.uri().path();
     if path == "/ari" || path.starts_with("/ari/") {
         if !authorized(&sh, &req) {

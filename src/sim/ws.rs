@@ -91,9 +91,19 @@ async fn run(
     reg: Registration,
 ) {
     let sh = reg.shared.clone();
+    let mut hung = sh.common.hung.subscribe();
     loop {
+        if *hung.borrow_and_update() {
+            // Hung (SIGSTOP): write nothing, read nothing (so no PONG).
+            tokio::select! {
+                _ = sh.cancel.cancelled() => break,
+                _ = close.cancelled() => break,
+                _ = hung.changed() => continue,
+            }
+        }
         tokio::select! {
             _ = sh.cancel.cancelled() => break,
+            _ = hung.changed() => continue,
             _ = close.cancelled() => {
                 // The node dropped this socket: the close-websockets fault,
                 // or a reader too far behind.
