@@ -642,6 +642,8 @@ impl SimNode {
                 Err(err) => return Err(err),
             }
         };
+        // A new process is not stopped, whatever the old one was.
+        self.resume();
         let inc = Self::serve(self.inner.common.clone(), listener);
         tracing::debug!(node = %self.inner.common.id, %addr, "simulated node restarted");
         *lock(&self.inner.running) = Some(inc);
