@@ -299,3 +299,59 @@ async fn control_api_reports_state() {
     assert_eq!(r.status, 204);
     still_serving(&ari).await;
 }
+
+/// A websocket that falls further behind than its queue (here: a writer
+/// slowed by event_delay_ms and a queue of 4) is closed, as Asterisk closes
+/// a socket whose write times out; its app becomes inactive and the node
+/// keeps serving.
+#[tokio::test]
+async fn a_socket_too_far_behind_is_cut_off() {
+    let mut cfg = SimConfig::new("slow");
+    cfg.event_queue = 4;
+    cfg.faults = Faults {
+        event_delay_ms: 200,
+        ..Faults::default()
+    };
+    let node = SimNode::start(cfg).await.expect("start");
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    for i in 0..10 {
+        ari.call("conf-s", &i.to_string()).await;
+    }
+    ev.wait_closed().await;
+    assert_eq!(ari.stats().await["websockets_cut"].as_u64(), Some(1));
+    let r = ari.call("conf-s", "late").await;
+    assert_eq!(r.body["stasis"], "failed");
+    still_serving(&ari).await;
+}
+
+/// hang() is the in-process SIGSTOP: connections stay open but nothing is
+/// answered (REST, control API, PING); resume() serves what waited.
+#[tokio::test]
+async fn a_hung_node_answers_nothing_until_resumed() {
+    let node = start("hung").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    node.hang();
+    assert!(node.is_hung());
+    let waiting = {
+        let ari = ari.clone();
+        tokio::spawn(async move { ari.get("/ari/asterisk/ping").await.status })
+    };
+    ev.ping();
+    // A negative check needs a bound: nothing may come back within it.
+    let probe =
+        tokio::time::timeout(std::time::Duration::from_millis(300), ari.get("/sim/stats")).await;
+    assert!(probe.is_err(), "a hung node answered");
+    assert!(!waiting.is_finished());
+    assert_eq!(*ev.pongs.lock().expect("lock"), 0);
+    assert!(!ev.is_closed());
+
+    node.resume();
+    assert_eq!(waiting.await.expect("task"), 200);
+    eventually(DEADLINE, "PONG after resume", || async {
+        (*ev.pongs.lock().expect("lock") > 0).then_some(())
+    })
+    .await;
+    still_serving(&ari).await;
+}

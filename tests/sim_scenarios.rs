@@ -777,3 +777,58 @@ async fn auth_and_routing_errors() {
     assert!(info.get("build").is_none());
     assert!(info["status"]["startup_time"].is_string());
 }
+
+/// An explicit subscription (`POST /applications/{app}/subscription`) keeps
+/// the app subscribed after StasisEnd, so it gets ChannelDestroyed; errors
+/// follow stasis_app_subscribe (400, 404, 422, and 409 on unsubscribe).
+#[tokio::test]
+async fn explicit_subscription_delivers_channel_destroyed() {
+    let node = start("subs").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    let call = ari.call("conf-s", "1").await;
+    let chan = call.body["channel_id"].as_str().expect("id").to_string();
+    ev.wait("StasisStart").await;
+    let base = "/ari/applications/corral/subscription";
+    assert_eq!(ari.post(base).await.status, 400);
+    assert_eq!(
+        ari.post("/ari/applications/ghost/subscription?eventSource=channel:x")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        ari.post(&format!("{base}?eventSource=planet:x"))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        ari.post(&format!("{base}?eventSource=channel:ghost"))
+            .await
+            .status,
+        422
+    );
+    assert_eq!(
+        ari.delete(&format!("{base}?eventSource=channel:{chan}"))
+            .await
+            .status,
+        409
+    );
+    let r = ari
+        .post(&format!("{base}?eventSource=channel:{chan}"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["channel_ids"], json!([chan]));
+    assert_eq!(
+        ari.delete(&format!(
+            "/sim/calls/{}",
+            call.body["call_id"].as_str().expect("call")
+        ))
+        .await
+        .status,
+        204
+    );
+    let d = ev.wait_for_channel("ChannelDestroyed", &chan).await;
+    assert_eq!(d["cause_txt"], "Normal Clearing");
+}

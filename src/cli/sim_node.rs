@@ -133,7 +133,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         duplicate_events: share("duplicate-events", args.duplicate_events)?,
         rest_error_rate: share("rest-error-rate", args.rest_error_rate)?,
     };
-    cfg.seed = args.seed;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    cfg.seed = Some(seed);
     let listen = cfg.listen;
     let node = SimNode::start(cfg)
         .await
@@ -142,6 +143,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node = node.id(),
         ari = %format!("{}/ari", node.base_url()),
         asterisk_id = node.asterisk_id(),
+        seed,
         "simulated node running; stop with Ctrl-C"
     );
     println!(

@@ -257,6 +257,9 @@ pub struct SimConfig {
     pub endpoints: HashMap<String, EndpointScript>,
     /// The script of endpoints not in `endpoints`.
     pub default_endpoint: EndpointScript,
+    /// Events that may wait for one websocket's writer; a socket that falls
+    /// further behind is closed (Asterisk's write timeout, in frames).
+    pub event_queue: usize,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -275,6 +278,9 @@ impl std::fmt::Debug for SimConfig {
 }
 
 impl SimConfig {
+    /// The default of [`SimConfig::event_queue`].
+    pub const DEFAULT_EVENT_QUEUE: usize = 65_536;
+
     /// The default ARI user and password.
     pub const DEFAULT_CREDENTIALS: &'static str = "corral";
 
@@ -295,6 +301,7 @@ impl SimConfig {
             seed: None,
             endpoints: HashMap::new(),
             default_endpoint: EndpointScript::default(),
+            event_queue: Self::DEFAULT_EVENT_QUEUE,
         }
     }
 
@@ -306,14 +313,19 @@ impl SimConfig {
     }
 }
 
-/// A MAC-like EID derived from a node id (FNV-1a), locally administered so
-/// it cannot clash with a real NIC's.
+/// A MAC-like EID derived from a node id (FNV-1a, then mixed), locally
+/// administered so it cannot clash with a real NIC's.
 pub fn derive_asterisk_id(id: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    // splitmix64's finaliser, so that ids differing in one character give
+    // EIDs that differ everywhere.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
     let b = h.to_be_bytes();
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -422,8 +434,11 @@ pub(crate) struct Common {
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) endpoints: Mutex<HashMap<String, EndpointScript>>,
     pub(crate) default_endpoint: EndpointScript,
+    pub(crate) event_queue: usize,
     pub(crate) stats: Counters,
     pub(crate) http: reqwest::Client,
+    /// True while the node is hung (the in-process SIGSTOP).
+    pub(crate) hung: tokio::sync::watch::Sender<bool>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -449,6 +464,16 @@ impl Common {
             return true;
         }
         lock(&self.rng).random_bool(p)
+    }
+
+    /// Returns at once unless the node is hung; then waits until it is
+    /// resumed.
+    pub(crate) async fn wait_unhung(&self) {
+        if !*self.hung.borrow() {
+            return;
+        }
+        let mut rx = self.hung.subscribe();
+        let _ = rx.wait_for(|hung| !*hung).await;
     }
 
     pub(crate) fn endpoint_script(&self, resource: &str) -> EndpointScript {
@@ -504,7 +529,7 @@ impl SimNode {
         let listener = net::bind(cfg.listen)?;
         let addr = listener.local_addr()?;
         let seed = cfg.seed.unwrap_or_else(rand::random);
-        tracing::info!(node = %cfg.id, %addr, seed, "simulated node starting");
+        tracing::debug!(node = %cfg.id, %addr, seed, "simulated node starting");
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(8)
             .timeout(Duration::from_secs(5))
@@ -523,8 +548,10 @@ impl SimNode {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             endpoints: Mutex::new(cfg.endpoints),
             default_endpoint: cfg.default_endpoint,
+            event_queue: cfg.event_queue.max(1),
             stats: Counters::default(),
             http,
+            hung: tokio::sync::watch::Sender::new(false),
         });
         let inner = Arc::new(NodeInner {
             common: common.clone(),
@@ -587,7 +614,7 @@ impl SimNode {
     pub async fn kill(&self) {
         let inc = lock(&self.inner.running).take();
         if let Some(inc) = inc {
-            tracing::info!(node = %self.inner.common.id, "simulated node killed");
+            tracing::debug!(node = %self.inner.common.id, "simulated node killed");
             inc.shared.cancel.cancel();
             inc.shared.close_all_sockets();
             inc.server.abort();
@@ -615,8 +642,10 @@ impl SimNode {
                 Err(err) => return Err(err),
             }
         };
+        // A new process is not stopped, whatever the old one was.
+        self.resume();
         let inc = Self::serve(self.inner.common.clone(), listener);
-        tracing::info!(node = %self.inner.common.id, %addr, "simulated node restarted");
+        tracing::debug!(node = %self.inner.common.id, %addr, "simulated node restarted");
         *lock(&self.inner.running) = Some(inc);
         Ok(())
     }
@@ -656,11 +685,56 @@ impl SimNode {
         lock(&self.inner.common.endpoints).insert(resource.into(), script);
     }
 
+    /// Hangs the node, like SIGSTOP on a real process: connections stay
+    /// open, but no request is answered, no event is written and no PING is
+    /// answered until [`SimNode::resume`].
+    pub fn hang(&self) {
+        self.inner.common.hung.send_replace(true);
+    }
+
+    /// Ends [`SimNode::hang`]: requests that waited are served.
+    pub fn resume(&self) {
+        self.inner.common.hung.send_replace(false);
+    }
+
+    /// True while hung.
+    pub fn is_hung(&self) -> bool {
+        *self.inner.common.hung.borrow()
+    }
+
     /// Closes every event websocket now (a network blip); the apps become
     /// inactive until clients reconnect.
     pub fn close_websockets(&self) {
         if let Some(inc) = lock(&self.inner.running).as_ref() {
             inc.shared.close_all_sockets();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_asterisk_ids_look_like_local_macs() {
+        let a = derive_asterisk_id("ast1");
+        assert_eq!(a, derive_asterisk_id("ast1"));
+        assert_ne!(a, derive_asterisk_id("ast2"));
+        let bytes: Vec<u8> = a
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+            .collect();
+        assert_eq!(bytes.len(), 6);
+        assert_eq!(bytes[0] & 0x03, 0x02, "locally administered, unicast");
+        assert_eq!(a, a.to_lowercase());
+    }
+
+    #[test]
+    fn version_profiles_set_the_redirect_cause() {
+        assert_eq!(VersionProfile::Ast22_10.redirect_cause(), (23, Some(302)));
+        assert_eq!(VersionProfile::Ast22_7.redirect_cause(), (16, Some(302)));
+        assert_eq!(VersionProfile::Ast20_0.redirect_cause(), (16, None));
+        assert_eq!(VersionProfile::parse("22.7"), Some(VersionProfile::Ast22_7));
+        assert_eq!(VersionProfile::parse("21"), None);
     }
 }

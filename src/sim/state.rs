@@ -24,11 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Common, bump, lock};
 
-/// How many events may wait for one websocket writer before the reader is
-/// considered too slow and cut off (Asterisk's 100 ms write timeout, in
-/// frames rather than time).
-pub(crate) const SOCKET_QUEUE: usize = 65_536;
-
 /// Asterisk's timestamp format: `2026-01-01T12:00:00.123+0000`.
 pub(crate) fn format_ts(t: OffsetDateTime) -> String {
     let fmt = format_description!(
@@ -187,6 +182,9 @@ pub(crate) struct App {
 pub(crate) struct Socket {
     pub(crate) tx: mpsc::Sender<String>,
     pub(crate) apps: Vec<String>,
+    /// Cancelled when the node drops the socket: its task closes it at once,
+    /// without writing what is still queued.
+    pub(crate) close: CancellationToken,
 }
 
 /// How a channel goes away.
@@ -296,6 +294,7 @@ impl State {
         apps: &[String],
         subscribe_all: bool,
         tx: mpsc::Sender<String>,
+        close: CancellationToken,
     ) -> u64 {
         let id = self.next_socket;
         self.next_socket += 1;
@@ -304,6 +303,7 @@ impl State {
             Socket {
                 tx,
                 apps: apps.to_vec(),
+                close,
             },
         );
         for name in apps {
@@ -325,6 +325,7 @@ impl State {
     /// Forgets a websocket; the apps it still owns become inactive.
     pub(crate) fn drop_socket(&mut self, id: u64) {
         if let Some(s) = self.sockets.remove(&id) {
+            s.close.cancel();
             for name in s.apps {
                 if let Some(a) = self.apps.get_mut(&name)
                     && a.owner == Some(id)

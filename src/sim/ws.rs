@@ -15,10 +15,11 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::bump;
 use super::rest::{AriError, parse_urlencoded};
-use super::state::{SOCKET_QUEUE, Shared};
+use super::state::Shared;
 
 /// Unregisters the socket when dropped: after the connection ends, or if the
 /// upgrade never completes.
@@ -63,10 +64,16 @@ pub(crate) async fn events(State(sh): State<Arc<Shared>>, req: Request) -> Respo
         .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1"));
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            return AriError::new(rejection.status().as_u16(), rejection.body_text())
+                .into_response();
+        }
     };
-    let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
-    let id = sh.lock().register_socket(&apps, subscribe_all, tx);
+    let (tx, rx) = mpsc::channel(sh.common.event_queue);
+    let close = CancellationToken::new();
+    let id = sh
+        .lock()
+        .register_socket(&apps, subscribe_all, tx, close.clone());
     tracing::debug!(node = %sh.common.id, socket = id, ?apps, subscribe_all, "event websocket connected");
     let reg = Registration {
         shared: sh.clone(),
@@ -74,25 +81,42 @@ pub(crate) async fn events(State(sh): State<Arc<Shared>>, req: Request) -> Respo
     };
     upgrade
         .protocols(["ari"])
-        .on_upgrade(move |socket| run(socket, rx, reg))
+        .on_upgrade(move |socket| run(socket, rx, close, reg))
 }
 
-async fn run(mut socket: WebSocket, mut rx: mpsc::Receiver<String>, reg: Registration) {
+async fn run(
+    mut socket: WebSocket,
+    mut rx: mpsc::Receiver<String>,
+    close: CancellationToken,
+    reg: Registration,
+) {
     let sh = reg.shared.clone();
+    let mut hung = sh.common.hung.subscribe();
     loop {
+        if *hung.borrow_and_update() {
+            // Hung (SIGSTOP): write nothing, read nothing (so no PONG).
+            tokio::select! {
+                _ = sh.cancel.cancelled() => break,
+                _ = close.cancelled() => break,
+                _ = hung.changed() => continue,
+            }
+        }
         tokio::select! {
             _ = sh.cancel.cancelled() => break,
+            _ = hung.changed() => continue,
+            _ = close.cancelled() => {
+                // The node dropped this socket: the close-websockets fault,
+                // or a reader too far behind.
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
             ev = rx.recv() => {
-                let Some(text) = ev else {
-                    // The node dropped this socket: the close-websockets
-                    // fault, or a reader too slow to keep up.
-                    let _ = socket.send(Message::Close(None)).await;
-                    break;
-                };
+                let Some(text) = ev else { break };
                 let faults = sh.common.faults();
                 if faults.event_delay_ms > 0 {
                     tokio::select! {
                         _ = sh.cancel.cancelled() => break,
+                        _ = close.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(faults.event_delay_ms)) => {}
                     }
                 }

@@ -117,11 +117,29 @@ pub fn enc(s: &str) -> String {
 }
 
 impl Drop for Events {
-    /// Closes the socket (a close frame, then the TCP connection).
+    /// Closes the socket (a close frame, then the TCP connection), and
+    /// checks every event received against the spec's models, so that each
+    /// scenario validates what it collected.
     fn drop(&mut self) {
         let _ = self.tx.send(Message::Close(None));
+        if std::thread::panicking() {
+            return;
+        }
+        let spec = SPEC.get_or_init(spec::Spec::load);
+        let problems: Vec<String> = self
+            .all()
+            .iter()
+            .flat_map(|e| spec.check_event(e))
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "events off the spec:\n{}",
+            problems.join("\n")
+        );
     }
 }
+
+static SPEC: std::sync::OnceLock<spec::Spec> = std::sync::OnceLock::new();
 
 /// An event websocket and everything it has received so far.
 pub struct Events {

@@ -2,6 +2,7 @@
 //! measured in the same run (ratios and percentiles, never one timing).
 
 pub mod calls;
+pub mod sim;
 
 /// The benchmarks.
 #[derive(Debug, clap::Subcommand)]
@@ -9,11 +10,15 @@ pub enum Bench {
     /// The call path on in-process simulated nodes, against a trivial local
     /// app on the same nodes.
     Calls(calls::Args),
+    /// The simulated node itself: start time of 50 nodes, calls per second
+    /// on one node without dropping events.
+    Sim(sim::Args),
 }
 
 /// Runs one benchmark.
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Calls(args) => calls::run(args).await,
+        Bench::Sim(args) => sim::run(args).await,
     }
 }
