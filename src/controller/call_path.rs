@@ -24,7 +24,7 @@ use std::time::Instant;
 use super::{Controller, FarmEvent, NodeRuntime};
 use crate::ari::rest::Channel;
 use crate::domain::{AgentId, ChannelId, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId};
-use crate::store::{Consumed, MemberAdded, Resolution, TokenGrant, TokenRecord};
+use crate::store::{Consumed, MemberAdded, TokenGrant, TokenRecord};
 
 /// What a `StasisStart`'s arguments ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,70 +131,19 @@ impl Controller {
         }
     }
 
-    /// Resolves the owner of `room` for an arrival on `landing`.
+    /// Resolves the owner of `room` for an arrival on `landing`; a store
+    /// that cannot answer or a farm with no eligible node means a degraded
+    /// join where the call landed.
     pub(crate) async fn decide(&self, room: &RoomKey, landing: &NodeId) -> Decision {
-        for attempt in 0..2 {
-            let choice = {
-                let view = self
-                    .inner
-                    .view
-                    .read()
-                    .map(|v| v.clone())
-                    .unwrap_or_default();
-                let mut policy = match self.inner.policy.lock() {
-                    Ok(p) => p,
-                    Err(p) => p.into_inner(),
-                };
-                policy.choose(room, Some(landing), &view)
-            };
-            let Some(choice) = choice else {
-                if attempt == 0 {
-                    self.refresh_view().await;
-                    continue;
-                }
-                return Decision::Degraded("no_eligible_node");
-            };
-            let started = Instant::now();
-            let result = self.inner.store.resolve_placement(room, &choice).await;
-            self.inner
-                .metrics
-                .store_latency("resolve_placement", started.elapsed());
-            match result {
-                Ok(Resolution::Owner {
-                    node,
-                    epoch,
-                    created,
-                    previous,
-                }) => {
-                    if created {
-                        if let Ok(mut p) = self.inner.policy.lock() {
-                            p.record_placement(&node);
-                        }
-                        self.inner.metrics.placed(&node);
-                        self.emit(FarmEvent::RoomPlaced {
-                            room: room.clone(),
-                            node: node.clone(),
-                            epoch: epoch.0,
-                            previous,
-                        });
-                    }
-                    return if &node == landing {
-                        Decision::Here
-                    } else {
-                        Decision::There(node)
-                    };
-                }
-                Ok(Resolution::ChoiceIneligible { node }) => {
-                    tracing::debug!(room = %room, node = %node, "choice ineligible; refreshing the node view");
-                    self.refresh_view().await;
-                }
-                Err(e) => {
-                    tracing::warn!(room = %room, node = %landing, reason = %e, "store unavailable; joining where the call landed");
-                    return Decision::Degraded("store_unavailable");
-                }
+        match self.resolve(room, Some(landing)).await {
+            Ok((node, _, _)) if &node == landing => Decision::Here,
+            Ok((node, _, _)) => Decision::There(node),
+            Err(super::apps::AppError::Store(e)) => {
+                tracing::warn!(room = %room, node = %landing, reason = %e, "store unavailable; joining where the call landed");
+                Decision::Degraded("store_unavailable")
             }
+            Err(_) => Decision::Degraded("no_eligible_node"),
         }
-        Decision::Degraded("no_eligible_node")
     }
 
     /// Places one call: join here, or redirect to the owner.

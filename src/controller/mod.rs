@@ -17,6 +17,7 @@
 //! - [`call_path`]: `StasisStart` → resolve → join or redirect; tokens.
 //! - [`rooms`]: bridges, members, linger and release.
 
+pub mod apps;
 pub mod call_path;
 pub mod node;
 pub mod rooms;
