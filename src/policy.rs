@@ -142,12 +142,10 @@ impl Policy {
                 .max_by_key(|n| rendezvous(room, &n.id))
                 .map(|n| n.id.clone());
         }
-        if let Some(l) = landing {
-            if let Some(n) = eligible.iter().find(|n| &n.id == l) {
-                if self.load(n) < 1.0 {
-                    return Some(n.id.clone());
-                }
-            }
+        if let Some(n) = landing.and_then(|l| eligible.iter().find(|n| &n.id == l))
+            && self.load(n) < 1.0
+        {
+            return Some(n.id.clone());
         }
         match self.strategy {
             Strategy::PowerOfTwo if eligible.len() > 2 => {

@@ -411,7 +411,7 @@ impl Store for MemoryStore {
         let now = self.now_ms();
         let mut st = self.lock();
         st.mints += 1;
-        if st.mints % SWEEP_EVERY == 0 {
+        if st.mints.is_multiple_of(SWEEP_EVERY) {
             st.tokens.retain(|_, t| t.gone_ms > now);
         }
         if st.tokens.get(token).is_some_and(|t| t.gone_ms > now) {
@@ -579,19 +579,20 @@ impl Store for MemoryStore {
             if filter.node.as_ref().is_some_and(|f| f != node) {
                 continue;
             }
-            if let Some((an, _)) = &after {
-                if node < an {
-                    continue;
-                }
+            if let Some((an, _)) = &after
+                && node < an
+            {
+                continue;
             }
             let Some(idx) = st.index.get(node) else {
                 continue;
             };
             for key in idx {
-                if let Some((an, ar)) = &after {
-                    if node == an && key <= ar {
-                        continue;
-                    }
+                if let Some((an, ar)) = &after
+                    && node == an
+                    && key <= ar
+                {
+                    continue;
                 }
                 if filter.kind.is_some_and(|k| k != key.kind) {
                     continue;

@@ -392,14 +392,13 @@ impl RedisStore {
                 Conn::Sentinel(s) => {
                     let mut m = s.get().await?;
                     let r = req.run_on(&mut m).await;
-                    if let Err(e) = &r {
-                        if is_connectivity(e)
+                    if let Err(e) = &r
+                        && (is_connectivity(e)
                             || e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-                        {
-                            warn!(reason = %e, "master connection lost; asking the sentinels again");
-                            s.forget();
-                        }
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+                    {
+                        warn!(reason = %e, "master connection lost; asking the sentinels again");
+                        s.forget();
                     }
                     r
                 }
@@ -987,10 +986,10 @@ impl Store for RedisStore {
         let want = limit + 1;
         let mut rooms: Vec<Placement> = Vec::new();
         for node in nodes {
-            if let Some((an, _)) = &after {
-                if &node < an {
-                    continue;
-                }
+            if let Some((an, _)) = &after
+                && &node < an
+            {
+                continue;
             }
             let mut min = if kind_min.is_empty() {
                 "-".to_owned()
@@ -1002,12 +1001,12 @@ impl Store for RedisStore {
             } else {
                 format!("({kind_max}")
             };
-            if let Some((an, ar)) = &after {
-                if *an == node {
-                    let m = keys::room_member(ar);
-                    if kind_min.is_empty() || m >= kind_min {
-                        min = format!("({m}");
-                    }
+            if let Some((an, ar)) = &after
+                && *an == node
+            {
+                let m = keys::room_member(ar);
+                if kind_min.is_empty() || m >= kind_min {
+                    min = format!("({m}");
                 }
             }
             let mut inv = self.scripts.list_rooms.prepare_invoke();

@@ -206,13 +206,11 @@ impl RedisProcess {
             if pong.is_ok() {
                 return;
             }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
-                        "redis-server exited at start ({status}); is port {} taken?",
-                        self.port
-                    );
-                }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "redis-server exited at start ({status}); is port {} taken?",
+                    self.port
+                );
             }
             assert!(
                 start.elapsed() < START_DEADLINE,
