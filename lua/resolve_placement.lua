@@ -18,8 +18,6 @@
 -- max_rooms. The script never chooses a node. A new placement takes a fresh
 -- epoch from the farm-wide sequence (epochs only grow) and starts empty:
 -- members of a dead owner are dropped with the old placement.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = KEYS[5]
 
 local room = redis.call('HMGET', KEYS[1], 'n', 'g', 'e', 'k')
@@ -39,6 +37,9 @@ if c[4] and redis.call('ZCARD', KEYS[4]) >= tonumber(c[4]) then
   return {'ineligible'}
 end
 
+-- Only a new placement needs the clock (the common path above is reads).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if owner then
   redis.call('ZREM', prefix .. 'nr:' .. owner, ARGV[1])
   local okey = prefix .. 'n:' .. owner

@@ -229,7 +229,12 @@ impl Policy {
     /// reports have caught up with.
     fn observe(&mut self, nodes: &[NodeRecord]) {
         for n in nodes {
-            self.last.insert(n.id.clone(), (n.channels, n.updated_ms));
+            match self.last.get_mut(&n.id) {
+                Some(seen) => *seen = (n.channels, n.updated_ms),
+                None => {
+                    self.last.insert(n.id.clone(), (n.channels, n.updated_ms));
+                }
+            }
             if let Some(r) = self.recent.get(&n.id) {
                 let caught_up = n.channels >= r.base + r.placed * Self::PLACEMENT_WEIGHT;
                 let stale = n.updated_ms >= r.seen_ms.saturating_add(Self::DECAY_MS);

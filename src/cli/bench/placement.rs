@@ -60,6 +60,9 @@ pub struct Args {
     /// Seed of the policy and of the simulated room sizes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Client runtime threads for the store runs (1 = current-thread).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// Runs the benchmark and prints its figures.
@@ -86,20 +89,45 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         redis_url: Some(url.clone()),
         ..Config::default()
     };
-    let store = Arc::new(RedisStore::connect(&cfg).await?);
     println!(
-        "redis: {}  farm: {farm}  concurrency: {}  strategy: {strategy}",
+        "redis: {}  farm: {farm}  concurrency: {}  client threads: {}  strategy: {strategy}",
         if private.is_some() {
             "private redis-server".to_owned()
         } else {
             redacted(&url)
         },
-        args.concurrency
+        args.concurrency,
+        args.threads,
     );
-    let result = store_runs(&args, strategy, store.clone()).await;
-    cleanup(&store, &farm).await;
-    result?;
-    policy_runs(args.seed);
+    // The store runs get a runtime of their own, `--threads` wide: on a
+    // small machine the client must leave Redis a core, as a controller
+    // replica would on its own host.
+    let threads = args.threads;
+    let seed = args.seed;
+    let args = Arc::new(args);
+    let worker = std::thread::spawn(move || -> anyhow::Result<()> {
+        let rt = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()?
+        };
+        rt.block_on(async move {
+            let store = Arc::new(RedisStore::connect(&cfg).await?);
+            let result = store_runs(&args, strategy, store.clone()).await;
+            cleanup(&store, &farm).await;
+            result
+        })
+    });
+    tokio::task::spawn_blocking(move || worker.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))??;
+    drop(private);
+    policy_runs(seed);
     Ok(())
 }
 
@@ -168,15 +196,35 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
         })
         .await?
     };
+    let zipf = Arc::new(Zipf::new(ARRIVAL_ROOMS, 1.1));
+    let arrivals = {
+        let store = store.clone();
+        let nodes = nodes.clone();
+        let policy = policy.clone();
+        let seed = args.seed;
+        timed(args.concurrency, duration, move |worker, i| {
+            // Seeded per arrival: which room this call is for (Zipf by rank).
+            let mut rng =
+                rand::rngs::StdRng::seed_from_u64(seed ^ ((worker as u64) << 40) ^ (i as u64));
+            let rank = zipf.sample(&mut rng);
+            decision(
+                store.clone(),
+                nodes.clone(),
+                policy.clone(),
+                format!("a{rank}"),
+            )
+        })
+        .await?
+    };
     println!(
-        "{:<40} {:>12} {:>10} {:>10}",
-        "", "ops/s", "p50 µs", "p99 µs"
+        "{:<44} {:>10} {:>9} {:>9} {:>7}",
+        "", "ops/s", "p50 µs", "p99 µs", "ratio"
     );
-    raw.print("raw EVALSHA `return 1` (ceiling)");
-    decide.print("placement decision (choose + resolve)");
-    println!(
-        "ratio decisions/ceiling: {:.2}",
-        decide.rate() / raw.rate().max(1.0)
+    raw.print("raw EVALSHA `return 1` (ceiling)", &raw);
+    decide.print("decision, every room new (write path)", &raw);
+    arrivals.print(
+        &format!("decision per arrival, Zipf over {ARRIVAL_ROOMS} rooms"),
+        &raw,
     );
 
     println!("\n## Paced at {}/s", args.rate);
@@ -194,7 +242,11 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
         })
         .await?
     };
-    paced.print(&format!("placement decision at {}/s", args.rate));
+    println!("{:<44} {:>10} {:>9} {:>9}", "", "ops/s", "p50 µs", "p99 µs");
+    paced.print(
+        &format!("decision, every room new, at {}/s", args.rate),
+        &paced,
+    );
 
     println!(
         "\n## Memory ({} rooms, farm {:?})",
@@ -204,6 +256,10 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
     memory_run(args, &store, &nodes).await?;
     Ok(())
 }
+
+/// Rooms the arrivals run draws from (Zipf by rank: a few busy rooms, a
+/// long tail of small ones).
+const ARRIVAL_ROOMS: usize = 10_000;
 
 /// One placement decision for a new room: policy choice, then the store.
 async fn decision(
@@ -270,12 +326,18 @@ impl Figures {
         self.latencies[i.min(self.latencies.len() - 1)].as_micros()
     }
 
-    fn print(&self, label: &str) {
+    fn print(&self, label: &str, ceiling: &Figures) {
+        let ratio = if std::ptr::eq(self, ceiling) {
+            String::new()
+        } else {
+            format!("{:.2}", self.rate() / ceiling.rate().max(1.0))
+        };
         println!(
-            "{label:<40} {:>12.0} {:>10} {:>10}{}",
+            "{label:<44} {:>10.0} {:>9} {:>9} {:>7}{}",
             self.rate(),
             self.pct(0.50),
             self.pct(0.99),
+            ratio,
             if self.errors > 0 {
                 format!("  ({} errors)", self.errors)
             } else {
