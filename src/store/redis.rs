@@ -591,8 +591,12 @@ fn parse_room(room: &RoomKey, f: &[(String, String)]) -> Result<RoomDetail, Erro
         epoch: Epoch(num_field(&what, f, "e")?),
         created_ms: num_field(&what, f, "c")?,
         members: count,
+        // No `z`: empty since its creation (the field is only written once
+        // the room has had a member).
         empty_since_ms: if count == 0 {
-            field(f, "z").and_then(|z| z.parse().ok())
+            field(f, "z")
+                .and_then(|z| z.parse().ok())
+                .or(Some(num_field(&what, f, "c")?))
         } else {
             None
         },
@@ -1022,13 +1026,18 @@ impl Store for RedisStore {
                     .ok_or_else(|| corrupt(OP, format!("bad index member {member:?}")))?;
                 let members = int(OP, r.get(4))? as u32;
                 let z = string(OP, r.get(5))?;
+                let created_ms = int(OP, r.get(3))?;
                 rooms.push(Placement {
                     room,
                     node: node_id(OP, r.get(1))?,
                     epoch: Epoch(int(OP, r.get(2))?),
-                    created_ms: int(OP, r.get(3))?,
+                    created_ms,
                     members,
-                    empty_since_ms: if members == 0 { z.parse().ok() } else { None },
+                    empty_since_ms: if members == 0 {
+                        Some(z.parse().unwrap_or(created_ms))
+                    } else {
+                        None
+                    },
                 });
             }
             if rooms.len() >= want {
