@@ -141,7 +141,7 @@ fn redacted(url: &str) -> String {
     }
 }
 
-async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> anyhow::Result<()> {
+async fn register_nodes(args: &Args, store: &RedisStore) -> anyhow::Result<()> {
     for i in 0..args.nodes {
         store
             .register_node(&NodeRegistration {
@@ -156,6 +156,11 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
             })
             .await?;
     }
+    Ok(())
+}
+
+async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> anyhow::Result<()> {
+    register_nodes(args, &store).await?;
     let nodes = Arc::new(store.list_nodes().await?);
     let policy = Arc::new(Mutex::new(Policy::new(strategy, args.seed)));
     let duration = Duration::from_secs_f64(args.seconds);
@@ -228,6 +233,20 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
     );
 
     println!("\n## Paced at {}/s", args.rate);
+    let paced_raw = {
+        let store = store.clone();
+        let sha = raw_sha.clone();
+        paced_run(args.rate, duration, move |_| {
+            let store = store.clone();
+            let sha = sha.clone();
+            async move {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(&sha).arg(0);
+                store.raw(cmd).await.map(|_| ())
+            }
+        })
+        .await?
+    };
     let paced = {
         let store = store.clone();
         let nodes = nodes.clone();
@@ -243,6 +262,10 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
         .await?
     };
     println!("{:<44} {:>10} {:>9} {:>9}", "", "ops/s", "p50 µs", "p99 µs");
+    paced_raw.print(
+        &format!("raw EVALSHA `return 1` at {}/s", args.rate),
+        &paced_raw,
+    );
     paced.print(
         &format!("decision, every room new, at {}/s", args.rate),
         &paced,
@@ -470,6 +493,12 @@ async fn memory_run(
 ) -> anyhow::Result<()> {
     for with_member in [false, true] {
         let tag = if with_member { "m" } else { "e" };
+        if with_member && args.redis.is_none() {
+            // Each fill from an empty private Redis, so that neither pays
+            // for the other's hash-table growth.
+            store.raw(redis::cmd("FLUSHDB")).await?;
+            register_nodes(args, store).await?;
+        }
         let before = used_memory(store).await?;
         let index_before = index_usage(store, nodes).await?;
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
