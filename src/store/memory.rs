@@ -650,3 +650,84 @@ impl Store for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChannelId, Incarnation, RoomKey};
+
+    /// The memory store's clock is tokio's: paused time drives linger,
+    /// token expiry and lease expiry without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn linger_tokens_and_leases_follow_paused_time() {
+        let s = MemoryStore::new("t").unwrap();
+        let a = NodeId::new("a").unwrap();
+        s.register_node(&NodeRegistration {
+            node: a.clone(),
+            incarnation: Incarnation {
+                asterisk_id: "x".into(),
+                started: "y".into(),
+            },
+            sip_host: "a.example".into(),
+            capacity: 10,
+            max_rooms: None,
+        })
+        .await
+        .unwrap();
+        let room = RoomKey::parse("conference", "r").unwrap();
+        let epoch = match s.resolve_placement(&room, &a).await.unwrap() {
+            Resolution::Owner { epoch, .. } => epoch,
+            other => panic!("{other:?}"),
+        };
+        let linger = Duration::from_secs(30);
+        assert_eq!(
+            s.release_room(&room, epoch, linger).await.unwrap(),
+            Release::TooSoon
+        );
+        tokio::time::advance(linger).await;
+        assert_eq!(
+            s.release_room(&room, epoch, linger).await.unwrap(),
+            Release::Released
+        );
+
+        let token = TokenId::new("abc").unwrap();
+        let grant = TokenGrant {
+            room: room.clone(),
+            from: a.clone(),
+            to: a.clone(),
+            channel: ChannelId::new("1.1").unwrap(),
+            caller: String::new(),
+            hops: 0,
+        };
+        s.mint_token(&token, &grant, Duration::from_secs(5))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(matches!(
+            s.consume_token(&token, &a).await.unwrap(),
+            Consumed::Expired(_)
+        ));
+        tokio::time::advance(TOKEN_TOMBSTONE).await;
+        assert_eq!(
+            s.consume_token(&token, &a).await.unwrap(),
+            Consumed::Unknown
+        );
+
+        assert!(
+            s.acquire_lease(&a, "r1", Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.acquire_lease(&a, "r2", Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(
+            s.acquire_lease(&a, "r2", Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+    }
+}
