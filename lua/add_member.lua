@@ -46,7 +46,7 @@ if not healthy then
     redis.call('DEL', KEYS[1])
   end
   repoch = redis.call('INCR', KEYS[2])
-  redis.call('HSET', KEYS[1], 'n', ARGV[2], 'e', repoch, 'c', now, 'g', n[2], 'k', 0, 'z', now)
+  redis.call('HSET', KEYS[1], 'n', ARGV[2], 'e', repoch, 'c', now, 'g', n[2])
   redis.call('ZADD', KEYS[4], 0, ARGV[1])
   claimed = 1
 end

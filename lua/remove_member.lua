@@ -22,7 +22,8 @@ end
 local k = redis.call('HINCRBY', KEYS[1], 'k', -1)
 if k <= 0 then
   k = 0
-  redis.call('HSET', KEYS[1], 'k', 0, 'z', now)
+  redis.call('HDEL', KEYS[1], 'k')
+  redis.call('HSET', KEYS[1], 'z', now)
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   local nk = redis.call('HINCRBY', KEYS[2], 'k', -1)

@@ -16,10 +16,9 @@
 -- returned untouched. Only otherwise is the caller's choice applied, and
 -- only if the chosen node is known, healthy, not draining and under its
 -- max_rooms. The script never chooses a node. A new placement takes a fresh
--- epoch from the farm-wide sequence (epochs only grow) and starts empty:
+-- epoch from the farm-wide sequence (epochs only grow) and starts empty
+-- (no `k` means 0 members, no `z` means empty since `c`, to keep it small):
 -- members of a dead owner are dropped with the old placement.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = KEYS[5]
 
 local room = redis.call('HMGET', KEYS[1], 'n', 'g', 'e', 'k')
@@ -39,6 +38,9 @@ if c[4] and redis.call('ZCARD', KEYS[4]) >= tonumber(c[4]) then
   return {'ineligible'}
 end
 
+-- Only a new placement needs the clock (the common path above is reads).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if owner then
   redis.call('ZREM', prefix .. 'nr:' .. owner, ARGV[1])
   local okey = prefix .. 'n:' .. owner
@@ -48,6 +50,6 @@ if owner then
   redis.call('DEL', KEYS[1])
 end
 local epoch = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'n', ARGV[2], 'e', epoch, 'c', now, 'g', c[3], 'k', 0, 'z', now)
+redis.call('HSET', KEYS[1], 'n', ARGV[2], 'e', epoch, 'c', now, 'g', c[3])
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
 return {'owner', ARGV[2], epoch, 1, owner or ''}

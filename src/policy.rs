@@ -86,6 +86,8 @@ impl FromStr for Strategy {
 struct Recent {
     /// Reported channels when the first of these placements was counted.
     base: u32,
+    /// Rooms the node owned when the first of these placements was counted.
+    base_rooms: u32,
     /// Placements counted since.
     placed: u32,
     /// `updated_ms` of the node record seen at the first placement.
@@ -98,8 +100,9 @@ pub struct Policy {
     strategy: Strategy,
     rng: SplitMix64,
     recent: HashMap<NodeId, Recent>,
-    /// The last record seen per node, for `record_placement`.
-    last: HashMap<NodeId, (u32, u64)>,
+    /// The last record seen per node (channels, rooms, updated ms), for
+    /// `record_placement`.
+    last: HashMap<NodeId, (u32, u32, u64)>,
 }
 
 impl Policy {
@@ -142,12 +145,10 @@ impl Policy {
                 .max_by_key(|n| rendezvous(room, &n.id))
                 .map(|n| n.id.clone());
         }
-        if let Some(l) = landing {
-            if let Some(n) = eligible.iter().find(|n| &n.id == l) {
-                if self.load(n) < 1.0 {
-                    return Some(n.id.clone());
-                }
-            }
+        if let Some(n) = landing.and_then(|l| eligible.iter().find(|n| &n.id == l))
+            && self.load(n) < 1.0
+        {
+            return Some(n.id.clone());
         }
         match self.strategy {
             Strategy::PowerOfTwo if eligible.len() > 2 => {
@@ -188,9 +189,10 @@ impl Policy {
     /// Counts a placement on `node` at once (burst absorption). Call it when
     /// the store confirmed the room was placed there.
     pub fn record_placement(&mut self, node: &NodeId) {
-        let (channels, seen) = self.last.get(node).copied().unwrap_or((0, 0));
+        let (channels, rooms, seen) = self.last.get(node).copied().unwrap_or((0, 0, 0));
         let r = self.recent.entry(node.clone()).or_insert(Recent {
             base: channels,
+            base_rooms: rooms,
             placed: 0,
             seen_ms: seen,
         });
@@ -208,8 +210,14 @@ impl Policy {
         }
     }
 
-    fn recent_rooms(&self, node: &NodeId) -> u32 {
-        self.recent.get(node).map_or(0, |r| r.placed)
+    /// Rooms a node is treated as owning: as read, or as read at the recent
+    /// placements plus those placements, if more (a fresh read already
+    /// counts them).
+    fn effective_rooms(&self, node: &NodeRecord) -> u32 {
+        match self.recent.get(&node.id) {
+            Some(r) => node.rooms.max(r.base_rooms + r.placed),
+            None => node.rooms,
+        }
     }
 
     fn load(&self, n: &NodeRecord) -> f64 {
@@ -222,7 +230,7 @@ impl Policy {
         }
         match n.max_rooms {
             // `rooms` lags behind our own placements until the next read.
-            Some(max) => n.rooms.saturating_add(self.recent_rooms(&n.id)) < max,
+            Some(max) => self.effective_rooms(n) < max,
             None => true,
         }
     }
@@ -231,7 +239,13 @@ impl Policy {
     /// reports have caught up with.
     fn observe(&mut self, nodes: &[NodeRecord]) {
         for n in nodes {
-            self.last.insert(n.id.clone(), (n.channels, n.updated_ms));
+            let seen = (n.channels, n.rooms, n.updated_ms);
+            match self.last.get_mut(&n.id) {
+                Some(last) => *last = seen,
+                None => {
+                    self.last.insert(n.id.clone(), seen);
+                }
+            }
             if let Some(r) = self.recent.get(&n.id) {
                 let caught_up = n.channels >= r.base + r.placed * Self::PLACEMENT_WEIGHT;
                 let stale = n.updated_ms >= r.seen_ms.saturating_add(Self::DECAY_MS);
@@ -426,6 +440,30 @@ mod tests {
         a.updated_ms += Policy::DECAY_MS;
         p.choose(&room("z"), None, std::slice::from_ref(&a));
         assert_eq!(p.effective_channels(&a), 3, "stale inflation decays");
+    }
+
+    #[test]
+    fn room_caps_count_recent_placements_once() {
+        let mut p = Policy::new(Strategy::LeastLoaded, 8);
+        let mut a = node("a", 0, 100);
+        a.max_rooms = Some(3);
+        a.rooms = 1;
+        p.choose(&room("x"), None, std::slice::from_ref(&a));
+        p.record_placement(&a.id);
+        assert!(
+            p.choose(&room("y"), None, std::slice::from_ref(&a))
+                .is_some()
+        );
+        p.record_placement(&a.id);
+        assert_eq!(p.choose(&room("z"), None, std::slice::from_ref(&a)), None);
+        // A fresh read that already counts the placements (2 here) is not
+        // added to them: 3 rooms counted (1 + 2 placed), not 4.
+        a.rooms = 2;
+        a.max_rooms = Some(4);
+        assert!(
+            p.choose(&room("z"), None, std::slice::from_ref(&a))
+                .is_some()
+        );
     }
 
     #[test]

@@ -953,3 +953,66 @@ async fn smoke(s: Arc<dyn Store>) {
     assert_eq!(s.list_nodes().await.unwrap().len(), 2);
     s.ping().await.unwrap();
 }
+
+/// A real Sentinel failover: the master dies, the Sentinel promotes its
+/// replica, and the same store follows it (asks the Sentinels again after
+/// the connection errors) without being recreated; the placement written
+/// before the failover is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_failover_is_followed() {
+    let mut master = RedisProcess::start_private(Mode::Standalone);
+    let replica = RedisProcess::start_private(Mode::Replica {
+        master_port: master.port(),
+    });
+    eventually(WAIT, "the replica is in sync", || {
+        let mut c = replica.connection();
+        async move {
+            let info: String = ::redis::cmd("INFO").arg("replication").query(&mut c).ok()?;
+            info.contains("master_link_status:up").then_some(())
+        }
+    })
+    .await;
+    let sentinel = RedisProcess::start_private(Mode::Sentinel {
+        master_port: master.port(),
+    });
+    eventually(WAIT, "the sentinel knows the replica", || {
+        let mut c = sentinel.connection();
+        async move {
+            let replicas: Vec<::redis::Value> = ::redis::cmd("SENTINEL")
+                .arg("REPLICAS")
+                .arg("mymaster")
+                .query(&mut c)
+                .ok()?;
+            (!replicas.is_empty()).then_some(())
+        }
+    })
+    .await;
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port());
+    let s = store::connect(&redis_config("failover", &url))
+        .await
+        .unwrap();
+    nodes(&s, &["a", "b"]).await;
+    let room = conf("r");
+    let (_, e, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    let _: i64 = ::redis::cmd("WAIT")
+        .arg(1)
+        .arg(2000)
+        .query(&mut master.connection())
+        .unwrap();
+    master.kill();
+    let after = eventually(
+        Duration::from_secs(30),
+        "the store reaches the promoted replica",
+        || {
+            let s = s.clone();
+            let room = room.clone();
+            async move { s.resolve_placement(&room, &node("b")).await.ok() }
+        },
+    )
+    .await;
+    assert_eq!(
+        owner(after),
+        (node("a"), e, false, None),
+        "the placement survived the failover"
+    );
+}

@@ -14,7 +14,7 @@
 //! | `{corral:F}:nodes` | set | registered node ids |
 //! | `{corral:F}:n:<node>` | hash | node: `h` healthy, `d` drain, `aid`/`ast` incarnation, `g` generation, `sip`, `cap`, `max`, `ch` channels, `k` members, `u` updated ms |
 //! | `{corral:F}:nr:<node>` | sorted set | the rooms `<node>` owns, score 0, member `<c|q>:<name>`, ordered by lex (paging, releasing a dead node's rooms) |
-//! | `{corral:F}:r:<c|q>:<name>` | hash | room: `n` owner, `e` epoch, `c` created ms, `g` owner generation, `k` members, `z` empty since ms; one field `:<channel>` per member, value `<role letter><joined ms>` |
+//! | `{corral:F}:r:<c|q>:<name>` | hash | room: `n` owner, `e` epoch, `c` created ms, `g` owner generation, `k` members (absent = 0), `z` empty since ms (absent = since `c`); one field `:<channel>` per member, value `<role letter><joined ms>` |
 //! | `{corral:F}:t:<token>` | hash | token grant, minted and expiry ms; key TTL = ttl + tombstone |
 //! | `{corral:F}:l:<node>` | string | lease holder (replica), key TTL = lease ttl |
 //!

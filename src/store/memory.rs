@@ -411,7 +411,7 @@ impl Store for MemoryStore {
         let now = self.now_ms();
         let mut st = self.lock();
         st.mints += 1;
-        if st.mints % SWEEP_EVERY == 0 {
+        if st.mints.is_multiple_of(SWEEP_EVERY) {
             st.tokens.retain(|_, t| t.gone_ms > now);
         }
         if st.tokens.get(token).is_some_and(|t| t.gone_ms > now) {
@@ -579,19 +579,20 @@ impl Store for MemoryStore {
             if filter.node.as_ref().is_some_and(|f| f != node) {
                 continue;
             }
-            if let Some((an, _)) = &after {
-                if node < an {
-                    continue;
-                }
+            if let Some((an, _)) = &after
+                && node < an
+            {
+                continue;
             }
             let Some(idx) = st.index.get(node) else {
                 continue;
             };
             for key in idx {
-                if let Some((an, ar)) = &after {
-                    if node == an && key <= ar {
-                        continue;
-                    }
+                if let Some((an, ar)) = &after
+                    && node == an
+                    && key <= ar
+                {
+                    continue;
                 }
                 if filter.kind.is_some_and(|k| k != key.kind) {
                     continue;
@@ -647,5 +648,86 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChannelId, Incarnation, RoomKey};
+
+    /// The memory store's clock is tokio's: paused time drives linger,
+    /// token expiry and lease expiry without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn linger_tokens_and_leases_follow_paused_time() {
+        let s = MemoryStore::new("t").unwrap();
+        let a = NodeId::new("a").unwrap();
+        s.register_node(&NodeRegistration {
+            node: a.clone(),
+            incarnation: Incarnation {
+                asterisk_id: "x".into(),
+                started: "y".into(),
+            },
+            sip_host: "a.example".into(),
+            capacity: 10,
+            max_rooms: None,
+        })
+        .await
+        .unwrap();
+        let room = RoomKey::parse("conference", "r").unwrap();
+        let epoch = match s.resolve_placement(&room, &a).await.unwrap() {
+            Resolution::Owner { epoch, .. } => epoch,
+            other => panic!("{other:?}"),
+        };
+        let linger = Duration::from_secs(30);
+        assert_eq!(
+            s.release_room(&room, epoch, linger).await.unwrap(),
+            Release::TooSoon
+        );
+        tokio::time::advance(linger).await;
+        assert_eq!(
+            s.release_room(&room, epoch, linger).await.unwrap(),
+            Release::Released
+        );
+
+        let token = TokenId::new("abc").unwrap();
+        let grant = TokenGrant {
+            room: room.clone(),
+            from: a.clone(),
+            to: a.clone(),
+            channel: ChannelId::new("1.1").unwrap(),
+            caller: String::new(),
+            hops: 0,
+        };
+        s.mint_token(&token, &grant, Duration::from_secs(5))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(matches!(
+            s.consume_token(&token, &a).await.unwrap(),
+            Consumed::Expired(_)
+        ));
+        tokio::time::advance(TOKEN_TOMBSTONE).await;
+        assert_eq!(
+            s.consume_token(&token, &a).await.unwrap(),
+            Consumed::Unknown
+        );
+
+        assert!(
+            s.acquire_lease(&a, "r1", Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.acquire_lease(&a, "r2", Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(
+            s.acquire_lease(&a, "r2", Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
     }
 }

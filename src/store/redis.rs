@@ -392,14 +392,13 @@ impl RedisStore {
                 Conn::Sentinel(s) => {
                     let mut m = s.get().await?;
                     let r = req.run_on(&mut m).await;
-                    if let Err(e) = &r {
-                        if is_connectivity(e)
+                    if let Err(e) = &r
+                        && (is_connectivity(e)
                             || e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-                        {
-                            warn!(reason = %e, "master connection lost; asking the sentinels again");
-                            s.forget();
-                        }
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+                    {
+                        warn!(reason = %e, "master connection lost; asking the sentinels again");
+                        s.forget();
                     }
                     r
                 }
@@ -592,8 +591,12 @@ fn parse_room(room: &RoomKey, f: &[(String, String)]) -> Result<RoomDetail, Erro
         epoch: Epoch(num_field(&what, f, "e")?),
         created_ms: num_field(&what, f, "c")?,
         members: count,
+        // No `z`: empty since its creation (the field is only written once
+        // the room has had a member).
         empty_since_ms: if count == 0 {
-            field(f, "z").and_then(|z| z.parse().ok())
+            field(f, "z")
+                .and_then(|z| z.parse().ok())
+                .or(Some(num_field(&what, f, "c")?))
         } else {
             None
         },
@@ -987,10 +990,10 @@ impl Store for RedisStore {
         let want = limit + 1;
         let mut rooms: Vec<Placement> = Vec::new();
         for node in nodes {
-            if let Some((an, _)) = &after {
-                if &node < an {
-                    continue;
-                }
+            if let Some((an, _)) = &after
+                && &node < an
+            {
+                continue;
             }
             let mut min = if kind_min.is_empty() {
                 "-".to_owned()
@@ -1002,12 +1005,12 @@ impl Store for RedisStore {
             } else {
                 format!("({kind_max}")
             };
-            if let Some((an, ar)) = &after {
-                if *an == node {
-                    let m = keys::room_member(ar);
-                    if kind_min.is_empty() || m >= kind_min {
-                        min = format!("({m}");
-                    }
+            if let Some((an, ar)) = &after
+                && *an == node
+            {
+                let m = keys::room_member(ar);
+                if kind_min.is_empty() || m >= kind_min {
+                    min = format!("({m}");
                 }
             }
             let mut inv = self.scripts.list_rooms.prepare_invoke();
@@ -1023,13 +1026,18 @@ impl Store for RedisStore {
                     .ok_or_else(|| corrupt(OP, format!("bad index member {member:?}")))?;
                 let members = int(OP, r.get(4))? as u32;
                 let z = string(OP, r.get(5))?;
+                let created_ms = int(OP, r.get(3))?;
                 rooms.push(Placement {
                     room,
                     node: node_id(OP, r.get(1))?,
                     epoch: Epoch(int(OP, r.get(2))?),
-                    created_ms: int(OP, r.get(3))?,
+                    created_ms,
                     members,
-                    empty_since_ms: if members == 0 { z.parse().ok() } else { None },
+                    empty_since_ms: if members == 0 {
+                        Some(z.parse().unwrap_or(created_ms))
+                    } else {
+                        None
+                    },
                 });
             }
             if rooms.len() >= want {

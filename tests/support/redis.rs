@@ -26,8 +26,14 @@ pub enum Mode {
     Standalone,
     /// A one-node Redis Cluster owning all 16384 slots.
     Cluster,
-    /// A Sentinel monitoring the master at this port as `mymaster`.
+    /// A Sentinel monitoring the master at this port as `mymaster`
+    /// (down after 500 ms, quorum 1, so a test can watch a failover).
     Sentinel {
+        /// The master's port.
+        master_port: u16,
+    },
+    /// A replica of the master at this port.
+    Replica {
         /// The master's port.
         master_port: u16,
     },
@@ -163,7 +169,8 @@ impl RedisProcess {
                 let conf = dir.join("sentinel.conf");
                 let text = format!(
                     "port {}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
-                     sentinel down-after-milliseconds mymaster 1000\n",
+                     sentinel down-after-milliseconds mymaster 500\n\
+                     sentinel failover-timeout mymaster 5000\n",
                     self.port,
                     dir.display()
                 );
@@ -177,6 +184,9 @@ impl RedisProcess {
                     .args(["--appendonly", "no"])
                     .arg("--dir")
                     .arg(&dir);
+                if let Mode::Replica { master_port } = mode {
+                    cmd.args(["--replicaof", "127.0.0.1", &master_port.to_string()]);
+                }
                 if *mode == Mode::Cluster {
                     cmd.args(["--cluster-enabled", "yes"])
                         .args(["--cluster-config-file", "nodes.conf"]);
@@ -206,13 +216,11 @@ impl RedisProcess {
             if pong.is_ok() {
                 return;
             }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
-                        "redis-server exited at start ({status}); is port {} taken?",
-                        self.port
-                    );
-                }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "redis-server exited at start ({status}); is port {} taken?",
+                    self.port
+                );
             }
             assert!(
                 start.elapsed() < START_DEADLINE,

@@ -2,6 +2,7 @@
 //! measured in the same run (ratios and percentiles, never one timing).
 
 pub mod calls;
+pub mod placement;
 pub mod sim;
 
 /// The benchmarks.
@@ -10,6 +11,9 @@ pub enum Bench {
     /// The call path on in-process simulated nodes, against a trivial local
     /// app on the same nodes.
     Calls(calls::Args),
+    /// The placement store and policy: decisions/s and latency against the
+    /// raw Redis ceiling, bytes per room, spread and moves per strategy.
+    Placement(placement::Args),
     /// The simulated node itself: start time of 50 nodes, calls per second
     /// on one node without dropping events.
     Sim(sim::Args),
@@ -19,6 +23,7 @@ pub enum Bench {
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Calls(args) => calls::run(args).await,
+        Bench::Placement(args) => placement::run(args).await,
         Bench::Sim(args) => sim::run(args).await,
     }
 }
