@@ -27,7 +27,7 @@ use crate::store;
 use crate::telemetry::Metrics;
 
 /// Flags of `corral bench calls`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Simulated nodes.
     #[arg(long, default_value_t = 10)]
@@ -75,11 +75,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut sims = Vec::new();
     for i in 1..=args.nodes.max(1) {
-        sims.push(SimNode::start(SimConfig::new(format!("n{i}"))).await?);
+        let cfg = SimConfig::new(format!("n{i}"));
+        sims.push(net().spawn(SimNode::start(cfg)).await??);
     }
     let base = baseline(&sims, &args).await?;
     for s in &sims {
-        s.restart().await?;
+        let s = s.clone();
+        net().spawn(async move { s.restart().await }).await??;
     }
     let (corral, t) = with_corral(&sims, &args).await?;
     println!();
@@ -114,6 +116,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         t.degraded
     );
     Ok(())
+}
+
+/// The runtime of the simulated nodes and the load generator: separate
+/// worker threads, so corral's runtime is not flooded by the farm's own
+/// tasks (in a real farm they are other machines).
+fn net() -> &'static tokio::runtime::Runtime {
+    static NET: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    NET.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sim-net")
+            .enable_all()
+            .build()
+            .expect("a runtime for the simulated farm")
+    })
+}
+
+/// Runs [`load`] on the farm's runtime.
+async fn load_on_net(
+    sims: &[SimNode],
+    args: &Args,
+    tag: &str,
+    count: usize,
+    rate: Option<u32>,
+) -> anyhow::Result<()> {
+    let sims = sims.to_vec();
+    let args = args.clone();
+    let tag = tag.to_string();
+    net()
+        .spawn(async move { load(&sims, &args, &tag, count, rate).await })
+        .await?
 }
 
 /// Sends `count` calls round-robin over `sims`: as fast as `concurrency`
@@ -290,13 +323,13 @@ async fn two_phases(
     take: impl Fn() -> Vec<u32>,
 ) -> anyhow::Result<RunFigures> {
     let started = Instant::now();
-    load(sims, args, &format!("{tag}a"), args.calls, None).await?;
+    load_on_net(sims, args, &format!("{tag}a"), args.calls, None).await?;
     let total = args.calls as u64;
     wait_until(Duration::from_secs(120), || done() >= total).await?;
     let elapsed = started.elapsed();
     let _ = take();
     let paced = (args.rate as usize * 5).min(args.calls).max(1);
-    load(sims, args, &format!("{tag}b"), paced, Some(args.rate)).await?;
+    load_on_net(sims, args, &format!("{tag}b"), paced, Some(args.rate)).await?;
     wait_until(Duration::from_secs(120), || done() >= total + paced as u64).await?;
     let mut s = take();
     s.sort_unstable();
@@ -357,6 +390,9 @@ async fn with_corral(
     )
     .await;
     let t = metrics.snapshot();
+    if let Ok(path) = std::env::var("CORRAL_BENCH_METRICS") {
+        std::fs::write(path, metrics.encode())?;
+    }
     shutdown.cancel();
     let _ = handle.await;
     Ok((figures?, t))
