@@ -342,6 +342,9 @@ impl Controller {
             .await
         {
             Ok(()) => {
+                if let Ok(mut r) = node.redirected.lock() {
+                    r.insert(chan.to_string());
+                }
                 self.inner.metrics.redirect(&node.id, "sent");
                 self.inner.metrics.call_setup(started.elapsed());
                 tracing::debug!(node = %node.id, room = %room, owner = %owner, token = token.prefix(), "redirected");
@@ -396,11 +399,30 @@ impl Controller {
         token: &TokenId,
         started: Instant,
     ) {
-        let t = Instant::now();
-        let consumed = self.inner.store.consume_token(token, &node.id).await;
-        self.inner
-            .metrics
-            .store_latency("consume_token", t.elapsed());
+        let retried = node
+            .consumed
+            .lock()
+            .ok()
+            .and_then(|c| c.get(chan.as_str()).cloned());
+        let is_retry = retried.is_some();
+        let consumed = match retried {
+            // A join that failed after the token was consumed, retried by
+            // the resync: the token is this channel's already.
+            Some(rec) => Ok(Consumed::Ok(rec)),
+            None => {
+                let t = Instant::now();
+                let c = self.inner.store.consume_token(token, &node.id).await;
+                self.inner
+                    .metrics
+                    .store_latency("consume_token", t.elapsed());
+                if let Ok(Consumed::Ok(rec)) = &c {
+                    if let Ok(mut m) = node.consumed.lock() {
+                        m.insert(chan.to_string(), rec.clone());
+                    }
+                }
+                c
+            }
+        };
         let (record, outcome): (TokenRecord, &str) = match consumed {
             Ok(Consumed::Ok(rec)) => (rec, "consumed"),
             Ok(Consumed::WrongNode(rec)) => (rec, "wrong_node"),
@@ -415,14 +437,18 @@ impl Controller {
                 return self.hand_back(node, chan).await;
             }
         };
-        self.inner.metrics.token(&node.id, outcome);
+        if !is_retry {
+            self.inner.metrics.token(&node.id, outcome);
+        }
         let room = record.grant.room.clone();
         let role = match room.kind {
             RoomKind::Conference => Role::Participant,
             RoomKind::Queue => Role::Caller,
         };
         if outcome == "consumed" {
-            self.inner.metrics.redirect(&record.grant.from, "confirmed");
+            if !is_retry {
+                self.inner.metrics.redirect(&record.grant.from, "confirmed");
+            }
             self.join_here(
                 node,
                 chan,

@@ -180,12 +180,21 @@ pub(crate) struct NodeRuntime {
     pub(crate) spec: NodeSpec,
     /// The stream is up and the node registered.
     pub(crate) healthy: AtomicBool,
+    /// The event websocket is connected (healthy or not: a node marked down
+    /// by failed pings keeps its socket and comes back when pings answer).
+    pub(crate) streaming: AtomicBool,
     /// Bridge ids known to exist on the node.
     pub(crate) bridges: Mutex<std::collections::HashSet<String>>,
     /// Channel → the room it joined here (for leaving).
     pub(crate) channels: Mutex<HashMap<String, rooms::Joined>>,
     /// Channels whose worker is running: a resync must not place them again.
     pub(crate) inflight: Mutex<std::collections::HashSet<String>>,
+    /// Channels redirected away, until their `StasisEnd`: a resync must not
+    /// place them again while the 302 is on its way.
+    pub(crate) redirected: Mutex<std::collections::HashSet<String>>,
+    /// Tokens consumed here by channels not yet in their bridge: a join
+    /// retried by the resync must not consume the token again.
+    pub(crate) consumed: Mutex<HashMap<String, crate::store::TokenRecord>>,
 }
 
 pub(crate) struct Inner {
@@ -240,9 +249,12 @@ impl Controller {
                     ari,
                     spec,
                     healthy: AtomicBool::new(false),
+                    streaming: AtomicBool::new(false),
                     bridges: Mutex::new(Default::default()),
                     channels: Mutex::new(HashMap::new()),
                     inflight: Mutex::new(Default::default()),
+                    consumed: Mutex::new(HashMap::new()),
+                    redirected: Mutex::new(Default::default()),
                 }),
             );
         }

@@ -69,10 +69,12 @@ pub(crate) async fn run(ctrl: Controller, node: Arc<NodeRuntime>, cancel: Cancel
         let Some(item) = item else { break };
         match item {
             StreamItem::Connected => {
+                node.streaming.store(true, Ordering::Relaxed);
                 workers.clear();
                 ctrl.on_connected(&node).await;
             }
             StreamItem::Disconnected { reason } => {
+                node.streaming.store(false, Ordering::Relaxed);
                 if node.healthy.load(Ordering::Relaxed) {
                     ctrl.mark_down(&node, &format!("event stream lost: {reason}"))
                         .await;
@@ -159,28 +161,16 @@ impl Controller {
     }
 
     /// Handles one channel's events in order until it leaves the app.
-    async fn channel_worker(&self, node: Arc<NodeRuntime>, rx: mpsc::Receiver<Event>) {
-        let mut id = None;
-        self.channel_events(&node, rx, &mut id).await;
-        if let (Some(id), Ok(mut f)) = (id, node.inflight.lock()) {
-            f.remove(&id);
-        }
-    }
-
-    async fn channel_events(
-        &self,
-        node: &Arc<NodeRuntime>,
-        mut rx: mpsc::Receiver<Event>,
-        id: &mut Option<String>,
-    ) {
-        let node = node.clone();
+    async fn channel_worker(&self, node: Arc<NodeRuntime>, mut rx: mpsc::Receiver<Event>) {
         while let Some(ev) = rx.recv().await {
-            if id.is_none() {
-                *id = ev.channel().map(|c| c.id.clone());
-            }
             match &ev.kind {
                 EventKind::StasisStart { args, channel } => {
                     self.on_stasis_start(&node, args, channel).await;
+                    // Handled: from now on a resync may retry it if it is
+                    // still in no bridge (unless it was redirected away).
+                    if let Ok(mut f) = node.inflight.lock() {
+                        f.remove(&channel.id);
+                    }
                 }
                 EventKind::StasisEnd { channel } | EventKind::ChannelDestroyed { channel, .. } => {
                     if let Ok(chan) = ChannelId::new(channel.id.as_str()) {
@@ -188,7 +178,6 @@ impl Controller {
                     }
                     return;
                 }
-                EventKind::ChannelLeftBridge { .. } | EventKind::ChannelEnteredBridge { .. } => {}
                 _ => {}
             }
         }
@@ -196,7 +185,7 @@ impl Controller {
 
     /// The stream is up: register the node (a new incarnation starts
     /// empty), mark it healthy, then resync.
-    async fn on_connected(&self, node: &Arc<NodeRuntime>) {
+    pub(crate) async fn on_connected(&self, node: &Arc<NodeRuntime>) {
         let info = match node.ari.info().await {
             Ok(i) => i,
             Err(e) => {
@@ -357,7 +346,7 @@ impl Controller {
                 }
             }
         }
-        // Calls still ringing in corral's app whose StasisStart was lost.
+        // Calls in corral's app but in no bridge.
         let app = &self.inner.cfg.app;
         let live: std::collections::HashSet<&str> =
             channels.iter().map(|c| c.id.as_str()).collect();
@@ -377,8 +366,16 @@ impl Controller {
                     .inflight
                     .lock()
                     .map(|f| f.contains(&ch.id))
+                    .unwrap_or(true)
+                || node
+                    .redirected
+                    .lock()
+                    .map(|r| r.contains(&ch.id))
                     .unwrap_or(true);
-            if in_app && ch.state == "Ring" && !bridged.contains(&ch.id) && !joined {
+            // Ringing: its StasisStart was lost. Answered but in no bridge:
+            // a join that failed half-way (ARI errors past the retries).
+            let placeable = ch.state == "Ring" || ch.state == "Up";
+            if in_app && placeable && !bridged.contains(&ch.id) && !joined {
                 let args: Vec<String> = ch
                     .dialplan
                     .app_data
@@ -388,13 +385,19 @@ impl Controller {
                     .skip(1)
                     .map(str::to_string)
                     .collect();
-                tracing::info!(node = %node.id, channel = %ch.id, "placing a call whose StasisStart was missed");
+                tracing::info!(node = %node.id, channel = %ch.id, state = %ch.state, "placing a call that is in corral's app but in no bridge");
+                if let Ok(mut f) = node.inflight.lock() {
+                    f.insert(ch.id.clone());
+                }
                 let ctrl = self.clone();
                 let node = node.clone();
                 let ch = ch.clone();
-                self.inner
-                    .tracker
-                    .spawn(async move { ctrl.on_stasis_start(&node, &args, &ch).await });
+                self.inner.tracker.spawn(async move {
+                    ctrl.on_stasis_start(&node, &args, &ch).await;
+                    if let Ok(mut f) = node.inflight.lock() {
+                        f.remove(&ch.id);
+                    }
+                });
             }
         }
         // Members whose channel is gone.
@@ -490,6 +493,12 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
         .is_ok_and(|r| r.is_ok());
         if ok {
             failures = 0;
+            // Marked down by pings while its socket stayed up: it answers
+            // again, so register it again (same incarnation: nothing is
+            // released) and resync.
+            if !node.healthy.load(Ordering::Relaxed) && node.streaming.load(Ordering::Relaxed) {
+                ctrl.on_connected(&node).await;
+            }
             continue;
         }
         failures += 1;

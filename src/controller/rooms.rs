@@ -129,6 +129,12 @@ impl Controller {
             .lock()
             .ok()
             .and_then(|mut c| c.remove(channel.as_str()));
+        if let Ok(mut m) = node.consumed.lock() {
+            m.remove(channel.as_str());
+        }
+        if let Ok(mut r) = node.redirected.lock() {
+            r.remove(channel.as_str());
+        }
         let Some(joined) = joined else { return };
         if !joined.recorded {
             return;

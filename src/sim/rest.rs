@@ -334,6 +334,7 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/sim/upstream", get(sim_get_upstream).put(sim_put_upstream))
         .route("/sim/endpoints/{resource}", put(sim_put_endpoint))
         .route("/sim/info", get(sim_info))
+        .route("/sim/inject", post(sim_inject))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // One layer for the whole surface, so unknown /ari paths need auth
@@ -1542,6 +1543,25 @@ async fn sim_info(State(sh): State<Arc<Shared>>) -> AriResult {
         "version": c.version.version(),
         "dialplan": c.dialplan.to_string(),
     }))
+}
+
+/// `POST /sim/inject {"app", "frame"}`: writes `frame` as-is, as one text
+/// frame, to the websocket that owns `app` (a chaos knob: a malformed or
+/// unexpected event "from Asterisk"). 204, or 404 when no socket owns it.
+async fn sim_inject(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -> AriResult {
+    let app = body.get("app").and_then(Value::as_str);
+    let frame = body.get("frame").and_then(Value::as_str);
+    let (Some(app), Some(frame)) = (app, frame) else {
+        return Err(AriError::new(
+            400,
+            "body must be {\"app\": string, \"frame\": string}",
+        ));
+    };
+    if sh.lock().inject(app, frame.to_string()) {
+        no_content()
+    } else {
+        Err(AriError::new(404, "no websocket owns this application"))
+    }
 }
 
 #[cfg(test)]

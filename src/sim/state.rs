@@ -367,6 +367,17 @@ impl State {
         }
     }
 
+    /// Writes `text` unchanged to the socket owning `app`; false if none.
+    pub(crate) fn inject(&mut self, app: &str, text: String) -> bool {
+        match self.apps.get(app).and_then(|a| a.owner) {
+            Some(sock) => {
+                self.send_to_socket(sock, text);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sends one event to each of `apps` (their owner sockets).
     pub(crate) fn emit(&mut self, apps: &[String], ty: &str, fields: Map<String, Value>) {
         for app in apps {

@@ -54,13 +54,20 @@ impl TestFarm {
         seed: u64,
         tune: impl FnOnce(&mut controller::Config),
     ) -> TestFarm {
+        let cfgs = (1..=n).map(|i| SimConfig::new(format!("ast{i}"))).collect();
+        Self::start_full(cfgs, backend, seed, tune).await
+    }
+
+    /// Starts one node per `SimConfig` (ids must be valid node ids).
+    pub async fn start_full(
+        sim_cfgs: Vec<SimConfig>,
+        backend: Backend,
+        seed: u64,
+        tune: impl FnOnce(&mut controller::Config),
+    ) -> TestFarm {
         let mut sims = Vec::new();
-        for i in 1..=n {
-            sims.push(
-                SimNode::start(SimConfig::new(format!("ast{i}")))
-                    .await
-                    .expect("sim node starts"),
-            );
+        for cfg in sim_cfgs {
+            sims.push(SimNode::start(cfg).await.expect("sim node starts"));
         }
         let (redis, url) = match backend {
             Backend::Memory => (None, None),
