@@ -1,0 +1,204 @@
+//! Node health and the room lifecycle around it: redirects whose call never
+//! arrives, a node restarted as a new incarnation, and an event websocket
+//! that drops and comes back (resync from `GET /channels` and
+//! `GET /bridges`).
+
+mod support;
+
+use std::time::Duration;
+
+use corral::controller::FarmEvent;
+use corral::domain::{NodeState, RoomKey};
+use corral::sim::Upstream;
+use support::farm::{Backend, TestFarm};
+use support::{eventually, seed};
+
+async fn bridged(farm: &TestFarm, n: usize) {
+    eventually(
+        Duration::from_secs(15),
+        &format!("{n} calls bridged"),
+        || async {
+            let calls = farm.live_calls().await;
+            let b = calls.iter().filter(|(_, c)| !c["bridge"].is_null()).count();
+            (b == n && calls.len() == n).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A 302 that the proxy does not follow loses the call (as on a real farm
+/// without `uac_redirect`): corral counts the redirect as timed out after
+/// its deadline, and the room it created for that call is released, not
+/// left behind pointing at a node with nobody in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_that_never_arrives_is_counted_and_leaves_nothing_behind() {
+    let mut farm = TestFarm::start_with(2, Backend::Memory, seed("lost_302"), |c| {
+        c.redirect_deadline = Duration::from_millis(300);
+    })
+    .await;
+    for s in &farm.sims {
+        s.set_upstream(Upstream::drop_302());
+    }
+    // Drain ast1 so every new room goes to ast2; the call lands on ast1.
+    farm.ctrl
+        .set_drain(&"ast1".parse().unwrap(), true)
+        .await
+        .unwrap();
+    let landed = farm.call("conf-ghost", "g1").await;
+    assert_eq!(landed, 0);
+    let m = farm.metrics.clone();
+    eventually(Duration::from_secs(5), "redirect timed out", || {
+        let m = m.clone();
+        async move { (m.snapshot().timed_out == 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(farm.sim_stat(|s| s.redirects_lost), 1);
+    let room = RoomKey::parse("conference", "ghost").unwrap();
+    let store = farm.store.clone();
+    eventually(Duration::from_secs(5), "the empty room released", || {
+        let store = store.clone();
+        let room = room.clone();
+        async move { store.get_room(&room).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    farm.stop().await;
+}
+
+/// A node restarted (a crash and a new Asterisk process, new start time):
+/// its rooms are released, it registers as a new incarnation, and the
+/// calls that come next are placed and co-located again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_starts_empty_and_serves_again() {
+    let mut farm = TestFarm::start(2, Backend::Memory, seed("restart")).await;
+    for i in 0..6 {
+        farm.call("conf-phoenix", &format!("p{i}")).await;
+    }
+    bridged(&farm, 6).await;
+    let room = RoomKey::parse("conference", "phoenix").unwrap();
+    let owner = farm
+        .store
+        .get_room(&room)
+        .await
+        .unwrap()
+        .unwrap()
+        .placement
+        .node;
+    let idx = farm
+        .sims
+        .iter()
+        .position(|s| s.id() == owner.as_str())
+        .unwrap();
+    let before = farm.sims[idx].startup_time();
+    farm.sims[idx].restart().await.unwrap();
+    assert_ne!(farm.sims[idx].startup_time(), before, "a new incarnation");
+    // The calls on the restarted node died with it; the room is gone.
+    let store = farm.store.clone();
+    eventually(Duration::from_secs(5), "room released", || {
+        let store = store.clone();
+        let room = room.clone();
+        async move { store.get_room(&room).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    let ctrl = farm.ctrl.clone();
+    eventually(Duration::from_secs(10), "node streaming again", || {
+        let ctrl = ctrl.clone();
+        async move {
+            ctrl.nodes_streaming()
+                .iter()
+                .all(|(_, up)| *up)
+                .then_some(())
+        }
+    })
+    .await;
+    let nodes = farm.store.list_nodes().await.unwrap();
+    let rec = nodes.iter().find(|n| n.id == owner).unwrap();
+    assert_eq!(rec.state, NodeState::Up);
+    assert_eq!(rec.rooms, 0, "a new incarnation owns nothing");
+    let survivors = farm.live_calls().await.len();
+    for i in 0..4 {
+        farm.call("conf-phoenix", &format!("q{i}")).await;
+    }
+    bridged(&farm, survivors + 4).await;
+    assert_eq!(farm.split_rooms().await, vec![]);
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    farm.stop().await;
+}
+
+/// The event websocket drops while calls sit in bridges (the node itself is
+/// fine): corral marks the node down, reconnects, resyncs from ARI, and the
+/// room map shows the members again; a caller hanging up afterwards still
+/// leaves the room (events resume for surviving channels).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_websocket_is_resynced_from_ari() {
+    let mut farm = TestFarm::start(1, Backend::Memory, seed("resync")).await;
+    for i in 0..3 {
+        farm.call("conf-steady", &format!("s{i}")).await;
+    }
+    bridged(&farm, 3).await;
+    let room = RoomKey::parse("conference", "steady").unwrap();
+    let incarnations_before = farm.sim_stat(|s| s.incarnations);
+    let mut events = farm.ctrl.subscribe();
+    let r = farm
+        .http
+        .put(format!("{}/sim/faults", farm.sims[0].base_url()))
+        .json(&serde_json::json!({"close_websockets": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // Down (rooms released), then up again with the same incarnation.
+    let mut seen_down = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("node down then up")
+            .unwrap();
+        match ev {
+            FarmEvent::NodeDown { .. } => seen_down = true,
+            FarmEvent::NodeUp {
+                new_incarnation, ..
+            } if seen_down => {
+                assert!(!new_incarnation);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let store = farm.store.clone();
+    eventually(Duration::from_secs(10), "members back after resync", || {
+        let store = store.clone();
+        let room = room.clone();
+        async move {
+            let d = store.get_room(&room).await.ok()??;
+            (d.placement.members == 3).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        farm.sim_stat(|s| s.incarnations),
+        incarnations_before,
+        "the node itself did not restart"
+    );
+    let calls = farm.live_calls().await;
+    let id = calls[0].1["call_id"].as_str().unwrap().to_string();
+    let r = farm
+        .http
+        .delete(format!("{}/sim/calls/{id}", farm.sims[0].base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    eventually(Duration::from_secs(5), "the leaver removed", || {
+        let store = store.clone();
+        let room = room.clone();
+        async move {
+            let d = store.get_room(&room).await.ok()??;
+            (d.placement.members == 2).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    farm.stop().await;
+}
