@@ -58,10 +58,10 @@ impl Backoff {
     /// The next wait after a failure: a random duration in
     /// `[current/2, current]`, then `current` doubles up to `max`.
     pub fn next_delay(&mut self) -> Duration {
-        if let Some(since) = self.up_since.take() {
-            if since.elapsed() >= self.reset_after {
-                self.current = self.initial;
-            }
+        if let Some(since) = self.up_since.take()
+            && since.elapsed() >= self.reset_after
+        {
+            self.current = self.initial;
         }
         let base = self.current;
         self.current = (self.current * 2).min(self.max);

@@ -407,10 +407,10 @@ impl Metrics {
     /// From `StasisStart` to the call in its bridge or its redirect sent.
     pub fn call_setup(&self, took: Duration) {
         self.call_setup.observe(took.as_secs_f64());
-        if let Ok(mut s) = self.samples.lock() {
-            if let Some(v) = s.as_mut() {
-                v.push(took.as_micros().min(u128::from(u32::MAX)) as u32);
-            }
+        if let Ok(mut s) = self.samples.lock()
+            && let Some(v) = s.as_mut()
+        {
+            v.push(took.as_micros().min(u128::from(u32::MAX)) as u32);
         }
     }
 

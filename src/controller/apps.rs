@@ -80,10 +80,10 @@ impl Controller {
         room: &RoomKey,
         landing: Option<&NodeId>,
     ) -> Result<PlacementAnswer, AppError> {
-        if let Some(l) = landing {
-            if !self.inner.nodes.contains_key(l) {
-                return Err(AppError::UnknownNode(l.clone()));
-            }
+        if let Some(l) = landing
+            && !self.inner.nodes.contains_key(l)
+        {
+            return Err(AppError::UnknownNode(l.clone()));
         }
         let (node, epoch, created) = self.resolve(room, landing).await?;
         let sip_host = self.sip_host(&node).unwrap_or_default();

@@ -377,13 +377,11 @@ impl Controller {
                 Ok(Some(_)) => {
                     ctrl.inner.metrics.redirect(&node.id, "timed_out");
                     tracing::warn!(node = %node.id, room = %room, token = token.prefix(), "redirected call never arrived");
-                    if let Ok(Some(detail)) = ctrl.inner.store.get_room(&room).await {
-                        if detail.placement.members == 0 {
-                            if let Some(owner) = ctrl.inner.nodes.get(&detail.placement.node).cloned() {
+                    if let Ok(Some(detail)) = ctrl.inner.store.get_room(&room).await
+                        && detail.placement.members == 0
+                            && let Some(owner) = ctrl.inner.nodes.get(&detail.placement.node).cloned() {
                                 ctrl.schedule_release(owner, room, detail.placement.epoch);
                             }
-                        }
-                    }
                 }
                 Err(e) => tracing::debug!(reason = %e, "redirect not checked (store unavailable)"),
             }
@@ -415,10 +413,10 @@ impl Controller {
                 self.inner
                     .metrics
                     .store_latency("consume_token", t.elapsed());
-                if let Ok(Consumed::Ok(rec)) = &c {
-                    if let Ok(mut m) = node.consumed.lock() {
-                        m.insert(chan.to_string(), rec.clone());
-                    }
+                if let Ok(Consumed::Ok(rec)) = &c
+                    && let Ok(mut m) = node.consumed.lock()
+                {
+                    m.insert(chan.to_string(), rec.clone());
                 }
                 c
             }

@@ -106,10 +106,10 @@ impl Controller {
     ) {
         workers.retain(|_, tx| !tx.is_closed());
         let Some(channel) = ev.channel() else {
-            if let EventKind::BridgeDestroyed { bridge } = &ev.kind {
-                if let Ok(mut b) = node.bridges.lock() {
-                    b.remove(&bridge.id);
-                }
+            if let EventKind::BridgeDestroyed { bridge } = &ev.kind
+                && let Ok(mut b) = node.bridges.lock()
+            {
+                b.remove(&bridge.id);
             }
             return;
         };
@@ -451,8 +451,9 @@ impl Controller {
                     continue;
                 };
                 for m in detail.members {
-                    if m.node == node.id && !live.contains(m.channel.as_str()) {
-                        if let Ok(crate::store::MemberRemoved::Removed {
+                    if m.node == node.id
+                        && !live.contains(m.channel.as_str())
+                        && let Ok(crate::store::MemberRemoved::Removed {
                             remaining: 0,
                             epoch,
                         }) = self
@@ -460,9 +461,8 @@ impl Controller {
                             .store
                             .remove_member(&p.room, &node.id, &m.channel)
                             .await
-                        {
-                            self.schedule_release(node.clone(), p.room.clone(), epoch);
-                        }
+                    {
+                        self.schedule_release(node.clone(), p.room.clone(), epoch);
                     }
                 }
             }

@@ -195,10 +195,10 @@ impl Controller {
                 if let Ok(mut b) = node.bridges.lock() {
                     b.remove(&id);
                 }
-                if let Err(e) = node.ari.destroy_bridge(&id).await {
-                    if e.status() != Some(404) {
-                        tracing::warn!(node = %node.id, room = %room, reason = %e, "bridge of a released room not destroyed");
-                    }
+                if let Err(e) = node.ari.destroy_bridge(&id).await
+                    && e.status() != Some(404)
+                {
+                    tracing::warn!(node = %node.id, room = %room, reason = %e, "bridge of a released room not destroyed");
                 }
                 tracing::debug!(node = %node.id, room = %room, epoch = epoch.0, "room released");
             }
