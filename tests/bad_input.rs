@@ -207,3 +207,45 @@ async fn nodes_answering_5xx_do_not_lose_calls() {
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
     farm.stop().await;
 }
+
+/// Events duplicated and delayed by the node (a third sent twice, every one
+/// 20 ms late): the same co-location, no call hung up, no member lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_and_delayed_events_change_nothing() {
+    let seed = seed("dup");
+    let cfgs = (1..=3)
+        .map(|i| {
+            let mut c = SimConfig::new(format!("ast{i}"));
+            c.seed = Some(seed.wrapping_add(i));
+            c.faults = Faults {
+                duplicate_events: 0.3,
+                event_delay_ms: 20,
+                ..Faults::default()
+            };
+            c
+        })
+        .collect();
+    let mut farm = TestFarm::start_full(cfgs, Backend::Memory, seed, |_| {}).await;
+    for i in 0..45 {
+        farm.call(&format!("conf-d{}", i % 5), &format!("d{i}"))
+            .await;
+    }
+    bridged(&farm, 45).await;
+    assert_eq!(farm.split_rooms().await, vec![], "seed {seed}");
+    let members: u32 = farm
+        .store
+        .list_rooms(&Default::default(), None, 100)
+        .await
+        .unwrap()
+        .rooms
+        .iter()
+        .map(|p| p.members)
+        .sum();
+    assert_eq!(members, 45, "a duplicate undid a member");
+    assert!(
+        bad_events(&farm, "duplicate") > 0,
+        "no duplicate was seen: the fault did nothing"
+    );
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    farm.stop().await;
+}

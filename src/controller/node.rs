@@ -162,9 +162,17 @@ impl Controller {
 
     /// Handles one channel's events in order until it leaves the app.
     async fn channel_worker(&self, node: Arc<NodeRuntime>, mut rx: mpsc::Receiver<Event>) {
+        let mut started = false;
         while let Some(ev) = rx.recv().await {
             match &ev.kind {
+                // A second StasisStart before the StasisEnd is a duplicate
+                // (a re-entry into Stasis comes after a StasisEnd, in a new
+                // worker): handling it again could undo the join.
+                EventKind::StasisStart { .. } if started => {
+                    self.inner.metrics.bad_event(&node.id, "duplicate");
+                }
                 EventKind::StasisStart { args, channel } => {
+                    started = true;
                     self.on_stasis_start(&node, args, channel).await;
                     // Handled: from now on a resync may retry it if it is
                     // still in no bridge (unless it was redirected away).
