@@ -99,6 +99,14 @@ impl Controller {
             tracing::warn!(node = %node.id, "StasisStart with an unusable channel id ignored");
             return;
         };
+        if node
+            .channels
+            .lock()
+            .is_ok_and(|c| c.contains_key(chan.as_str()))
+        {
+            // Joined already (a resync placed it before this event came).
+            return;
+        }
         match parse_arrival(args, &channel.dialplan.exten) {
             Arrival::Room(room, role) => {
                 self.inner.metrics.arrival(&node.id, room.kind.as_str());

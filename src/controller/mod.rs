@@ -189,6 +189,9 @@ pub(crate) struct NodeRuntime {
     pub(crate) channels: Mutex<HashMap<String, rooms::Joined>>,
     /// Channels whose worker is running: a resync must not place them again.
     pub(crate) inflight: Mutex<std::collections::HashSet<String>>,
+    /// Channels the last resync found in the app but in no bridge and not
+    /// handled: placed if the next resync finds them so again.
+    pub(crate) suspects: Mutex<std::collections::HashSet<String>>,
     /// Channels redirected away, until their `StasisEnd`: a resync must not
     /// place them again while the 302 is on its way.
     pub(crate) redirected: Mutex<std::collections::HashSet<String>>,
@@ -255,6 +258,7 @@ impl Controller {
                     inflight: Mutex::new(Default::default()),
                     consumed: Mutex::new(HashMap::new()),
                     redirected: Mutex::new(Default::default()),
+                    suspects: Mutex::new(Default::default()),
                 }),
             );
         }

@@ -31,6 +31,10 @@ use crate::ari::stream::{self, EVENT_QUEUE, StreamConfig, StreamItem};
 use crate::domain::{ChannelId, Incarnation, NodeState, Role, RoomKind};
 use crate::store::{MemberAdded, NodeRegistration, RoomFilter};
 
+/// After a (re)connection, when the second resync looks for calls that
+/// entered the app while the socket was down.
+const RESYNC_SECOND_LOOK: Duration = Duration::from_millis(300);
+
 /// Events one channel's worker may have queued.
 const CHANNEL_QUEUE: usize = 32;
 
@@ -136,15 +140,19 @@ impl Controller {
             EventKind::StasisStart { .. } => {
                 let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
                 let _ = tx.try_send(ev);
-                if let Ok(mut f) = node.inflight.lock() {
-                    f.insert(id.clone());
-                }
+                // Already being placed by a resync (its StasisStart came
+                // late): the worker only follows the channel's later events.
+                let placing = node
+                    .inflight
+                    .lock()
+                    .map(|mut f| !f.insert(id.clone()))
+                    .unwrap_or(false);
                 workers.insert(id, tx);
                 let ctrl = self.clone();
                 let node = node.clone();
                 self.inner
                     .tracker
-                    .spawn(async move { ctrl.channel_worker(node, rx).await });
+                    .spawn(async move { ctrl.channel_worker(node, rx, placing).await });
             }
             EventKind::StasisEnd { .. } | EventKind::ChannelDestroyed { .. } => {
                 // A channel corral joined before a reconnect: no worker.
@@ -161,8 +169,13 @@ impl Controller {
     }
 
     /// Handles one channel's events in order until it leaves the app.
-    async fn channel_worker(&self, node: Arc<NodeRuntime>, mut rx: mpsc::Receiver<Event>) {
-        let mut started = false;
+    async fn channel_worker(
+        &self,
+        node: Arc<NodeRuntime>,
+        mut rx: mpsc::Receiver<Event>,
+        placing: bool,
+    ) {
+        let mut started = placing;
         while let Some(ev) = rx.recv().await {
             match &ev.kind {
                 // A second StasisStart before the StasisEnd is a duplicate
@@ -247,6 +260,17 @@ impl Controller {
         });
         self.refresh_view().await;
         self.resync(node).await;
+        // Calls that entered the app while the socket was down never get a
+        // StasisStart: a second look shortly places them (two sightings).
+        let ctrl = self.clone();
+        let node = node.clone();
+        self.inner.tracker.spawn(async move {
+            if ctrl.sleep_unless_stopped(RESYNC_SECOND_LOOK).await
+                && node.healthy.load(Ordering::Relaxed)
+            {
+                ctrl.resync(&node).await;
+            }
+        });
     }
 
     /// Marks `node` down and releases its rooms.
@@ -358,6 +382,12 @@ impl Controller {
         let app = &self.inner.cfg.app;
         let live: std::collections::HashSet<&str> =
             channels.iter().map(|c| c.id.as_str()).collect();
+        let was_suspect = node
+            .suspects
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        let mut now_suspect = std::collections::HashSet::new();
         for ch in &channels {
             let in_app = ch.dialplan.app_name.as_deref() == Some("Stasis")
                 && ch
@@ -383,7 +413,13 @@ impl Controller {
             // Ringing: its StasisStart was lost. Answered but in no bridge:
             // a join that failed half-way (ARI errors past the retries).
             let placeable = ch.state == "Ring" || ch.state == "Up";
-            if in_app && placeable && !bridged.contains(&ch.id) && !joined {
+            // Seen unhandled by two resyncs in a row: a StasisStart that is
+            // merely late (events can trail `GET /channels`) is not raced.
+            let unhandled = in_app && placeable && !bridged.contains(&ch.id) && !joined;
+            if unhandled {
+                now_suspect.insert(ch.id.clone());
+            }
+            if unhandled && was_suspect.contains(&ch.id) {
                 let args: Vec<String> = ch
                     .dialplan
                     .app_data
@@ -407,6 +443,10 @@ impl Controller {
                     }
                 });
             }
+        }
+        now_suspect.retain(|id| !was_suspect.contains(id));
+        if let Ok(mut s) = node.suspects.lock() {
+            *s = now_suspect;
         }
         // Members whose channel is gone.
         let stale: Vec<(String, super::rooms::Joined)> = node
