@@ -17,16 +17,7 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// Waits until `expected` calls are live and every one of them sits in a
 /// bridge; returns the live calls.
 async fn all_bridged(farm: &TestFarm, expected: usize) -> Vec<(usize, serde_json::Value)> {
-    eventually(
-        SETTLE,
-        &format!("{expected} live calls, all bridged"),
-        || async {
-            let calls = farm.live_calls().await;
-            let bridged = calls.iter().filter(|(_, c)| !c["bridge"].is_null()).count();
-            (calls.len() == expected && bridged == expected).then_some(calls)
-        },
-    )
-    .await
+    farm.wait_all_bridged(expected, SETTLE).await
 }
 
 /// 3 nodes, 300 calls into 30 rooms landing round-robin: every room's live

@@ -183,6 +183,9 @@ pub(crate) struct NodeRuntime {
     /// The event websocket is connected (healthy or not: a node marked down
     /// by failed pings keeps its socket and comes back when pings answer).
     pub(crate) streaming: AtomicBool,
+    /// Marked down by failed pings (not by the socket): pings answering
+    /// again bring it back.
+    pub(crate) ping_down: AtomicBool,
     /// Bridge ids known to exist on the node.
     pub(crate) bridges: Mutex<std::collections::HashSet<String>>,
     /// Channel → the room it joined here (for leaving).
@@ -253,6 +256,7 @@ impl Controller {
                     spec,
                     healthy: AtomicBool::new(false),
                     streaming: AtomicBool::new(false),
+                    ping_down: AtomicBool::new(false),
                     bridges: Mutex::new(Default::default()),
                     channels: Mutex::new(HashMap::new()),
                     inflight: Mutex::new(Default::default()),

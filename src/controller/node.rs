@@ -74,6 +74,7 @@ pub(crate) async fn run(ctrl: Controller, node: Arc<NodeRuntime>, cancel: Cancel
         match item {
             StreamItem::Connected => {
                 node.streaming.store(true, Ordering::Relaxed);
+                node.ping_down.store(false, Ordering::Relaxed);
                 workers.clear();
                 ctrl.on_connected(&node).await;
             }
@@ -460,11 +461,21 @@ impl Controller {
             })
             .unwrap_or_default();
         for (id, _) in stale {
-            if let Ok(chan) = ChannelId::new(id) {
+            // The snapshot may predate the join: ask ARI before removing.
+            if self.channel_gone(node, &id).await
+                && let Ok(chan) = ChannelId::new(id)
+            {
                 self.leave(node, &chan).await;
             }
         }
         self.sweep_store_members(node, &live).await;
+    }
+
+    /// True only when ARI says the channel does not exist (404): a snapshot
+    /// of `GET /channels` is older than joins made since, so absence from it
+    /// proves nothing.
+    async fn channel_gone(&self, node: &Arc<NodeRuntime>, id: &str) -> bool {
+        matches!(node.ari.channel(id).await, Err(e) if e.status() == Some(404))
     }
 
     /// Removes store members of `node` whose channel is not live, and
@@ -492,7 +503,10 @@ impl Controller {
             };
             for p in &page.rooms {
                 if p.members == 0 {
-                    self.try_release(node, &p.room, p.epoch).await;
+                    // A room nobody joined yet may be waiting for a
+                    // redirected call: give it the redirect deadline too.
+                    let min_empty = self.inner.cfg.linger.max(self.inner.cfg.redirect_deadline);
+                    self.try_release(node, &p.room, p.epoch, min_empty).await;
                     continue;
                 }
                 let Ok(Some(detail)) = self.inner.store.get_room(&p.room).await else {
@@ -501,6 +515,7 @@ impl Controller {
                 for m in detail.members {
                     if m.node == node.id
                         && !live.contains(m.channel.as_str())
+                        && self.channel_gone(node, m.channel.as_str()).await
                         && let Ok(crate::store::MemberRemoved::Removed {
                             remaining: 0,
                             epoch,
@@ -544,7 +559,9 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
             // Marked down by pings while its socket stayed up: it answers
             // again, so register it again (same incarnation: nothing is
             // released) and resync.
-            if !node.healthy.load(Ordering::Relaxed) && node.streaming.load(Ordering::Relaxed) {
+            if node.streaming.load(Ordering::Relaxed)
+                && node.ping_down.swap(false, Ordering::Relaxed)
+            {
                 ctrl.on_connected(&node).await;
             }
             continue;
@@ -552,6 +569,7 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
         failures += 1;
         tracing::debug!(node = %node.id, failures, took = ?started.elapsed(), "ping failed");
         if failures >= ctrl.inner.cfg.down_after_failures && node.healthy.load(Ordering::Relaxed) {
+            node.ping_down.store(true, Ordering::Relaxed);
             ctrl.mark_down(&node, &format!("{failures} pings failed"))
                 .await;
         }

@@ -176,14 +176,21 @@ impl Controller {
             // A stopping corral leaves rooms as they are: another replica, or
             // this one after restart, releases them.
             if ctrl.sleep_unless_stopped(linger).await {
-                ctrl.try_release(&node, &room, epoch).await;
+                ctrl.try_release(&node, &room, epoch, linger).await;
             }
         });
     }
 
-    pub(crate) async fn try_release(&self, node: &Arc<NodeRuntime>, room: &RoomKey, epoch: Epoch) {
-        let linger = self.inner.cfg.linger;
-        match self.inner.store.release_room(room, epoch, linger).await {
+    /// Asks the store to release `room` at `epoch` if it has been empty for
+    /// at least `min_empty` (store clock); destroys its bridge if released.
+    pub(crate) async fn try_release(
+        &self,
+        node: &Arc<NodeRuntime>,
+        room: &RoomKey,
+        epoch: Epoch,
+        min_empty: std::time::Duration,
+    ) {
+        match self.inner.store.release_room(room, epoch, min_empty).await {
             Ok(Release::Released) => {
                 self.inner.metrics.released(&node.id, "empty", 1);
                 self.emit(FarmEvent::RoomReleased {

@@ -65,6 +65,7 @@ impl TestFarm {
         seed: u64,
         tune: impl FnOnce(&mut controller::Config),
     ) -> TestFarm {
+        super::init_logs();
         let mut sims = Vec::new();
         for cfg in sim_cfgs {
             sims.push(SimNode::start(cfg).await.expect("sim node starts"));
@@ -198,6 +199,32 @@ impl TestFarm {
             out.extend(calls.into_iter().map(|c| (i, c)));
         }
         out
+    }
+
+    /// Waits until exactly `n` calls are live and all sit in bridges; on
+    /// timeout, fails with the calls that are not and corral's counts.
+    pub async fn wait_all_bridged(&self, n: usize, deadline: Duration) -> Vec<(usize, Value)> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let calls = self.live_calls().await;
+            let b = calls.iter().filter(|(_, c)| !c["bridge"].is_null()).count();
+            if b == n && calls.len() == n {
+                return calls;
+            }
+            if tokio::time::Instant::now() > until {
+                let rest: Vec<_> = calls
+                    .iter()
+                    .filter(|(_, c)| c["bridge"].is_null())
+                    .take(5)
+                    .collect();
+                panic!(
+                    "{b} of {n} calls bridged ({} live) after {deadline:?}; some not bridged: {rest:?}; counts: {:?}",
+                    calls.len(),
+                    self.metrics.snapshot()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Every live node's bridges (`GET /ari/bridges`).

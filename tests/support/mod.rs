@@ -40,3 +40,14 @@ pub fn seed(test: &str) -> u64 {
 
 pub mod farm;
 pub mod redis;
+
+/// Logs of corral's code in tests, when `RUST_LOG` is set (e.g.
+/// `RUST_LOG=corral=debug cargo test --test call_path -- --nocapture`).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
