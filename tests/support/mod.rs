@@ -38,5 +38,6 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
+pub mod api;
 pub mod farm;
 pub mod redis;
