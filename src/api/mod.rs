@@ -198,8 +198,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Times every request into `corral_api_request_duration_seconds` and logs
-/// each 5xx once, with its cause chain, inside a span naming the route.
+/// Runs every routed request in a span naming its method and matched route,
+/// times it into `corral_api_request_duration_seconds`, and logs each 5xx
+/// once, with its cause chain (4xx are the client's business: not logged).
 async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -208,7 +209,9 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let span = tracing::debug_span!("api", %method, route = %route);
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let _in = span.enter();
     let status = resp.status();
     st.controller.metrics().api_request(
         &route,
