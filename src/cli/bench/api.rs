@@ -14,13 +14,17 @@
 //!   behind its schedule printed apart, so a stall is not hidden);
 //!   achieved rate, p50/p99/max.
 //!
-//! The load generator runs on the same machine and shares its cores.
+//! The load generator runs on the same machine and shares its cores; it is
+//! a minimal keep-alive HTTP/1.1 client so that it takes as little of them
+//! as it can.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
 
 use crate::controller::{self, Controller, NodeSpec};
 use crate::domain::{NodeId, RoomKey};
@@ -183,6 +187,80 @@ where
     f
 }
 
+/// A minimal HTTP/1.1 keep-alive client for the load generator: it shares
+/// the machine's cores with the server, so it must cost as little as
+/// possible (a general client costs several times more per request than
+/// the server does). One pooled connection per request in flight.
+struct RawClient {
+    addr: std::net::SocketAddr,
+    auth: String,
+    pool: std::sync::Mutex<Vec<BufStream<TcpStream>>>,
+}
+
+impl RawClient {
+    fn new(addr: std::net::SocketAddr, token: &str) -> Self {
+        Self {
+            addr,
+            auth: format!("Bearer {token}"),
+            pool: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// `POST path` with an empty body; true on a 2xx with its body read.
+    async fn post(&self, path: &str) -> bool {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => match TcpStream::connect(self.addr).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    BufStream::new(s)
+                }
+                Err(_) => return false,
+            },
+        };
+        match self.exchange(&mut conn, path).await {
+            Ok(ok) => {
+                if let Ok(mut p) = self.pool.lock() {
+                    p.push(conn);
+                }
+                ok
+            }
+            Err(_) => false,
+        }
+    }
+
+    async fn exchange(&self, c: &mut BufStream<TcpStream>, path: &str) -> std::io::Result<bool> {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nhost: bench\r\nauthorization: {}\r\ncontent-length: 0\r\n\r\n",
+            self.auth
+        );
+        c.write_all(req.as_bytes()).await?;
+        c.flush().await?;
+        let mut line = String::new();
+        c.read_line(&mut line).await?;
+        let ok = line.starts_with("HTTP/1.1 2");
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            if c.read_line(&mut line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        c.read_exact(&mut body).await?;
+        Ok(ok)
+    }
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -243,7 +321,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
     let app = crate::api::router(crate::api::AppState::new(ctrl.clone(), Some(TOKEN.into())));
     let api_stop = shutdown.clone();
     tokio::spawn(async move {
@@ -269,25 +347,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         Arc::new(v)
     };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency.max(256))
-        .build()?;
+    let client = Arc::new(RawClient::new(addr, TOKEN));
     let paths: Arc<Vec<String>> = Arc::new(
         rooms
             .iter()
-            .map(|r| format!("{base}/v1/rooms/{}/{}/placement", r.kind, r.name))
+            .map(|r| format!("/v1/rooms/{}/{}/placement", r.kind, r.name))
             .collect(),
     );
     let api_op = {
-        let (http, paths) = (http.clone(), paths.clone());
+        let (client, paths) = (client.clone(), paths.clone());
         move |i: usize| {
-            let req = http.post(&paths[i % paths.len()]).bearer_auth(TOKEN).send();
-            async move {
-                match req.await {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                }
-            }
+            let (client, paths) = (client.clone(), paths.clone());
+            async move { client.post(&paths[i % paths.len()]).await }
         }
     };
     let store_op = {
