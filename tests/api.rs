@@ -245,6 +245,33 @@ async fn openapi_document_matches_the_server() {
     })
     .await;
 
+    // A channel on `other` that is not in Stasis: an originated call still
+    // ringing (its far end scripted to ring), owned by another app.
+    let oi = ids.iter().position(|i| *i == other).unwrap();
+    let sim = farm.sims[oi].base_url();
+    let r = http
+        .put(format!("{sim}/sim/endpoints/ringer"))
+        .json(&json!({"action": "ring"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let ringing: Value = http
+        .post(format!(
+            "{sim}/ari/channels?endpoint=PJSIP/ringer&app=otherapp&timeout=60"
+        ))
+        .basic_auth("corral", Some("corral"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ringing = ringing["id"]
+        .as_str()
+        .expect("originated channel id")
+        .to_owned();
+
     let big = Body::Raw(Some("application/json"), vec![b' '; 20 * 1024]);
     let text = Body::Raw(None, b"landing_node=ast1".to_vec());
     let j = Body::Json;
@@ -389,6 +416,15 @@ async fn openapi_document_matches_the_server() {
             j(json!({"node": other, "channel": "1767268800.999"})),
             true,
             Some("channel_not_found"),
+        ),
+        case(
+            "POST",
+            colo,
+            409,
+            "/v1/rooms/conference/alpha/colocate",
+            j(json!({"node": other, "channel": ringing})),
+            true,
+            Some("channel_not_movable"),
         ),
         case(
             "POST",

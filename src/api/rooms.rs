@@ -279,6 +279,7 @@ pub async fn placement(
         (status = 400, description = "`bad_kind`, `bad_name`, `bad_channel`, `malformed_json`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`unknown_node`, `channel_not_found`, `bad_path`", body = ErrorBody),
+        (status = 409, description = "`channel_not_movable`: not in Stasis, or in a state that cannot move", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 502, description = "`node_unavailable`: the channel's node did not answer", body = ErrorBody),
