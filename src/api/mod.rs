@@ -229,3 +229,71 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_token_means_open_and_a_token_must_match_exactly() {
+        let open = ApiAuth::new(None);
+        assert!(open.allows(None) && open.allows(Some("anything")));
+        assert!(
+            ApiAuth::new(Some(String::new())).allows(None),
+            "empty = unset"
+        );
+        let auth = ApiAuth::new(Some("s3cret".into()));
+        assert!(auth.allows(Some("s3cret")));
+        for bad in [
+            None,
+            Some(""),
+            Some("s3cre"),
+            Some("s3cret "),
+            Some("S3cret"),
+            Some("s3cretx"),
+        ] {
+            assert!(!auth.allows(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug() {
+        let auth = ApiAuth::new(Some("s3cret".into()));
+        assert_eq!(format!("{auth:?}"), "ApiAuth(set)");
+    }
+
+    #[test]
+    fn the_document_has_every_route_and_the_bearer_scheme() {
+        let doc = serde_json::to_value(openapi()).expect("serialisable");
+        for path in [
+            "/v1/rooms",
+            "/v1/rooms/{kind}/{name}",
+            "/v1/rooms/{kind}/{name}/placement",
+            "/v1/rooms/{kind}/{name}/colocate",
+            "/v1/nodes",
+            "/v1/nodes/{id}/drain",
+            "/v1/nodes/{id}/undrain",
+            "/v1/tokens/{token}",
+            "/v1/tokens/{token}/consume",
+            "/v1/events",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        let placement = &doc["paths"]["/v1/rooms/{kind}/{name}/placement"]["post"];
+        assert!(
+            placement["security"].is_array(),
+            "placement needs the token"
+        );
+        assert!(
+            doc["paths"]["/v1/rooms"]["get"]["security"].is_null(),
+            "the map is open"
+        );
+    }
+}
