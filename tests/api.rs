@@ -930,6 +930,14 @@ async fn events_stream_farm_events() {
     assert!(seen.contains("event: room_placed\ndata: {"), "{seen}");
     assert!(seen.contains("\"name\":\"evroom\""), "{seen}");
     assert!(seen.contains("\"draining\":true"), "{seen}");
+    // A graceful stop does not wait for the open stream: it ends it.
+    tokio::time::timeout(DEADLINE, api.stop())
+        .await
+        .expect("the server stops with an event stream open");
+    let end = tokio::time::timeout(DEADLINE, async {
+        while resp.chunk().await.ok().flatten().is_some() {}
+    });
+    end.await.expect("the event stream ends");
     farm.stop().await;
 }
 

@@ -4,7 +4,9 @@
 //! `node_down`, `node_draining`, `split_detected`) and its `data:` the
 //! event's JSON. A subscriber too slow to keep up gets `event: lagged` with
 //! `{"missed": n}` and should reload the map. Keep-alive comments every
-//! [`KEEP_ALIVE`] hold proxies open.
+//! [`KEEP_ALIVE`] hold proxies open. The stream ends when the server
+//! shuts down (`AppState::shutdown`), so open pages never hold up a
+//! graceful stop.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -53,6 +55,10 @@ pub async fn stream(
     // A first comment flushes the headers at once, so clients know they
     // are subscribed before any event happens.
     let hello = futures_util::stream::once(async { Ok(Event::default().comment("subscribed")) });
-    Sse::new(futures_util::StreamExt::chain(hello, events))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    let stop = st.shutdown.clone();
+    let stream = futures_util::StreamExt::take_until(
+        futures_util::StreamExt::chain(hello, events),
+        async move { stop.cancelled().await },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }

@@ -36,6 +36,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
+use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -57,6 +58,9 @@ pub struct AppState {
     pub controller: Controller,
     /// The bearer token protected routes require.
     pub auth: ApiAuth,
+    /// Fires when the server stops: endless responses (the event stream)
+    /// end then, so a graceful shutdown does not wait for their clients.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -66,7 +70,16 @@ impl AppState {
             store: controller.store().clone(),
             controller,
             auth: ApiAuth::new(token),
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// Ends the event streams when `shutdown` fires (pass the token the
+    /// server's graceful shutdown waits on).
+    #[must_use]
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 }
 

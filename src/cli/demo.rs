@@ -111,7 +111,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     match tokio::net::TcpListener::bind(args.api.as_str()).await {
         Ok(listener) => {
-            let app = crate::api::router(crate::api::AppState::new(ctrl.clone(), None));
+            let app = crate::api::router(
+                crate::api::AppState::new(ctrl.clone(), None).with_shutdown(shutdown.clone()),
+            );
             let s = shutdown.clone();
             println!(
                 "live room map: http://{}/   API: http://{}/v1/rooms   metrics: http://{}/metrics",

@@ -102,10 +102,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "api.token is not set: placement, colocate, tokens and drain are open to anyone who reaches the API"
         );
     }
-    let app = crate::api::router(crate::api::AppState::new(
-        ctrl.clone(),
-        cfg.api.token.clone(),
-    ));
+    let app = crate::api::router(
+        crate::api::AppState::new(ctrl.clone(), cfg.api.token.clone())
+            .with_shutdown(shutdown.clone()),
+    );
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {
         axum::serve(listener, app)
