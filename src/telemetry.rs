@@ -70,6 +70,18 @@ pub struct NodeStateLabel {
     pub state: String,
 }
 
+/// Labels: one API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    /// The matched route template (`/v1/rooms/{kind}/{name}`), or
+    /// `unmatched`: never the raw path, so ids cannot blow up the series.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// HTTP status code.
+    pub status: String,
+}
+
 /// Farm-wide headline counts, for the demo and the benchmarks.
 #[derive(Debug, Default)]
 pub struct Totals {
@@ -133,6 +145,7 @@ pub struct Metrics {
     ari_latency: Family<NodeLabel, Histogram>,
     store_latency: Family<OpLabel, Histogram>,
     call_setup: Histogram,
+    api_latency: Family<ApiLabel, Histogram>,
     samples: std::sync::Mutex<Option<Vec<u32>>>,
 }
 
@@ -180,6 +193,7 @@ impl Metrics {
             ari_latency: Family::new_with_constructor(latency_histogram),
             store_latency: Family::new_with_constructor(latency_histogram),
             call_setup: latency_histogram(),
+            api_latency: Family::new_with_constructor(latency_histogram),
             samples: std::sync::Mutex::new(None),
             registry: Registry::default(),
         };
@@ -257,6 +271,11 @@ impl Metrics {
             "corral_call_setup_duration_seconds",
             "From StasisStart to the channel in its bridge or the redirect sent",
             m.call_setup.clone(),
+        );
+        registry.register(
+            "corral_api_request_duration_seconds",
+            "HTTP API latency by route, method and status",
+            m.api_latency.clone(),
         );
         Self { registry, ..m }
     }
@@ -412,6 +431,17 @@ impl Metrics {
         {
             v.push(took.as_micros().min(u128::from(u32::MAX)) as u32);
         }
+    }
+
+    /// One HTTP API request on `route` (the matched template).
+    pub fn api_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        self.api_latency
+            .get_or_create(&ApiLabel {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status: status.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Starts keeping every call-setup time (in µs) for exact percentiles

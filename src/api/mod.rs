@@ -1,71 +1,312 @@
-//! The HTTP API: `router(state)` builds the whole surface, so tests can call
-//! it without a socket.
+//! The HTTP API: `router(state)` builds the whole surface (apps' placement
+//! API, the operators' room map, events, health, metrics, the OpenAPI
+//! document and the live page), so tests can call it without a socket.
 //!
-//! Routes so far: `GET /v1/rooms` (the room map), `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`.
+//! Routes are grouped by resource, one file each: [`rooms`] (map,
+//! placement, colocate), [`nodes`] (list, drain), [`tokens`] (peek,
+//! consume), [`events`] (server-sent events), [`health`] (`/healthz`,
+//! `/readyz`, `/metrics`), [`map`] (the page at `/`). Handlers are thin:
+//! extract, call the controller or the store, map the result. Errors are
+//! [`ApiError`]s, always JSON.
+//!
+//! # Authentication
+//!
+//! With `api.token` (or `CORRAL_API_TOKEN`) set, every route that changes
+//! state or reveals a token (placement, colocate, tokens, drain, undrain)
+//! needs `Authorization: Bearer <token>` ([`extract::Authorized`]). The
+//! read-only views (rooms, nodes, events, health, metrics, the page and the
+//! OpenAPI document) stay open: they show no secret and an operator on call
+//! must reach them without one. Without a token nothing is protected
+//! (`corral serve` warns at start).
 
 pub mod error;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod map;
+pub mod nodes;
 pub mod rooms;
+pub mod tokens;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+pub use self::error::ApiError;
 use crate::controller::Controller;
 use crate::store::Store;
+
+/// The largest request body accepted, in bytes. Every body of this API is a
+/// few short ids; 16 KiB leaves room and keeps a flood cheap.
+pub const BODY_LIMIT: usize = 16 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     /// The store (rooms, nodes, tokens).
     pub store: Arc<dyn Store>,
-    /// The controller (node streams, metrics, events).
+    /// The controller (decisions, node streams, metrics, events).
     pub controller: Controller,
+    /// The bearer token protected routes require.
+    pub auth: ApiAuth,
+    /// Fires when the server stops: endless responses (the event stream)
+    /// end then, so a graceful shutdown does not wait for their clients.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// The state for `controller`, protected by `token` when given.
+    pub fn new(controller: Controller, token: Option<String>) -> Self {
+        Self {
+            store: controller.store().clone(),
+            controller,
+            auth: ApiAuth::new(token),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Ends the event streams when `shutdown` fires (pass the token the
+    /// server's graceful shutdown waits on).
+    #[must_use]
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("controller", &self.controller)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// The API's bearer token. Its `Debug` never shows it.
+#[derive(Clone, Default)]
+pub struct ApiAuth(Option<Arc<str>>);
+
+impl ApiAuth {
+    /// `None` or an empty token: no authentication.
+    pub fn new(token: Option<String>) -> Self {
+        Self(token.filter(|t| !t.is_empty()).map(Arc::from))
+    }
+
+    /// True when a token is configured.
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether `given` (the bearer token of a request) passes. Compares in
+    /// constant time for equal lengths.
+    pub fn allows(&self, given: Option<&str>) -> bool {
+        let Some(want) = &self.0 else { return true };
+        let Some(given) = given else { return false };
+        let (a, b) = (want.as_bytes(), given.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for ApiAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_set() {
+            "ApiAuth(set)"
+        } else {
+            "ApiAuth(not set)"
+        })
+    }
+}
+
+/// The OpenAPI document's root: info, tags and the bearer scheme. Paths
+/// come from the handlers through [`OpenApiRouter`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "corral",
+        description = "Placement API for apps and room map for operators. Errors are \
+            `{\"error\":{\"code\",\"message\"}}` with a stable code."
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "rooms", description = "Room map, placement, colocate"),
+        (name = "nodes", description = "Nodes and drain"),
+        (name = "tokens", description = "Single-use redirect tokens"),
+        (name = "ops", description = "Events, health, metrics")
+    )
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The documented routes, with the OpenAPI document they make.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(rooms::list))
+        .routes(routes!(rooms::get))
+        .routes(routes!(rooms::placement))
+        .routes(routes!(rooms::colocate))
+        .routes(routes!(nodes::list))
+        .routes(routes!(nodes::drain))
+        .routes(routes!(nodes::undrain))
+        .routes(routes!(tokens::get))
+        .routes(routes!(tokens::consume))
+        .routes(routes!(events::stream))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+}
+
+/// The OpenAPI 3 document of the API (also served at `/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().into_openapi()
 }
 
 /// Builds the whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/rooms", get(rooms::list))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let (routes, doc) = documented().split_for_parts();
+    // Rendered once: the document is fixed for the life of the process.
+    let doc = axum::body::Bytes::from(doc.to_json().unwrap_or_default());
+    // Layers, innermost first: the body limit applies to every extractor;
+    // `observe` wraps each matched route (it sees the matched path) and
+    // logs 5xx once; the fallbacks answer JSON for unknown routes/methods.
+    routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc,
+                    )
+                }
+            }),
+        )
+        .route("/", get(map::page))
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(error::not_found)
         .with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Runs every routed request in a span naming its method and matched route,
+/// times it into `corral_api_request_duration_seconds`, and logs each 5xx
+/// once, with its cause chain (4xx are the client's business: not logged).
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let span = tracing::debug_span!("api", %method, route = %route);
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let _in = span.enter();
+    let status = resp.status();
+    st.controller.metrics().api_request(
+        &route,
+        method.as_str(),
+        status.as_u16(),
+        started.elapsed(),
+    );
+    if status.is_server_error() {
+        let detail = resp
+            .extensions()
+            .get::<error::InternalDetail>()
+            .map(|d| d.0.as_str())
+            .unwrap_or("");
+        tracing::warn!(%method, route, status = status.as_u16(), reason = detail, "API request failed");
+    }
+    resp
 }
 
-async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
-    let store_ok = st.store.ping().await.is_ok();
-    let nodes = st.controller.nodes_streaming();
-    let streaming = nodes.iter().filter(|(_, up)| *up).count();
-    let ready = store_ok && streaming > 0;
-    let body = serde_json::json!({
-        "ready": ready,
-        "store": if store_ok { "ok" } else { "unreachable" },
-        "nodes": nodes.iter().map(|(id, up)| serde_json::json!({"node": id, "streaming": up})).collect::<Vec<_>>(),
-    });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        st.controller.metrics().encode(),
-    )
+    #[test]
+    fn no_token_means_open_and_a_token_must_match_exactly() {
+        let open = ApiAuth::new(None);
+        assert!(open.allows(None) && open.allows(Some("anything")));
+        assert!(
+            ApiAuth::new(Some(String::new())).allows(None),
+            "empty = unset"
+        );
+        let auth = ApiAuth::new(Some("s3cret".into()));
+        assert!(auth.allows(Some("s3cret")));
+        for bad in [
+            None,
+            Some(""),
+            Some("s3cre"),
+            Some("s3cret "),
+            Some("S3cret"),
+            Some("s3cretx"),
+        ] {
+            assert!(!auth.allows(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug() {
+        let auth = ApiAuth::new(Some("s3cret".into()));
+        assert_eq!(format!("{auth:?}"), "ApiAuth(set)");
+    }
+
+    #[test]
+    fn the_document_has_every_route_and_the_bearer_scheme() {
+        let doc = serde_json::to_value(openapi()).expect("serialisable");
+        for path in [
+            "/v1/rooms",
+            "/v1/rooms/{kind}/{name}",
+            "/v1/rooms/{kind}/{name}/placement",
+            "/v1/rooms/{kind}/{name}/colocate",
+            "/v1/nodes",
+            "/v1/nodes/{id}/drain",
+            "/v1/nodes/{id}/undrain",
+            "/v1/tokens/{token}",
+            "/v1/tokens/{token}/consume",
+            "/v1/events",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        let placement = &doc["paths"]["/v1/rooms/{kind}/{name}/placement"]["post"];
+        assert!(
+            placement["security"].is_array(),
+            "placement needs the token"
+        );
+        assert!(
+            doc["paths"]["/v1/rooms"]["get"]["security"].is_null(),
+            "the map is open"
+        );
+    }
 }

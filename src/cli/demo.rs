@@ -111,14 +111,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     match tokio::net::TcpListener::bind(args.api.as_str()).await {
         Ok(listener) => {
-            let app = crate::api::router(crate::api::AppState {
-                store: store.clone(),
-                controller: ctrl.clone(),
-            });
+            let app = crate::api::router(
+                crate::api::AppState::new(ctrl.clone(), None).with_shutdown(shutdown.clone()),
+            );
             let s = shutdown.clone();
             println!(
-                "room map: http://{}/v1/rooms   metrics: http://{}/metrics",
-                args.api, args.api
+                "live room map: http://{}/   API: http://{}/v1/rooms   metrics: http://{}/metrics",
+                args.api, args.api, args.api
             );
             tokio::spawn(async move {
                 axum::serve(listener, app)

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod demo;
+pub mod ops;
+pub mod output;
 pub mod serve;
 pub mod sim_node;
 
@@ -36,13 +38,26 @@ pub enum Command {
     /// in the same run.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// List the room map of a running corral (every page).
+    Rooms(ops::RoomsArgs),
+    /// Show one room and its members.
+    Room(ops::RoomArgs),
+    /// List the nodes: state, stream, rooms, members, load.
+    Nodes(ops::NodesArgs),
+    /// Drain a node: no new rooms there; running rooms still take joiners.
+    Drain(ops::DrainArgs),
+    /// Undrain a node: it takes new rooms again.
+    Undrain(ops::UndrainArgs),
+    /// Follow the farm's events live.
+    Watch(ops::WatchArgs),
 }
 
 /// Parses the command line, starts tracing and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and benchmarks print their own story; logs would drown it.
-    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
+    // Operator commands print tables or JSON on stdout: keep logs to warn.
+    let quiet = !matches!(cli.command, Command::Serve(_) | Command::SimNode(_));
     crate::telemetry::init(if quiet { "corral=warn" } else { "corral=info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -60,6 +75,12 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::SimNode(args) => sim_node::run(args).await,
             Command::Bench(bench) => bench::run(bench).await,
+            Command::Rooms(args) => ops::rooms(args).await,
+            Command::Room(args) => ops::room(args).await,
+            Command::Nodes(args) => ops::nodes(args).await,
+            Command::Drain(args) => ops::drain(args).await,
+            Command::Undrain(args) => ops::undrain(args).await,
+            Command::Watch(args) => ops::watch(args).await,
         }
     });
     match result {

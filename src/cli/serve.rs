@@ -97,10 +97,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("api.listen: cannot listen on {listen}"))?;
     tracing::info!(farm = %cfg.farm, api = %listen, nodes = cfg.nodes.len(),
         store = if cfg.store.redis_url.is_some() { "redis" } else { "memory" }, "corral serving");
-    let app = crate::api::router(crate::api::AppState {
-        store,
-        controller: ctrl.clone(),
-    });
+    if cfg.api.token.is_none() {
+        tracing::warn!(
+            "api.token is not set: placement, colocate, tokens and drain are open to anyone who reaches the API"
+        );
+    }
+    let app = crate::api::router(
+        crate::api::AppState::new(ctrl.clone(), cfg.api.token.clone())
+            .with_shutdown(shutdown.clone()),
+    );
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(async move {
         axum::serve(listener, app)

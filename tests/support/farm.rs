@@ -24,6 +24,9 @@ pub enum Backend {
     Memory,
     /// A real `redis-server`.
     Redis,
+    /// A real `redis-server` always started by the test (never
+    /// `CORRAL_TEST_REDIS_URL`), so that [`TestFarm::kill_redis`] works.
+    PrivateRedis,
 }
 
 /// A running farm. Dropping it stops the controller and the nodes.
@@ -74,6 +77,11 @@ impl TestFarm {
             Backend::Memory => (None, None),
             Backend::Redis => {
                 let r = RedisProcess::start();
+                let url = r.url();
+                (Some(r), Some(url))
+            }
+            Backend::PrivateRedis => {
+                let r = RedisProcess::start_private(super::redis::Mode::Standalone);
                 let url = r.url();
                 (Some(r), Some(url))
             }
@@ -275,6 +283,14 @@ impl TestFarm {
     /// Sum of one counter of `GET /sim/stats` over every node ever started.
     pub fn sim_stat(&self, f: impl Fn(&corral::sim::SimStats) -> u64) -> u64 {
         self.sims.iter().map(|s| f(&s.stats())).sum()
+    }
+
+    /// Kills the farm's Redis (a `Backend::PrivateRedis` one).
+    pub fn kill_redis(&mut self) {
+        self._redis
+            .as_mut()
+            .expect("kill_redis needs Backend::PrivateRedis")
+            .kill();
     }
 
     /// Stops the controller (graceful) and waits for it.

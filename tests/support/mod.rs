@@ -38,6 +38,7 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
+pub mod api;
 pub mod farm;
 pub mod redis;
 

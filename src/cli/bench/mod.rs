@@ -1,6 +1,7 @@
 //! `corral bench ...`: benchmarks that print figures against a baseline
 //! measured in the same run (ratios and percentiles, never one timing).
 
+pub mod api;
 pub mod calls;
 pub mod placement;
 pub mod sim;
@@ -17,6 +18,9 @@ pub enum Bench {
     /// The simulated node itself: start time of 50 nodes, calls per second
     /// on one node without dropping events.
     Sim(sim::Args),
+    /// The HTTP API's placement route against the store's own
+    /// `resolve_placement` at the same concurrency; then a paced run.
+    Api(api::Args),
 }
 
 /// Runs one benchmark.
@@ -25,5 +29,6 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Calls(args) => calls::run(args).await,
         Bench::Placement(args) => placement::run(args).await,
         Bench::Sim(args) => sim::run(args).await,
+        Bench::Api(args) => api::run(args).await,
     }
 }

@@ -1,0 +1,1111 @@
+//! The HTTP API through the real router, against simulated nodes and a
+//! running controller: every documented (path, method, status) of
+//! `/openapi.json` is produced by a request of a table, and every request
+//! of the table produces a documented status with a JSON error; colocate
+//! really redirects a channel; tokens are single-use; auth, oversized and
+//! malformed bodies, unknown routes answer JSON and never panic.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::body::Body as AxBody;
+use axum::http::Request;
+use corral::domain::{ChannelId, NodeId, RoomKey, TokenId};
+use corral::store::TokenGrant;
+use serde_json::{Value, json};
+use support::api::ApiServer;
+use support::eventually;
+use support::farm::{Backend, TestFarm};
+use tower::ServiceExt;
+
+const TOKEN: &str = "s3cret-api-token";
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A request body.
+#[derive(Clone)]
+enum Body {
+    None,
+    Json(Value),
+    /// Raw bytes with an optional content type.
+    Raw(Option<&'static str>, Vec<u8>),
+}
+
+/// One row of the conformance table.
+struct Case {
+    method: &'static str,
+    template: &'static str,
+    status: u16,
+    path: String,
+    body: Body,
+    auth: bool,
+    /// The error code expected (for 4xx/5xx JSON errors).
+    code: Option<&'static str>,
+}
+
+fn case(
+    method: &'static str,
+    template: &'static str,
+    status: u16,
+    path: impl Into<String>,
+    body: Body,
+    auth: bool,
+    code: Option<&'static str>,
+) -> Case {
+    Case {
+        method,
+        template,
+        status,
+        path: path.into(),
+        body,
+        auth,
+        code,
+    }
+}
+
+async fn send(
+    http: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    body: &Body,
+    auth: Option<&str>,
+) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut rb = http.request(method, format!("{base}{path}"));
+    if let Some(t) = auth {
+        rb = rb.bearer_auth(t);
+    }
+    rb = match body {
+        Body::None => rb,
+        Body::Json(v) => rb.json(v),
+        Body::Raw(ct, bytes) => {
+            let rb = match ct {
+                Some(ct) => rb.header("content-type", *ct),
+                None => rb,
+            };
+            rb.body(bytes.clone())
+        }
+    };
+    rb.send().await.expect("API answers")
+}
+
+async fn get_json(http: &reqwest::Client, url: String) -> (u16, Value) {
+    let r = http
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("API answers");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Every (METHOD, path, status) the OpenAPI document promises.
+fn documented(doc: &Value) -> BTreeSet<(String, String, u16)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().unwrap() {
+            for status in op["responses"].as_object().expect("responses").keys() {
+                out.insert((
+                    method.to_uppercase(),
+                    path.clone(),
+                    status.parse().expect("numeric status"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+async fn run_cases(http: &reqwest::Client, base: &str, cases: &[Case]) {
+    for c in cases {
+        let auth = c.auth.then_some(TOKEN);
+        let resp = send(http, base, c.method, &c.path, &c.body, auth).await;
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if c.template == "/v1/events" {
+            assert_eq!(status, c.status, "{} {}", c.method, c.path);
+            assert!(ctype.starts_with("text/event-stream"), "{ctype}");
+            continue;
+        }
+        let text = resp.text().await.unwrap_or_default();
+        assert_eq!(
+            status, c.status,
+            "{} {} answered {status}, the table expects {}: {text}",
+            c.method, c.path, c.status
+        );
+        if let Some(code) = c.code {
+            assert!(
+                ctype.starts_with("application/json"),
+                "{ctype} for {}",
+                c.path
+            );
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{} {}: not JSON ({e}): {text}", c.method, c.path));
+            assert_eq!(v["error"]["code"], code, "{} {}: {text}", c.method, c.path);
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+        }
+    }
+}
+
+fn grant(room: &str, from: &NodeId, to: &NodeId) -> TokenGrant {
+    TokenGrant {
+        room: RoomKey::parse("conference", room).unwrap(),
+        from: from.clone(),
+        to: to.clone(),
+        channel: ChannelId::new("1767268800.1").unwrap(),
+        caller: "100".into(),
+        hops: 1,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Lands `conf-<room>` and waits until the room has a member; returns
+/// (owner, channel).
+async fn land(farm: &mut TestFarm, api: &ApiServer, room: &str) -> (String, String) {
+    farm.call(&format!("conf-{room}"), &format!("call-{room}"))
+        .await;
+    let http = farm.http.clone();
+    let url = format!("{}/v1/rooms/conference/{room}", api.url);
+    eventually(DEADLINE, "the landed call is a member of its room", || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let (s, v) = get_json(&http, url).await;
+            let m = v["member_list"].as_array()?.first()?.clone();
+            (s == 200).then(|| {
+                (
+                    m["node"].as_str().unwrap().to_owned(),
+                    m["channel"].as_str().unwrap().to_owned(),
+                )
+            })
+        }
+    })
+    .await
+}
+
+/// The OpenAPI document and the server agree: for every documented
+/// (path, method, status) a request of the table produces exactly that
+/// status (with the expected JSON error code), and the table holds no
+/// request whose status is undocumented. Runs on a real Redis so that
+/// `store_unavailable` is real (Redis killed), with three nodes so that a
+/// dead node's `node_unavailable` is real too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_the_server() {
+    let seed = support::seed("openapi_document_matches_the_server");
+    let mut farm = TestFarm::start(3, Backend::PrivateRedis, seed).await;
+    let api = ApiServer::start(&farm.ctrl, Some(TOKEN)).await;
+    let http = farm.http.clone();
+    let base = api.url.clone();
+
+    let (owner, channel) = land(&mut farm, &api, "alpha").await;
+    let ids: Vec<String> = farm.sims.iter().map(|s| s.id().to_owned()).collect();
+    let others: Vec<&String> = ids.iter().filter(|i| **i != owner).collect();
+    let (other, victim) = (others[0].clone(), others[1].clone());
+    let (owner_id, other_id) = (NodeId::new(&owner).unwrap(), NodeId::new(&other).unwrap());
+
+    let mut rng = rand::rng();
+    let tk_ok = TokenId::generate(&mut rng);
+    let tk_wrong = TokenId::generate(&mut rng);
+    let tk_exp = TokenId::generate(&mut rng);
+    let store = farm.store.clone();
+    for (t, ttl) in [(&tk_ok, 30_000), (&tk_wrong, 30_000), (&tk_exp, 50)] {
+        store
+            .mint_token(
+                t,
+                &grant("alpha", &owner_id, &other_id),
+                Duration::from_millis(ttl),
+            )
+            .await
+            .unwrap();
+    }
+    let exp_url = format!("{base}/v1/tokens/{tk_exp}");
+    eventually(DEADLINE, "the short token is past its expiry", || {
+        let (http, url) = (http.clone(), exp_url.clone());
+        async move {
+            let (_, v) = get_json(&http, url).await;
+            (v["expires_ms"].as_u64()? + 20 < now_ms()).then_some(())
+        }
+    })
+    .await;
+
+    // A channel on `other` that is not in Stasis: an originated call still
+    // ringing (its far end scripted to ring), owned by another app.
+    let oi = ids.iter().position(|i| *i == other).unwrap();
+    let sim = farm.sims[oi].base_url();
+    let r = http
+        .put(format!("{sim}/sim/endpoints/ringer"))
+        .json(&json!({"action": "ring"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let ringing: Value = http
+        .post(format!(
+            "{sim}/ari/channels?endpoint=PJSIP/ringer&app=otherapp&timeout=60"
+        ))
+        .basic_auth("corral", Some("corral"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ringing = ringing["id"]
+        .as_str()
+        .expect("originated channel id")
+        .to_owned();
+
+    let big = Body::Raw(Some("application/json"), vec![b' '; 20 * 1024]);
+    let text = Body::Raw(None, b"landing_node=ast1".to_vec());
+    let j = Body::Json;
+    let n = Body::None;
+    let (rooms, room, place, colo) = (
+        "/v1/rooms",
+        "/v1/rooms/{kind}/{name}",
+        "/v1/rooms/{kind}/{name}/placement",
+        "/v1/rooms/{kind}/{name}/colocate",
+    );
+    let (nodes, drain, undrain) = (
+        "/v1/nodes",
+        "/v1/nodes/{id}/drain",
+        "/v1/nodes/{id}/undrain",
+    );
+    let (tok, consume) = ("/v1/tokens/{token}", "/v1/tokens/{token}/consume");
+    let unknown_tok = "Zz".repeat(11);
+    let mut cases = vec![
+        case("GET", rooms, 200, "/v1/rooms", n.clone(), false, None),
+        case(
+            "GET",
+            rooms,
+            400,
+            "/v1/rooms?limit=abc",
+            n.clone(),
+            false,
+            Some("bad_query"),
+        ),
+        case(
+            "GET",
+            room,
+            200,
+            "/v1/rooms/conference/alpha",
+            n.clone(),
+            false,
+            None,
+        ),
+        case(
+            "GET",
+            room,
+            400,
+            "/v1/rooms/party/alpha",
+            n.clone(),
+            false,
+            Some("bad_kind"),
+        ),
+        case(
+            "GET",
+            room,
+            404,
+            "/v1/rooms/conference/nosuch",
+            n.clone(),
+            false,
+            Some("room_not_found"),
+        ),
+        case(
+            "POST",
+            place,
+            200,
+            "/v1/rooms/queue/beta/placement",
+            n.clone(),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            place,
+            400,
+            "/v1/rooms/conference/bad.name/placement",
+            n.clone(),
+            true,
+            Some("bad_name"),
+        ),
+        case(
+            "POST",
+            place,
+            401,
+            "/v1/rooms/queue/beta/placement",
+            n.clone(),
+            false,
+            Some("unauthorized"),
+        ),
+        case(
+            "POST",
+            place,
+            404,
+            "/v1/rooms/queue/beta/placement",
+            j(json!({"landing_node": "ast9"})),
+            true,
+            Some("unknown_node"),
+        ),
+        case(
+            "POST",
+            place,
+            413,
+            "/v1/rooms/queue/beta/placement",
+            big.clone(),
+            true,
+            Some("body_too_large"),
+        ),
+        case(
+            "POST",
+            place,
+            415,
+            "/v1/rooms/queue/beta/placement",
+            text.clone(),
+            true,
+            Some("unsupported_media_type"),
+        ),
+        case(
+            "POST",
+            colo,
+            200,
+            "/v1/rooms/conference/alpha/colocate",
+            j(json!({"node": owner, "channel": channel})),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            colo,
+            400,
+            "/v1/rooms/conference/alpha/colocate",
+            j(json!({"node": owner, "channel": "no such"})),
+            true,
+            Some("bad_channel"),
+        ),
+        case(
+            "POST",
+            colo,
+            401,
+            "/v1/rooms/conference/alpha/colocate",
+            j(json!({"node": owner, "channel": channel})),
+            false,
+            Some("unauthorized"),
+        ),
+        case(
+            "POST",
+            colo,
+            404,
+            "/v1/rooms/conference/alpha/colocate",
+            j(json!({"node": other, "channel": "1767268800.999"})),
+            true,
+            Some("channel_not_found"),
+        ),
+        case(
+            "POST",
+            colo,
+            409,
+            "/v1/rooms/conference/alpha/colocate",
+            j(json!({"node": other, "channel": ringing})),
+            true,
+            Some("channel_not_movable"),
+        ),
+        case(
+            "POST",
+            colo,
+            413,
+            "/v1/rooms/conference/alpha/colocate",
+            big.clone(),
+            true,
+            Some("body_too_large"),
+        ),
+        case(
+            "POST",
+            colo,
+            415,
+            "/v1/rooms/conference/alpha/colocate",
+            text.clone(),
+            true,
+            Some("unsupported_media_type"),
+        ),
+        case("GET", nodes, 200, "/v1/nodes", n.clone(), false, None),
+        case(
+            "POST",
+            drain,
+            200,
+            format!("/v1/nodes/{other}/drain"),
+            n.clone(),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            drain,
+            401,
+            format!("/v1/nodes/{other}/drain"),
+            n.clone(),
+            false,
+            Some("unauthorized"),
+        ),
+        case(
+            "POST",
+            drain,
+            404,
+            "/v1/nodes/ast9/drain",
+            n.clone(),
+            true,
+            Some("unknown_node"),
+        ),
+        case(
+            "POST",
+            undrain,
+            200,
+            format!("/v1/nodes/{other}/undrain"),
+            n.clone(),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            undrain,
+            401,
+            format!("/v1/nodes/{other}/undrain"),
+            n.clone(),
+            false,
+            Some("unauthorized"),
+        ),
+        case(
+            "POST",
+            undrain,
+            404,
+            "/v1/nodes/ast9/undrain",
+            n.clone(),
+            true,
+            Some("unknown_node"),
+        ),
+        case(
+            "GET",
+            tok,
+            200,
+            format!("/v1/tokens/{tk_ok}"),
+            n.clone(),
+            true,
+            None,
+        ),
+        case(
+            "GET",
+            tok,
+            401,
+            format!("/v1/tokens/{tk_ok}"),
+            n.clone(),
+            false,
+            Some("unauthorized"),
+        ),
+        case(
+            "GET",
+            tok,
+            404,
+            format!("/v1/tokens/{unknown_tok}"),
+            n.clone(),
+            true,
+            Some("token_not_found"),
+        ),
+        case(
+            "POST",
+            consume,
+            400,
+            format!("/v1/tokens/{tk_ok}/consume"),
+            Body::Raw(Some("application/json"), b"{\"node\":".to_vec()),
+            true,
+            Some("malformed_json"),
+        ),
+        case(
+            "POST",
+            consume,
+            401,
+            format!("/v1/tokens/{tk_ok}/consume"),
+            j(json!({"node": other})),
+            false,
+            Some("unauthorized"),
+        ),
+        case(
+            "POST",
+            consume,
+            404,
+            format!("/v1/tokens/{unknown_tok}/consume"),
+            j(json!({"node": other})),
+            true,
+            Some("token_not_found"),
+        ),
+        case(
+            "POST",
+            consume,
+            409,
+            format!("/v1/tokens/{tk_wrong}/consume"),
+            j(json!({"node": owner})),
+            true,
+            Some("token_wrong_node"),
+        ),
+        case(
+            "POST",
+            consume,
+            410,
+            format!("/v1/tokens/{tk_exp}/consume"),
+            j(json!({"node": other})),
+            true,
+            Some("token_expired"),
+        ),
+        case(
+            "POST",
+            consume,
+            200,
+            format!("/v1/tokens/{tk_ok}/consume"),
+            j(json!({"node": other})),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            consume,
+            413,
+            format!("/v1/tokens/{tk_ok}/consume"),
+            big.clone(),
+            true,
+            Some("body_too_large"),
+        ),
+        case(
+            "POST",
+            consume,
+            415,
+            format!("/v1/tokens/{tk_ok}/consume"),
+            text.clone(),
+            true,
+            Some("unsupported_media_type"),
+        ),
+        case(
+            "GET",
+            "/v1/events",
+            200,
+            "/v1/events",
+            n.clone(),
+            false,
+            None,
+        ),
+        case("GET", "/healthz", 200, "/healthz", n.clone(), false, None),
+        case("GET", "/readyz", 200, "/readyz", n.clone(), false, None),
+        case("GET", "/metrics", 200, "/metrics", n.clone(), false, None),
+    ];
+    run_cases(&http, &base, &cases).await;
+    // Single use: the consumed token is gone.
+    let (s, _) = get_json(&http, format!("{base}/v1/tokens/{tk_ok}")).await;
+    assert_eq!(s, 404, "a consumed token is gone");
+
+    // Every node drained: nothing may take a new room.
+    for id in &ids {
+        let r = send(
+            &http,
+            &base,
+            "POST",
+            &format!("/v1/nodes/{id}/drain"),
+            &n,
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let drained = vec![
+        case(
+            "POST",
+            place,
+            503,
+            "/v1/rooms/conference/gamma/placement",
+            n.clone(),
+            true,
+            Some("no_eligible_node"),
+        ),
+        case(
+            "POST",
+            colo,
+            503,
+            "/v1/rooms/conference/delta/colocate",
+            j(json!({"node": other, "channel": "1767268800.5"})),
+            true,
+            Some("no_eligible_node"),
+        ),
+    ];
+    run_cases(&http, &base, &drained).await;
+    for id in &ids {
+        let r = send(
+            &http,
+            &base,
+            "POST",
+            &format!("/v1/nodes/{id}/undrain"),
+            &n,
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+
+    // A dead node: the redirect cannot be sent.
+    let vi = ids.iter().position(|i| *i == victim).unwrap();
+    farm.kill(vi).await;
+    let dead = vec![case(
+        "POST",
+        colo,
+        502,
+        "/v1/rooms/conference/alpha/colocate",
+        j(json!({"node": victim, "channel": "1767268800.7"})),
+        true,
+        Some("node_unavailable"),
+    )];
+    run_cases(&http, &base, &dead).await;
+
+    // The store gone.
+    farm.kill_redis();
+    let down = vec![
+        case(
+            "GET",
+            rooms,
+            503,
+            "/v1/rooms",
+            n.clone(),
+            false,
+            Some("store_unavailable"),
+        ),
+        case(
+            "GET",
+            room,
+            503,
+            "/v1/rooms/conference/alpha",
+            n.clone(),
+            false,
+            Some("store_unavailable"),
+        ),
+        case(
+            "POST",
+            place,
+            503,
+            "/v1/rooms/conference/epsilon/placement",
+            n.clone(),
+            true,
+            Some("store_unavailable"),
+        ),
+        case(
+            "POST",
+            colo,
+            503,
+            "/v1/rooms/conference/alpha/colocate",
+            j(json!({"node": owner, "channel": channel})),
+            true,
+            Some("store_unavailable"),
+        ),
+        case(
+            "GET",
+            nodes,
+            503,
+            "/v1/nodes",
+            n.clone(),
+            false,
+            Some("store_unavailable"),
+        ),
+        case(
+            "POST",
+            drain,
+            503,
+            format!("/v1/nodes/{other}/drain"),
+            n.clone(),
+            true,
+            Some("store_unavailable"),
+        ),
+        case(
+            "POST",
+            undrain,
+            503,
+            format!("/v1/nodes/{other}/undrain"),
+            n.clone(),
+            true,
+            Some("store_unavailable"),
+        ),
+        case(
+            "GET",
+            tok,
+            503,
+            format!("/v1/tokens/{tk_wrong}"),
+            n.clone(),
+            true,
+            Some("store_unavailable"),
+        ),
+        case(
+            "POST",
+            consume,
+            503,
+            format!("/v1/tokens/{tk_wrong}/consume"),
+            j(json!({"node": other})),
+            true,
+            Some("store_unavailable"),
+        ),
+        case("GET", "/readyz", 503, "/readyz", n.clone(), false, None),
+    ];
+    run_cases(&http, &base, &down).await;
+
+    cases.extend(drained);
+    cases.extend(dead);
+    cases.extend(down);
+    let tested: BTreeSet<(String, String, u16)> = cases
+        .iter()
+        .map(|c| (c.method.to_owned(), c.template.to_owned(), c.status))
+        .collect();
+    let doc: Value = http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let promised = documented(&doc);
+    let untested: Vec<_> = promised.difference(&tested).collect();
+    let undocumented: Vec<_> = tested.difference(&promised).collect();
+    assert!(
+        untested.is_empty() && undocumented.is_empty(),
+        "documented but no request in the table: {untested:?}\n\
+         in the table but not documented: {undocumented:?}"
+    );
+    farm.stop().await;
+}
+
+/// An app asks corral to bring a channel to a room on another node: corral
+/// mints a token and redirects the (answered) channel, which arrives on
+/// the room's node, joins its room there, and the token is used once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colocate_moves_a_channel_to_its_room_node() {
+    let seed = support::seed("colocate_moves_a_channel_to_its_room_node");
+    let mut farm = TestFarm::start(2, Backend::Memory, seed).await;
+    let api = ApiServer::start(&farm.ctrl, Some(TOKEN)).await;
+    let http = farm.http.clone();
+    let (owner, channel) = land(&mut farm, &api, "alpha").await;
+    let other = farm
+        .sims
+        .iter()
+        .map(|s| s.id().to_owned())
+        .find(|i| *i != owner)
+        .unwrap();
+    // Room bravo lives on the other node.
+    let r = send(
+        &http,
+        &api.url,
+        "POST",
+        "/v1/rooms/conference/bravo/placement",
+        &Body::Json(json!({"landing_node": other})),
+        Some(TOKEN),
+    )
+    .await;
+    let placed: Value = r.json().await.unwrap();
+    assert_eq!(placed["node"], other.as_str(), "{placed}");
+    assert_eq!(placed["created"], true);
+    // Colocate alpha's channel into bravo.
+    let r = send(
+        &http,
+        &api.url,
+        "POST",
+        "/v1/rooms/conference/bravo/colocate",
+        &Body::Json(json!({"node": owner, "channel": channel})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["action"], "redirect", "{d}");
+    assert_eq!(d["node"], other.as_str());
+    let token = d["token"].as_str().unwrap().to_owned();
+    assert!(d["endpoint"].as_str().unwrap().contains(&token));
+    // The call arrives on the other node and joins bravo there.
+    let url = format!("{}/v1/rooms/conference/bravo", api.url);
+    eventually(
+        DEADLINE,
+        "the moved call is a member of bravo on its node",
+        || {
+            let (http, url, other) = (http.clone(), url.clone(), other.clone());
+            async move {
+                let (_, v) = get_json(&http, url).await;
+                let m = v["member_list"].as_array()?.first()?.clone();
+                (m["node"] == other.as_str()).then_some(())
+            }
+        },
+    )
+    .await;
+    // corral's app on the destination consumed the token: it is gone.
+    let (s, _) = get_json(&http, format!("{}/v1/tokens/{token}", api.url)).await;
+    assert_eq!(s, 404, "the token was used once");
+    let calls = farm.live_calls().await;
+    let idx = farm.sims.iter().position(|s| s.id() == other).unwrap();
+    assert!(
+        calls
+            .iter()
+            .any(|(i, c)| *i == idx && c["bridge"].is_string()),
+        "a bridged call on {other}: {calls:?}"
+    );
+    // The placement of a placed room is stable.
+    let r = send(
+        &http,
+        &api.url,
+        "POST",
+        "/v1/rooms/conference/bravo/placement",
+        &Body::None,
+        Some(TOKEN),
+    )
+    .await;
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(
+        (again["node"].clone(), again["created"].clone()),
+        (json!(other), json!(false))
+    );
+    farm.stop().await;
+}
+
+/// The event stream shows a room placed by the API, as `event: room_placed`
+/// with the event's JSON, and a drain as `event: node_draining`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_farm_events() {
+    let seed = support::seed("events_stream_farm_events");
+    let farm = TestFarm::start(2, Backend::Memory, seed).await;
+    let api = ApiServer::start(&farm.ctrl, None).await;
+    let http = farm.http.clone();
+    let resp = http
+        .get(format!("{}/v1/events", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut resp = resp;
+    let r = send(
+        &http,
+        &api.url,
+        "POST",
+        "/v1/rooms/conference/evroom/placement",
+        &Body::None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = send(
+        &http,
+        &api.url,
+        "POST",
+        "/v1/nodes/ast1/drain",
+        &Body::None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mut seen = String::new();
+    let read = async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: node_draining") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("events arrive");
+    assert!(seen.contains("event: room_placed\ndata: {"), "{seen}");
+    assert!(seen.contains("\"name\":\"evroom\""), "{seen}");
+    assert!(seen.contains("\"draining\":true"), "{seen}");
+    // A graceful stop does not wait for the open stream: it ends it.
+    tokio::time::timeout(DEADLINE, api.stop())
+        .await
+        .expect("the server stops with an event stream open");
+    let end = tokio::time::timeout(DEADLINE, async {
+        while resp.chunk().await.ok().flatten().is_some() {}
+    });
+    end.await.expect("the event stream ends");
+    farm.stop().await;
+}
+
+async fn oneshot(app: &axum::Router, req: Request<AxBody>) -> (u16, Value) {
+    let resp = app.clone().oneshot(req).await.expect("router answers");
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Without a socket: auth is required exactly on the protected routes (no
+/// header, wrong token, other scheme → 401 JSON; right token in any scheme
+/// case → through), read-only views stay open, unknown routes and methods
+/// answer JSON, and odd inputs never panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_and_odd_inputs_answer_json() {
+    let seed = support::seed("auth_and_odd_inputs_answer_json");
+    let farm = TestFarm::start(1, Backend::Memory, seed).await;
+    let app = corral::api::router(corral::api::AppState::new(
+        farm.ctrl.clone(),
+        Some(TOKEN.into()),
+    ));
+    let place = "/v1/rooms/conference/r1/placement";
+    for (header, want) in [
+        (None, 401),
+        (Some("Bearer wrong".to_string()), 401),
+        (Some(format!("Bearer {TOKEN}x")), 401),
+        (Some(format!("Basic {TOKEN}")), 401),
+        (Some(TOKEN.to_string()), 401),
+        (Some(format!("Bearer {TOKEN}")), 200),
+        (Some(format!("bearer {TOKEN}")), 200),
+    ] {
+        let mut rb = Request::post(place);
+        if let Some(h) = &header {
+            rb = rb.header("authorization", h);
+        }
+        let (s, v) = oneshot(&app, rb.body(AxBody::empty()).unwrap()).await;
+        assert_eq!(s, want, "{header:?}: {v}");
+        if want == 401 {
+            assert_eq!(v["error"]["code"], "unauthorized");
+        }
+    }
+    for open in [
+        "/v1/rooms",
+        "/v1/nodes",
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/",
+    ] {
+        let resp = app
+            .clone()
+            .oneshot(Request::get(open).body(AxBody::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{open} is open");
+    }
+    let (s, v) = oneshot(
+        &app,
+        Request::get("/v2/nothing").body(AxBody::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (404, json!("route_not_found"))
+    );
+    let (s, v) = oneshot(
+        &app,
+        Request::delete("/v1/rooms").body(AxBody::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (405, json!("method_not_allowed"))
+    );
+    let odd = [
+        ("GET", "/v1/rooms/%FF/x".to_string(), None),
+        (
+            "GET",
+            format!("/v1/rooms/conference/{}", "a".repeat(5000)),
+            None,
+        ),
+        ("GET", "/v1/rooms?limit=-1&cursor=%00".to_string(), None),
+        ("GET", "/v1/rooms?cursor=nonsense".to_string(), None),
+        ("GET", "/v1/rooms?node=a%20b".to_string(), None),
+        ("GET", "/v1/tokens/..%2F..".to_string(), None),
+        ("POST", place.to_string(), Some(b"[1,2,3]".to_vec())),
+        (
+            "POST",
+            place.to_string(),
+            Some(b"{\"landing_node\": 7}".to_vec()),
+        ),
+        (
+            "POST",
+            place.to_string(),
+            Some(b"{\"landing_node\": \"ast1\", \"x\": 1}".to_vec()),
+        ),
+        ("POST", place.to_string(), Some(vec![0xff, 0xfe, 0x00])),
+        (
+            "POST",
+            "/v1/rooms/conference/r1/colocate".to_string(),
+            Some(b"{}".to_vec()),
+        ),
+        (
+            "POST",
+            "/v1/tokens/abc/consume".to_string(),
+            Some(b"{\"node\":\"\"}".to_vec()),
+        ),
+        ("POST", "/v1/nodes/%E2%82%AC/drain".to_string(), None),
+    ];
+    for (method, path, body) in odd {
+        let mut rb = Request::builder()
+            .method(method)
+            .uri(&path)
+            .header("authorization", format!("Bearer {TOKEN}"));
+        if body.is_some() {
+            rb = rb.header("content-type", "application/json");
+        }
+        let req = rb
+            .body(body.map(AxBody::from).unwrap_or_else(AxBody::empty))
+            .unwrap();
+        let (s, v) = oneshot(&app, req).await;
+        assert!((400..500).contains(&s), "{method} {path}: {s} {v}");
+        assert!(v["error"]["code"].is_string(), "{method} {path}: {s} {v}");
+    }
+    // The Debug of the state never shows the token.
+    let st = corral::api::AppState::new(farm.ctrl.clone(), Some(TOKEN.into()));
+    assert!(!format!("{st:?}").contains(TOKEN));
+    farm.stop().await;
+}
+
+/// `/metrics` names follow `corral_<thing>_<unit>` with counters ending in
+/// `_total`, and the API's own latency is among them after a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_named_by_the_rules() {
+    let seed = support::seed("metrics_are_named_by_the_rules");
+    let mut farm = TestFarm::start(2, Backend::Memory, seed).await;
+    let api = ApiServer::start(&farm.ctrl, None).await;
+    land(&mut farm, &api, "m1").await;
+    let text = farm
+        .http
+        .get(format!("{}/metrics", api.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line.split_whitespace().skip(2);
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        assert!(name.starts_with("corral_"), "{line}");
+        if kind == "histogram" {
+            assert!(name.ends_with("_seconds"), "{line}");
+        }
+    }
+    for want in [
+        "corral_placements_total{",
+        "corral_api_request_duration_seconds_count{route=\"/v1/rooms/{kind}/{name}\"",
+        "corral_store_request_duration_seconds_count{",
+        "corral_ari_request_duration_seconds_count{",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    farm.stop().await;
+}
