@@ -69,6 +69,19 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// The load generator's runtime: one thread of its own.
+fn load_runtime() -> &'static tokio::runtime::Runtime {
+    static GEN: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    GEN.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bench-load")
+            .enable_all()
+            .build()
+            .expect("a runtime for the load generator")
+    })
+}
+
 /// What one run measured.
 struct Figures {
     ops: usize,
@@ -384,17 +397,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.concurrency,
         args.seconds
     );
+    // The load generator runs on its own runtime thread, so the server's
+    // runtime is not also scheduling the generator's tasks; both loads are
+    // driven from it alike.
+    let c = args.concurrency;
     // Warm both paths (connections, caches) before measuring.
-    closed_loop(args.concurrency, Duration::from_millis(500), api_op.clone()).await;
-    let mut s = closed_loop(args.concurrency, d, store_op.clone()).await;
-    let mut a = closed_loop(args.concurrency, d, api_op.clone()).await;
+    load_runtime().spawn(closed_loop(c, Duration::from_millis(500), api_op.clone())).await?;
+    let mut s = load_runtime().spawn(closed_loop(c, d, store_op.clone())).await?;
+    let mut a = load_runtime().spawn(closed_loop(c, d, api_op.clone())).await?;
     println!("{}", s.line("store resolve_placement"));
     println!("{}", a.line("API POST .../placement"));
     println!(
         "API / store throughput: {:.2} (goal >= 0.50)",
         a.rate() / s.rate().max(1.0)
     );
-    let mut p = paced(args.rate, d, api_op).await;
+    let mut p = load_runtime().spawn(paced(args.rate, d, api_op)).await?;
     println!("{}", p.line(&format!("API paced at {}/s", args.rate)));
     println!(
         "paced p99 {} (goal < 2 ms at 5000/s); generator lag at most {}",
