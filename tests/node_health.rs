@@ -202,3 +202,65 @@ async fn a_dropped_websocket_is_resynced_from_ari() {
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
     farm.stop().await;
 }
+
+/// Splits are healed: with a hop limit of 0 every call that lands away from
+/// its room joins where it landed (a split); the resync then moves those
+/// calls (answered, so by REFER) to the owner with a token, announces the
+/// room healed with how long the split lasted, and removes the empty local
+/// bridge. In the end the room is whole on one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splits_are_healed_by_moving_the_stray_calls() {
+    let mut farm =
+        TestFarm::start_with(3, Backend::Memory, seed("heal"), |c| c.hop_limit = 0).await;
+    let mut events = farm.ctrl.subscribe();
+    for i in 0..12 {
+        farm.call("conf-split", &format!("h{i}")).await;
+    }
+    let t = farm.metrics.snapshot();
+    let healed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Ok(FarmEvent::SplitHealed { lasted_ms, .. }) = events.recv().await {
+                return lasted_ms;
+            }
+        }
+    })
+    .await
+    .expect("a split healed");
+    assert!(healed < 15_000);
+    farm.wait_all_bridged(12, Duration::from_secs(15)).await;
+    eventually(
+        Duration::from_secs(15),
+        "one bridge on one node",
+        || async { farm.split_rooms().await.is_empty().then_some(()) },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "no empty corral bridge left",
+        || async {
+            let empty = farm
+                .bridges()
+                .await
+                .iter()
+                .filter(|(_, b)| b["channels"].as_array().is_some_and(|c| c.is_empty()))
+                .count();
+            (empty == 0).then_some(())
+        },
+    )
+    .await;
+    let after = farm.metrics.snapshot();
+    assert!(
+        after.splits > 0 || t.splits > 0,
+        "no split happened: {after:?}"
+    );
+    assert!(
+        farm.metrics.encode().contains("corral_splits_healed_total"),
+        "healed not counted"
+    );
+    assert!(
+        farm.sim_stat(|s| s.refers_accepted) > 0,
+        "stray calls move by REFER"
+    );
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    farm.stop().await;
+}

@@ -1,7 +1,8 @@
 //! `GET /v1/events`: the farm's events as server-sent events. Each event's
 //! `event:` is the [`FarmEvent`]'s `type` (`room_placed` — a move when
 //! `previous` is set —, `room_released`, `members_changed`, `node_up`,
-//! `node_down`, `node_draining`, `split_detected`) and its `data:` the
+//! `node_down`, `node_draining`, `split_detected`, `split_healed`) and its
+//! `data:` the
 //! event's JSON. A subscriber too slow to keep up gets `event: lagged` with
 //! `{"missed": n}` and should reload the map. Keep-alive comments every
 //! [`KEEP_ALIVE`] hold proxies open. The stream ends when the server

@@ -439,6 +439,12 @@ fn describe(kind: &str, v: &Value) -> String {
             s("owner"),
             s("node")
         ),
+        "split_healed" => format!(
+            "healed room {} on {} after {} ms",
+            room(&v["room"]),
+            s("node"),
+            v["lasted_ms"]
+        ),
         "lagged" => format!("missed {} events (reload the map)", v["missed"]),
         other => format!("{other} {v}"),
     }

@@ -295,11 +295,24 @@ impl Controller {
     ) {
         if hops >= self.inner.cfg.hop_limit {
             tracing::warn!(node = %node.id, room = %room, owner = %owner, hops, "hop limit reached; joining where the call is (split)");
-            self.emit(FarmEvent::SplitDetected {
-                room: room.clone(),
-                owner: owner.clone(),
-                node: node.id.clone(),
-            });
+            // The resync moves it to the owner (healing) and measures how
+            // long the split lasted from now.
+            let first = node
+                .splits
+                .lock()
+                .map(|mut s| {
+                    let first = !s.contains_key(room);
+                    s.entry(room.clone()).or_insert_with(Instant::now);
+                    first
+                })
+                .unwrap_or(false);
+            if first {
+                self.emit(FarmEvent::SplitDetected {
+                    room: room.clone(),
+                    owner: owner.clone(),
+                    node: node.id.clone(),
+                });
+            }
             match self.put_in_bridge(node, chan, room, None).await {
                 Ok(_) => {
                     self.inner.metrics.joined(&node.id, "split");

@@ -145,6 +145,15 @@ pub enum FarmEvent {
         /// Rooms released.
         released_rooms: u32,
     },
+    /// A split room is whole again: its stray calls moved to the owner.
+    SplitHealed {
+        /// The room.
+        room: RoomKey,
+        /// The node its stray calls were on.
+        node: NodeId,
+        /// How long the split lasted, from its detection, in ms.
+        lasted_ms: u64,
+    },
     /// An operator drained or undrained a node.
     NodeDraining {
         /// The node.
@@ -192,6 +201,8 @@ pub(crate) struct NodeRuntime {
     pub(crate) channels: Mutex<HashMap<String, rooms::Joined>>,
     /// Channels whose worker is running: a resync must not place them again.
     pub(crate) inflight: Mutex<std::collections::HashSet<String>>,
+    /// Rooms with calls bridged here that another node owns, since when.
+    pub(crate) splits: Mutex<HashMap<RoomKey, std::time::Instant>>,
     /// Channels the last resync found in the app but in no bridge and not
     /// handled: placed if the next resync finds them so again.
     pub(crate) suspects: Mutex<std::collections::HashSet<String>>,
@@ -263,6 +274,7 @@ impl Controller {
                     consumed: Mutex::new(HashMap::new()),
                     redirected: Mutex::new(Default::default()),
                     suspects: Mutex::new(Default::default()),
+                    splits: Mutex::new(HashMap::new()),
                 }),
             );
         }

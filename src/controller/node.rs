@@ -328,6 +328,9 @@ impl Controller {
             tracing::debug!(node = %node.id, reason = %e, "load not reported");
         }
         let mut bridged = std::collections::HashSet::new();
+        // Rooms with calls bridged here while another node owns them.
+        let mut stray: HashMap<crate::domain::RoomKey, (crate::domain::NodeId, Vec<ChannelId>)> =
+            HashMap::new();
         for b in &bridges {
             let Some(room) = super::rooms::parse_bridge_name(&b.name) else {
                 continue;
@@ -359,18 +362,17 @@ impl Controller {
                         }
                     }
                     Ok(MemberAdded::Moved { owner, .. }) => {
-                        tracing::warn!(node = %node.id, room = %room, owner = %owner, "split: a bridged call is on a node that does not own its room");
-                        self.emit(FarmEvent::SplitDetected {
-                            room: room.clone(),
-                            owner,
-                            node: node.id.clone(),
-                        });
                         if let Ok(mut c) = node.channels.lock() {
                             c.entry(ch.clone()).or_insert(super::rooms::Joined {
                                 room: room.clone(),
                                 recorded: false,
                             });
                         }
+                        stray
+                            .entry(room.clone())
+                            .or_insert_with(|| (owner, Vec::new()))
+                            .1
+                            .push(chan);
                     }
                     Err(e) => {
                         tracing::warn!(node = %node.id, reason = %e, "resync stopped (store unavailable)");
@@ -379,6 +381,8 @@ impl Controller {
                 }
             }
         }
+        self.heal_splits(node, stray).await;
+        self.destroy_stale_bridges(node, &bridges).await;
         // Calls in corral's app but in no bridge.
         let app = &self.inner.cfg.app;
         let live: std::collections::HashSet<&str> =
@@ -469,6 +473,141 @@ impl Controller {
             }
         }
         self.sweep_store_members(node, &live).await;
+    }
+
+    /// Heals splits seen on `node`: every call bridged here for a room that
+    /// another node owns is moved to the owner with a token (the calls are
+    /// answered, so Asterisk sends a REFER). A room whose stray calls are
+    /// all gone is announced healed, with how long the split lasted.
+    async fn heal_splits(
+        &self,
+        node: &Arc<NodeRuntime>,
+        stray: HashMap<crate::domain::RoomKey, (crate::domain::NodeId, Vec<ChannelId>)>,
+    ) {
+        let now = Instant::now();
+        let healed: Vec<(crate::domain::RoomKey, Instant)> = match node.splits.lock() {
+            Ok(mut splits) => {
+                let healed = splits
+                    .iter()
+                    .filter(|(r, _)| !stray.contains_key(*r))
+                    .map(|(r, t)| (r.clone(), *t))
+                    .collect();
+                splits.retain(|r, _| stray.contains_key(r));
+                healed
+            }
+            Err(_) => Vec::new(),
+        };
+        for (room, since) in healed {
+            let lasted = now.duration_since(since);
+            self.inner.metrics.split_healed(&node.id, lasted);
+            tracing::info!(node = %node.id, room = %room, lasted_ms = lasted.as_millis() as u64, "split healed");
+            self.emit(FarmEvent::SplitHealed {
+                room,
+                node: node.id.clone(),
+                lasted_ms: lasted.as_millis() as u64,
+            });
+        }
+        for (room, (owner, chans)) in stray {
+            let new = node
+                .splits
+                .lock()
+                .map(|mut s| match s.entry(room.clone()) {
+                    std::collections::hash_map::Entry::Occupied(_) => false,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(now);
+                        true
+                    }
+                })
+                .unwrap_or(false);
+            if new {
+                tracing::warn!(node = %node.id, room = %room, owner = %owner, calls = chans.len(), "split: calls bridged on a node that does not own their room; moving them to the owner");
+                self.emit(FarmEvent::SplitDetected {
+                    room: room.clone(),
+                    owner: owner.clone(),
+                    node: node.id.clone(),
+                });
+            }
+            let Some(target) = self.sip_host(&owner) else {
+                continue;
+            };
+            for chan in chans {
+                let moving = node
+                    .redirected
+                    .lock()
+                    .map(|r| r.contains(chan.as_str()))
+                    .unwrap_or(true);
+                if moving {
+                    continue;
+                }
+                let token = crate::domain::TokenId::generate(&mut rand::rng());
+                let grant = crate::store::TokenGrant {
+                    room: room.clone(),
+                    from: node.id.clone(),
+                    to: owner.clone(),
+                    channel: chan.clone(),
+                    caller: String::new(),
+                    hops: 0,
+                };
+                if self
+                    .inner
+                    .store
+                    .mint_token(&token, &grant, self.inner.cfg.token_ttl)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let endpoint = self
+                    .inner
+                    .cfg
+                    .endpoint_template
+                    .replace("{token}", token.as_str())
+                    .replace("{sip_host}", &target);
+                match self
+                    .ari_retry(|| node.ari.redirect(chan.as_str(), &endpoint))
+                    .await
+                {
+                    Ok(()) => {
+                        if let Ok(mut r) = node.redirected.lock() {
+                            r.insert(chan.to_string());
+                        }
+                        self.inner.metrics.redirect(&node.id, "sent");
+                    }
+                    Err(e) => {
+                        tracing::info!(node = %node.id, channel = %chan, reason = %e, "split call not moved")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Destroys corral's empty bridges on `node` that no longer belong to
+    /// the room's current placement here (a healed split's local bridge, a
+    /// previous epoch's bridge). A bridge with calls is never touched.
+    async fn destroy_stale_bridges(
+        &self,
+        node: &Arc<NodeRuntime>,
+        bridges: &[crate::ari::rest::Bridge],
+    ) {
+        for b in bridges.iter().filter(|b| b.channels.is_empty()) {
+            let Some(room) = super::rooms::parse_bridge_name(&b.name) else {
+                continue;
+            };
+            let current = match self.inner.store.get_room(&room).await {
+                Ok(Some(d)) if d.placement.node == node.id => Some(d.placement.epoch),
+                Ok(_) => None,
+                Err(_) => return,
+            };
+            if current.is_some_and(|e| super::rooms::bridge_id(&room, Some(e)) == b.id) {
+                continue;
+            }
+            if let Ok(mut known) = node.bridges.lock() {
+                known.remove(&b.id);
+            }
+            if let Err(e) = node.ari.destroy_bridge(&b.id).await {
+                tracing::debug!(node = %node.id, bridge = %b.id, reason = %e, "stale bridge not destroyed");
+            }
+        }
     }
 
     /// True only when ARI says the channel does not exist (404): a snapshot

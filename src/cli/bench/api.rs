@@ -402,9 +402,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // driven from it alike.
     let c = args.concurrency;
     // Warm both paths (connections, caches) before measuring.
-    load_runtime().spawn(closed_loop(c, Duration::from_millis(500), api_op.clone())).await?;
-    let mut s = load_runtime().spawn(closed_loop(c, d, store_op.clone())).await?;
-    let mut a = load_runtime().spawn(closed_loop(c, d, api_op.clone())).await?;
+    load_runtime()
+        .spawn(closed_loop(c, Duration::from_millis(500), api_op.clone()))
+        .await?;
+    let mut s = load_runtime()
+        .spawn(closed_loop(c, d, store_op.clone()))
+        .await?;
+    let mut a = load_runtime()
+        .spawn(closed_loop(c, d, api_op.clone()))
+        .await?;
     println!("{}", s.line("store resolve_placement"));
     println!("{}", a.line("API POST .../placement"));
     println!(
