@@ -147,9 +147,12 @@ async fn serve_colocates_and_stops_gracefully() {
             v
         }
     };
-    let before = bridges(owner_sim).await;
-    assert_eq!(before.len(), 1);
-    assert_eq!(before[0]["channels"].as_array().unwrap().len(), 6);
+    // The member is recorded before the channel is bridged: wait for ARI.
+    let before = eventually(Duration::from_secs(10), "6 calls in the bridge", || async {
+        let b = bridges(owner_sim).await;
+        (b.len() == 1 && b[0]["channels"].as_array().is_some_and(|c| c.len() == 6)).then_some(b)
+    })
+    .await;
 
     // SIGTERM: a graceful stop.
     let pid = serve.0.id();

@@ -176,7 +176,6 @@ impl Controller {
         let target = self
             .sip_host(&owner)
             .ok_or_else(|| AppError::UnknownNode(owner.clone()))?;
-        let token = TokenId::generate(&mut rand::rng());
         let grant = TokenGrant {
             room: room.clone(),
             from: node.clone(),
@@ -185,23 +184,12 @@ impl Controller {
             caller: String::new(),
             hops: 1,
         };
-        self.inner
-            .store
-            .mint_token(&token, &grant, self.inner.cfg.token_ttl)
-            .await?;
-        self.inner.metrics.token(node, "minted");
-        let endpoint = self
-            .inner
-            .cfg
-            .endpoint_template
-            .replace("{token}", token.as_str())
-            .replace("{sip_host}", &target);
-        let started = Instant::now();
-        self.ari_retry(|| rt.ari.redirect(channel.as_str(), &endpoint))
-            .await
-            .map_err(AppError::Redirect)?;
-        self.inner.metrics.redirect(node, "sent");
-        tracing::debug!(node = %node, room = %room, owner = %owner, token = token.prefix(), took = ?started.elapsed(), "app asked for a redirect");
+        let (token, endpoint) = match self.send_with_token(&rt, grant, &target).await {
+            Ok(v) => v,
+            Err(super::rooms::MoveFailed::Store(e)) => return Err(AppError::Store(e)),
+            Err(super::rooms::MoveFailed::Redirect(e)) => return Err(AppError::Redirect(e)),
+        };
+        tracing::debug!(node = %node, room = %room, owner = %owner, token = token.prefix(), "app asked for a redirect");
         Ok(Colocated::Redirect {
             to: owner,
             token,

@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::rooms::MoveFailed;
 use super::{Controller, FarmEvent, NodeRuntime};
 use crate::ari::rest::Channel;
 use crate::domain::{AgentId, ChannelId, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId};
@@ -330,7 +331,6 @@ impl Controller {
                 .join_degraded(node, chan, room, "unknown_owner", started)
                 .await;
         };
-        let token = TokenId::generate(&mut rand::rng());
         let grant = TokenGrant {
             room: room.clone(),
             from: node.id.clone(),
@@ -340,42 +340,22 @@ impl Controller {
             hops: hops + 1,
         };
         let _ = role;
-        if let Err(e) = self
-            .inner
-            .store
-            .mint_token(&token, &grant, self.inner.cfg.token_ttl)
-            .await
-        {
-            tracing::warn!(node = %node.id, room = %room, reason = %e, "token not minted (store unavailable); joining here");
-            return self
-                .join_degraded(node, chan, room, "store_unavailable", started)
-                .await;
-        }
-        self.inner.metrics.token(&node.id, "minted");
-        let endpoint = self
-            .inner
-            .cfg
-            .endpoint_template
-            .replace("{token}", token.as_str())
-            .replace("{sip_host}", &target);
-        match self
-            .ari_retry(|| node.ari.redirect(chan.as_str(), &endpoint))
-            .await
-        {
-            Ok(()) => {
-                if let Ok(mut r) = node.redirected.lock() {
-                    r.insert(chan.to_string());
-                }
-                self.inner.metrics.redirect(&node.id, "sent");
+        match self.send_with_token(node, grant, &target).await {
+            Ok((token, _)) => {
                 self.inner.metrics.call_setup(started.elapsed());
                 tracing::debug!(node = %node.id, room = %room, owner = %owner, token = token.prefix(), "redirected");
                 self.watch_redirect(node.clone(), token, room.clone());
             }
-            Err(e) if matches!(e.status(), Some(404 | 409)) => {
+            Err(MoveFailed::Store(e)) => {
+                tracing::warn!(node = %node.id, room = %room, reason = %e, "token not minted (store unavailable); joining here");
+                self.join_degraded(node, chan, room, "store_unavailable", started)
+                    .await;
+            }
+            Err(MoveFailed::Redirect(e)) if matches!(e.status(), Some(404 | 409)) => {
                 self.inner.metrics.redirect(&node.id, "failed");
                 tracing::info!(node = %node.id, channel = %chan, reason = %e, "call gone before its redirect");
             }
-            Err(e) => {
+            Err(MoveFailed::Redirect(e)) => {
                 self.inner.metrics.redirect(&node.id, "failed");
                 tracing::warn!(node = %node.id, room = %room, reason = %e, "redirect refused; joining here");
                 self.join_degraded(node, chan, room, "redirect_failed", started)

@@ -539,7 +539,6 @@ impl Controller {
                 if moving {
                     continue;
                 }
-                let token = crate::domain::TokenId::generate(&mut rand::rng());
                 let grant = crate::store::TokenGrant {
                     room: room.clone(),
                     from: node.id.clone(),
@@ -548,32 +547,10 @@ impl Controller {
                     caller: String::new(),
                     hops: 0,
                 };
-                if self
-                    .inner
-                    .store
-                    .mint_token(&token, &grant, self.inner.cfg.token_ttl)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let endpoint = self
-                    .inner
-                    .cfg
-                    .endpoint_template
-                    .replace("{token}", token.as_str())
-                    .replace("{sip_host}", &target);
-                match self
-                    .ari_retry(|| node.ari.redirect(chan.as_str(), &endpoint))
-                    .await
-                {
-                    Ok(()) => {
-                        if let Ok(mut r) = node.redirected.lock() {
-                            r.insert(chan.to_string());
-                        }
-                        self.inner.metrics.redirect(&node.id, "sent");
-                    }
-                    Err(e) => {
+                match self.send_with_token(node, grant, &target).await {
+                    Ok(_) => {}
+                    Err(super::rooms::MoveFailed::Store(_)) => return,
+                    Err(super::rooms::MoveFailed::Redirect(e)) => {
                         tracing::info!(node = %node.id, channel = %chan, reason = %e, "split call not moved")
                     }
                 }

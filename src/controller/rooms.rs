@@ -219,6 +219,52 @@ impl Controller {
     }
 }
 
+/// Why [`Controller::send_with_token`] could not move a channel.
+#[derive(Debug)]
+pub(crate) enum MoveFailed {
+    /// No token: the store did not answer.
+    Store(crate::store::Error),
+    /// The token exists but ARI refused or failed the redirect.
+    Redirect(crate::ari::Error),
+}
+
+impl Controller {
+    /// Mints a token for `grant` and redirects its channel (on `node`) to
+    /// `grant.to` at `sip_host`: the one way corral moves a call, shared by
+    /// the call path, split healing and the apps' colocate. On success the
+    /// channel is remembered as redirected (a resync will not place it) and
+    /// the token and the endpoint used are returned.
+    pub(crate) async fn send_with_token(
+        &self,
+        node: &Arc<NodeRuntime>,
+        grant: crate::store::TokenGrant,
+        sip_host: &str,
+    ) -> Result<(crate::domain::TokenId, String), MoveFailed> {
+        let token = crate::domain::TokenId::generate(&mut rand::rng());
+        self.inner
+            .store
+            .mint_token(&token, &grant, self.inner.cfg.token_ttl)
+            .await
+            .map_err(MoveFailed::Store)?;
+        self.inner.metrics.token(&node.id, "minted");
+        let endpoint = self
+            .inner
+            .cfg
+            .endpoint_template
+            .replace("{token}", token.as_str())
+            .replace("{sip_host}", sip_host);
+        let chan = grant.channel.as_str();
+        self.ari_retry(|| node.ari.redirect(chan, &endpoint))
+            .await
+            .map_err(MoveFailed::Redirect)?;
+        if let Ok(mut r) = node.redirected.lock() {
+            r.insert(chan.to_string());
+        }
+        self.inner.metrics.redirect(&node.id, "sent");
+        Ok((token, endpoint))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
