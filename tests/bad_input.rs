@@ -23,28 +23,9 @@ async fn inject(farm: &TestFarm, node: usize, frame: &str) {
     assert_eq!(r.status().as_u16(), 204, "inject refused");
 }
 
-/// Waits until `n` live calls sit in bridges; on timeout, shows the rest.
+/// Waits until `n` calls are live, all in bridges.
 async fn bridged(farm: &TestFarm, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let calls = farm.live_calls().await;
-        let b = calls.iter().filter(|(_, c)| !c["bridge"].is_null()).count();
-        if b == n {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            let rest: Vec<_> = calls
-                .iter()
-                .filter(|(_, c)| c["bridge"].is_null())
-                .collect();
-            panic!(
-                "{b} of {n} calls bridged; live {}; not bridged: {rest:?}\n{}",
-                calls.len(),
-                farm.metrics.encode()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    farm.wait_all_bridged(n, Duration::from_secs(15)).await;
 }
 
 fn bad_events(farm: &TestFarm, reason: &str) -> u64 {
