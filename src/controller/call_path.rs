@@ -174,7 +174,7 @@ impl Controller {
                     .await
             }
             Decision::There(owner) => {
-                self.redirect_or_join(node, chan, channel, room, role, &owner, hops, started)
+                self.redirect_or_join(node, chan, channel, room, &owner, hops, started)
                     .await
             }
             Decision::Degraded(reason) => {
@@ -213,7 +213,7 @@ impl Controller {
             Ok(MemberAdded::AlreadyMember { epoch, members }) => (epoch, members, false),
             Ok(MemberAdded::Moved { owner, .. }) => {
                 return self
-                    .redirect_or_join(node, chan, channel, room, role, &owner, hops, started)
+                    .redirect_or_join(node, chan, channel, room, &owner, hops, started)
                     .await;
             }
             Err(e) => {
@@ -289,7 +289,6 @@ impl Controller {
         chan: &ChannelId,
         channel: &Channel,
         room: &RoomKey,
-        role: Role,
         owner: &NodeId,
         hops: u32,
         started: Instant,
@@ -339,7 +338,6 @@ impl Controller {
             caller: channel.caller.number.chars().take(64).collect(),
             hops: hops + 1,
         };
-        let _ = role;
         match self.send_with_token(node, grant, &target).await {
             Ok((token, _)) => {
                 self.inner.metrics.call_setup(started.elapsed());
@@ -481,7 +479,6 @@ impl Controller {
                         chan,
                         channel,
                         &room,
-                        role,
                         &owner,
                         record.grant.hops,
                         started,
