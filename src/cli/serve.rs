@@ -40,6 +40,8 @@ pub fn controller_config(cfg: &Config) -> anyhow::Result<controller::Config> {
         ping_interval: Duration::from_millis(c.ping_interval_ms),
         down_after_failures: c.down_after_failures,
         reconcile_interval: Duration::from_millis(c.reconcile_interval_ms),
+        replica: controller::default_replica(),
+        lease_ttl: controller::Config::default().lease_ttl,
     })
 }
 

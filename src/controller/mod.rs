@@ -63,6 +63,26 @@ pub struct Config {
     pub down_after_failures: u32,
     /// Full comparison of the store with each node's ARI.
     pub reconcile_interval: Duration,
+    /// This replica's name in node leases (unique per process).
+    pub replica: String,
+    /// Life of a node lease; renewed at a third of it. A replica that dies
+    /// without releasing its leases is replaced after at most this long.
+    pub lease_ttl: Duration,
+}
+
+/// A replica name unique to this process: host, pid and a random suffix.
+pub fn default_replica() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "corral".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 impl Default for Config {
@@ -79,6 +99,8 @@ impl Default for Config {
             ping_interval: Duration::from_secs(1),
             down_after_failures: 3,
             reconcile_interval: Duration::from_secs(5),
+            replica: default_replica(),
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }

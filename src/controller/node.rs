@@ -38,8 +38,92 @@ const RESYNC_SECOND_LOOK: Duration = Duration::from_millis(300);
 /// Events one channel's worker may have queued.
 const CHANNEL_QUEUE: usize = 32;
 
-/// Runs `node` until `cancel`.
+/// Runs `node` until `cancel`: holds the node's lease (one replica per
+/// node's stream), streams while it holds it, and lets it go on stop.
 pub(crate) async fn run(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationToken) {
+    let store = ctrl.inner.store.clone();
+    let replica = ctrl.inner.cfg.replica.clone();
+    let ttl = ctrl.inner.cfg.lease_ttl;
+    let mut waiting_logged = false;
+    loop {
+        // Acquire: another replica may hold the node; try again at a third
+        // of the lease's life.
+        match store.acquire_lease(&node.id, &replica, ttl).await {
+            Ok(true) => {
+                tracing::info!(node = %node.id, replica = %replica, "lease won");
+                waiting_logged = false;
+            }
+            Ok(false) => {
+                if !waiting_logged {
+                    tracing::info!(node = %node.id, replica = %replica, "another replica holds the node's stream; standing by");
+                    waiting_logged = true;
+                }
+                if !ctrl.sleep_unless_stopped(ttl / 3).await || cancel.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(node = %node.id, reason = %e, "lease not acquired (store unavailable)");
+                if !ctrl.sleep_unless_stopped(Duration::from_millis(500)).await
+                    || cancel.is_cancelled()
+                {
+                    return;
+                }
+                continue;
+            }
+        }
+        let session = cancel.child_token();
+        let renew = {
+            let (store, node_id, replica, session) = (
+                store.clone(),
+                node.id.clone(),
+                replica.clone(),
+                session.clone(),
+            );
+            tokio::spawn(async move {
+                let mut last_ok = tokio::time::Instant::now();
+                loop {
+                    tokio::select! {
+                        _ = session.cancelled() => return,
+                        _ = tokio::time::sleep(ttl / 3) => {}
+                    }
+                    match store.acquire_lease(&node_id, &replica, ttl).await {
+                        Ok(true) => last_ok = tokio::time::Instant::now(),
+                        Ok(false) => {
+                            tracing::warn!(node = %node_id, replica = %replica, "lease lost to another replica; stopping this node's stream");
+                            session.cancel();
+                            return;
+                        }
+                        // A store that cannot answer does not take the
+                        // stream away until the lease would have expired.
+                        Err(_) if last_ok.elapsed() < ttl => {}
+                        Err(e) => {
+                            tracing::warn!(node = %node_id, reason = %e, "lease not renewed within its life; stopping this node's stream");
+                            session.cancel();
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        stream_session(&ctrl, &node, &session).await;
+        renew.abort();
+        node.healthy.store(false, Ordering::Relaxed);
+        node.streaming.store(false, Ordering::Relaxed);
+        if cancel.is_cancelled() {
+            // Let another replica take over at once.
+            if let Err(e) = store.release_lease(&node.id, &replica).await {
+                tracing::debug!(node = %node.id, reason = %e, "lease not released; it expires on its own");
+            }
+            return;
+        }
+    }
+}
+
+/// Streams `node` until `cancel` (shutdown or a lost lease).
+async fn stream_session(ctrl: &Controller, node: &Arc<NodeRuntime>, cancel: &CancellationToken) {
+    let (ctrl, node, cancel) = (ctrl.clone(), node.clone(), cancel.clone());
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let scfg = StreamConfig {
         ping_interval: ctrl.inner.cfg.ping_interval,

@@ -293,6 +293,34 @@ impl TestFarm {
             .kill();
     }
 
+    /// Node specs for another controller on the same nodes.
+    pub fn specs(&self) -> Vec<NodeSpec> {
+        self.sims
+            .iter()
+            .map(|s| NodeSpec {
+                ari: corral::ari::Config {
+                    node: NodeId::new(s.id()).unwrap(),
+                    base_url: s.base_url(),
+                    username: SimConfig::DEFAULT_CREDENTIALS.into(),
+                    password: SimConfig::DEFAULT_CREDENTIALS.into(),
+                    app: "corral".into(),
+                    request_timeout: Duration::from_secs(2),
+                },
+                sip_host: s.addr().to_string(),
+                capacity: 500,
+                max_rooms: None,
+            })
+            .collect()
+    }
+
+    /// Stops this farm's controller (graceful), keeping the nodes running.
+    pub async fn stop_controller(&mut self) {
+        self.shutdown.cancel();
+        if let Some(run) = self.run.take() {
+            let _ = run.await;
+        }
+    }
+
     /// Stops the controller (graceful) and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
