@@ -165,6 +165,14 @@ pub struct ControllerSection {
     /// Interval of the reconciler's full comparison, in ms.
     #[serde(default = "default_reconcile")]
     pub reconcile_interval_ms: u64,
+    /// Life of a replica's lease on a node's stream, in ms: a replica that
+    /// dies is replaced after at most this long.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_ms: u64,
+}
+
+fn default_lease_ttl() -> u64 {
+    10_000
 }
 
 fn default_endpoint() -> String {
@@ -379,6 +387,7 @@ impl Config {
                 "CONTROLLER_RECONCILE_INTERVAL_MS" => {
                     self.controller.reconcile_interval_ms = num(&k)?
                 }
+                "CONTROLLER_LEASE_TTL_MS" => self.controller.lease_ttl_ms = num(&k)?,
                 other => {
                     if let Some(id) = other
                         .strip_prefix("NODE_")
@@ -451,6 +460,7 @@ impl Config {
             ("controller.redirect_deadline_ms", c.redirect_deadline_ms),
             ("controller.ping_interval_ms", c.ping_interval_ms),
             ("controller.reconcile_interval_ms", c.reconcile_interval_ms),
+            ("controller.lease_ttl_ms", c.lease_ttl_ms),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be more than 0"));

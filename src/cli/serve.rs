@@ -41,7 +41,7 @@ pub fn controller_config(cfg: &Config) -> anyhow::Result<controller::Config> {
         down_after_failures: c.down_after_failures,
         reconcile_interval: Duration::from_millis(c.reconcile_interval_ms),
         replica: controller::default_replica(),
-        lease_ttl: controller::Config::default().lease_ttl,
+        lease_ttl: Duration::from_millis(c.lease_ttl_ms),
     })
 }
 
