@@ -459,36 +459,17 @@ impl Controller {
             .await;
         } else {
             tracing::info!(node = %node.id, room = %room, token = token.prefix(), outcome, "token re-resolved");
-            match self.decide(&room, &node.id).await {
-                Decision::Here => {
-                    self.join_here(
-                        node,
-                        chan,
-                        channel,
-                        &room,
-                        role,
-                        record.grant.hops,
-                        "token",
-                        started,
-                    )
-                    .await
-                }
-                Decision::There(owner) => {
-                    self.redirect_or_join(
-                        node,
-                        chan,
-                        channel,
-                        &room,
-                        &owner,
-                        record.grant.hops,
-                        started,
-                    )
-                    .await
-                }
-                Decision::Degraded(reason) => {
-                    self.join_degraded(node, chan, &room, reason, started).await
-                }
-            }
+            self.place(
+                node,
+                chan,
+                channel,
+                &room,
+                role,
+                record.grant.hops,
+                "token",
+                started,
+            )
+            .await;
         }
     }
 

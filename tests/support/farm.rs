@@ -94,22 +94,7 @@ impl TestFarm {
         .await
         .expect("store connects");
         let metrics = Arc::new(Metrics::new());
-        let specs = sims
-            .iter()
-            .map(|s| NodeSpec {
-                ari: corral::ari::Config {
-                    node: NodeId::new(s.id()).unwrap(),
-                    base_url: s.base_url(),
-                    username: SimConfig::DEFAULT_CREDENTIALS.into(),
-                    password: SimConfig::DEFAULT_CREDENTIALS.into(),
-                    app: "corral".into(),
-                    request_timeout: Duration::from_secs(2),
-                },
-                sip_host: s.addr().to_string(),
-                capacity: 500,
-                max_rooms: None,
-            })
-            .collect();
+        let specs = specs_for(&sims);
         let mut cfg = controller::Config {
             linger: Duration::from_millis(300),
             ping_interval: Duration::from_millis(100),
@@ -295,22 +280,7 @@ impl TestFarm {
 
     /// Node specs for another controller on the same nodes.
     pub fn specs(&self) -> Vec<NodeSpec> {
-        self.sims
-            .iter()
-            .map(|s| NodeSpec {
-                ari: corral::ari::Config {
-                    node: NodeId::new(s.id()).unwrap(),
-                    base_url: s.base_url(),
-                    username: SimConfig::DEFAULT_CREDENTIALS.into(),
-                    password: SimConfig::DEFAULT_CREDENTIALS.into(),
-                    app: "corral".into(),
-                    request_timeout: Duration::from_secs(2),
-                },
-                sip_host: s.addr().to_string(),
-                capacity: 500,
-                max_rooms: None,
-            })
-            .collect()
+        specs_for(&self.sims)
     }
 
     /// Stops this farm's controller (graceful), keeping the nodes running.
@@ -328,6 +298,25 @@ impl TestFarm {
             let _ = run.await;
         }
     }
+}
+
+/// How a controller reaches `sims` (default credentials, app `corral`).
+fn specs_for(sims: &[SimNode]) -> Vec<NodeSpec> {
+    sims.iter()
+        .map(|s| NodeSpec {
+            ari: corral::ari::Config {
+                node: NodeId::new(s.id()).unwrap(),
+                base_url: s.base_url(),
+                username: SimConfig::DEFAULT_CREDENTIALS.into(),
+                password: SimConfig::DEFAULT_CREDENTIALS.into(),
+                app: "corral".into(),
+                request_timeout: Duration::from_secs(2),
+            },
+            sip_host: s.addr().to_string(),
+            capacity: 500,
+            max_rooms: None,
+        })
+        .collect()
 }
 
 impl Drop for TestFarm {
