@@ -5,6 +5,7 @@
 //!
 //! - [`domain`]: the words of the design as types (ids, rooms, placements).
 //! - [`policy`]: the placement policy, pure and seeded.
+//! - [`queue`]: call queues as data: callers, agents, and the pairing rules.
 //! - [`store`]: the atomic operations on placements, members, tokens and
 //!   nodes; Redis (scripts in `lua/`) and in-memory backends.
 //! - [`ari`]: the ARI client: typed REST calls and the event stream.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod controller;
 pub mod domain;
 pub mod policy;
+pub mod queue;
 pub mod retry;
 pub mod shutdown;
 pub mod sim;

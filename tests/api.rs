@@ -167,6 +167,7 @@ fn grant(room: &str, from: &NodeId, to: &NodeId) -> TokenGrant {
         channel: ChannelId::new("1767268800.1").unwrap(),
         caller: "100".into(),
         hops: 1,
+        agent: None,
     }
 }
 

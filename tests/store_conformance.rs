@@ -160,6 +160,7 @@ fn grant(room: &RoomKey, from: &str, to: &str) -> TokenGrant {
         channel: chan("1767268800.42"),
         caller: "\"Alice\" <sip:+4930123@example.com>".to_owned(),
         hops: 1,
+        agent: None,
     }
 }
 

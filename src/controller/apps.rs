@@ -183,6 +183,7 @@ impl Controller {
             channel: channel.clone(),
             caller: String::new(),
             hops: 1,
+            agent: None,
         };
         let (token, endpoint) = match self.send_with_token(&rt, grant, &target).await {
             Ok(v) => v,

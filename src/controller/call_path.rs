@@ -337,6 +337,7 @@ impl Controller {
             channel: chan.clone(),
             caller: channel.caller.number.chars().take(64).collect(),
             hops: hops + 1,
+            agent: None,
         };
         match self.send_with_token(node, grant, &target).await {
             Ok((token, _)) => {

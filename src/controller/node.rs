@@ -630,6 +630,7 @@ impl Controller {
                     channel: chan.clone(),
                     caller: String::new(),
                     hops: 0,
+                    agent: None,
                 };
                 match self.send_with_token(node, grant, &target).await {
                     Ok(_) => {}

@@ -17,6 +17,8 @@
 //! | `{corral:F}:r:<c|q>:<name>` | hash | room: `n` owner, `e` epoch, `c` created ms, `g` owner generation, `k` members (absent = 0), `z` empty since ms (absent = since `c`); one field `:<channel>` per member, value `<role letter><joined ms>` |
 //! | `{corral:F}:t:<token>` | hash | token grant, minted and expiry ms; key TTL = ttl + tombstone |
 //! | `{corral:F}:l:<node>` | string | lease holder (replica), key TTL = lease ttl |
+//! | `{corral:F}:q:<name>` | hash | queue state: `v` version, `d` JSON document (`crate::queue`) |
+//! | `{corral:F}:queues` | set | queue names with a document |
 //!
 //! The room kind is one letter in keys (`c` conference, `q` queue) to keep a
 //! placement small: a million rooms is a few hundred MB at most.
@@ -71,6 +73,16 @@ impl Keys {
     /// A token's hash.
     pub fn token(&self, token: &TokenId) -> String {
         format!("{}t:{token}", self.prefix)
+    }
+
+    /// A queue's state document.
+    pub fn queue(&self, queue: &RoomName) -> String {
+        format!("{}q:{queue}", self.prefix)
+    }
+
+    /// The set of queue names that have a document.
+    pub fn queues(&self) -> String {
+        format!("{}queues", self.prefix)
     }
 
     /// A node's lease.

@@ -26,9 +26,9 @@ use tokio::time::Instant;
 use super::{
     Consumed, Error, HealthChanged, Member, MemberAdded, MemberRemoved, NodeRecord,
     NodeRegistration, Placement, Registered, Release, Resolution, RoomDetail, RoomFilter, RoomPage,
-    Store, TOKEN_TOMBSTONE, TokenGrant, TokenRecord,
+    QueueDoc, Store, TOKEN_TOMBSTONE, TokenGrant, TokenRecord,
 };
-use crate::domain::{ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, TokenId};
+use crate::domain::{ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomName, TokenId};
 
 /// How many mints between two sweeps of dead tokens.
 const SWEEP_EVERY: u64 = 1024;
@@ -51,6 +51,7 @@ struct State {
     tokens: HashMap<TokenId, Token>,
     leases: HashMap<NodeId, (String, u64)>,
     mints: u64,
+    queues: BTreeMap<RoomName, QueueDoc>,
 }
 
 #[derive(Debug, Clone)]
@@ -646,6 +647,37 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn load_queue(&self, queue: &RoomName) -> Result<Option<QueueDoc>, Error> {
+        Ok(self.lock().queues.get(queue).cloned())
+    }
+
+    async fn save_queue(
+        &self,
+        queue: &RoomName,
+        expected: u64,
+        doc: &str,
+    ) -> Result<Option<u64>, Error> {
+        super::check_queue_doc(doc)?;
+        let mut st = self.lock();
+        let current = st.queues.get(queue).map_or(0, |q| q.version);
+        if current != expected {
+            return Ok(None);
+        }
+        let version = current + 1;
+        st.queues.insert(
+            queue.clone(),
+            QueueDoc {
+                version,
+                doc: doc.to_owned(),
+            },
+        );
+        Ok(Some(version))
+    }
+
+    async fn list_queues(&self) -> Result<Vec<RoomName>, Error> {
+        Ok(self.lock().queues.keys().cloned().collect())
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         Ok(())
     }
@@ -698,6 +730,7 @@ mod tests {
             channel: ChannelId::new("1.1").unwrap(),
             caller: String::new(),
             hops: 0,
+            agent: None,
         };
         s.mint_token(&token, &grant, Duration::from_secs(5))
             .await

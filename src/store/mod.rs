@@ -46,7 +46,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::domain::{
-    ChannelId, Epoch, Incarnation, NodeId, NodeState, Role, RoomKey, RoomKind, TokenId,
+    AgentId, ChannelId, Epoch, Incarnation, NodeId, NodeState, Role, RoomKey, RoomKind, RoomName,
+    TokenId,
 };
 use crate::retry::Retry;
 
@@ -162,8 +163,50 @@ pub trait Store: Send + Sync + 'static {
     /// Releases the lease if `replica` holds it; otherwise does nothing.
     async fn release_lease(&self, node: &NodeId, replica: &str) -> Result<(), Error>;
 
+    /// A queue's state document (JSON owned by `crate::queue`) and its
+    /// version; `None` if the queue has never been saved.
+    async fn load_queue(&self, queue: &RoomName) -> Result<Option<QueueDoc>, Error>;
+
+    /// Compare-and-set of a queue's document: writes `doc` if the stored
+    /// version is `expected` (0 = never saved) and returns the new version;
+    /// `None` when another writer got there first (reload and retry).
+    async fn save_queue(
+        &self,
+        queue: &RoomName,
+        expected: u64,
+        doc: &str,
+    ) -> Result<Option<u64>, Error>;
+
+    /// Every queue that has a document, sorted by name.
+    async fn list_queues(&self) -> Result<Vec<RoomName>, Error>;
+
     /// Round trip to the store (for `/readyz`).
     async fn ping(&self) -> Result<(), Error>;
+}
+
+/// A queue's stored state: an opaque JSON document and its version (see
+/// [`Store::save_queue`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDoc {
+    /// Grows by one on every save.
+    pub version: u64,
+    /// The document.
+    pub doc: String,
+}
+
+/// The largest queue document a store accepts, in bytes (about 20,000
+/// waiting callers).
+pub const MAX_QUEUE_DOC: usize = 4 << 20;
+
+/// Checks a queue document's size.
+pub(crate) fn check_queue_doc(doc: &str) -> Result<(), Error> {
+    if doc.len() > MAX_QUEUE_DOC {
+        return Err(Error::InvalidInput {
+            what: "queue document",
+            reason: format!("larger than {MAX_QUEUE_DOC} bytes"),
+        });
+    }
+    Ok(())
 }
 
 /// How long a token stays readable past its expiry, so that a late arrival
@@ -327,6 +370,10 @@ pub struct TokenGrant {
     pub caller: String,
     /// How many redirects this call has had.
     pub hops: u32,
+    /// The queue agent this channel logs in as (`agent,<queue>,<agent>`);
+    /// `None` for conference participants and queue callers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentId>,
 }
 
 /// A stored token.

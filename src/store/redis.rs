@@ -37,10 +37,10 @@ use super::keys::{self, Keys};
 use super::{
     Config, Consumed, Error, HealthChanged, Member, MemberAdded, MemberRemoved, NodeRecord,
     NodeRegistration, Placement, RELEASE_BATCH, Registered, Release, Resolution, RoomDetail,
-    RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant, TokenRecord,
+    QueueDoc, RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant, TokenRecord,
 };
 use crate::domain::{
-    ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
+    AgentId, ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
 };
 
 /// The scripts, one per operation, compiled in.
@@ -60,6 +60,7 @@ struct Scripts {
     list_rooms: Script,
     acquire_lease: Script,
     release_lease: Script,
+    save_queue: Script,
 }
 
 macro_rules! lua {
@@ -86,10 +87,11 @@ impl Scripts {
             list_rooms: lua!("list_rooms"),
             acquire_lease: lua!("acquire_lease"),
             release_lease: lua!("release_lease"),
+            save_queue: lua!("save_queue"),
         }
     }
 
-    fn all(&self) -> [(&'static str, &Script); 15] {
+    fn all(&self) -> [(&'static str, &Script); 16] {
         [
             ("resolve_placement", &self.resolve_placement),
             ("add_member", &self.add_member),
@@ -106,6 +108,7 @@ impl Scripts {
             ("list_rooms", &self.list_rooms),
             ("acquire_lease", &self.acquire_lease),
             ("release_lease", &self.release_lease),
+            ("save_queue", &self.save_queue),
         ]
     }
 }
@@ -624,6 +627,10 @@ fn parse_token(f: &[(String, String)]) -> Result<TokenRecord, Error> {
             channel: ChannelId::new(get("ch")?).map_err(|e| corrupt(what, e.to_string()))?,
             caller: get("cl")?.to_owned(),
             hops: num_field(what, f, "h")? as u32,
+            agent: match field(f, "ag") {
+                Some(a) => Some(AgentId::new(a).map_err(|e| corrupt(what, e.to_string()))?),
+                None => None,
+            },
         },
         minted_ms: num_field(what, f, "m")?,
         expires_ms: num_field(what, f, "x")?,
@@ -823,7 +830,8 @@ impl Store for RedisStore {
             .arg(grant.to.as_str())
             .arg(grant.channel.as_str())
             .arg(&grant.caller)
-            .arg(grant.hops);
+            .arg(grant.hops)
+            .arg(grant.agent.as_ref().map(AgentId::as_str).unwrap_or(""));
         let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
         if int(OP, v.first())? == 1 {
             Ok(())
@@ -1074,6 +1082,59 @@ impl Store for RedisStore {
         inv.key(self.keys.lease(node)).arg(replica);
         self.run(OP, Request::Script(inv)).await?;
         Ok(())
+    }
+
+    async fn load_queue(&self, queue: &RoomName) -> Result<Option<QueueDoc>, Error> {
+        const OP: &str = "load_queue";
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.keys.queue(queue));
+        let v = array(OP, self.run(OP, Request::Cmd(cmd)).await?)?;
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let f = fields(OP, &v)?;
+        Ok(Some(QueueDoc {
+            version: num_field(OP, &f, "v")?,
+            doc: field(&f, "d")
+                .ok_or_else(|| corrupt(OP, "no field d"))?
+                .to_owned(),
+        }))
+    }
+
+    async fn save_queue(
+        &self,
+        queue: &RoomName,
+        expected: u64,
+        doc: &str,
+    ) -> Result<Option<u64>, Error> {
+        const OP: &str = "save_queue";
+        super::check_queue_doc(doc)?;
+        let mut inv = self.scripts.save_queue.prepare_invoke();
+        inv.key(self.keys.queue(queue))
+            .key(self.keys.queues())
+            .arg(expected)
+            .arg(doc)
+            .arg(queue.as_str());
+        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
+        if int(OP, v.first())? == 1 {
+            Ok(Some(int(OP, v.get(1))? as u64))
+        } else {
+            Ok(None)
+        }
+    }
+
+    async fn list_queues(&self) -> Result<Vec<RoomName>, Error> {
+        const OP: &str = "list_queues";
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(self.keys.queues());
+        let v = array(OP, self.run(OP, Request::Cmd(cmd)).await?)?;
+        let mut out = Vec::with_capacity(v.len());
+        for x in &v {
+            let name = string(OP, Some(x))?;
+            out.push(RoomName::new(name.as_str()).map_err(|e| corrupt(OP, e.to_string()))?);
+        }
+        out.sort();
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), Error> {
