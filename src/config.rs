@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::{NodeId, RoomName};
+use crate::domain::{AgentId, NodeId, RoomName};
+use crate::queue::QueueSettings;
 use crate::policy::Strategy;
 
 /// A configuration that cannot be used, naming the key at fault.
@@ -88,6 +89,49 @@ pub struct Config {
     /// The Asterisk nodes of the farm.
     #[serde(default)]
     pub nodes: Vec<NodeSection>,
+    /// Knobs of every queue not listed in `[queues]`.
+    #[serde(default)]
+    pub queue_defaults: QueueSection,
+    /// Per-queue knobs (`[queues.<name>]`), over `[queue_defaults]`.
+    #[serde(default)]
+    pub queues: std::collections::BTreeMap<String, QueueSection>,
+}
+
+/// `[queue_defaults]` and `[queues.<name>]`: a queue's knobs. Absent keys
+/// come from `[queue_defaults]`, then from the built-in defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    /// `longest-idle` (default), `round-robin` or `ring-all`: how static
+    /// members are rung.
+    pub strategy: Option<String>,
+    /// After a call, how long the agent stays unavailable, in ms (5000).
+    pub wrapup_ms: Option<u64>,
+    /// Callers waiting at most; more get the treatment (none).
+    pub max_callers: Option<u32>,
+    /// Longest wait before the treatment, in ms (none).
+    pub max_wait_ms: Option<u64>,
+    /// How long a static member rings, in ms (15000).
+    pub ring_timeout_ms: Option<u64>,
+    /// How long a member that did not answer is skipped, in ms (5000).
+    pub retry_after_ms: Option<u64>,
+    /// The treatment: the dialplan context a caller continues at when the
+    /// queue is full or the wait is over (absent: after `Stasis()`).
+    pub overflow_context: Option<String>,
+    /// The extension in `overflow_context` (`s`).
+    pub overflow_extension: Option<String>,
+    /// Static members: `{ agent = "alice", endpoint = "PJSIP/alice" }`.
+    pub members: Option<Vec<MemberSection>>,
+}
+
+/// One static member of a queue.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSection {
+    /// The agent id.
+    pub agent: String,
+    /// What corral dials (an ARI endpoint such as `PJSIP/alice`).
+    pub endpoint: String,
 }
 
 fn default_farm() -> String {
@@ -472,6 +516,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.queue_settings()?;
         let mut seen = std::collections::HashSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let key = |k: &str| format!("nodes[{i}].{k}");
@@ -498,6 +543,24 @@ impl Config {
         Ok(())
     }
 
+    /// Every queue's knobs, checked: the defaults and the listed queues.
+    ///
+    /// # Errors
+    /// A value out of range, named by its key.
+    pub fn queue_settings(&self) -> Result<crate::controller::QueueConfig, Error> {
+        let defaults = resolve_queue("queue_defaults", &self.queue_defaults, &QueueSettings::default())?;
+        let mut by_name = std::collections::HashMap::new();
+        for (name, q) in &self.queues {
+            let key = format!("queues.{name}");
+            let room = RoomName::new(name.as_str()).map_err(|e| invalid(&key, e))?;
+            by_name.insert(room, std::sync::Arc::new(resolve_queue(&key, q, &defaults)?));
+        }
+        Ok(crate::controller::QueueConfig {
+            defaults: std::sync::Arc::new(defaults),
+            by_name,
+        })
+    }
+
     /// The API's listen address.
     ///
     /// # Errors
@@ -513,6 +576,64 @@ impl Config {
     pub fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
     }
+}
+
+/// Applies `q` over `base`, checking every value.
+fn resolve_queue(key: &str, q: &QueueSection, base: &QueueSettings) -> Result<QueueSettings, Error> {
+    let k = |f: &str| format!("{key}.{f}");
+    let mut out = base.clone();
+    if let Some(s) = &q.strategy {
+        out.strategy = s.parse().map_err(|e| invalid(k("strategy"), e))?;
+    }
+    if let Some(v) = q.wrapup_ms {
+        out.wrapup = Duration::from_millis(v);
+    }
+    if let Some(v) = q.max_callers {
+        if v == 0 {
+            return Err(invalid(k("max_callers"), "must be at least 1 (leave it out for no limit)"));
+        }
+        out.max_callers = Some(v);
+    }
+    if let Some(v) = q.max_wait_ms {
+        if v == 0 {
+            return Err(invalid(k("max_wait_ms"), "must be more than 0 (leave it out for no limit)"));
+        }
+        out.max_wait = Some(Duration::from_millis(v));
+    }
+    if let Some(v) = q.ring_timeout_ms {
+        if v < 1000 {
+            return Err(invalid(k("ring_timeout_ms"), "must be at least 1000 (ARI's originate timeout is in seconds)"));
+        }
+        out.ring_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = q.retry_after_ms {
+        out.retry_after = Duration::from_millis(v);
+    }
+    let dialplan_word = |v: &str| {
+        !v.is_empty() && v.len() <= 80 && v.chars().all(|c| c.is_ascii_graphic() && c != ',')
+    };
+    if let Some(v) = &q.overflow_context {
+        if !dialplan_word(v) {
+            return Err(invalid(k("overflow_context"), "must be a dialplan context name"));
+        }
+        out.overflow_context = Some(v.clone());
+    }
+    if let Some(v) = &q.overflow_extension {
+        if !dialplan_word(v) {
+            return Err(invalid(k("overflow_extension"), "must be a dialplan extension"));
+        }
+        out.overflow_extension = v.clone();
+    }
+    if let Some(members) = &q.members {
+        out.members = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let mk = |f: &str| format!("{key}.members[{i}].{f}");
+            let agent = AgentId::new(m.agent.as_str()).map_err(|e| invalid(mk("agent"), e))?;
+            crate::queue::check_endpoint(&m.endpoint).map_err(|e| invalid(mk("endpoint"), e))?;
+            out.members.push((agent, m.endpoint.clone()));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

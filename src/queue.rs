@@ -116,6 +116,24 @@ impl Default for QueueSettings {
     }
 }
 
+/// Checks a static member's dial string: `Tech/resource`, printable, no
+/// commas (ARI would read them as several endpoints), at most 255 bytes.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let Some((tech, resource)) = endpoint.split_once('/') else {
+        return Err(format!("{endpoint:?} must be Tech/resource, e.g. PJSIP/alice"));
+    };
+    if tech.is_empty() || resource.is_empty() {
+        return Err(format!("{endpoint:?} must be Tech/resource, e.g. PJSIP/alice"));
+    }
+    if endpoint.len() > 255 || !endpoint.chars().all(|c| c.is_ascii_graphic()) || endpoint.contains(',') {
+        return Err("must be at most 255 printable ASCII characters without ','".into());
+    }
+    Ok(())
+}
+
 /// A caller waiting in a queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {
@@ -248,6 +266,10 @@ impl Agent {
 /// A queue's whole state, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueState {
+    /// Random, set when the queue is created: keeps the ids of member legs
+    /// of different queues apart on one node.
+    #[serde(default)]
+    pub salt: u32,
     /// The next caller's `seq`.
     #[serde(default)]
     pub next_seq: u64,
@@ -643,7 +665,7 @@ impl QueueState {
     fn member_leg(&mut self, agent: &AgentId) -> ChannelId {
         self.next_call += 1;
         // Agent ids are at most 64 word characters: the id stays valid.
-        ChannelId::new(format!("corral-m{}-{agent}", self.next_call))
+        ChannelId::new(format!("corral-m{:x}-{}-{agent}", self.salt, self.next_call))
             .expect("word characters and a number")
     }
 
@@ -703,9 +725,11 @@ impl QueueState {
     }
 
     /// Both sides of a pair are in its bridge: the caller is answered.
-    /// Returns how long it waited.
-    pub fn connected(&mut self, agent: &AgentId) -> Option<u64> {
+    /// Returns how long it waited and since when the pair could have been
+    /// made (the later of the agent free and the caller waiting, Unix ms).
+    pub fn connected(&mut self, agent: &AgentId) -> Option<(u64, u64)> {
         let a = self.agents.get_mut(agent)?;
+        let idle_since = a.idle_since_ms;
         match &mut a.activity {
             AgentState::Busy {
                 caller,
@@ -715,9 +739,10 @@ impl QueueState {
             } if !*connected => {
                 *connected = true;
                 let waited = since_ms.saturating_sub(caller.since_ms);
+                let ready = idle_since.max(caller.since_ms);
                 a.answered += 1;
                 self.answered += 1;
-                Some(waited)
+                Some((waited, ready))
             }
             _ => None,
         }
@@ -1084,7 +1109,7 @@ mod tests {
         );
         assert_eq!(q.position(&ch("c3")), Some(1));
         assert!(q.assign(31, &s).is_empty(), "nothing is handed out twice");
-        assert_eq!(q.connected(&ag("amy")), Some(30));
+        assert_eq!(q.connected(&ag("amy")), Some((30, 10)));
         assert_eq!(q.answered, 1);
     }
 

@@ -70,6 +70,24 @@ pub struct NodeStateLabel {
     pub state: String,
 }
 
+/// Labels: a queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    /// Queue name.
+    pub queue: String,
+}
+
+/// Labels: a queue and a state or outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueStateLabel {
+    /// Queue name.
+    pub queue: String,
+    /// Agent state (`available`, `paused`, `ringing`, `busy`, `wrap_up`) or
+    /// caller outcome (`answered`, `abandoned`, `timed_out`, `overflowed`,
+    /// `lost`).
+    pub state: String,
+}
+
 /// Labels: one API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabel {
@@ -147,6 +165,11 @@ pub struct Metrics {
     call_setup: Histogram,
     api_latency: Family<ApiLabel, Histogram>,
     samples: std::sync::Mutex<Option<Vec<u32>>>,
+    queue_waiting: Family<QueueLabel, Gauge>,
+    queue_agents: Family<QueueStateLabel, Gauge>,
+    queue_callers: Family<QueueStateLabel, Counter>,
+    queue_wait: Family<QueueLabel, Histogram>,
+    queue_connect: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -195,8 +218,43 @@ impl Metrics {
             call_setup: latency_histogram(),
             api_latency: Family::new_with_constructor(latency_histogram),
             samples: std::sync::Mutex::new(None),
+            queue_waiting: Family::default(),
+            queue_agents: Family::default(),
+            queue_callers: Family::default(),
+            queue_wait: Family::new_with_constructor(|| {
+                // 100 ms to ~55 min, doubling.
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.1, 2.0, 16,
+                ))
+            }),
+            queue_connect: latency_histogram(),
             registry: Registry::default(),
         };
+        registry.register(
+            "corral_queue_waiting_callers",
+            "Callers waiting in each queue",
+            m.queue_waiting.clone(),
+        );
+        registry.register(
+            "corral_queue_agents",
+            "Agents of each queue by state",
+            m.queue_agents.clone(),
+        );
+        registry.register(
+            "corral_queue_callers",
+            "Queue callers by outcome (answered, abandoned, timed_out, overflowed, lost)",
+            m.queue_callers.clone(),
+        );
+        registry.register(
+            "corral_queue_wait_seconds",
+            "How long answered callers waited, per queue",
+            m.queue_wait.clone(),
+        );
+        registry.register(
+            "corral_queue_connect_seconds",
+            "From a free agent and a waiting caller to both bridged",
+            m.queue_connect.clone(),
+        );
         registry.register(
             "corral_arrivals",
             "Calls that entered corral's Stasis app, by node and kind",
@@ -278,6 +336,62 @@ impl Metrics {
             m.api_latency.clone(),
         );
         Self { registry, ..m }
+    }
+
+    /// A queue's waiting callers and agents by state.
+    pub fn queue_state(
+        &self,
+        queue: &str,
+        waiting: usize,
+        agents: &std::collections::BTreeMap<&'static str, u32>,
+    ) {
+        self.queue_waiting
+            .get_or_create(&QueueLabel {
+                queue: queue.to_string(),
+            })
+            .set(waiting as i64);
+        for state in ["available", "paused", "ringing", "busy", "wrap_up"] {
+            self.queue_agents
+                .get_or_create(&QueueStateLabel {
+                    queue: queue.to_string(),
+                    state: state.to_string(),
+                })
+                .set(i64::from(agents.get(state).copied().unwrap_or(0)));
+        }
+    }
+
+    /// One queue caller's outcome.
+    pub fn queue_outcome(&self, queue: &str, outcome: &str) {
+        self.queue_callers
+            .get_or_create(&QueueStateLabel {
+                queue: queue.to_string(),
+                state: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Queue callers lost with their node.
+    pub fn queue_lost(&self, queue: &str, n: u64) {
+        self.queue_callers
+            .get_or_create(&QueueStateLabel {
+                queue: queue.to_string(),
+                state: "lost".to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// An answered caller's wait.
+    pub fn queue_wait(&self, queue: &str, waited: Duration) {
+        self.queue_wait
+            .get_or_create(&QueueLabel {
+                queue: queue.to_string(),
+            })
+            .observe(waited.as_secs_f64());
+    }
+
+    /// From a free agent and a waiting caller to both bridged.
+    pub fn queue_connect(&self, took: Duration) {
+        self.queue_connect.observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition of every metric.

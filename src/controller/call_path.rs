@@ -34,6 +34,9 @@ pub enum Arrival {
     Room(RoomKey, Role),
     /// `agent,<queue>,<agent>`: an agent logging in to a queue.
     Agent(RoomKey, AgentId),
+    /// `member,<queue>,<agent>`: a static member's leg corral originated,
+    /// answered.
+    Member(RoomName, AgentId),
     /// No arguments and an alphanumeric extension: a token arriving.
     Token(TokenId),
     /// Anything else: not for corral's call path.
@@ -71,7 +74,34 @@ pub fn parse_arrival(args: &[String], exten: &str) -> Arrival {
                 (Err(e), _) | (_, Err(e)) => odd(&e.to_string()),
             }
         }
+        [kind, queue, agent] if kind == "member" => {
+            match (RoomName::new(queue.as_str()), AgentId::new(agent.as_str())) {
+                (Ok(q), Ok(a)) => Arrival::Member(q, a),
+                (Err(e), _) | (_, Err(e)) => odd(&e.to_string()),
+            }
+        }
         _ => odd("unknown arguments"),
+    }
+}
+
+/// Who joins a room: its role, and the agent id of a queue agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Who {
+    /// A conference participant.
+    Participant,
+    /// A queue caller.
+    Caller,
+    /// A queue agent logging in.
+    Agent(AgentId),
+}
+
+impl Who {
+    fn role(&self) -> Role {
+        match self {
+            Who::Participant => Role::Participant,
+            Who::Caller => Role::Caller,
+            Who::Agent(_) => Role::Agent,
+        }
     }
 }
 
@@ -111,22 +141,32 @@ impl Controller {
         match parse_arrival(args, &channel.dialplan.exten) {
             Arrival::Room(room, role) => {
                 self.inner.metrics.arrival(&node.id, room.kind.as_str());
-                self.place(node, &chan, channel, &room, role, 0, "direct", started)
+                let who = if role == Role::Caller {
+                    Who::Caller
+                } else {
+                    Who::Participant
+                };
+                self.place(node, &chan, channel, &room, who, 0, "direct", started)
                     .await;
             }
-            Arrival::Agent(room, _agent) => {
+            Arrival::Agent(room, agent) => {
                 self.inner.metrics.arrival(&node.id, "agent");
                 self.place(
                     node,
                     &chan,
                     channel,
                     &room,
-                    Role::Agent,
+                    Who::Agent(agent),
                     0,
                     "direct",
                     started,
                 )
                 .await;
+            }
+            Arrival::Member(queue, agent) => {
+                self.inner.metrics.arrival(&node.id, "member");
+                self.queue_member_answered(node, &chan, &queue, &agent)
+                    .await;
             }
             Arrival::Token(token) => {
                 self.inner.metrics.arrival(&node.id, "token");
@@ -163,18 +203,18 @@ impl Controller {
         chan: &ChannelId,
         channel: &Channel,
         room: &RoomKey,
-        role: Role,
+        who: Who,
         hops: u32,
         how: &'static str,
         started: Instant,
     ) {
         match self.decide(room, &node.id).await {
             Decision::Here => {
-                self.join_here(node, chan, channel, room, role, hops, how, started)
+                self.join_here(node, chan, channel, room, who, hops, how, started)
                     .await
             }
             Decision::There(owner) => {
-                self.redirect_or_join(node, chan, channel, room, &owner, hops, started)
+                self.redirect_or_join(node, chan, channel, room, &owner, who, hops, started)
                     .await
             }
             Decision::Degraded(reason) => {
@@ -192,7 +232,7 @@ impl Controller {
         chan: &ChannelId,
         channel: &Channel,
         room: &RoomKey,
-        role: Role,
+        who: Who,
         hops: u32,
         how: &'static str,
         started: Instant,
@@ -201,7 +241,7 @@ impl Controller {
         let added = self
             .inner
             .store
-            .add_member(room, &node.id, chan, role)
+            .add_member(room, &node.id, chan, who.role())
             .await;
         self.inner.metrics.store_latency("add_member", t.elapsed());
         let (epoch, members, claimed) = match added {
@@ -213,7 +253,7 @@ impl Controller {
             Ok(MemberAdded::AlreadyMember { epoch, members }) => (epoch, members, false),
             Ok(MemberAdded::Moved { owner, .. }) => {
                 return self
-                    .redirect_or_join(node, chan, channel, room, &owner, hops, started)
+                    .redirect_or_join(node, chan, channel, room, &owner, who, hops, started)
                     .await;
             }
             Err(e) => {
@@ -230,6 +270,21 @@ impl Controller {
                 epoch: epoch.0,
                 previous: None,
             });
+        }
+        if room.kind == RoomKind::Queue {
+            self.inner.metrics.call_setup(started.elapsed());
+            let role = match who {
+                Who::Agent(a) => super::queues::QueueRole::Agent(a),
+                _ => super::queues::QueueRole::Caller,
+            };
+            self.queue_arrive(node, chan, channel, room, role, epoch)
+                .await;
+            self.emit(FarmEvent::MembersChanged {
+                room: room.clone(),
+                node: node.id.clone(),
+                members,
+            });
+            return;
         }
         match self.put_in_bridge(node, chan, room, Some(epoch)).await {
             Ok(_) => {
@@ -290,6 +345,7 @@ impl Controller {
         channel: &Channel,
         room: &RoomKey,
         owner: &NodeId,
+        who: Who,
         hops: u32,
         started: Instant,
     ) {
@@ -337,7 +393,10 @@ impl Controller {
             channel: chan.clone(),
             caller: channel.caller.number.chars().take(64).collect(),
             hops: hops + 1,
-            agent: None,
+            agent: match who {
+                Who::Agent(a) => Some(a),
+                _ => None,
+            },
         };
         match self.send_with_token(node, grant, &target).await {
             Ok((token, _)) => {
@@ -439,9 +498,10 @@ impl Controller {
             self.inner.metrics.token(&node.id, outcome);
         }
         let room = record.grant.room.clone();
-        let role = match room.kind {
-            RoomKind::Conference => Role::Participant,
-            RoomKind::Queue => Role::Caller,
+        let role = match (room.kind, record.grant.agent.clone()) {
+            (RoomKind::Conference, _) => Who::Participant,
+            (RoomKind::Queue, Some(a)) => Who::Agent(a),
+            (RoomKind::Queue, None) => Who::Caller,
         };
         if outcome == "consumed" {
             if !is_retry {
@@ -452,7 +512,7 @@ impl Controller {
                 chan,
                 channel,
                 &room,
-                role,
+                role.clone(),
                 record.grant.hops,
                 "token",
                 started,

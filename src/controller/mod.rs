@@ -16,10 +16,12 @@
 //! - [`node`]: one node's loop: event stream, health, resync.
 //! - [`call_path`]: `StasisStart` → resolve → join or redirect; tokens.
 //! - [`rooms`]: bridges, members, linger and release.
+//! - [`queues`]: the queue engine: callers wait, agents are paired.
 
 pub mod apps;
 pub mod call_path;
 pub mod node;
+pub mod queues;
 pub mod rooms;
 
 use std::collections::HashMap;
@@ -68,6 +70,27 @@ pub struct Config {
     /// Life of a node lease; renewed at a third of it. A replica that dies
     /// without releasing its leases is replaced after at most this long.
     pub lease_ttl: Duration,
+    /// Queue knobs.
+    pub queues: QueueConfig,
+}
+
+/// Every queue's knobs: the defaults and the queues configured by name.
+#[derive(Debug, Clone, Default)]
+pub struct QueueConfig {
+    /// For queues not in `by_name`.
+    pub defaults: Arc<crate::queue::QueueSettings>,
+    /// `[queues.<name>]`.
+    pub by_name: HashMap<crate::domain::RoomName, Arc<crate::queue::QueueSettings>>,
+}
+
+impl QueueConfig {
+    /// The knobs of `queue`.
+    pub fn settings(&self, queue: &crate::domain::RoomName) -> Arc<crate::queue::QueueSettings> {
+        self.by_name
+            .get(queue)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.clone())
+    }
 }
 
 /// A replica name unique to this process: host, pid and a random suffix.
@@ -101,6 +124,7 @@ impl Default for Config {
             reconcile_interval: Duration::from_secs(5),
             replica: default_replica(),
             lease_ttl: Duration::from_secs(10),
+            queues: QueueConfig::default(),
         }
     }
 }
@@ -176,6 +200,28 @@ pub enum FarmEvent {
         /// How long the split lasted, from its detection, in ms.
         lasted_ms: u64,
     },
+    /// A queue caller was bridged with an agent.
+    QueueConnected {
+        /// The queue.
+        queue: crate::domain::RoomName,
+        /// The caller's channel.
+        caller: crate::domain::ChannelId,
+        /// The agent.
+        agent: crate::domain::AgentId,
+        /// How long the caller waited, in ms.
+        waited_ms: u64,
+        /// From the agent being picked to both bridged, in ms.
+        connect_ms: u64,
+    },
+    /// A queue's waiting callers or agents changed.
+    QueueChanged {
+        /// The queue.
+        queue: crate::domain::RoomName,
+        /// Callers waiting.
+        waiting: u32,
+        /// Agents available (not paused).
+        available: u32,
+    },
     /// An operator drained or undrained a node.
     NodeDraining {
         /// The node.
@@ -248,6 +294,8 @@ pub(crate) struct Inner {
     /// Cancelled when the controller stops: timers (linger, redirect
     /// deadlines) end at once instead of holding the shutdown.
     pub(crate) stop: CancellationToken,
+    /// Queues' runtime state (locks, channel index, wake-ups).
+    pub(crate) queues: queues::Runtime,
 }
 
 /// The controller handle. Cheap to clone.
@@ -312,6 +360,7 @@ impl Controller {
                 events,
                 tracker: TaskTracker::new(),
                 stop: CancellationToken::new(),
+                queues: queues::Runtime::default(),
             }),
         })
     }

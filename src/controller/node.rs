@@ -246,7 +246,7 @@ impl Controller {
                     let node = node.clone();
                     self.inner
                         .tracker
-                        .spawn(async move { ctrl.leave(&node, &chan).await });
+                        .spawn(async move { ctrl.gone(&node, &chan).await });
                 }
             }
             _ => {}
@@ -280,7 +280,7 @@ impl Controller {
                 }
                 EventKind::StasisEnd { channel } | EventKind::ChannelDestroyed { channel, .. } => {
                     if let Ok(chan) = ChannelId::new(channel.id.as_str()) {
-                        self.leave(&node, &chan).await;
+                        self.gone(&node, &chan).await;
                     }
                     return;
                 }
@@ -322,6 +322,9 @@ impl Controller {
             }
         };
         if registered.new_incarnation {
+            // A restarted Asterisk has no calls: its queue callers and
+            // agents are gone.
+            self.queues_node_lost(&node.id).await;
             if let Ok(mut b) = node.bridges.lock() {
                 b.clear();
             }
@@ -553,10 +556,11 @@ impl Controller {
             if self.channel_gone(node, &id).await
                 && let Ok(chan) = ChannelId::new(id)
             {
-                self.leave(node, &chan).await;
+                self.gone(node, &chan).await;
             }
         }
         self.sweep_store_members(node, &live).await;
+        self.queue_resync(node, &live, &bridges).await;
     }
 
     /// Heals splits seen on `node`: every call bridged here for a room that
@@ -651,7 +655,12 @@ impl Controller {
         node: &Arc<NodeRuntime>,
         bridges: &[crate::ari::rest::Bridge],
     ) {
-        for b in bridges.iter().filter(|b| b.channels.is_empty()) {
+        // A queue's pair bridges are the queue engine's (a new one is empty
+        // for a moment before its pair is added).
+        for b in bridges
+            .iter()
+            .filter(|b| b.channels.is_empty() && !super::rooms::is_pair_bridge(&b.name))
+        {
             let Some(room) = super::rooms::parse_bridge_name(&b.name) else {
                 continue;
             };

@@ -40,10 +40,25 @@ pub fn bridge_id(room: &RoomKey, epoch: Option<Epoch>) -> String {
 }
 
 /// Reads a room and epoch back from a bridge made by [`bridge_id`].
+/// A queue's pair bridges (`corral:queue:<name>:<agent>`) read as their
+/// queue.
 pub fn parse_bridge_name(name: &str) -> Option<RoomKey> {
     let rest = name.strip_prefix("corral:")?;
     let (kind, room) = rest.split_once(':')?;
+    let room = match room.split_once(':') {
+        Some((queue, agent)) if kind == "queue" => {
+            crate::domain::AgentId::new(agent).ok()?;
+            queue
+        }
+        _ => room,
+    };
     RoomKey::parse(kind, room).ok()
+}
+
+/// True for a queue's pair bridge name (`corral:queue:<name>:<agent>`).
+pub fn is_pair_bridge(name: &str) -> bool {
+    name.strip_prefix("corral:queue:")
+        .is_some_and(|r| r.contains(':'))
 }
 
 fn bridge_type(kind: RoomKind) -> BridgeType {
@@ -278,5 +293,10 @@ mod tests {
         );
         assert_eq!(parse_bridge_name(&room.bridge_name()), Some(room));
         assert_eq!(parse_bridge_name("other:conference:x"), None);
+        let q = RoomKey::parse("queue", "support").unwrap();
+        assert_eq!(parse_bridge_name("corral:queue:support:alice"), Some(q));
+        assert!(is_pair_bridge("corral:queue:support:alice"));
+        assert!(!is_pair_bridge("corral:queue:support"));
+        assert_eq!(parse_bridge_name("corral:conference:a:b"), None);
     }
 }

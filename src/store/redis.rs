@@ -472,7 +472,8 @@ fn script_source(name: &str) -> &'static str {
         "list_nodes",
         "list_rooms",
         "acquire_lease",
-        "release_lease"
+        "release_lease",
+        "save_queue"
     )
 }
 

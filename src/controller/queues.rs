@@ -1,0 +1,889 @@
+//! The queue engine: callers wait in the queue's holding bridge, agents are
+//! paired with them in a mixing bridge of their own, on the queue's node.
+//!
+//! A queue is a room of kind `queue`: it has a node like a conference, and
+//! its callers and call-in agents are brought there by the call path (a 302
+//! with a token before they are answered). What happens on that node is
+//! here. The queue's state is a document in the store ([`QueueState`]);
+//! every change is load → pure transition → compare-and-set save, then the
+//! ARI work the transition asked for ([`Action`]). So a corral that restarts
+//! finds every caller in its place, and two replicas never undo each other.
+//!
+//! # Guarantees
+//! - Callers are answered in arrival order, each by the longest-idle free
+//!   agent (static members by the queue's strategy).
+//! - corral never hangs up a caller. A caller leaves by hanging up
+//!   (abandoned), by the treatment (continue at the overflow context), or
+//!   at the end of its call (continue after `Stasis()`). corral only hangs
+//!   up member legs it originated itself.
+//! - The engine runs where the queue's node is streamed; a replica that
+//!   is not streaming it leaves the work to the one that is.
+//!
+//! # Bridges
+//! - Holding: id `corral-queue-<name>-<epoch>`, name `corral:queue:<name>`;
+//!   callers and call-in agents wait there with music on hold.
+//! - Pair: id `corral-queue-<name>-qc<n>`, name `corral:queue:<name>:<agent>`,
+//!   mixing; destroyed when the call ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::rooms::Joined;
+use super::{Controller, FarmEvent, NodeRuntime};
+use crate::ari::rest::{BridgeType, Channel};
+use crate::domain::{AgentId, ChannelId, NodeId, RoomKey, RoomKind, RoomName};
+use crate::queue::{Action, AgentState, Gone, QueueSettings, QueueState, Refused};
+
+/// The engine's memory: nothing that must survive (the store has the rest).
+#[derive(Default)]
+pub(crate) struct Runtime {
+    /// One lock per queue: this replica's changes to a queue go one at a
+    /// time (the store's compare-and-set covers other replicas).
+    locks: Mutex<HashMap<RoomName, Arc<tokio::sync::Mutex<()>>>>,
+    /// (node, channel) → queue, for every queue channel corral knows
+    /// (callers, agents, member legs), so a hangup finds its queue.
+    chans: Mutex<HashMap<(NodeId, String), RoomName>>,
+    /// The earliest wake-up armed per queue (Unix ms).
+    wakeups: Mutex<HashMap<RoomName, u64>>,
+}
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The store did not answer.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The stored document does not parse.
+    #[error("queue {queue} has a corrupt document: {reason}")]
+    Corrupt {
+        /// The queue.
+        queue: RoomName,
+        /// The parse error.
+        reason: String,
+    },
+    /// Other writers kept winning.
+    #[error("queue {0} is changed too often to save; try again")]
+    Contended(RoomName),
+}
+
+/// Unix time in ms (the queue's clock: waits and wrap-ups are shown to
+/// operators as wall-clock times).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The pair bridge's id and name for `queue`.
+pub(crate) fn pair_bridge(queue: &RoomName, tag: &str, agent: &AgentId) -> (String, String) {
+    (
+        format!("corral-queue-{queue}-{tag}"),
+        format!("corral:queue:{queue}:{agent}"),
+    )
+}
+
+/// Who a queue arrival is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum QueueRole {
+    /// A caller (`queue,<name>`).
+    Caller,
+    /// A call-in agent (`agent,<queue>,<agent>`).
+    Agent(AgentId),
+}
+
+impl Controller {
+    fn queue_lock(&self, queue: &RoomName) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.inner.queues.locks)
+            .entry(queue.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Loads a queue's state (empty with its configured members if new).
+    pub(crate) async fn queue_load(
+        &self,
+        queue: &RoomName,
+    ) -> Result<(u64, QueueState), QueueError> {
+        match self.inner.store.load_queue(queue).await? {
+            Some(d) => QueueState::from_doc(&d.doc)
+                .map(|s| (d.version, s))
+                .map_err(|e| QueueError::Corrupt {
+                    queue: queue.clone(),
+                    reason: e.to_string(),
+                }),
+            None => {
+                let mut st = QueueState {
+                    salt: rand::random(),
+                    ..Default::default()
+                };
+                let now = now_ms();
+                for (agent, endpoint) in &self.inner.cfg.queues.settings(queue).members {
+                    st.add_member(agent.clone(), endpoint.clone(), false, now);
+                }
+                Ok((0, st))
+            }
+        }
+    }
+
+    /// Applies `f` to the queue's state and saves it (compare-and-set,
+    /// retried on a conflict; `f` may run more than once). Nothing is
+    /// written if `f` changed nothing.
+    pub(crate) async fn queue_update<T>(
+        &self,
+        queue: &RoomName,
+        mut f: impl FnMut(&mut QueueState, u64) -> T,
+    ) -> Result<(T, QueueState), QueueError> {
+        let l = self.queue_lock(queue);
+        let _g = l.lock().await;
+        for _ in 0..32 {
+            let (version, mut st) = self.queue_load(queue).await?;
+            let before = st.to_doc();
+            let out = f(&mut st, now_ms());
+            let doc = st.to_doc();
+            if doc == before && version > 0 {
+                return Ok((out, st));
+            }
+            let t = Instant::now();
+            let saved = self.inner.store.save_queue(queue, version, &doc).await?;
+            self.inner.metrics.store_latency("save_queue", t.elapsed());
+            if saved.is_some() {
+                self.queue_observe(queue, &st);
+                return Ok((out, st));
+            }
+        }
+        Err(QueueError::Contended(queue.clone()))
+    }
+
+    fn queue_observe(&self, queue: &RoomName, st: &QueueState) {
+        let counts = st.agent_counts();
+        self.inner
+            .metrics
+            .queue_state(queue.as_str(), st.callers.len(), &counts);
+        self.emit(FarmEvent::QueueChanged {
+            queue: queue.clone(),
+            waiting: st.callers.len() as u32,
+            available: counts.get("available").copied().unwrap_or(0),
+        });
+    }
+
+    fn remember(&self, node: &NodeId, chan: &ChannelId, queue: &RoomName) {
+        lock(&self.inner.queues.chans).insert((node.clone(), chan.to_string()), queue.clone());
+    }
+
+    /// The queue `chan` on `node` belongs to, if corral knows it.
+    fn queue_of(&self, node: &Arc<NodeRuntime>, chan: &ChannelId) -> Option<RoomName> {
+        if let Some(q) = lock(&self.inner.queues.chans).get(&(node.id.clone(), chan.to_string())) {
+            return Some(q.clone());
+        }
+        node.channels.lock().ok().and_then(|c| {
+            c.get(chan.as_str())
+                .filter(|j| j.room.kind == RoomKind::Queue)
+                .map(|j| j.room.name.clone())
+        })
+    }
+
+    /// A queue caller or agent reached the queue's node and is recorded as
+    /// a member there: queue it (or log the agent in), answer it and put it
+    /// in the holding bridge, then pair whoever can be paired.
+    pub(crate) async fn queue_arrive(
+        &self,
+        node: &Arc<NodeRuntime>,
+        chan: &ChannelId,
+        channel: &Channel,
+        room: &RoomKey,
+        role: QueueRole,
+        epoch: crate::domain::Epoch,
+    ) {
+        let queue = &room.name;
+        let settings = self.inner.cfg.queues.settings(queue);
+        let admitted = match &role {
+            QueueRole::Caller => {
+                let caller: String = channel.caller.number.chars().take(64).collect();
+                self.queue_update(queue, |st, now| {
+                    st.enqueue(chan.clone(), node.id.clone(), caller.clone(), now, &settings)
+                })
+                .await
+                .map(|(r, _)| r.map(|_| ()))
+            }
+            QueueRole::Agent(agent) => self.agent_login(node, queue, agent, chan).await,
+        };
+        match admitted {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => {
+                let why = match &refused {
+                    Refused::Full => "queue full (max_callers)".to_string(),
+                    Refused::AlreadyLoggedIn(old) => {
+                        format!("agent already logged in on channel {old}")
+                    }
+                    Refused::IsStatic => "agent is a static member of the queue".into(),
+                };
+                tracing::warn!(node = %node.id, queue = %queue, channel = %chan, reason = %why, "queue arrival refused; handed to the dialplan");
+                self.unrecord(node, room, chan).await;
+                let overflow = refused == Refused::Full;
+                if overflow {
+                    self.inner.metrics.queue_outcome(queue.as_str(), "overflowed");
+                }
+                self.queue_continue(node, chan, overflow, &settings).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(node = %node.id, queue = %queue, channel = %chan, reason = %e, "queue state unavailable; caller handed to the dialplan");
+                self.unrecord(node, room, chan).await;
+                self.queue_continue(node, chan, false, &settings).await;
+                return;
+            }
+        }
+        self.remember(&node.id, chan, queue);
+        match self.put_in_bridge(node, chan, room, Some(epoch)).await {
+            Ok(_) => {
+                self.inner.metrics.joined(&node.id, "queue");
+                tracing::debug!(node = %node.id, queue = %queue, channel = %chan, role = ?role, "waiting in the queue");
+            }
+            Err(e) => {
+                tracing::info!(node = %node.id, queue = %queue, channel = %chan, reason = %e, "queue arrival gone before it was answered");
+                if let Ok(mut c) = node.channels.lock() {
+                    c.insert(
+                        chan.to_string(),
+                        Joined {
+                            room: room.clone(),
+                            recorded: true,
+                        },
+                    );
+                }
+                self.gone(node, chan).await;
+                return;
+            }
+        }
+        self.queue_dispatch(queue).await;
+    }
+
+    async fn agent_login(
+        &self,
+        node: &Arc<NodeRuntime>,
+        queue: &RoomName,
+        agent: &AgentId,
+        chan: &ChannelId,
+    ) -> Result<Result<(), Refused>, QueueError> {
+        // Is an earlier login still alive? Asked before the update (ARI is
+        // not called under the queue's lock).
+        let (_, st) = self.queue_load(queue).await?;
+        let old_alive = match st.agents.get(agent).map(|a| &a.kind) {
+            Some(crate::queue::AgentKind::CallIn { channel, node: n }) if channel != chan => {
+                match self.inner.nodes.get(n) {
+                    Some(rt) => !matches!(rt.ari.channel(channel.as_str()).await, Err(e) if e.status() == Some(404)),
+                    None => false,
+                }
+            }
+            _ => false,
+        };
+        let (r, _) = self
+            .queue_update(queue, |st, now| {
+                st.login(agent.clone(), chan.clone(), node.id.clone(), now, |_| old_alive)
+            })
+            .await?;
+        if r.is_ok() {
+            tracing::info!(node = %node.id, queue = %queue, agent = %agent, channel = %chan, "agent logged in");
+        }
+        Ok(r)
+    }
+
+    /// Undoes the member record of an arrival that is not queued.
+    async fn unrecord(&self, node: &Arc<NodeRuntime>, room: &RoomKey, chan: &ChannelId) {
+        if let Ok(crate::store::MemberRemoved::Removed {
+            remaining: 0,
+            epoch,
+        }) = self.inner.store.remove_member(room, &node.id, chan).await
+        {
+            self.schedule_release(node.clone(), room.clone(), epoch);
+        }
+    }
+
+    /// Gives a queue channel back to the dialplan: the treatment
+    /// (`overflow`) or after `Stasis()`.
+    async fn queue_continue(
+        &self,
+        node: &Arc<NodeRuntime>,
+        chan: &ChannelId,
+        overflow: bool,
+        settings: &QueueSettings,
+    ) {
+        let (ctx, ext, prio) = match (&settings.overflow_context, overflow) {
+            (Some(ctx), true) => (
+                Some(ctx.as_str()),
+                Some(settings.overflow_extension.as_str()),
+                Some(1),
+            ),
+            _ => (None, None, None),
+        };
+        if let Err(e) = self
+            .ari_retry(|| node.ari.continue_in_dialplan(chan.as_str(), ctx, ext, prio))
+            .await
+        {
+            tracing::info!(node = %node.id, channel = %chan, reason = %e, "continue refused (call gone?)");
+        }
+    }
+
+    /// A channel left corral's app (hung up, or moved on by corral): its
+    /// queue hears of it, then the room member is removed.
+    pub(crate) async fn gone(&self, node: &Arc<NodeRuntime>, chan: &ChannelId) {
+        if let Some(queue) = self.queue_of(node, chan) {
+            self.queue_gone(node, &queue, chan).await;
+        }
+        self.leave(node, chan).await;
+    }
+
+    async fn queue_gone(&self, node: &Arc<NodeRuntime>, queue: &RoomName, chan: &ChannelId) {
+        lock(&self.inner.queues.chans).remove(&(node.id.clone(), chan.to_string()));
+        let settings = self.inner.cfg.queues.settings(queue);
+        let res = self
+            .queue_update(queue, |st, now| st.channel_gone(chan, now, &settings))
+            .await;
+        let (gone, actions) = match res {
+            Ok(((g, a), _)) => (g, a),
+            Err(e) => {
+                tracing::warn!(node = %node.id, queue = %queue, channel = %chan, reason = %e, "queue not updated for a hangup; the next resync will");
+                return;
+            }
+        };
+        match &gone {
+            Gone::Abandoned { waited_ms } => {
+                self.inner.metrics.queue_outcome(queue.as_str(), "abandoned");
+                tracing::info!(node = %node.id, queue = %queue, channel = %chan, waited_ms, "caller abandoned the queue");
+            }
+            Gone::LoggedOut(agent) => {
+                tracing::info!(node = %node.id, queue = %queue, agent = %agent, "agent logged out (hung up)");
+            }
+            Gone::OfferFailed(agent) => {
+                tracing::info!(node = %node.id, queue = %queue, agent = %agent, leg = %chan, "member did not answer (busy, no answer or failed)");
+            }
+            Gone::CallEnded => {
+                tracing::debug!(node = %node.id, queue = %queue, channel = %chan, "queue call ended");
+            }
+            Gone::Unknown => return,
+        }
+        self.queue_run(node, queue, actions).await;
+        self.queue_dispatch(queue).await;
+    }
+
+    /// The queue's node runtime, if this replica streams it.
+    async fn queue_node(&self, queue: &RoomName) -> Option<Arc<NodeRuntime>> {
+        let room = RoomKey::new(RoomKind::Queue, queue.clone());
+        let detail = self.inner.store.get_room(&room).await.ok()??;
+        let rt = self.inner.nodes.get(&detail.placement.node)?.clone();
+        rt.streaming
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(rt)
+    }
+
+    /// Pairs waiting callers with free agents (after ending due wrap-ups
+    /// and sending callers past `max_wait` to the treatment), then arms the
+    /// next wake-up.
+    pub(crate) async fn queue_dispatch(&self, queue: &RoomName) {
+        let Some(node) = self.queue_node(queue).await else {
+            return;
+        };
+        let settings = self.inner.cfg.queues.settings(queue);
+        // Calls on a node that is down (the queue moved on without it) are
+        // gone: they must not hold the head of the queue.
+        let down: Vec<NodeId> = self
+            .inner
+            .view
+            .read()
+            .map(|v| {
+                v.iter()
+                    .filter(|n| !n.healthy && n.id != node.id)
+                    .map(|n| n.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Bounded: each round hands out agents; a round that fails puts
+        // them back with a back-off, so this ends.
+        for _ in 0..8 {
+            let res = self
+                .queue_update(queue, |st, now| {
+                    for n in &down {
+                        st.node_lost(n);
+                    }
+                    st.end_wrapups(now);
+                    let mut a = st.expire(now, &settings);
+                    a.extend(st.assign(now, &settings));
+                    a
+                })
+                .await;
+            let (actions, st) = match res {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(queue = %queue, reason = %e, "queue not dispatched");
+                    return;
+                }
+            };
+            self.arm_wakeup(queue, &st, &settings);
+            if actions.is_empty() {
+                return;
+            }
+            let retry = self.queue_run(&node, queue, actions).await;
+            if !retry {
+                return;
+            }
+        }
+    }
+
+    /// Arms one timer at the queue's next deadline (wrap-up end, max wait,
+    /// a member's back-off) unless an earlier one is armed.
+    fn arm_wakeup(&self, queue: &RoomName, st: &QueueState, settings: &QueueSettings) {
+        let mut next = u64::MAX;
+        for a in st.agents.values() {
+            if let AgentState::WrapUp { until_ms } = a.activity {
+                next = next.min(until_ms);
+            }
+            if !st.callers.is_empty() && a.retry_at_ms > 0 && a.activity == AgentState::Available
+            {
+                next = next.min(a.retry_at_ms);
+            }
+        }
+        if let Some(max) = settings.max_wait {
+            for c in &st.callers {
+                next = next.min(c.since_ms + max.as_millis() as u64);
+            }
+        }
+        if next == u64::MAX {
+            return;
+        }
+        let now = now_ms();
+        {
+            let mut w = lock(&self.inner.queues.wakeups);
+            if let Some(&armed) = w.get(queue)
+                && armed <= next
+                && armed >= now
+            {
+                return;
+            }
+            w.insert(queue.clone(), next);
+        }
+        let ctrl = self.clone();
+        let queue = queue.clone();
+        let wait = Duration::from_millis(next.saturating_sub(now));
+        self.inner.tracker.spawn(async move {
+            if !ctrl.sleep_unless_stopped(wait).await {
+                return;
+            }
+            {
+                let mut w = lock(&ctrl.inner.queues.wakeups);
+                if w.get(&queue) == Some(&next) {
+                    w.remove(&queue);
+                }
+            }
+            ctrl.queue_dispatch(&queue).await;
+        });
+    }
+
+    /// Does the ARI work of a transition. Returns true if something failed
+    /// in a way that changed the state (dispatch again).
+    async fn queue_run(&self, node: &Arc<NodeRuntime>, queue: &RoomName, actions: Vec<Action>) -> bool {
+        let settings = self.inner.cfg.queues.settings(queue);
+        let mut todo: std::collections::VecDeque<Action> = actions.into();
+        let mut changed = false;
+        while let Some(action) = todo.pop_front() {
+            match action {
+                Action::Connect {
+                    caller,
+                    agent,
+                    leg,
+                    bridge,
+                } => {
+                    match self.connect(node, queue, &caller, &agent, &leg, &bridge).await {
+                        Ok(()) => {
+                            if let Ok((Some((waited, ready)), _)) =
+                                self.queue_update(queue, |st, _| st.connected(&agent)).await
+                            {
+                                self.inner.metrics.queue_outcome(queue.as_str(), "answered");
+                                self.inner
+                                    .metrics
+                                    .queue_wait(queue.as_str(), Duration::from_millis(waited));
+                                let connect_ms = now_ms().saturating_sub(ready);
+                                self.inner
+                                    .metrics
+                                    .queue_connect(Duration::from_millis(connect_ms));
+                                tracing::info!(node = %node.id, queue = %queue, caller = %caller, agent = %agent, waited_ms = waited, "caller connected to agent");
+                                self.emit(FarmEvent::QueueConnected {
+                                    queue: queue.clone(),
+                                    caller,
+                                    agent,
+                                    waited_ms: waited,
+                                    connect_ms,
+                                });
+                            }
+                        }
+                        Err(caller_gone) => {
+                            tracing::info!(node = %node.id, queue = %queue, caller = %caller, agent = %agent, caller_gone, "pair not bridged: one side is gone");
+                            changed = true;
+                            if let Ok((more, _)) = self
+                                .queue_update(queue, |st, now| {
+                                    st.connect_failed(&agent, caller_gone, now)
+                                })
+                                .await
+                            {
+                                if caller_gone {
+                                    self.inner.metrics.queue_outcome(queue.as_str(), "abandoned");
+                                }
+                                todo.extend(more);
+                            }
+                        }
+                    }
+                }
+                Action::Ring {
+                    caller,
+                    caller_id,
+                    agent,
+                    endpoint,
+                    leg,
+                } => {
+                    self.remember(&node.id, &leg, queue);
+                    let args = format!("member,{queue},{agent}");
+                    let secs = settings.ring_timeout.as_secs().max(1) as u32;
+                    let cid = (!caller_id.is_empty()).then_some(caller_id.as_str());
+                    match node
+                        .ari
+                        .originate(leg.as_str(), &endpoint, &args, cid, secs)
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::debug!(node = %node.id, queue = %queue, agent = %agent, caller = %caller, endpoint = %endpoint, "ringing member");
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %node.id, queue = %queue, agent = %agent, endpoint = %endpoint, reason = %e, "member endpoint failed; trying others");
+                            lock(&self.inner.queues.chans)
+                                .remove(&(node.id.clone(), leg.to_string()));
+                            changed = true;
+                            if let Ok(((_, more), _)) = self
+                                .queue_update(queue, |st, now| st.channel_gone(&leg, now, &settings))
+                                .await
+                            {
+                                todo.extend(more);
+                            }
+                        }
+                    }
+                }
+                Action::HangupLeg { leg } => {
+                    if let Err(e) = node.ari.hangup(leg.as_str(), "normal").await
+                        && e.status() != Some(404)
+                    {
+                        tracing::info!(node = %node.id, leg = %leg, reason = %e, "member leg not hung up");
+                    }
+                }
+                Action::BackToHolding { channel } => {
+                    let room = RoomKey::new(RoomKind::Queue, queue.clone());
+                    let epoch = match self.inner.store.get_room(&room).await {
+                        Ok(Some(d)) if d.placement.node == node.id => Some(d.placement.epoch),
+                        _ => None,
+                    };
+                    if let Err(e) = self.put_in_bridge(node, &channel, &room, epoch).await {
+                        tracing::info!(node = %node.id, queue = %queue, channel = %channel, reason = %e, "agent not put back on hold (gone?)");
+                    }
+                }
+                Action::Continue { caller, overflow } => {
+                    if overflow {
+                        self.inner.metrics.queue_outcome(queue.as_str(), "timed_out");
+                        tracing::info!(node = %node.id, queue = %queue, caller = %caller, "caller waited max_wait; to the treatment");
+                    }
+                    self.queue_continue(node, &caller, overflow, &settings).await;
+                }
+                Action::DestroyBridge { bridge } => {
+                    if let Ok(mut b) = node.bridges.lock() {
+                        b.remove(&bridge);
+                    }
+                    if let Err(e) = node.ari.destroy_bridge(&bridge).await
+                        && e.status() != Some(404)
+                    {
+                        tracing::info!(node = %node.id, bridge = %bridge, reason = %e, "pair bridge not destroyed");
+                    }
+                }
+                Action::WrapUpUntil { .. } => {}
+            }
+        }
+        changed
+    }
+
+    /// Bridges a caller with an agent's leg. `Err(true)`: the caller is
+    /// gone; `Err(false)`: the agent's leg is.
+    async fn connect(
+        &self,
+        node: &Arc<NodeRuntime>,
+        queue: &RoomName,
+        caller: &ChannelId,
+        agent: &AgentId,
+        leg: &ChannelId,
+        tag: &str,
+    ) -> Result<(), bool> {
+        let (id, name) = pair_bridge(queue, tag, agent);
+        if let Err(e) = self
+            .ari_retry(|| node.ari.create_bridge(&id, BridgeType::Mixing, &name))
+            .await
+        {
+            tracing::warn!(node = %node.id, queue = %queue, reason = %e, "pair bridge not created");
+            return Err(false);
+        }
+        if let Ok(mut b) = node.bridges.lock() {
+            b.insert(id.clone());
+        }
+        let gone = |e: &crate::ari::Error| matches!(e.status(), Some(400 | 404 | 409 | 422));
+        if let Err(e) = self
+            .ari_retry(|| node.ari.add_channel(&id, caller.as_str(), None))
+            .await
+        {
+            tracing::debug!(reason = %e, "caller not bridged");
+            return Err(gone(&e));
+        }
+        if let Err(e) = self
+            .ari_retry(|| node.ari.add_channel(&id, leg.as_str(), None))
+            .await
+        {
+            tracing::debug!(reason = %e, "agent not bridged");
+            // The caller is in the pair bridge alone: the failure handling
+            // puts it back in the holding bridge.
+            let room = RoomKey::new(RoomKind::Queue, queue.clone());
+            let epoch = match self.inner.store.get_room(&room).await {
+                Ok(Some(d)) if d.placement.node == node.id => Some(d.placement.epoch),
+                _ => None,
+            };
+            let _ = self.put_in_bridge(node, caller, &room, epoch).await;
+            return Err(false);
+        }
+        Ok(())
+    }
+
+    /// A member leg corral originated was answered (`member,<queue>,<agent>`).
+    pub(crate) async fn queue_member_answered(
+        &self,
+        node: &Arc<NodeRuntime>,
+        chan: &ChannelId,
+        queue: &RoomName,
+        agent: &AgentId,
+    ) {
+        self.remember(&node.id, chan, queue);
+        if let Ok(mut c) = node.channels.lock() {
+            c.insert(
+                chan.to_string(),
+                Joined {
+                    room: RoomKey::new(RoomKind::Queue, queue.clone()),
+                    recorded: false,
+                },
+            );
+        }
+        match self
+            .queue_update(queue, |st, now| st.member_answered(agent, chan, now))
+            .await
+        {
+            Ok((actions, _)) => {
+                tracing::debug!(node = %node.id, queue = %queue, agent = %agent, "member answered");
+                self.queue_run(node, queue, actions).await;
+            }
+            Err(e) => {
+                tracing::warn!(node = %node.id, queue = %queue, agent = %agent, reason = %e, "member answered but the queue is unavailable; leg hung up");
+                let _ = node.ari.hangup(chan.as_str(), "normal").await;
+            }
+        }
+        self.queue_dispatch(queue).await;
+    }
+
+    /// After a (re)connection to `node`: every queue placed there checks
+    /// its callers, agents and legs against `live` channels (confirmed by a
+    /// 404 before anything is dropped), relearns them, and dispatches.
+    pub(crate) async fn queue_resync(
+        &self,
+        node: &Arc<NodeRuntime>,
+        live: &std::collections::HashSet<&str>,
+        bridges: &[crate::ari::rest::Bridge],
+    ) {
+        let Ok(queues) = self.inner.store.list_queues().await else {
+            return;
+        };
+        for queue in queues {
+            let Ok((_, st)) = self.queue_load(&queue).await else {
+                continue;
+            };
+            let room = RoomKey::new(RoomKind::Queue, queue.clone());
+            for chan in st.channels_on(&node.id) {
+                if live.contains(chan.as_str())
+                    || !matches!(node.ari.channel(chan.as_str()).await, Err(e) if e.status() == Some(404))
+                {
+                    self.remember(&node.id, &chan, &queue);
+                    if let Ok(mut c) = node.channels.lock() {
+                        c.entry(chan.to_string()).or_insert(Joined {
+                            room: room.clone(),
+                            recorded: false,
+                        });
+                    }
+                } else {
+                    self.queue_gone(node, &queue, &chan).await;
+                }
+            }
+            // Empty pair bridges no pair uses any more (a call that ended
+            // while corral was away).
+            let used: std::collections::HashSet<String> = st
+                .agents
+                .iter()
+                .filter_map(|(id, a)| match &a.activity {
+                    AgentState::Busy { bridge, .. } => Some(pair_bridge(&queue, bridge, id).0),
+                    _ => None,
+                })
+                .collect();
+            for b in bridges.iter().filter(|b| {
+                b.channels.is_empty()
+                    && super::rooms::is_pair_bridge(&b.name)
+                    && super::rooms::parse_bridge_name(&b.name).as_ref() == Some(&room)
+                    && !used.contains(&b.id)
+            }) {
+                if let Err(e) = node.ari.destroy_bridge(&b.id).await {
+                    tracing::debug!(node = %node.id, bridge = %b.id, reason = %e, "stale pair bridge not destroyed");
+                }
+            }
+            // Configured members added since the queue was created.
+            let settings = self.inner.cfg.queues.settings(&queue);
+            if settings.members.iter().any(|(a, _)| !st.agents.contains_key(a)) {
+                let _ = self
+                    .queue_update(&queue, |st, now| {
+                        for (a, e) in &settings.members {
+                            if !st.agents.contains_key(a) {
+                                st.add_member(a.clone(), e.clone(), false, now);
+                            }
+                        }
+                    })
+                    .await;
+            }
+            self.queue_dispatch(&queue).await;
+        }
+    }
+
+    /// `node` died (or restarted empty): what the queues had there is gone.
+    pub(crate) async fn queues_node_lost(&self, node: &NodeId) {
+        let Ok(queues) = self.inner.store.list_queues().await else {
+            return;
+        };
+        lock(&self.inner.queues.chans).retain(|(n, _), _| n != node);
+        for queue in queues {
+            match self.queue_update(&queue, |st, _| st.node_lost(node)).await {
+                Ok((0, _)) => {}
+                Ok((lost, _)) => {
+                    self.inner.metrics.queue_lost(queue.as_str(), lost as u64);
+                    tracing::warn!(node = %node, queue = %queue, lost, "queue calls lost with their node");
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node, queue = %queue, reason = %e, "queue not cleared of a lost node")
+                }
+            }
+        }
+    }
+
+    // ---- operators' API -------------------------------------------------
+
+    /// Every queue's state, by name.
+    pub async fn queues(&self) -> Result<Vec<(RoomName, QueueState)>, QueueError> {
+        let mut out = Vec::new();
+        for q in self.inner.store.list_queues().await? {
+            let (_, st) = self.queue_load(&q).await?;
+            out.push((q, st));
+        }
+        Ok(out)
+    }
+
+    /// One queue's state (`None`: never used), with its node.
+    pub async fn queue(
+        &self,
+        queue: &RoomName,
+    ) -> Result<Option<(QueueState, Option<NodeId>)>, QueueError> {
+        let Some(d) = self.inner.store.load_queue(queue).await? else {
+            return Ok(None);
+        };
+        let st = QueueState::from_doc(&d.doc).map_err(|e| QueueError::Corrupt {
+            queue: queue.clone(),
+            reason: e.to_string(),
+        })?;
+        let room = RoomKey::new(RoomKind::Queue, queue.clone());
+        let node = self
+            .inner
+            .store
+            .get_room(&room)
+            .await?
+            .map(|d| d.placement.node);
+        Ok(Some((st, node)))
+    }
+
+    /// The knobs of a queue.
+    pub fn queue_settings(&self, queue: &RoomName) -> Arc<QueueSettings> {
+        self.inner.cfg.queues.settings(queue)
+    }
+
+    /// Adds (or updates) a static member, then dispatches.
+    pub async fn queue_add_member(
+        &self,
+        queue: &RoomName,
+        agent: &AgentId,
+        endpoint: &str,
+        paused: bool,
+    ) -> Result<Result<QueueState, Refused>, QueueError> {
+        let (r, st) = self
+            .queue_update(queue, |st, now| {
+                if let Some(a) = st.agents.get(agent)
+                    && !a.is_static()
+                {
+                    return Err(Refused::AlreadyLoggedIn(match &a.kind {
+                        crate::queue::AgentKind::CallIn { channel, .. } => channel.clone(),
+                        crate::queue::AgentKind::Static { .. } => unreachable!("checked"),
+                    }));
+                }
+                st.add_member(agent.clone(), endpoint.to_string(), paused, now);
+                Ok(())
+            })
+            .await?;
+        if r.is_ok() {
+            tracing::info!(queue = %queue, agent = %agent, endpoint, "static member added");
+            self.queue_dispatch(queue).await;
+        }
+        Ok(r.map(|_| st))
+    }
+
+    /// Removes an agent (after its call if it is on one). `Ok(false)`:
+    /// unknown agent.
+    pub async fn queue_remove_member(
+        &self,
+        queue: &RoomName,
+        agent: &AgentId,
+    ) -> Result<bool, QueueError> {
+        let (actions, _) = self
+            .queue_update(queue, |st, _| st.remove_agent(agent))
+            .await?;
+        let Some(actions) = actions else {
+            return Ok(false);
+        };
+        tracing::info!(queue = %queue, agent = %agent, "agent removed");
+        if let Some(node) = self.queue_node(queue).await {
+            self.queue_run(&node, queue, actions).await;
+        }
+        self.queue_dispatch(queue).await;
+        Ok(true)
+    }
+
+    /// Pauses or resumes an agent. `Ok(false)`: unknown agent.
+    pub async fn queue_pause(
+        &self,
+        queue: &RoomName,
+        agent: &AgentId,
+        paused: bool,
+    ) -> Result<bool, QueueError> {
+        let (found, _) = self
+            .queue_update(queue, |st, _| st.set_paused(agent, paused).is_some())
+            .await?;
+        if found {
+            tracing::info!(queue = %queue, agent = %agent, paused, "agent pause changed");
+            self.queue_dispatch(queue).await;
+        }
+        Ok(found)
+    }
+}
