@@ -29,6 +29,18 @@ pub enum Backend {
     PrivateRedis,
 }
 
+/// The controller config tests use: short linger, fast pings.
+pub fn test_config(seed: u64) -> controller::Config {
+    controller::Config {
+        linger: Duration::from_millis(300),
+        ping_interval: Duration::from_millis(100),
+        reconcile_interval: Duration::from_millis(500),
+        redirect_deadline: Duration::from_secs(3),
+        seed,
+        ..controller::Config::default()
+    }
+}
+
 /// A running farm. Dropping it stops the controller and the nodes.
 pub struct TestFarm {
     pub sims: Vec<SimNode>,
@@ -95,14 +107,7 @@ impl TestFarm {
         .expect("store connects");
         let metrics = Arc::new(Metrics::new());
         let specs = specs_for(&sims);
-        let mut cfg = controller::Config {
-            linger: Duration::from_millis(300),
-            ping_interval: Duration::from_millis(100),
-            reconcile_interval: Duration::from_millis(500),
-            redirect_deadline: Duration::from_secs(3),
-            seed,
-            ..controller::Config::default()
-        };
+        let mut cfg = test_config(seed);
         tune(&mut cfg);
         let ctrl = Controller::new(cfg, store.clone(), specs, metrics.clone()).unwrap();
         let shutdown = CancellationToken::new();
@@ -164,6 +169,72 @@ impl TestFarm {
             return i;
         }
         panic!("no live node");
+    }
+
+    /// Sends one call for `exten` to node `i` (a proxy that chose it).
+    pub async fn call_on(&self, i: usize, exten: &str, call_id: &str) {
+        let url = format!("{}/sim/calls", self.sims[i].base_url());
+        let body = serde_json::json!({"exten": exten, "caller": call_id, "call_id": call_id});
+        let resp = self.http.post(url).json(&body).send().await.expect("node reachable");
+        assert_eq!(resp.status().as_u16(), 201, "call {call_id} refused by node {i}");
+    }
+
+    /// The caller of `call_id` hangs up, wherever the call is now. Returns
+    /// false if no live node has it.
+    pub async fn hangup(&self, call_id: &str) -> bool {
+        for (i, s) in self.sims.iter().enumerate() {
+            if self.dead.contains(&i) {
+                continue;
+            }
+            let url = format!("{}/sim/calls/{call_id}", s.base_url());
+            if let Ok(r) = self.http.delete(url).send().await
+                && r.status().as_u16() == 204
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Stops the controller (graceful) and starts a new one on the same
+    /// store and nodes; waits until every live node streams again.
+    pub async fn restart_controller(&mut self, seed: u64, tune: impl FnOnce(&mut controller::Config)) {
+        self.stop_controller().await;
+        let mut cfg = test_config(seed);
+        tune(&mut cfg);
+        let metrics = Arc::new(Metrics::new());
+        let specs = specs_for(&self.sims);
+        let ctrl = Controller::new(cfg, self.store.clone(), specs, metrics.clone()).unwrap();
+        let shutdown = CancellationToken::new();
+        let run = {
+            let ctrl = ctrl.clone();
+            let s = shutdown.clone();
+            tokio::spawn(async move { ctrl.run(s).await })
+        };
+        self.ctrl = ctrl;
+        self.metrics = metrics;
+        self.shutdown = shutdown;
+        self.run = Some(run);
+        let ctrl = self.ctrl.clone();
+        let live: HashSet<String> = self
+            .sims
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.dead.contains(i))
+            .map(|(_, s)| s.id().to_string())
+            .collect();
+        super::eventually(Duration::from_secs(10), "every live node streaming", || {
+            let ctrl = ctrl.clone();
+            let live = live.clone();
+            async move {
+                ctrl.nodes_streaming()
+                    .iter()
+                    .filter(|(id, _)| live.contains(id.as_str()))
+                    .all(|(_, up)| *up)
+                    .then_some(())
+            }
+        })
+        .await;
     }
 
     /// Kills node `i` (a crash) and remembers it as dead.
