@@ -332,6 +332,7 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/sim/stats", get(sim_stats))
         .route("/sim/faults", get(sim_get_faults).put(sim_put_faults))
         .route("/sim/upstream", get(sim_get_upstream).put(sim_put_upstream))
+        .route("/sim/endpoints", get(sim_list_endpoints))
         .route("/sim/endpoints/{resource}", put(sim_put_endpoint))
         .route("/sim/info", get(sim_info))
         .route("/sim/inject", post(sim_inject))
@@ -1529,8 +1530,16 @@ async fn sim_put_endpoint(
 ) -> AriResult {
     let script: EndpointScript = serde_json::from_value(body)
         .map_err(|e| AriError::new(400, format!("Invalid endpoint script: {e}")))?;
-    lock(&sh.common.endpoints).insert(resource, script);
+    lock(&sh.common.endpoints)
+        .by_resource
+        .insert(resource, script);
     no_content()
+}
+
+/// `GET /sim/endpoints`: `{"default": script, "endpoints": {resource:
+/// script}}`.
+async fn sim_list_endpoints(State(sh): State<Arc<Shared>>) -> AriResult {
+    ok(lock(&sh.common.endpoints).to_json())
 }
 
 async fn sim_info(State(sh): State<Arc<Shared>>) -> AriResult {

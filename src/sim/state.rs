@@ -53,6 +53,7 @@ pub(crate) fn cause_txt(cause: i64) -> &'static str {
         16 => "Normal Clearing",
         17 => "User busy",
         19 => "No user responding",
+        20 => "Subscriber absent",
         21 => "Call Rejected",
         23 => "Redirected to new destination",
         26 => "Answered elsewhere",
