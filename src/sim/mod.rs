@@ -19,6 +19,8 @@
 //!   and the far ends of originated channels playing their scripts;
 //! - `endpoint`: those scripts ([`EndpointScript`]) and their lookup by
 //!   endpoint resource;
+//! - `media`: what each channel hears (MOH, ringing, its bridge, silence);
+//! - `log`: the bounded call log behind `GET /sim/log`;
 //! - `dialplan`: the tiny dialplan that maps an extension to `Stasis(...)`;
 //! - `net`: a listener whose connections all die when the node is killed.
 //!
@@ -27,11 +29,13 @@
 //! A [`SimNode`] handle outlives its incarnations. [`SimNode::kill`] closes
 //! every connection and the listener and forgets all channels and bridges;
 //! [`SimNode::restart`] binds the same port again with a fresh
-//! `startup_time`. Counters ([`SimStats`]), endpoint scripts
+//! `startup_time`. Counters ([`SimStats`]), the call log, endpoint scripts
 //! and fault settings live on the handle and survive restarts.
 
 mod dialplan;
 mod endpoint;
+mod log;
+mod media;
 mod net;
 mod rest;
 mod sip;
@@ -357,6 +361,9 @@ pub struct SimStats {
     pub originated_no_answer: u64,
     /// Originated channels whose far end failed (cause 20).
     pub originated_unavailable: u64,
+    /// Times a channel started hearing music on hold (each `moh_start` in
+    /// the call log: channel MOH, holding bridges, bridge MOH).
+    pub moh_started: u64,
     /// Event frames written to websockets (duplicates included).
     pub events_sent: u64,
     /// Events thrown away because their app had no websocket.
@@ -401,6 +408,7 @@ counters!(
     originated_busy,
     originated_no_answer,
     originated_unavailable,
+    moh_started,
     events_sent,
     events_dropped,
     websockets_cut,
@@ -427,6 +435,9 @@ pub(crate) struct Common {
     pub(crate) endpoints: Mutex<endpoint::Endpoints>,
     pub(crate) event_queue: usize,
     pub(crate) stats: Counters,
+    /// The call log (`GET /sim/log`); locked after the state lock, never
+    /// before it.
+    pub(crate) log: Mutex<log::CallLog>,
     pub(crate) http: reqwest::Client,
     /// True while the node is hung (the in-process SIGSTOP).
     pub(crate) hung: tokio::sync::watch::Sender<bool>,
@@ -542,6 +553,7 @@ impl SimNode {
             }),
             event_queue: cfg.event_queue.max(1),
             stats: Counters::default(),
+            log: Mutex::new(log::CallLog::default()),
             http,
             hung: tokio::sync::watch::Sender::new(false),
         });
