@@ -556,10 +556,11 @@ impl State {
             ("channel", self.chan_json(chan_id)),
         ]);
         self.emit(&apps, "ChannelLeftBridge", f);
-        if let (Some(ch), Some(b)) = (self.channels.get_mut(chan_id), self.bridges.get(&bid)) {
+        if let Some(ch) = self.channels.get_mut(chan_id) {
             ch.bridge_role = None;
-            let e = LogEntry::new(What::LeaveBridge, ch).bridge(b);
-            self.record(e);
+        }
+        if let (Some(ch), Some(b)) = (self.channels.get(chan_id), self.bridges.get(&bid)) {
+            self.record(LogEntry::new(What::LeaveBridge, ch).bridge(b));
         }
         self.refresh_hears(chan_id);
         self.refresh_bridge(&bid);
