@@ -19,7 +19,8 @@ impl Drop for Proc {
 }
 
 /// The process serves ARI and the control API with the flags given: port 0,
-/// credentials, the asterisk id, a dialplan file and the upstream model.
+/// credentials, the asterisk id, a dialplan file, the upstream model and the
+/// endpoint scripts.
 #[tokio::test]
 async fn sim_node_process_serves_until_stopped() {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
@@ -39,6 +40,14 @@ async fn sim_node_process_serves_until_stopped() {
             "02:00:00:00:00:42",
         ])
         .args(["--upstream", "relay", "--version", "20.0", "--seed", "7"])
+        .args([
+            "--endpoint",
+            "alice=answer:50:2000",
+            "--endpoint",
+            "bob=unavailable:0",
+            "--default-endpoint",
+            "busy:100",
+        ])
         .arg("--dialplan")
         .arg(file.path())
         .stdout(Stdio::piped())
@@ -98,6 +107,24 @@ async fn sim_node_process_serves_until_stopped() {
         .await
         .expect("json");
     assert_eq!(upstream["on_302"], "relay");
+    let endpoints: serde_json::Value = http
+        .get(format!("{base}/sim/endpoints"))
+        .send()
+        .await
+        .expect("endpoints")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        endpoints,
+        json!({
+            "default": {"action": "busy", "after_ms": 100},
+            "endpoints": {
+                "alice": {"action": "answer", "after_ms": 50, "hangup_after_ms": 2000},
+                "bob": {"action": "unavailable", "after_ms": 0},
+            },
+        })
+    );
     let call = |exten: &str| {
         http.post(format!("{base}/sim/calls"))
             .json(&json!({"exten": exten, "caller": "1"}))
@@ -119,6 +146,15 @@ fn bad_flags_are_refused() {
     for args in [
         vec!["sim-node", "--id", "x", "--upstream", "teleport"],
         vec!["sim-node", "--id", "x", "--rest-error-rate", "3"],
+        vec!["sim-node", "--id", "x", "--endpoint", "alice=sing"],
+        vec!["sim-node", "--id", "x", "--endpoint", "alice"],
+        vec![
+            "sim-node",
+            "--id",
+            "x",
+            "--default-endpoint",
+            "answer:1:2:3",
+        ],
         vec![
             "sim-node",
             "--id",
@@ -150,6 +186,9 @@ fn bad_flags_are_refused() {
         "--refer",
         "--asterisk-id",
         "--rest-error-rate",
+        "--endpoint",
+        "--default-endpoint",
+        "unavailable:MS",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }

@@ -142,7 +142,7 @@ async fn emitted_events_and_models_match_the_spec() {
     let spec = Spec::load();
     let a = start("conf-a").await;
     let b = start("conf-b").await;
-    a.set_endpoint("alice", EndpointScript::Answer { after_ms: 0 });
+    a.set_endpoint("alice", EndpointScript::answer(0));
     let ari = Ari::new(&a);
     let ari_b = Ari::new(&b);
     let main = Events::connect(&a, "corral", false).await;

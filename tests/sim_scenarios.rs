@@ -832,3 +832,563 @@ async fn explicit_subscription_delivers_channel_destroyed() {
     let d = ev.wait_for_channel("ChannelDestroyed", &chan).await;
     assert_eq!(d["cause_txt"], "Normal Clearing");
 }
+
+// ---------------------------------------------------------------------------
+// Call queues: endpoint scripts, what callers hear, the call log
+
+/// `GET /sim/log?since=SEQ`.
+async fn log_since(ari: &Ari, since: u64) -> Vec<Value> {
+    let r = ari.get(&format!("/sim/log?since={since}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body.as_array().expect("log is an array").clone()
+}
+
+/// The log entries of one channel, as `what` strings.
+async fn log_of(ari: &Ari, chan: &str) -> Vec<String> {
+    log_since(ari, 0)
+        .await
+        .iter()
+        .filter(|e| e["channel_id"] == chan)
+        .map(|e| e["what"].as_str().expect("what").to_string())
+        .collect()
+}
+
+/// The `GET /sim/calls` entry of a channel.
+async fn call_entry(ari: &Ari, chan: &str) -> Value {
+    ari.get("/sim/calls")
+        .await
+        .body
+        .as_array()
+        .expect("calls")
+        .iter()
+        .find(|c| c["channel_id"] == chan)
+        .cloned()
+        .unwrap_or_else(|| panic!("no call for channel {chan}"))
+}
+
+/// `(hears, moh_class)` of a channel.
+async fn hears(ari: &Ari, chan: &str) -> (String, Value) {
+    let c = call_entry(ari, chan).await;
+    (
+        c["hears"].as_str().expect("hears").to_string(),
+        c["moh_class"].clone(),
+    )
+}
+
+/// An inbound call that entered Stasis and was answered; returns its
+/// channel id.
+async fn answered_call(ari: &Ari, ev: &Events, exten: &str, caller: &str) -> String {
+    let r = ari.call(exten, caller).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let chan = r.body["channel_id"].as_str().expect("id").to_string();
+    ev.wait_for_channel("StasisStart", &chan).await;
+    let a = ari.post(&format!("/ari/channels/{chan}/answer")).await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    chan
+}
+
+/// Each endpoint script, seen over ARI on the socket of the app named in
+/// `app=` and in `/sim/stats`: answer → Ringing, Up, StasisStart with the
+/// comma-split appArgs; busy, unavailable and no answer → ChannelDestroyed
+/// (causes 17, 20, 19 with Asterisk's texts) without ChannelHangupRequest
+/// or StasisStart, delivered through the originate's extra subscription
+/// (ARI-NOTES §2.4) and to no other app. Scripts are set over
+/// `PUT /sim/endpoints` and listed by `GET /sim/endpoints`.
+#[tokio::test]
+async fn originate_outcomes_follow_every_script() {
+    let node = start("scripts").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "queues", false).await;
+    let bystander = Events::connect(&node, "corral", false).await;
+    for (resource, script) in [
+        ("agent1", json!({"action": "answer", "after_ms": 0})),
+        ("agent2", json!({"action": "busy", "after_ms": 0})),
+        ("agent3", json!({"action": "unavailable", "after_ms": 0})),
+        ("agent4", json!({"action": "ring"})),
+    ] {
+        let r = ari
+            .send("PUT", &format!("/sim/endpoints/{resource}"), Some(script))
+            .await;
+        assert_eq!(r.status, 204, "{resource}: {}", r.text);
+    }
+    let r = ari
+        .send(
+            "PUT",
+            "/sim/endpoints/agent5",
+            Some(json!({"action": "answer", "hangup_after": 5})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "a misspelt field is refused");
+    let listed = ari.get("/sim/endpoints").await.body;
+    assert_eq!(
+        listed["endpoints"]["agent3"],
+        json!({"action": "unavailable", "after_ms": 0})
+    );
+    assert_eq!(listed["endpoints"]["agent4"], json!({"action": "ring"}));
+    assert_eq!(
+        listed["default"],
+        json!({"action": "answer", "after_ms": 10})
+    );
+    assert!(listed["endpoints"].get("agent5").is_none());
+
+    let originate = |resource: &str, id: &str, extra: &str| {
+        let path = format!("/ari/channels/{id}?endpoint=PJSIP/{resource}&app=queues{extra}");
+        let ari = ari.clone();
+        async move {
+            let r = ari.post(&path).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text);
+        }
+    };
+    originate("agent1", "o-answer", "&appArgs=agent,sales,agent1").await;
+    originate("agent2", "o-busy", "").await;
+    originate("agent3", "o-unavail", "").await;
+    originate("agent4", "o-ring", "&timeout=1").await;
+
+    let s = ev.wait_for_channel("StasisStart", "o-answer").await;
+    assert_eq!(s["args"], json!(["agent", "sales", "agent1"]));
+    assert_eq!(s["channel"]["state"], "Up");
+    for (chan, cause, text) in [
+        ("o-busy", 17, "User busy"),
+        ("o-unavail", 20, "Subscriber absent"),
+        ("o-ring", 19, "No user responding"),
+    ] {
+        let d = eventually(
+            std::time::Duration::from_secs(10),
+            &format!("ChannelDestroyed for {chan}"),
+            || async {
+                ev.of_type("ChannelDestroyed")
+                    .into_iter()
+                    .find(|e| e["channel"]["id"] == chan)
+            },
+        )
+        .await;
+        assert_eq!(
+            (d["cause"].as_i64(), d["cause_txt"].as_str()),
+            (Some(cause), Some(text)),
+            "{chan}"
+        );
+        assert_eq!(d["application"], "queues");
+        let about = |ty: &str| {
+            ev.of_type(ty)
+                .into_iter()
+                .filter(|e| e["channel"]["id"] == chan)
+                .count()
+        };
+        assert_eq!(about("StasisStart"), 0, "{chan} never entered Stasis");
+        assert_eq!(about("ChannelHangupRequest"), 0, "{chan}: a failed dial");
+    }
+    assert!(
+        bystander.all().is_empty(),
+        "an app that did not originate hears nothing: {:?}",
+        bystander.types()
+    );
+    let stats = ari.stats().await;
+    for (name, n) in [
+        ("originated", 4),
+        ("originated_answered", 1),
+        ("originated_busy", 1),
+        ("originated_unavailable", 1),
+        ("originated_no_answer", 1),
+    ] {
+        assert_eq!(stats[name], n, "{name}");
+    }
+    // The answered one is the only call left.
+    let calls = ari.get("/sim/calls").await.body;
+    assert_eq!(calls.as_array().map(Vec::len), Some(1));
+    assert_eq!(calls[0]["channel_id"], "o-answer");
+    assert_eq!(calls[0]["direction"], "outbound");
+    assert_eq!(log_of(&ari, "o-unavail").await, vec!["hangup".to_string()]);
+}
+
+/// Scripts are found by endpoint resource: the exact resource first, then
+/// the user part of `user@host` and of SIP URIs, then the default script.
+#[tokio::test]
+async fn endpoint_scripts_match_by_user_part() {
+    let node = start("lookup").await;
+    node.set_endpoint("alice", EndpointScript::Busy { after_ms: 0 });
+    node.set_endpoint("alice@backup", EndpointScript::answer(0));
+    node.set_default_endpoint(EndpointScript::Unavailable { after_ms: 0 });
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "queues", false).await;
+    for (endpoint, id, outcome) in [
+        ("PJSIP/alice", "exact", Some(17)),
+        ("PJSIP/alice@kamailio", "user-host", Some(17)),
+        ("PJSIP/sip:alice@10.0.0.5:5060", "sip-uri", Some(17)),
+        ("PJSIP/alice@backup", "exact-user-host", None),
+        ("PJSIP/zed", "default", Some(20)),
+        ("PJSIP/sip:10.0.0.5", "no-user", Some(20)),
+    ] {
+        let r = ari
+            .post(&format!(
+                "/ari/channels/{id}?endpoint={}&app=queues",
+                enc(endpoint)
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{endpoint}: {}", r.text);
+        match outcome {
+            Some(cause) => {
+                let d = ev.wait_for_channel("ChannelDestroyed", id).await;
+                assert_eq!(d["cause"], cause, "{endpoint}");
+            }
+            None => {
+                ev.wait_for_channel("StasisStart", id).await;
+            }
+        }
+    }
+    let stats = ari.stats().await;
+    assert_eq!(
+        (
+            stats["originated_busy"].as_u64(),
+            stats["originated_unavailable"].as_u64(),
+            stats["originated_answered"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1))
+    );
+}
+
+/// `answer` with `hangup_after_ms`: the agent's phone answers, the channel
+/// enters Stasis, and later the far end hangs up by itself with a normal
+/// clearing BYE: ChannelHangupRequest (cause 16, not soft), StasisEnd, then
+/// ChannelDestroyed (cause 16) through the originate's subscription. The
+/// call log has `answer` then `hangup` with cause 16.
+#[tokio::test]
+async fn an_answered_endpoint_hangs_up_after_hangup_after_ms() {
+    let node = start("hangup-after").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "queues", false).await;
+    let r = ari
+        .send(
+            "PUT",
+            "/sim/endpoints/bob",
+            Some(json!({"action": "answer", "after_ms": 0, "hangup_after_ms": 50})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = ari
+        .post("/ari/channels/agent-bob?endpoint=PJSIP/bob@kamailio&app=queues&appArgs=agent,q1,bob")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    ev.wait_for_channel("StasisStart", "agent-bob").await;
+    let d = ev.wait_for_channel("ChannelDestroyed", "agent-bob").await;
+    assert_eq!(
+        (d["cause"].as_i64(), d["cause_txt"].as_str()),
+        (Some(16), Some("Normal Clearing"))
+    );
+    let hr = ev
+        .wait_for_channel("ChannelHangupRequest", "agent-bob")
+        .await;
+    assert_eq!(hr["cause"], 16);
+    assert!(hr.get("soft").is_none(), "a BYE, not an ARI hangup");
+    let order: Vec<String> = ev
+        .all()
+        .iter()
+        .filter(|e| e["channel"]["id"] == "agent-bob")
+        .map(|e| e["type"].as_str().unwrap_or("").to_string())
+        .filter(|t| t != "ChannelStateChange")
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            "StasisStart",
+            "ChannelHangupRequest",
+            "StasisEnd",
+            "ChannelDestroyed"
+        ]
+    );
+    assert_eq!(log_of(&ari, "agent-bob").await, vec!["answer", "hangup"]);
+    let hangup = log_since(&ari, 0)
+        .await
+        .into_iter()
+        .find(|e| e["what"] == "hangup")
+        .expect("hangup entry");
+    assert_eq!(hangup["cause"], 16);
+    let stats = ari.stats().await;
+    assert_eq!(stats["originated_answered"], 1);
+    assert_eq!(stats["hungup_by_ari"], 0);
+    assert_eq!(ari.get("/ari/channels").await.body, json!([]));
+}
+
+/// A queue caller waits in a holding bridge and hears music on hold
+/// (`hears: moh`, class `default`, `moh_start` after `enter_bridge` in the
+/// log); an agent answers and waits alone in a mixing bridge (silence);
+/// the caller is moved to the agent's bridge: the log has `leave_bridge`,
+/// `moh_stop`, `enter_bridge` in that order, and both hear each other.
+#[tokio::test]
+async fn a_holding_caller_hears_moh_until_bridged_with_an_agent() {
+    let node = start("queue").await;
+    node.set_endpoint("agent", EndpointScript::answer(0));
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    let caller = answered_call(&ari, &ev, "queue-sales", "555").await;
+    assert_eq!(hears(&ari, &caller).await, ("silence".into(), Value::Null));
+
+    let r = ari
+        .post("/ari/bridges/hold-sales?type=holding&name=queue-sales")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = ari
+        .post(&format!(
+            "/ari/bridges/hold-sales/addChannel?channel={caller}"
+        ))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(hears(&ari, &caller).await, ("moh".into(), json!("default")));
+    assert_eq!(
+        log_of(&ari, &caller).await,
+        vec!["answer", "enter_bridge", "moh_start"]
+    );
+    let log = log_since(&ari, 0).await;
+    let moh = log.iter().find(|e| e["what"] == "moh_start").expect("moh");
+    assert_eq!(
+        (
+            moh["class"].as_str(),
+            moh["bridge"].as_str(),
+            moh["bridge_name"].as_str()
+        ),
+        (Some("default"), Some("hold-sales"), Some("queue-sales"))
+    );
+    assert_eq!(ari.stats().await["moh_started"], 1);
+
+    let r = ari
+        .post("/ari/channels/agent-1?endpoint=PJSIP/agent&app=corral&appArgs=agent,sales,agent")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    ev.wait_for_channel("StasisStart", "agent-1").await;
+    let r = ari
+        .post("/ari/bridges/call-1?type=mixing&name=call-1")
+        .await;
+    assert_eq!(r.status, 200);
+    let r = ari
+        .post("/ari/bridges/call-1/addChannel?channel=agent-1")
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        hears(&ari, "agent-1").await,
+        ("silence".into(), Value::Null)
+    );
+    let mark = log_since(&ari, 0).await.last().expect("entries")["seq"]
+        .as_u64()
+        .expect("seq");
+
+    let r = ari
+        .post(&format!("/ari/bridges/call-1/addChannel?channel={caller}"))
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(hears(&ari, &caller).await, ("bridge".into(), Value::Null));
+    assert_eq!(hears(&ari, "agent-1").await, ("bridge".into(), Value::Null));
+    let after: Vec<(String, Value)> = log_since(&ari, mark)
+        .await
+        .iter()
+        .map(|e| {
+            (
+                e["what"].as_str().expect("what").to_string(),
+                e["bridge"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        after,
+        vec![
+            ("leave_bridge".to_string(), json!("hold-sales")),
+            ("moh_stop".to_string(), json!("hold-sales")),
+            ("enter_bridge".to_string(), json!("call-1")),
+        ]
+    );
+    let left = ev.wait_for_channel("ChannelLeftBridge", &caller).await;
+    assert_eq!(left["bridge"]["id"], "hold-sales");
+    assert_eq!(ari.stats().await["moh_started"], 1);
+}
+
+/// What a channel hears, case by case: ringback after `POST /ring` (ended
+/// by the answer); a channel's own MOH with its class; a bridge's MOH
+/// (`POST /bridges/{id}/moh`, class changes logged); an unanswered caller
+/// in a holding bridge hears nothing until answered (no media path,
+/// ARI-NOTES §5); a holding bridge's announcer is heard instead of MOH;
+/// a hangup stops the music.
+#[tokio::test]
+async fn what_a_channel_hears() {
+    let node = start("hears").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+
+    // Ringback, then the answer ends it.
+    let r = ari.call("queue-q", "1").await;
+    let c1 = r.body["channel_id"].as_str().expect("id").to_string();
+    ev.wait_for_channel("StasisStart", &c1).await;
+    assert_eq!(
+        ari.post(&format!("/ari/channels/{c1}/ring")).await.status,
+        204
+    );
+    assert_eq!(hears(&ari, &c1).await.0, "ringing");
+    // MOH on an unanswered channel is not heard.
+    assert_eq!(
+        ari.post(&format!("/ari/channels/{c1}/moh?mohClass=jazz"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(hears(&ari, &c1).await.0, "ringing");
+    assert_eq!(
+        ari.post(&format!("/ari/channels/{c1}/answer")).await.status,
+        204
+    );
+    assert_eq!(hears(&ari, &c1).await, ("moh".into(), json!("jazz")));
+    assert_eq!(
+        log_of(&ari, &c1).await,
+        vec!["ring_start", "answer", "ring_stop", "moh_start"]
+    );
+    assert_eq!(
+        ari.delete(&format!("/ari/channels/{c1}/moh")).await.status,
+        204
+    );
+    assert_eq!(hears(&ari, &c1).await, ("silence".into(), Value::Null));
+    // Inband ringback on an answered channel.
+    assert_eq!(
+        ari.post(&format!("/ari/channels/{c1}/ring")).await.status,
+        204
+    );
+    assert_eq!(hears(&ari, &c1).await.0, "ringing");
+    assert_eq!(
+        ari.delete(&format!("/ari/channels/{c1}/ring")).await.status,
+        204
+    );
+    assert_eq!(hears(&ari, &c1).await.0, "silence");
+
+    // A mixing bridge playing MOH, then changing class, then stopping.
+    let c2 = answered_call(&ari, &ev, "conf-m", "2").await;
+    assert_eq!(ari.post("/ari/bridges/mix?type=mixing").await.status, 200);
+    let r = ari
+        .post(&format!("/ari/bridges/mix/addChannel?channel={c1},{c2}"))
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(hears(&ari, &c1).await.0, "bridge");
+    assert_eq!(ari.post("/ari/bridges/mix/moh").await.status, 204);
+    assert_eq!(hears(&ari, &c2).await, ("moh".into(), json!("default")));
+    assert_eq!(
+        ari.post("/ari/bridges/mix/moh?mohClass=classical")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(hears(&ari, &c1).await, ("moh".into(), json!("classical")));
+    assert_eq!(ari.delete("/ari/bridges/mix/moh").await.status, 204);
+    assert_eq!(hears(&ari, &c1).await.0, "bridge");
+    let classes: Vec<(String, String)> = log_since(&ari, 0)
+        .await
+        .iter()
+        .filter(|e| {
+            e["channel_id"] == c2 && e["what"].as_str().is_some_and(|w| w.starts_with("moh"))
+        })
+        .map(|e| {
+            (
+                e["what"].as_str().expect("what").to_string(),
+                e["class"].as_str().expect("class").to_string(),
+            )
+        })
+        .collect();
+    let pair = |w: &str, c: &str| (w.to_string(), c.to_string());
+    assert_eq!(
+        classes,
+        vec![
+            pair("moh_start", "default"),
+            pair("moh_stop", "default"),
+            pair("moh_start", "classical"),
+            pair("moh_stop", "classical"),
+        ]
+    );
+
+    // An unanswered caller in a holding bridge hears nothing until answered.
+    assert_eq!(ari.post("/ari/bridges/hold?type=holding").await.status, 200);
+    let r = ari.call("queue-q", "3").await;
+    let c3 = r.body["channel_id"].as_str().expect("id").to_string();
+    ev.wait_for_channel("StasisStart", &c3).await;
+    let r = ari
+        .post(&format!("/ari/bridges/hold/addChannel?channel={c3}"))
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(hears(&ari, &c3).await.0, "silence");
+    assert_eq!(
+        ari.post(&format!("/ari/channels/{c3}/answer")).await.status,
+        204
+    );
+    assert_eq!(hears(&ari, &c3).await, ("moh".into(), json!("default")));
+
+    // An announcer in the holding bridge is heard instead of the music.
+    let r = ari
+        .post(&format!(
+            "/ari/bridges/hold/addChannel?channel={c2}&role=announcer"
+        ))
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(hears(&ari, &c3).await.0, "bridge");
+    assert_eq!(hears(&ari, &c2).await.0, "silence");
+    assert_eq!(hears(&ari, &c1).await.0, "silence", "alone in mix now");
+    let r = ari
+        .post(&format!("/ari/bridges/hold/removeChannel?channel={c2}"))
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(hears(&ari, &c3).await, ("moh".into(), json!("default")));
+
+    // Hanging up stops the music before the hangup entry.
+    let call3 = call_entry(&ari, &c3).await["call_id"]
+        .as_str()
+        .expect("call id")
+        .to_string();
+    assert_eq!(ari.delete(&format!("/sim/calls/{call3}")).await.status, 204);
+    let tail: Vec<String> = log_of(&ari, &c3).await.into_iter().rev().take(3).collect();
+    assert_eq!(tail, vec!["hangup", "moh_stop", "leave_bridge"]);
+    // c1: jazz, default, classical; c2: default, classical; c3: twice.
+    assert_eq!(ari.stats().await["moh_started"], 7);
+}
+
+/// `GET /sim/log?since=SEQ`: entries with seq > SEQ, oldest first, with a
+/// strictly increasing seq, the call id, the channel id and an Asterisk
+/// timestamp; a bad `since` is a 400.
+#[tokio::test]
+async fn the_call_log_reads_since_a_seq() {
+    let node = start("log").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    assert_eq!(log_since(&ari, 0).await, Vec::<Value>::new());
+    let r = ari
+        .send(
+            "POST",
+            "/sim/calls",
+            Some(json!({"exten": "queue-q", "caller": "7", "call_id": "call-7"})),
+        )
+        .await;
+    let chan = r.body["channel_id"].as_str().expect("id").to_string();
+    ev.wait_for_channel("StasisStart", &chan).await;
+    for op in ["ring", "answer"] {
+        let path = format!("/ari/channels/{chan}/{op}");
+        assert_eq!(ari.post(&path).await.status, 204, "{op}");
+    }
+    assert_eq!(ari.delete("/sim/calls/call-7").await.status, 204);
+    let all = log_since(&ari, 0).await;
+    let whats: Vec<&str> = all
+        .iter()
+        .map(|e| e["what"].as_str().expect("what"))
+        .collect();
+    assert_eq!(whats, vec!["ring_start", "answer", "ring_stop", "hangup"]);
+    let seqs: Vec<u64> = all
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    for e in &all {
+        assert_eq!(e["call_id"], "call-7");
+        assert_eq!(e["channel_id"], chan.as_str());
+        let ts = e["ts"].as_str().expect("ts");
+        assert!(ts.len() == 28 && ts.ends_with("+0000"), "{ts}");
+    }
+    assert_eq!(all[3]["cause"], 16);
+    let tail = log_since(&ari, seqs[1]).await;
+    assert_eq!(tail, all[2..].to_vec());
+    assert!(log_since(&ari, seqs[3]).await.is_empty());
+    assert_eq!(ari.get("/sim/log").await.body, Value::Array(all));
+    for bad in ["x", "-1"] {
+        let r = ari.get(&format!("/sim/log?since={bad}")).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(!r.message().is_empty());
+    }
+}

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::sim::{Dialplan, Faults, On302, OnRefer, SimConfig, SimNode, Upstream, VersionProfile};
+use crate::sim::{
+    Dialplan, EndpointScript, Faults, On302, OnRefer, SimConfig, SimNode, Upstream, VersionProfile,
+};
 
 /// Flags of `corral sim-node`.
 #[derive(Debug, clap::Args)]
@@ -75,6 +77,18 @@ pub struct Args {
     /// Seed of the fault randomness (default: fresh, logged at start).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// What the far end of an originated endpoint does, as
+    /// RESOURCE=SCRIPT (repeatable). SCRIPT is `answer:MS` (answer after
+    /// MS), `answer:MS:HANGUP_MS` (answer, then hang up HANGUP_MS later),
+    /// `busy:MS` (cause 17), `unavailable:MS` (cause 20) or `ring` (no
+    /// answer until the originate timeout, cause 19). RESOURCE is what
+    /// follows `PJSIP/`; `alice` also covers `alice@host` and
+    /// `sip:alice@host` unless those have their own script.
+    #[arg(long = "endpoint", value_name = "RESOURCE=SCRIPT", value_parser = parse_endpoint)]
+    pub endpoints: Vec<(String, EndpointScript)>,
+    /// The SCRIPT of endpoints without one of their own (see --endpoint).
+    #[arg(long, value_name = "SCRIPT", default_value = "answer:10", value_parser = parse_script)]
+    pub default_endpoint: EndpointScript,
 }
 
 fn parse_on_302(s: &str) -> Result<On302, String> {
@@ -96,6 +110,21 @@ fn parse_on_refer(s: &str) -> Result<OnRefer, String> {
 
 fn parse_version(s: &str) -> Result<VersionProfile, String> {
     VersionProfile::parse(s).ok_or_else(|| format!("expected 22.10, 22.7 or 20.0, got {s:?}"))
+}
+
+fn parse_script(s: &str) -> Result<EndpointScript, String> {
+    s.parse()
+        .map_err(|e: crate::sim::ScriptParseError| e.to_string())
+}
+
+/// `RESOURCE=SCRIPT`; split at the last `=`, since a resource may hold one
+/// (`sip:bob@host;transport=tcp`) and a script never does.
+fn parse_endpoint(s: &str) -> Result<(String, EndpointScript), String> {
+    let (resource, script) = s
+        .rsplit_once('=')
+        .filter(|(r, _)| !r.is_empty())
+        .ok_or_else(|| format!("expected RESOURCE=SCRIPT, got {s:?}"))?;
+    Ok((resource.to_string(), parse_script(script)?))
 }
 
 fn share(name: &str, v: f64) -> anyhow::Result<f64> {
@@ -133,6 +162,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         duplicate_events: share("duplicate-events", args.duplicate_events)?,
         rest_error_rate: share("rest-error-rate", args.rest_error_rate)?,
     };
+    cfg.endpoints = args.endpoints.into_iter().collect();
+    cfg.default_endpoint = args.default_endpoint;
     let seed = args.seed.unwrap_or_else(rand::random);
     cfg.seed = Some(seed);
     let listen = cfg.listen;
@@ -155,4 +186,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::shutdown::wait_for_signal().await;
     node.kill().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_flags_parse() {
+        assert_eq!(
+            parse_endpoint("alice=answer:50:2000"),
+            Ok(("alice".into(), EndpointScript::answer_then_hangup(50, 2000)))
+        );
+        assert_eq!(
+            parse_endpoint("sip:bob@h;transport=tcp=busy:100"),
+            Ok((
+                "sip:bob@h;transport=tcp".into(),
+                EndpointScript::Busy { after_ms: 100 }
+            ))
+        );
+        for bad in ["alice", "=ring", "alice=sing", "alice=answer:x"] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -15,7 +15,12 @@
 //!   the event fan-out (who receives which event);
 //! - `rest`: the axum router: auth, parameter merging, every handler;
 //! - `ws`: the event websocket (ownership of app names, takeover);
-//! - `sip`: the simulated SIP side: 302 and REFER, the upstream proxy model;
+//! - `sip`: the simulated SIP side: 302 and REFER, the upstream proxy model,
+//!   and the far ends of originated channels playing their scripts;
+//! - `endpoint`: those scripts ([`EndpointScript`]) and their lookup by
+//!   endpoint resource;
+//! - `media`: what each channel hears (MOH, ringing, its bridge, silence);
+//! - `log`: the bounded call log behind `GET /sim/log`;
 //! - `dialplan`: the tiny dialplan that maps an extension to `Stasis(...)`;
 //! - `net`: a listener whose connections all die when the node is killed.
 //!
@@ -24,10 +29,13 @@
 //! A [`SimNode`] handle outlives its incarnations. [`SimNode::kill`] closes
 //! every connection and the listener and forgets all channels and bridges;
 //! [`SimNode::restart`] binds the same port again with a fresh
-//! `startup_time`. Counters ([`SimStats`]) and fault settings live on the
-//! handle and survive restarts.
+//! `startup_time`. Counters ([`SimStats`]), the call log, endpoint scripts
+//! and fault settings live on the handle and survive restarts.
 
 mod dialplan;
+mod endpoint;
+mod log;
+mod media;
 mod net;
 mod rest;
 mod sip;
@@ -46,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 pub use dialplan::{Dialplan, DialplanError, DialplanMatch};
+pub use endpoint::{EndpointScript, ScriptParseError};
 pub use rest::{AriRoute, routes};
 
 /// What the upstream proxy (Kamailio) does with a `302 Moved Temporarily`.
@@ -202,32 +211,6 @@ pub struct Faults {
     pub rest_error_rate: f64,
 }
 
-/// What an originated channel's far end does (see `POST /channels`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "action")]
-pub enum EndpointScript {
-    /// Answers after `after_ms`.
-    Answer {
-        /// Ringing time.
-        #[serde(default)]
-        after_ms: u64,
-    },
-    /// Busy after `after_ms` (cause 17).
-    Busy {
-        /// Ringing time.
-        #[serde(default)]
-        after_ms: u64,
-    },
-    /// Rings until the originate `timeout` (cause 19) or a hangup.
-    Ring,
-}
-
-impl Default for EndpointScript {
-    fn default() -> Self {
-        EndpointScript::Answer { after_ms: 10 }
-    }
-}
-
 /// How to start a simulated node.
 #[derive(Clone)]
 pub struct SimConfig {
@@ -253,7 +236,8 @@ pub struct SimConfig {
     /// Seed of the fault randomness (default: fresh, logged at start).
     pub seed: Option<u64>,
     /// What originated channels' far ends do, by endpoint resource
-    /// (`PJSIP/alice` → `alice`); others get `default_endpoint`.
+    /// (`PJSIP/alice` → `alice`; `alice@host` and `sip:alice@host` fall
+    /// back to `alice`); others get `default_endpoint`.
     pub endpoints: HashMap<String, EndpointScript>,
     /// The script of endpoints not in `endpoints`.
     pub default_endpoint: EndpointScript,
@@ -369,6 +353,17 @@ pub struct SimStats {
     pub refers_failed: u64,
     /// Channels originated through `POST /channels`.
     pub originated: u64,
+    /// Originated channels whose far end answered.
+    pub originated_answered: u64,
+    /// Originated channels whose far end was busy (cause 17).
+    pub originated_busy: u64,
+    /// Originated channels not answered before their timeout (cause 19).
+    pub originated_no_answer: u64,
+    /// Originated channels whose far end failed (cause 20).
+    pub originated_unavailable: u64,
+    /// Times a channel started hearing music on hold (each `moh_start` in
+    /// the call log: channel MOH, holding bridges, bridge MOH).
+    pub moh_started: u64,
     /// Event frames written to websockets (duplicates included).
     pub events_sent: u64,
     /// Events thrown away because their app had no websocket.
@@ -409,6 +404,11 @@ counters!(
     refers_accepted,
     refers_failed,
     originated,
+    originated_answered,
+    originated_busy,
+    originated_no_answer,
+    originated_unavailable,
+    moh_started,
     events_sent,
     events_dropped,
     websockets_cut,
@@ -432,10 +432,12 @@ pub(crate) struct Common {
     pub(crate) upstream: Mutex<Upstream>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) rng: Mutex<StdRng>,
-    pub(crate) endpoints: Mutex<HashMap<String, EndpointScript>>,
-    pub(crate) default_endpoint: EndpointScript,
+    pub(crate) endpoints: Mutex<endpoint::Endpoints>,
     pub(crate) event_queue: usize,
     pub(crate) stats: Counters,
+    /// The call log (`GET /sim/log`); locked after the state lock, never
+    /// before it.
+    pub(crate) log: Mutex<log::CallLog>,
     pub(crate) http: reqwest::Client,
     /// True while the node is hung (the in-process SIGSTOP).
     pub(crate) hung: tokio::sync::watch::Sender<bool>,
@@ -476,11 +478,10 @@ impl Common {
         let _ = rx.wait_for(|hung| !*hung).await;
     }
 
+    /// The script of an originated `TECH/resource` (see
+    /// `Endpoints::lookup`).
     pub(crate) fn endpoint_script(&self, resource: &str) -> EndpointScript {
-        lock(&self.endpoints)
-            .get(resource)
-            .copied()
-            .unwrap_or(self.default_endpoint)
+        lock(&self.endpoints).lookup(resource)
     }
 }
 
@@ -546,10 +547,13 @@ impl SimNode {
             upstream: Mutex::new(cfg.upstream),
             faults: Mutex::new(cfg.faults),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
-            endpoints: Mutex::new(cfg.endpoints),
-            default_endpoint: cfg.default_endpoint,
+            endpoints: Mutex::new(endpoint::Endpoints {
+                by_resource: cfg.endpoints,
+                default: cfg.default_endpoint,
+            }),
             event_queue: cfg.event_queue.max(1),
             stats: Counters::default(),
+            log: Mutex::new(log::CallLog::default()),
             http,
             hung: tokio::sync::watch::Sender::new(false),
         });
@@ -680,9 +684,18 @@ impl SimNode {
         *lock(&self.inner.common.upstream) = upstream;
     }
 
-    /// Sets what the far end of `PJSIP/<resource>` does when originated.
+    /// Sets what the far end of `PJSIP/<resource>` does when originated
+    /// (also used for `<resource>@host` and `sip:<resource>@host` when those
+    /// have no script of their own).
     pub fn set_endpoint(&self, resource: impl Into<String>, script: EndpointScript) {
-        lock(&self.inner.common.endpoints).insert(resource.into(), script);
+        lock(&self.inner.common.endpoints)
+            .by_resource
+            .insert(resource.into(), script);
+    }
+
+    /// Sets the script of endpoints that have none of their own.
+    pub fn set_default_endpoint(&self, script: EndpointScript) {
+        lock(&self.inner.common.endpoints).default = script;
     }
 
     /// Hangs the node, like SIGSTOP on a real process: connections stay

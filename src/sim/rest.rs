@@ -24,6 +24,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::media::DEFAULT_MOH_CLASS;
 use super::state::{Bridge, BridgeKind, Channel, Hangup, Shared, State as NodeState, chan_state};
 use super::{EndpointScript, On302, OnRefer, bump, lock, sip, ws};
 
@@ -332,7 +333,9 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/sim/stats", get(sim_stats))
         .route("/sim/faults", get(sim_get_faults).put(sim_put_faults))
         .route("/sim/upstream", get(sim_get_upstream).put(sim_put_upstream))
+        .route("/sim/endpoints", get(sim_list_endpoints))
         .route("/sim/endpoints/{resource}", put(sim_put_endpoint))
+        .route("/sim/log", get(sim_log))
         .route("/sim/info", get(sim_info))
         .route("/sim/inject", post(sim_inject))
         .fallback(not_found)
@@ -762,9 +765,11 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
         stasis: None,
         subscribers: app.iter().cloned().collect(),
         bridge: None,
+        bridge_role: None,
         inbound: false,
-        moh: false,
+        moh: None,
         ringing: false,
+        hears: Default::default(),
         originate_app: target,
     };
     let json = ch.to_json();
@@ -836,9 +841,11 @@ async fn create_channel(State(sh): State<Arc<Shared>>, p: Params) -> AriResult {
         stasis: None,
         subscribers: [app.clone()].into_iter().collect(),
         bridge: None,
+        bridge_role: None,
         inbound: false,
-        moh: false,
+        moh: None,
         ringing: false,
+        hears: Default::default(),
         originate_app: None,
     };
     st.add_channel(ch);
@@ -909,29 +916,30 @@ async fn answer(State(sh): State<Arc<Shared>>, Id(id): Id) -> AriResult {
     no_content()
 }
 
-fn set_flag(sh: &Shared, id: &str, f: impl FnOnce(&mut Channel)) -> AriResult {
+/// A channel control after `find_control` and the state check (404, 409,
+/// 412); what it does is recorded in `GET /sim/calls` and the call log.
+fn control_op(sh: &Shared, id: &str, f: impl FnOnce(&mut NodeState)) -> AriResult {
     let mut st = sh.lock();
     control_valid_state(&st, id)?;
-    if let Some(ch) = st.channels.get_mut(id) {
-        f(ch);
-    }
+    f(&mut st);
     no_content()
 }
 
 async fn ring(State(sh): State<Arc<Shared>>, Id(id): Id) -> AriResult {
-    set_flag(&sh, &id, |c| c.ringing = true)
+    control_op(&sh, &id, |st| st.set_ringing(&id, true))
 }
 
 async fn ring_stop(State(sh): State<Arc<Shared>>, Id(id): Id) -> AriResult {
-    set_flag(&sh, &id, |c| c.ringing = false)
+    control_op(&sh, &id, |st| st.set_ringing(&id, false))
 }
 
-async fn moh_start(State(sh): State<Arc<Shared>>, Id(id): Id) -> AriResult {
-    set_flag(&sh, &id, |c| c.moh = true)
+async fn moh_start(State(sh): State<Arc<Shared>>, Id(id): Id, p: Params) -> AriResult {
+    let class = p.get("mohClass").unwrap_or(DEFAULT_MOH_CLASS).to_string();
+    control_op(&sh, &id, |st| st.set_channel_moh(&id, Some(class)))
 }
 
 async fn moh_stop(State(sh): State<Arc<Shared>>, Id(id): Id) -> AriResult {
-    set_flag(&sh, &id, |c| c.moh = false)
+    control_op(&sh, &id, |st| st.set_channel_moh(&id, None))
 }
 
 async fn redirect(State(sh): State<Arc<Shared>>, Id(id): Id, p: Params) -> AriResult {
@@ -1164,8 +1172,9 @@ async fn add_channel(State(sh): State<Arc<Shared>>, Id(bid): Id, p: Params) -> A
     if !st.bridges.contains_key(&bid) {
         return Err(AriError::new(404, "Bridge not found"));
     }
+    let role = p.get("role").map(String::from);
     for c in channel_list(&st, &p)? {
-        st.enter_bridge(&c, &bid);
+        st.enter_bridge(&c, &bid, role.as_deref());
     }
     no_content()
 }
@@ -1187,25 +1196,29 @@ async fn remove_channel(State(sh): State<Arc<Shared>>, Id(bid): Id, p: Params) -
     no_content()
 }
 
+/// Starts MOH on the bridge, or changes its class.
 async fn bridge_moh_start(State(sh): State<Arc<Shared>>, Id(bid): Id, p: Params) -> AriResult {
     let mut st = sh.lock();
-    let b = st
-        .bridges
-        .get_mut(&bid)
-        .ok_or_else(|| AriError::new(404, "Bridge not found"))?;
-    b.moh = Some(p.get("mohClass").unwrap_or("default").to_string());
+    if !st.bridges.contains_key(&bid) {
+        return Err(AriError::new(404, "Bridge not found"));
+    }
+    let class = p.get("mohClass").unwrap_or(DEFAULT_MOH_CLASS).to_string();
+    st.set_bridge_moh(&bid, Some(class));
     no_content()
 }
 
 async fn bridge_moh_stop(State(sh): State<Arc<Shared>>, Id(bid): Id) -> AriResult {
     let mut st = sh.lock();
-    let b = st
+    let playing = st
         .bridges
-        .get_mut(&bid)
-        .ok_or_else(|| AriError::new(404, "Bridge not found"))?;
-    if b.moh.take().is_none() {
+        .get(&bid)
+        .ok_or_else(|| AriError::new(404, "Bridge not found"))?
+        .moh
+        .is_some();
+    if !playing {
         return Err(AriError::new(409, "Bridge isn't playing music"));
     }
+    st.set_bridge_moh(&bid, None);
     no_content()
 }
 
@@ -1390,9 +1403,11 @@ async fn sim_new_call(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -> 
         stasis: None,
         subscribers: Default::default(),
         bridge: None,
+        bridge_role: None,
         inbound: true,
-        moh: false,
+        moh: None,
         ringing: false,
+        hears: Default::default(),
         originate_app: None,
     };
     st.add_channel(ch);
@@ -1427,6 +1442,8 @@ async fn sim_list_calls(State(sh): State<Arc<Shared>>) -> AriResult {
                     "bridge": c.bridge,
                     "direction": if c.inbound { "inbound" } else { "outbound" },
                     "stasis": c.stasis,
+                    "hears": c.hears.name(),
+                    "moh_class": c.hears.moh_class(),
                 })
             })
             .collect(),
@@ -1529,8 +1546,30 @@ async fn sim_put_endpoint(
 ) -> AriResult {
     let script: EndpointScript = serde_json::from_value(body)
         .map_err(|e| AriError::new(400, format!("Invalid endpoint script: {e}")))?;
-    lock(&sh.common.endpoints).insert(resource, script);
+    lock(&sh.common.endpoints)
+        .by_resource
+        .insert(resource, script);
     no_content()
+}
+
+/// `GET /sim/endpoints`: `{"default": script, "endpoints": {resource:
+/// script}}`.
+async fn sim_list_endpoints(State(sh): State<Arc<Shared>>) -> AriResult {
+    ok(lock(&sh.common.endpoints).to_json())
+}
+
+/// `GET /sim/log?since=SEQ`: the kept call log entries with `seq > SEQ`
+/// (all kept entries without `since`), oldest first.
+async fn sim_log(State(sh): State<Arc<Shared>>, p: Params) -> AriResult {
+    let since = match p.get("since") {
+        None => 0,
+        Some(s) => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| AriError::new(400, "since must be a non-negative integer"))?,
+    };
+    let entries = lock(&sh.common.log).since(since);
+    ok(serde_json::to_value(entries).unwrap_or(Value::Null))
 }
 
 async fn sim_info(State(sh): State<Arc<Shared>>) -> AriResult {

@@ -159,63 +159,129 @@ pub(crate) async fn redirect(sh: Arc<Shared>, chan_id: String, resource: String)
     }
 }
 
+/// How an originated call ends up, once its far end has had its say.
+enum Outcome {
+    /// 200 OK; the far end may send BYE later.
+    Answer { hangup_after: Option<Duration> },
+    /// 486 Busy Here (cause 17).
+    Busy,
+    /// The endpoint cannot be reached (cause 20, "Subscriber absent").
+    Unavailable,
+    /// Nothing before the originate timeout (cause 19).
+    NoAnswer,
+}
+
 /// The far end of an originated channel: Down → Ringing, then the
-/// endpoint's script (answer → Up → `Stasis(app)`; busy; ring until timeout).
+/// endpoint's script: answer → Up → `Stasis(app, appArgs)` (and, with
+/// `hangup_after_ms`, a BYE later); busy (cause 17); unavailable (cause
+/// 20); or ring until the originate timeout (cause 19). A failed channel is
+/// destroyed without `ChannelHangupRequest`; its `ChannelDestroyed` reaches
+/// the app named in `app=` through the originate's extra subscription
+/// (`ARI-NOTES.md` §2.4).
 pub(crate) async fn run_originate(
     sh: Arc<Shared>,
     chan_id: String,
     resource: String,
     timeout: Duration,
 ) {
-    sh.lock().set_state(&chan_id, chan_state::RINGING);
+    let seq = {
+        let mut st = sh.lock();
+        st.set_state(&chan_id, chan_state::RINGING);
+        st.channels.get(&chan_id).map(|c| c.seq)
+    };
+    let Some(seq) = seq else {
+        return;
+    };
     let script = sh.common.endpoint_script(&resource);
-    // `Some(true)` answers, `Some(false)` is busy, `None` is no answer.
+    let ms = Duration::from_millis;
     let (wait, outcome) = match script {
-        EndpointScript::Answer { after_ms } => (Duration::from_millis(after_ms), Some(true)),
-        EndpointScript::Busy { after_ms } => (Duration::from_millis(after_ms), Some(false)),
-        EndpointScript::Ring => (timeout, None),
+        EndpointScript::Answer {
+            after_ms,
+            hangup_after_ms,
+        } => (
+            ms(after_ms),
+            Outcome::Answer {
+                hangup_after: hangup_after_ms.map(ms),
+            },
+        ),
+        EndpointScript::Busy { after_ms } => (ms(after_ms), Outcome::Busy),
+        EndpointScript::Unavailable { after_ms } => (ms(after_ms), Outcome::Unavailable),
+        EndpointScript::Ring => (timeout, Outcome::NoAnswer),
     };
     let (wait, outcome) = if wait < timeout {
         (wait, outcome)
     } else {
-        (timeout, None)
+        (timeout, Outcome::NoAnswer)
     };
     tokio::select! {
         _ = sh.cancel.cancelled() => return,
         _ = tokio::time::sleep(wait) => {}
     }
-    let mut st = sh.lock();
-    let still_ringing = st
-        .channels
-        .get(&chan_id)
-        .is_some_and(|c| c.state == chan_state::RINGING);
-    if !still_ringing {
-        return;
-    }
-    let failed = |cause| Hangup {
-        request_cause: None,
-        tech_cause: None,
-        soft: false,
-        cause,
-        request: false,
-    };
-    match outcome {
-        Some(true) => {
-            st.set_state(&chan_id, chan_state::UP);
-            let target = st
-                .channels
-                .get_mut(&chan_id)
-                .and_then(|c| c.originate_app.take());
-            let entered = match target {
-                Some((app, args)) => st.stasis_enter(&chan_id, &app, args),
-                None => false,
-            };
-            if !entered {
-                st.hangup(&chan_id, Hangup::normal());
+    let hangup_after = {
+        let mut st = sh.lock();
+        // The same channel (ids can be reused), still waiting for its far end.
+        let still_ringing = st
+            .channels
+            .get(&chan_id)
+            .is_some_and(|c| c.seq == seq && c.state == chan_state::RINGING);
+        if !still_ringing {
+            return;
+        }
+        // A failed dial destroys the channel without a hangup request.
+        let failed = |cause| Hangup {
+            request_cause: None,
+            tech_cause: None,
+            soft: false,
+            cause,
+            request: false,
+        };
+        let stats = &sh.common.stats;
+        match outcome {
+            Outcome::Answer { hangup_after } => {
+                bump(&stats.originated_answered);
+                st.set_state(&chan_id, chan_state::UP);
+                let target = st
+                    .channels
+                    .get_mut(&chan_id)
+                    .and_then(|c| c.originate_app.take());
+                let entered = match target {
+                    Some((app, args)) => st.stasis_enter(&chan_id, &app, args),
+                    None => false,
+                };
+                if !entered {
+                    st.hangup(&chan_id, Hangup::normal());
+                    return;
+                }
+                hangup_after
+            }
+            Outcome::Busy => {
+                bump(&stats.originated_busy);
+                st.hangup(&chan_id, failed(17));
+                return;
+            }
+            Outcome::Unavailable => {
+                bump(&stats.originated_unavailable);
+                st.hangup(&chan_id, failed(20));
+                return;
+            }
+            Outcome::NoAnswer => {
+                bump(&stats.originated_no_answer);
+                st.hangup(&chan_id, failed(19));
+                return;
             }
         }
-        Some(false) => st.hangup(&chan_id, failed(17)),
-        None => st.hangup(&chan_id, failed(19)),
+    };
+    let Some(after) = hangup_after else {
+        return;
+    };
+    tokio::select! {
+        _ = sh.cancel.cancelled() => return,
+        _ = tokio::time::sleep(after) => {}
+    }
+    // The far end hangs up mid-call: BYE, normal clearing.
+    let mut st = sh.lock();
+    if st.channels.get(&chan_id).is_some_and(|c| c.seq == seq) {
+        st.hangup(&chan_id, Hangup::normal());
     }
 }
 

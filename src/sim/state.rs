@@ -22,6 +22,8 @@ use time::macros::format_description;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::log::{LogEntry, What};
+use super::media::Hears;
 use super::{Common, bump, lock};
 
 /// Asterisk's timestamp format: `2026-01-01T12:00:00.123+0000`.
@@ -53,6 +55,7 @@ pub(crate) fn cause_txt(cause: i64) -> &'static str {
         16 => "Normal Clearing",
         17 => "User busy",
         19 => "No user responding",
+        20 => "Subscriber absent",
         21 => "Call Rejected",
         23 => "Redirected to new destination",
         26 => "Answered elsewhere",
@@ -88,10 +91,18 @@ pub(crate) struct Channel {
     /// Apps with an extra subscription (originated with `app=`).
     pub(crate) subscribers: BTreeSet<String>,
     pub(crate) bridge: Option<String>,
+    /// The channel's role in its bridge (`addChannel?role=`); `announcer`
+    /// matters in holding bridges.
+    pub(crate) bridge_role: Option<String>,
     /// Inbound call from the simulated proxy (`POST /sim/calls`).
     pub(crate) inbound: bool,
-    pub(crate) moh: bool,
+    /// The class of the channel's own MOH (`POST /channels/{id}/moh`).
+    pub(crate) moh: Option<String>,
+    /// Ringing indicated (`POST /channels/{id}/ring`).
     pub(crate) ringing: bool,
+    /// What the channel hears, as last recorded (`media.rs` keeps it up to
+    /// date; `GET /sim/calls` shows it).
+    pub(crate) hears: Hears,
     /// Where an originated channel goes once answered: `Stasis(app, args)`.
     pub(crate) originate_app: Option<(String, Vec<String>)>,
 }
@@ -141,6 +152,7 @@ pub(crate) struct Bridge {
     pub(crate) name: String,
     pub(crate) channels: Vec<String>,
     pub(crate) creationtime: String,
+    /// The class of the MOH played to the bridge (`POST /bridges/{id}/moh`).
     pub(crate) moh: Option<String>,
     /// Apps subscribed to the bridge (their channels were added to it).
     pub(crate) subscribers: BTreeSet<String>,
@@ -341,6 +353,11 @@ impl State {
         self.apps.get(app).is_some_and(|a| a.owner.is_some())
     }
 
+    /// Appends an entry to the node's call log (`GET /sim/log`).
+    pub(crate) fn record(&self, e: LogEntry) {
+        lock(&self.common.log).push(e);
+    }
+
     fn envelope(&self, ty: &str, app: &str, mut fields: Map<String, Value>) -> String {
         fields.insert("type".into(), Value::from(ty));
         fields.insert("timestamp".into(), Value::from(now_ts()));
@@ -495,7 +512,9 @@ impl State {
         self.emit(&[app], "StasisEnd", f);
     }
 
-    /// Changes the state and emits `ChannelStateChange`.
+    /// Changes the state and emits `ChannelStateChange`. Going `Up` is
+    /// logged (`answer`); the 200 OK to an inbound call ends the ringback
+    /// of an earlier 180 (`ring_stop`).
     pub(crate) fn set_state(&mut self, chan_id: &str, state: &'static str) {
         let Some(ch) = self.channels.get_mut(chan_id) else {
             return;
@@ -503,10 +522,19 @@ impl State {
         if ch.state == state {
             return;
         }
-        ch.state = state;
+        let before = std::mem::replace(&mut ch.state, state);
         let apps = self.channel_apps(chan_id);
         let f = Self::fields(vec![("channel", self.chan_json(chan_id))]);
         self.emit(&apps, "ChannelStateChange", f);
+        if state == chan_state::UP
+            && let Some(ch) = self.channels.get(chan_id)
+        {
+            self.record(LogEntry::new(What::Answer, ch));
+            if before == chan_state::RING {
+                self.set_ringing(chan_id, false);
+            }
+        }
+        self.refresh_hears(chan_id);
     }
 
     /// Takes the channel out of its bridge (`ChannelLeftBridge`).
@@ -528,11 +556,19 @@ impl State {
             ("channel", self.chan_json(chan_id)),
         ]);
         self.emit(&apps, "ChannelLeftBridge", f);
+        if let Some(ch) = self.channels.get_mut(chan_id) {
+            ch.bridge_role = None;
+        }
+        if let (Some(ch), Some(b)) = (self.channels.get(chan_id), self.bridges.get(&bid)) {
+            self.record(LogEntry::new(What::LeaveBridge, ch).bridge(b));
+        }
+        self.refresh_hears(chan_id);
+        self.refresh_bridge(&bid);
     }
 
-    /// Puts the channel into a bridge (leaving its old one first); its
-    /// Stasis app subscribes to the bridge.
-    pub(crate) fn enter_bridge(&mut self, chan_id: &str, bridge_id: &str) {
+    /// Puts the channel into a bridge (leaving its old one first) with its
+    /// role (`addChannel?role=`); its Stasis app subscribes to the bridge.
+    pub(crate) fn enter_bridge(&mut self, chan_id: &str, bridge_id: &str, role: Option<&str>) {
         if self.channels.get(chan_id).and_then(|c| c.bridge.as_deref()) == Some(bridge_id) {
             return;
         }
@@ -547,6 +583,7 @@ impl State {
         }
         if let Some(ch) = self.channels.get_mut(chan_id) {
             ch.bridge = Some(bridge_id.to_string());
+            ch.bridge_role = role.map(String::from);
         }
         let mut apps = self.bridge_apps(bridge_id);
         for a in self.channel_apps(chan_id) {
@@ -559,6 +596,11 @@ impl State {
             ("channel", self.chan_json(chan_id)),
         ]);
         self.emit(&apps, "ChannelEnteredBridge", f);
+        if let (Some(ch), Some(b)) = (self.channels.get(chan_id), self.bridges.get(bridge_id)) {
+            self.record(LogEntry::new(What::EnterBridge, ch).bridge(b));
+        }
+        self.refresh_hears(chan_id);
+        self.refresh_bridge(bridge_id);
     }
 
     /// A new bridge: `BridgeCreated` to `subscribeAll` apps (nothing ties a
@@ -614,6 +656,12 @@ impl State {
         }
         self.leave_bridge(chan_id);
         self.stasis_end(chan_id);
+        // The call's media ends with it.
+        self.set_ringing(chan_id, false);
+        self.set_hears(chan_id, Hears::Silence);
+        if let Some(ch) = self.channels.get(chan_id) {
+            self.record(LogEntry::new(What::Hangup, ch).cause(h.cause));
+        }
         let apps = self.channel_apps(chan_id);
         let mut f = Self::fields(vec![
             ("cause", json!(h.cause)),
