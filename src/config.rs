@@ -27,8 +27,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{AgentId, NodeId, RoomName};
-use crate::queue::QueueSettings;
 use crate::policy::Strategy;
+use crate::queue::QueueSettings;
 
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -548,12 +548,19 @@ impl Config {
     /// # Errors
     /// A value out of range, named by its key.
     pub fn queue_settings(&self) -> Result<crate::controller::QueueConfig, Error> {
-        let defaults = resolve_queue("queue_defaults", &self.queue_defaults, &QueueSettings::default())?;
+        let defaults = resolve_queue(
+            "queue_defaults",
+            &self.queue_defaults,
+            &QueueSettings::default(),
+        )?;
         let mut by_name = std::collections::HashMap::new();
         for (name, q) in &self.queues {
             let key = format!("queues.{name}");
             let room = RoomName::new(name.as_str()).map_err(|e| invalid(&key, e))?;
-            by_name.insert(room, std::sync::Arc::new(resolve_queue(&key, q, &defaults)?));
+            by_name.insert(
+                room,
+                std::sync::Arc::new(resolve_queue(&key, q, &defaults)?),
+            );
         }
         Ok(crate::controller::QueueConfig {
             defaults: std::sync::Arc::new(defaults),
@@ -579,7 +586,11 @@ impl Config {
 }
 
 /// Applies `q` over `base`, checking every value.
-fn resolve_queue(key: &str, q: &QueueSection, base: &QueueSettings) -> Result<QueueSettings, Error> {
+fn resolve_queue(
+    key: &str,
+    q: &QueueSection,
+    base: &QueueSettings,
+) -> Result<QueueSettings, Error> {
     let k = |f: &str| format!("{key}.{f}");
     let mut out = base.clone();
     if let Some(s) = &q.strategy {
@@ -590,19 +601,28 @@ fn resolve_queue(key: &str, q: &QueueSection, base: &QueueSettings) -> Result<Qu
     }
     if let Some(v) = q.max_callers {
         if v == 0 {
-            return Err(invalid(k("max_callers"), "must be at least 1 (leave it out for no limit)"));
+            return Err(invalid(
+                k("max_callers"),
+                "must be at least 1 (leave it out for no limit)",
+            ));
         }
         out.max_callers = Some(v);
     }
     if let Some(v) = q.max_wait_ms {
         if v == 0 {
-            return Err(invalid(k("max_wait_ms"), "must be more than 0 (leave it out for no limit)"));
+            return Err(invalid(
+                k("max_wait_ms"),
+                "must be more than 0 (leave it out for no limit)",
+            ));
         }
         out.max_wait = Some(Duration::from_millis(v));
     }
     if let Some(v) = q.ring_timeout_ms {
         if v < 1000 {
-            return Err(invalid(k("ring_timeout_ms"), "must be at least 1000 (ARI's originate timeout is in seconds)"));
+            return Err(invalid(
+                k("ring_timeout_ms"),
+                "must be at least 1000 (ARI's originate timeout is in seconds)",
+            ));
         }
         out.ring_timeout = Duration::from_millis(v);
     }
@@ -614,13 +634,19 @@ fn resolve_queue(key: &str, q: &QueueSection, base: &QueueSettings) -> Result<Qu
     };
     if let Some(v) = &q.overflow_context {
         if !dialplan_word(v) {
-            return Err(invalid(k("overflow_context"), "must be a dialplan context name"));
+            return Err(invalid(
+                k("overflow_context"),
+                "must be a dialplan context name",
+            ));
         }
         out.overflow_context = Some(v.clone());
     }
     if let Some(v) = &q.overflow_extension {
         if !dialplan_word(v) {
-            return Err(invalid(k("overflow_extension"), "must be a dialplan extension"));
+            return Err(invalid(
+                k("overflow_extension"),
+                "must be a dialplan extension",
+            ));
         }
         out.overflow_extension = v.clone();
     }

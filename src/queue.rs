@@ -123,12 +123,19 @@ impl Default for QueueSettings {
 /// What is wrong with it.
 pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let Some((tech, resource)) = endpoint.split_once('/') else {
-        return Err(format!("{endpoint:?} must be Tech/resource, e.g. PJSIP/alice"));
+        return Err(format!(
+            "{endpoint:?} must be Tech/resource, e.g. PJSIP/alice"
+        ));
     };
     if tech.is_empty() || resource.is_empty() {
-        return Err(format!("{endpoint:?} must be Tech/resource, e.g. PJSIP/alice"));
+        return Err(format!(
+            "{endpoint:?} must be Tech/resource, e.g. PJSIP/alice"
+        ));
     }
-    if endpoint.len() > 255 || !endpoint.chars().all(|c| c.is_ascii_graphic()) || endpoint.contains(',') {
+    if endpoint.len() > 255
+        || !endpoint.chars().all(|c| c.is_ascii_graphic())
+        || endpoint.contains(',')
+    {
         return Err("must be at most 255 printable ASCII characters without ','".into());
     }
     Ok(())
@@ -665,8 +672,11 @@ impl QueueState {
     fn member_leg(&mut self, agent: &AgentId) -> ChannelId {
         self.next_call += 1;
         // Agent ids are at most 64 word characters: the id stays valid.
-        ChannelId::new(format!("corral-m{:x}-{}-{agent}", self.salt, self.next_call))
-            .expect("word characters and a number")
+        ChannelId::new(format!(
+            "corral-m{:x}-{}-{agent}",
+            self.salt, self.next_call
+        ))
+        .expect("word characters and a number")
     }
 
     /// A ringing member stops ringing: it goes back to available.
@@ -684,7 +694,12 @@ impl QueueState {
     /// A member leg was answered (`StasisStart` of `leg`): it takes its
     /// caller if the caller still waits for it; otherwise the leg is not
     /// needed (hang it up).
-    pub fn member_answered(&mut self, agent: &AgentId, leg: &ChannelId, now_ms: u64) -> Vec<Action> {
+    pub fn member_answered(
+        &mut self,
+        agent: &AgentId,
+        leg: &ChannelId,
+        now_ms: u64,
+    ) -> Vec<Action> {
         let ringing_for = match self.agents.get(agent).map(|a| &a.activity) {
             Some(AgentState::Ringing {
                 caller, channel, ..
@@ -750,12 +765,20 @@ impl QueueState {
 
     /// A connect failed before both were bridged because `gone` left: the
     /// other side goes back (the caller to its place, by arrival order).
-    pub fn connect_failed(&mut self, agent: &AgentId, caller_gone: bool, now_ms: u64) -> Vec<Action> {
+    pub fn connect_failed(
+        &mut self,
+        agent: &AgentId,
+        caller_gone: bool,
+        now_ms: u64,
+    ) -> Vec<Action> {
         let Some(a) = self.agents.get(agent) else {
             return Vec::new();
         };
         let AgentState::Busy {
-            caller, bridge, leg, ..
+            caller,
+            bridge,
+            leg,
+            ..
         } = a.activity.clone()
         else {
             return Vec::new();
@@ -868,11 +891,9 @@ impl QueueState {
                 let mut actions = vec![Action::DestroyBridge { bridge }];
                 let until = now_ms + settings.wrapup.as_millis() as u64;
                 match (&a.kind, leg) {
-                    (AgentKind::CallIn { channel, .. }, _) => {
-                        actions.push(Action::BackToHolding {
-                            channel: channel.clone(),
-                        })
-                    }
+                    (AgentKind::CallIn { channel, .. }, _) => actions.push(Action::BackToHolding {
+                        channel: channel.clone(),
+                    }),
                     (AgentKind::Static { .. }, Some(leg)) => {
                         actions.push(Action::HangupLeg { leg })
                     }
@@ -1098,7 +1119,10 @@ mod tests {
         let s = QueueSettings::default();
         let mut q = QueueState::default();
         for (i, c) in ["c1", "c2", "c3"].iter().enumerate() {
-            assert_eq!(q.enqueue(ch(c), n(), String::new(), i as u64, &s), Ok(i + 1));
+            assert_eq!(
+                q.enqueue(ch(c), n(), String::new(), i as u64, &s),
+                Ok(i + 1)
+            );
         }
         q.login(ag("bob"), ch("b"), n(), 20, |_| true).unwrap();
         q.login(ag("amy"), ch("a"), n(), 10, |_| true).unwrap();
@@ -1210,7 +1234,10 @@ mod tests {
             AgentState::Ringing { channel, .. } => channel.clone(),
             _ => panic!("ringing"),
         };
-        assert!(matches!(q.channel_gone(&leg, 11, &s).0, Gone::OfferFailed(_)));
+        assert!(matches!(
+            q.channel_gone(&leg, 11, &s).0,
+            Gone::OfferFailed(_)
+        ));
         assert_eq!(rung(&q.assign(12, &s)), vec!["c"]);
 
         s.strategy = Distribution::RingAll;
@@ -1225,7 +1252,10 @@ mod tests {
             _ => panic!(),
         };
         let acts = q2.member_answered(&ag("b"), &leg_b, 2);
-        assert!(matches!(acts[0], Action::HangupLeg { .. }), "a stops ringing");
+        assert!(
+            matches!(acts[0], Action::HangupLeg { .. }),
+            "a stops ringing"
+        );
         assert_eq!(connects(&acts), vec![("c1".into(), "b".into())]);
         assert_eq!(q2.agents[&ag("a")].activity, AgentState::Available);
 
@@ -1236,7 +1266,8 @@ mod tests {
         }
         let mut order = Vec::new();
         for i in 0..4 {
-            q3.enqueue(ch(&format!("c{i}")), n(), String::new(), i, &s).unwrap();
+            q3.enqueue(ch(&format!("c{i}")), n(), String::new(), i, &s)
+                .unwrap();
             let acts = q3.assign(i, &s);
             order.extend(rung(&acts));
             for a in q3.agents.values_mut() {

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,17 +170,17 @@ async fn arrive(
     let live: Vec<usize> = (0..farm.sims.len())
         .filter(|i| !farm.dead.contains(i))
         .collect();
-    let before = state(&farm.ctrl)
-        .await
-        .map(|(s, _)| s.agents.len())
-        .unwrap_or(0);
     for a in agents {
         let at = live[rng.random_range(0..live.len())];
         farm.call_on(at, &format!("agent-support-{a}"), &format!("agent-{a}"))
             .await;
     }
-    let n = before + agents.len();
-    wait_state(farm, "agents logged in", |s| s.agents.len() >= n).await;
+    wait_state(farm, "agents logged in", |s| {
+        agents
+            .iter()
+            .all(|a| s.agents.keys().any(|k| k.as_str() == a))
+    })
+    .await;
     for i in callers {
         let at = live[rng.random_range(0..live.len())];
         farm.call_on(at, "queue-support", &format!("caller{i}"))
@@ -195,10 +195,7 @@ async fn queue_in_order(backend: Backend, restart: bool) {
     let mut farm = TestFarm::start_with(3, backend, seed, tune).await;
     let agents: Vec<String> = (0..5).map(|i| format!("a{i}")).collect();
     arrive(&farm, &mut rng, &agents, 0..200).await;
-    let (st, node) = wait_state(&farm, "five callers connected", |s| {
-        connected(s).len() == 5
-    })
-    .await;
+    let (st, node) = wait_state(&farm, "five callers connected", |s| connected(s).len() == 5).await;
     // The first five callers took the five agents; the rest wait in order.
     let first: BTreeSet<u64> = connected(&st).iter().map(|(_, s)| *s).collect();
     assert_eq!(first, (0..5).collect(), "seed {seed}");
@@ -227,7 +224,11 @@ async fn queue_in_order(backend: Backend, restart: bool) {
         (200, 0, 0, 0),
         "seed {seed}"
     );
-    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0, "corral hung up a call");
+    assert_eq!(
+        farm.sim_stat(|s| s.hungup_by_ari),
+        0,
+        "corral hung up a call"
+    );
     let (holding, pairs) = all_on_queue_node(&farm, node).await;
     assert_eq!((holding, pairs), (5, 0), "the agents wait on hold");
     farm.stop().await;
@@ -294,7 +295,11 @@ async fn queue_node_killed(backend: Backend) {
     assert_eq!((holding, pairs), (17, 3), "seed {seed}");
     let mut next = 13;
     answer_in_order(&mut farm, &mut next, 30, None).await;
-    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0, "corral hung up a call");
+    assert_eq!(
+        farm.sim_stat(|s| s.hungup_by_ari),
+        0,
+        "corral hung up a call"
+    );
     farm.stop().await;
 }
 
@@ -307,6 +312,3 @@ async fn queue_node_killed_memory() {
 async fn queue_node_killed_redis() {
     queue_node_killed(Backend::Redis).await;
 }
-
-#[allow(dead_code)]
-fn _unused(_: HashMap<(), ()>) {}

@@ -206,7 +206,13 @@ impl Controller {
             QueueRole::Caller => {
                 let caller: String = channel.caller.number.chars().take(64).collect();
                 self.queue_update(queue, |st, now| {
-                    st.enqueue(chan.clone(), node.id.clone(), caller.clone(), now, &settings)
+                    st.enqueue(
+                        chan.clone(),
+                        node.id.clone(),
+                        caller.clone(),
+                        now,
+                        &settings,
+                    )
                 })
                 .await
                 .map(|(r, _)| r.map(|_| ()))
@@ -227,7 +233,9 @@ impl Controller {
                 self.unrecord(node, room, chan).await;
                 let overflow = refused == Refused::Full;
                 if overflow {
-                    self.inner.metrics.queue_outcome(queue.as_str(), "overflowed");
+                    self.inner
+                        .metrics
+                        .queue_outcome(queue.as_str(), "overflowed");
                 }
                 self.queue_continue(node, chan, overflow, &settings).await;
                 return;
@@ -276,7 +284,9 @@ impl Controller {
         let old_alive = match st.agents.get(agent).map(|a| &a.kind) {
             Some(crate::queue::AgentKind::CallIn { channel, node: n }) if channel != chan => {
                 match self.inner.nodes.get(n) {
-                    Some(rt) => !matches!(rt.ari.channel(channel.as_str()).await, Err(e) if e.status() == Some(404)),
+                    Some(rt) => {
+                        !matches!(rt.ari.channel(channel.as_str()).await, Err(e) if e.status() == Some(404))
+                    }
                     None => false,
                 }
             }
@@ -284,7 +294,9 @@ impl Controller {
         };
         let (r, _) = self
             .queue_update(queue, |st, now| {
-                st.login(agent.clone(), chan.clone(), node.id.clone(), now, |_| old_alive)
+                st.login(agent.clone(), chan.clone(), node.id.clone(), now, |_| {
+                    old_alive
+                })
             })
             .await?;
         if r.is_ok() {
@@ -353,7 +365,9 @@ impl Controller {
         };
         match &gone {
             Gone::Abandoned { waited_ms } => {
-                self.inner.metrics.queue_outcome(queue.as_str(), "abandoned");
+                self.inner
+                    .metrics
+                    .queue_outcome(queue.as_str(), "abandoned");
                 tracing::info!(node = %node.id, queue = %queue, channel = %chan, waited_ms, "caller abandoned the queue");
             }
             Gone::LoggedOut(agent) => {
@@ -442,8 +456,7 @@ impl Controller {
             if let AgentState::WrapUp { until_ms } = a.activity {
                 next = next.min(until_ms);
             }
-            if !st.callers.is_empty() && a.retry_at_ms > 0 && a.activity == AgentState::Available
-            {
+            if !st.callers.is_empty() && a.retry_at_ms > 0 && a.activity == AgentState::Available {
                 next = next.min(a.retry_at_ms);
             }
         }
@@ -485,7 +498,12 @@ impl Controller {
 
     /// Does the ARI work of a transition. Returns true if something failed
     /// in a way that changed the state (dispatch again).
-    async fn queue_run(&self, node: &Arc<NodeRuntime>, queue: &RoomName, actions: Vec<Action>) -> bool {
+    async fn queue_run(
+        &self,
+        node: &Arc<NodeRuntime>,
+        queue: &RoomName,
+        actions: Vec<Action>,
+    ) -> bool {
         let settings = self.inner.cfg.queues.settings(queue);
         let mut todo: std::collections::VecDeque<Action> = actions.into();
         let mut changed = false;
@@ -497,7 +515,10 @@ impl Controller {
                     leg,
                     bridge,
                 } => {
-                    match self.connect(node, queue, &caller, &agent, &leg, &bridge).await {
+                    match self
+                        .connect(node, queue, &caller, &agent, &leg, &bridge)
+                        .await
+                    {
                         Ok(()) => {
                             if let Ok((Some((waited, ready)), _)) =
                                 self.queue_update(queue, |st, _| st.connected(&agent)).await
@@ -530,7 +551,9 @@ impl Controller {
                                 .await
                             {
                                 if caller_gone {
-                                    self.inner.metrics.queue_outcome(queue.as_str(), "abandoned");
+                                    self.inner
+                                        .metrics
+                                        .queue_outcome(queue.as_str(), "abandoned");
                                 }
                                 todo.extend(more);
                             }
@@ -562,7 +585,9 @@ impl Controller {
                                 .remove(&(node.id.clone(), leg.to_string()));
                             changed = true;
                             if let Ok(((_, more), _)) = self
-                                .queue_update(queue, |st, now| st.channel_gone(&leg, now, &settings))
+                                .queue_update(queue, |st, now| {
+                                    st.channel_gone(&leg, now, &settings)
+                                })
                                 .await
                             {
                                 todo.extend(more);
@@ -589,10 +614,13 @@ impl Controller {
                 }
                 Action::Continue { caller, overflow } => {
                     if overflow {
-                        self.inner.metrics.queue_outcome(queue.as_str(), "timed_out");
+                        self.inner
+                            .metrics
+                            .queue_outcome(queue.as_str(), "timed_out");
                         tracing::info!(node = %node.id, queue = %queue, caller = %caller, "caller waited max_wait; to the treatment");
                     }
-                    self.queue_continue(node, &caller, overflow, &settings).await;
+                    self.queue_continue(node, &caller, overflow, &settings)
+                        .await;
                 }
                 Action::DestroyBridge { bridge } => {
                     if let Ok(mut b) = node.bridges.lock() {
@@ -746,7 +774,11 @@ impl Controller {
             }
             // Configured members added since the queue was created.
             let settings = self.inner.cfg.queues.settings(&queue);
-            if settings.members.iter().any(|(a, _)| !st.agents.contains_key(a)) {
+            if settings
+                .members
+                .iter()
+                .any(|(a, _)| !st.agents.contains_key(a))
+            {
                 let _ = self
                     .queue_update(&queue, |st, now| {
                         for (a, e) in &settings.members {

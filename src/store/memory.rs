@@ -25,8 +25,8 @@ use tokio::time::Instant;
 
 use super::{
     Consumed, Error, HealthChanged, Member, MemberAdded, MemberRemoved, NodeRecord,
-    NodeRegistration, Placement, Registered, Release, Resolution, RoomDetail, RoomFilter, RoomPage,
-    QueueDoc, Store, TOKEN_TOMBSTONE, TokenGrant, TokenRecord,
+    NodeRegistration, Placement, QueueDoc, Registered, Release, Resolution, RoomDetail, RoomFilter,
+    RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant, TokenRecord,
 };
 use crate::domain::{ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomName, TokenId};
 

@@ -36,8 +36,8 @@ use tracing::{debug, info, warn};
 use super::keys::{self, Keys};
 use super::{
     Config, Consumed, Error, HealthChanged, Member, MemberAdded, MemberRemoved, NodeRecord,
-    NodeRegistration, Placement, RELEASE_BATCH, Registered, Release, Resolution, RoomDetail,
-    QueueDoc, RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant, TokenRecord,
+    NodeRegistration, Placement, QueueDoc, RELEASE_BATCH, Registered, Release, Resolution,
+    RoomDetail, RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant, TokenRecord,
 };
 use crate::domain::{
     AgentId, ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,

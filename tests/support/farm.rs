@@ -175,8 +175,18 @@ impl TestFarm {
     pub async fn call_on(&self, i: usize, exten: &str, call_id: &str) {
         let url = format!("{}/sim/calls", self.sims[i].base_url());
         let body = serde_json::json!({"exten": exten, "caller": call_id, "call_id": call_id});
-        let resp = self.http.post(url).json(&body).send().await.expect("node reachable");
-        assert_eq!(resp.status().as_u16(), 201, "call {call_id} refused by node {i}");
+        let resp = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .expect("node reachable");
+        assert_eq!(
+            resp.status().as_u16(),
+            201,
+            "call {call_id} refused by node {i}"
+        );
     }
 
     /// The caller of `call_id` hangs up, wherever the call is now. Returns
@@ -198,7 +208,11 @@ impl TestFarm {
 
     /// Stops the controller (graceful) and starts a new one on the same
     /// store and nodes; waits until every live node streams again.
-    pub async fn restart_controller(&mut self, seed: u64, tune: impl FnOnce(&mut controller::Config)) {
+    pub async fn restart_controller(
+        &mut self,
+        seed: u64,
+        tune: impl FnOnce(&mut controller::Config),
+    ) {
         self.stop_controller().await;
         let mut cfg = test_config(seed);
         tune(&mut cfg);
