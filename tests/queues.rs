@@ -76,12 +76,32 @@ fn available(st: &QueueState) -> usize {
 /// `corral:queue:support…` bridge there, and no other node has one with
 /// channels. Returns (callers in the holding bridge, pair bridges).
 async fn all_on_queue_node(farm: &TestFarm, node: usize) -> (usize, usize) {
+    // Polled: an agent is in the queue's state a moment before it is in
+    // the holding bridge.
+    let mut last = String::new();
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        match placement_of_calls(farm, node).await {
+            Ok(counts) => return counts,
+            Err(why) if tokio::time::Instant::now() > until => {
+                panic!("queue calls not all on node {node}: {why} (before: {last})")
+            }
+            Err(why) => last = why,
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn placement_of_calls(farm: &TestFarm, node: usize) -> Result<(usize, usize), String> {
     let calls = farm.live_calls().await;
     let elsewhere: Vec<_> = calls.iter().filter(|(i, _)| *i != node).collect();
-    assert!(
-        elsewhere.is_empty(),
-        "calls off the queue's node: {elsewhere:?}"
-    );
+    if !elsewhere.is_empty() {
+        return Err(format!("calls off the queue's node: {elsewhere:?}"));
+    }
+    let unbridged: Vec<_> = calls.iter().filter(|(_, c)| c["bridge"].is_null()).collect();
+    if !unbridged.is_empty() {
+        return Err(format!("queue calls in no bridge: {unbridged:?}"));
+    }
     let mut holding = 0;
     let mut pairs = 0;
     for (i, b) in farm.bridges().await {
@@ -90,7 +110,9 @@ async fn all_on_queue_node(farm: &TestFarm, node: usize) -> (usize, usize) {
         if !name.starts_with("corral:queue:support") || n == 0 {
             continue;
         }
-        assert_eq!(i, node, "queue bridge {name} on node {i}");
+        if i != node {
+            return Err(format!("queue bridge {name} on node {i}"));
+        }
         if name == "corral:queue:support" {
             assert_eq!(b["bridge_type"], "holding", "{b}");
             holding += n;
@@ -99,12 +121,17 @@ async fn all_on_queue_node(farm: &TestFarm, node: usize) -> (usize, usize) {
             pairs += 1;
         }
     }
-    assert_eq!(
-        calls.iter().filter(|(_, c)| c["bridge"].is_null()).count(),
-        0,
-        "a queue call in no bridge"
-    );
-    (holding, pairs)
+    // Waiting calls hear music on hold; paired ones hear each other.
+    let hearing = |what: &str| calls.iter().filter(|(_, c)| c["hears"] == what).count();
+    if (hearing("moh"), hearing("bridge")) != (holding, 2 * pairs) {
+        return Err(format!(
+            "{} hear moh and {} their pair; want {holding} and {}",
+            hearing("moh"),
+            hearing("bridge"),
+            2 * pairs
+        ));
+    }
+    Ok((holding, pairs))
 }
 
 fn node_index(farm: &TestFarm, id: &NodeId) -> usize {
