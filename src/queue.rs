@@ -256,12 +256,19 @@ pub struct Agent {
     /// A static member removed while on a call: removed when the call ends.
     #[serde(default)]
     pub removing: bool,
+    /// A call-in agent on its way back to the holding bridge after a call:
+    /// not offered a caller until it is there.
+    #[serde(default)]
+    pub returning: bool,
 }
 
 impl Agent {
     /// Free, not paused, not backing off.
     fn eligible(&self, now_ms: u64) -> bool {
-        self.activity == AgentState::Available && !self.paused && self.retry_at_ms <= now_ms
+        self.activity == AgentState::Available
+            && !self.paused
+            && !self.returning
+            && self.retry_at_ms <= now_ms
     }
 
     /// True for a static member.
@@ -354,8 +361,11 @@ pub enum Action {
         /// The leg.
         leg: ChannelId,
     },
-    /// Put a call-in agent back in the holding bridge after a call.
+    /// Put a call-in agent back in the holding bridge after a call; then
+    /// [`QueueState::returned`] makes it eligible again.
     BackToHolding {
+        /// The agent.
+        agent: AgentId,
         /// The agent's channel.
         channel: ChannelId,
     },
@@ -483,6 +493,7 @@ impl QueueState {
                 retry_at_ms: 0,
                 answered: 0,
                 removing: false,
+                returning: false,
             },
         );
         Ok(())
@@ -507,6 +518,7 @@ impl QueueState {
                         retry_at_ms: 0,
                         answered: 0,
                         removing: false,
+                        returning: false,
                     },
                 );
             }
@@ -789,9 +801,13 @@ impl QueueState {
             let a = self.agents.get_mut(agent).expect("checked");
             a.activity = AgentState::Available;
             match (&a.kind, leg) {
-                (AgentKind::CallIn { channel, .. }, _) => actions.push(Action::BackToHolding {
-                    channel: channel.clone(),
-                }),
+                (AgentKind::CallIn { channel, .. }, _) => {
+                    a.returning = true;
+                    actions.push(Action::BackToHolding {
+                        agent: agent.clone(),
+                        channel: channel.clone(),
+                    })
+                }
                 (AgentKind::Static { .. }, Some(leg)) => actions.push(Action::HangupLeg { leg }),
                 _ => {}
             }
@@ -891,9 +907,15 @@ impl QueueState {
                 let mut actions = vec![Action::DestroyBridge { bridge }];
                 let until = now_ms + settings.wrapup.as_millis() as u64;
                 match (&a.kind, leg) {
-                    (AgentKind::CallIn { channel, .. }, _) => actions.push(Action::BackToHolding {
-                        channel: channel.clone(),
-                    }),
+                    (AgentKind::CallIn { channel, .. }, _) => {
+                        if let Some(x) = self.agents.get_mut(&id) {
+                            x.returning = true;
+                        }
+                        actions.push(Action::BackToHolding {
+                            agent: id.clone(),
+                            channel: channel.clone(),
+                        })
+                    }
                     (AgentKind::Static { .. }, Some(leg)) => {
                         actions.push(Action::HangupLeg { leg })
                     }
@@ -950,6 +972,13 @@ impl QueueState {
             agent: agent.clone(),
             until_ms,
         }]
+    }
+
+    /// A call-in agent is back in the holding bridge.
+    pub fn returned(&mut self, agent: &AgentId) {
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.returning = false;
+        }
     }
 
     /// Agents whose wrap-up is over become available (idle from then).
@@ -1150,7 +1179,11 @@ mod tests {
         q.connected(&ag("amy"));
         let (gone, acts) = q.channel_gone(&ch("c1"), 50, &s);
         assert_eq!(gone, Gone::CallEnded);
-        assert!(acts.contains(&Action::BackToHolding { channel: ch("a") }));
+        assert!(acts.contains(&Action::BackToHolding {
+            agent: ag("amy"),
+            channel: ch("a")
+        }));
+        q.returned(&ag("amy"));
         q.enqueue(ch("c2"), n(), String::new(), 60, &s).unwrap();
         assert!(q.assign(100, &s).is_empty(), "in wrap-up");
         assert_eq!(q.end_wrapups(150), 1);

@@ -98,7 +98,10 @@ async fn placement_of_calls(farm: &TestFarm, node: usize) -> Result<(usize, usiz
     if !elsewhere.is_empty() {
         return Err(format!("calls off the queue's node: {elsewhere:?}"));
     }
-    let unbridged: Vec<_> = calls.iter().filter(|(_, c)| c["bridge"].is_null()).collect();
+    let unbridged: Vec<_> = calls
+        .iter()
+        .filter(|(_, c)| c["bridge"].is_null())
+        .collect();
     if !unbridged.is_empty() {
         return Err(format!("queue calls in no bridge: {unbridged:?}"));
     }

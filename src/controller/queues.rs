@@ -202,6 +202,25 @@ impl Controller {
     ) {
         let queue = &room.name;
         let settings = self.inner.cfg.queues.settings(queue);
+        // Answered and on hold first: a caller is only ever in the queue's
+        // state once it sits in the holding bridge, so a pairing can never
+        // be undone by its own arrival.
+        self.remember(&node.id, chan, queue);
+        if let Err(e) = self.put_in_bridge(node, chan, room, Some(epoch)).await {
+            tracing::info!(node = %node.id, queue = %queue, channel = %chan, reason = %e, "queue arrival gone before it was answered");
+            if let Ok(mut c) = node.channels.lock() {
+                c.insert(
+                    chan.to_string(),
+                    Joined {
+                        room: room.clone(),
+                        recorded: true,
+                    },
+                );
+            }
+            self.gone(node, chan).await;
+            return;
+        }
+        self.inner.metrics.joined(&node.id, "queue");
         let admitted = match &role {
             QueueRole::Caller => {
                 let caller: String = channel.caller.number.chars().take(64).collect();
@@ -220,7 +239,9 @@ impl Controller {
             QueueRole::Agent(agent) => self.agent_login(node, queue, agent, chan).await,
         };
         match admitted {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                tracing::debug!(node = %node.id, queue = %queue, channel = %chan, role = ?role, "waiting in the queue");
+            }
             Ok(Err(refused)) => {
                 let why = match &refused {
                     Refused::Full => "queue full (max_callers)".to_string(),
@@ -230,41 +251,19 @@ impl Controller {
                     Refused::IsStatic => "agent is a static member of the queue".into(),
                 };
                 tracing::warn!(node = %node.id, queue = %queue, channel = %chan, reason = %why, "queue arrival refused; handed to the dialplan");
-                self.unrecord(node, room, chan).await;
                 let overflow = refused == Refused::Full;
                 if overflow {
                     self.inner
                         .metrics
                         .queue_outcome(queue.as_str(), "overflowed");
                 }
+                // Its StasisEnd removes the member record.
                 self.queue_continue(node, chan, overflow, &settings).await;
                 return;
             }
             Err(e) => {
-                tracing::warn!(node = %node.id, queue = %queue, channel = %chan, reason = %e, "queue state unavailable; caller handed to the dialplan");
-                self.unrecord(node, room, chan).await;
+                tracing::warn!(node = %node.id, queue = %queue, channel = %chan, reason = %e, "queue state unavailable; call handed to the dialplan");
                 self.queue_continue(node, chan, false, &settings).await;
-                return;
-            }
-        }
-        self.remember(&node.id, chan, queue);
-        match self.put_in_bridge(node, chan, room, Some(epoch)).await {
-            Ok(_) => {
-                self.inner.metrics.joined(&node.id, "queue");
-                tracing::debug!(node = %node.id, queue = %queue, channel = %chan, role = ?role, "waiting in the queue");
-            }
-            Err(e) => {
-                tracing::info!(node = %node.id, queue = %queue, channel = %chan, reason = %e, "queue arrival gone before it was answered");
-                if let Ok(mut c) = node.channels.lock() {
-                    c.insert(
-                        chan.to_string(),
-                        Joined {
-                            room: room.clone(),
-                            recorded: true,
-                        },
-                    );
-                }
-                self.gone(node, chan).await;
                 return;
             }
         }
@@ -303,17 +302,6 @@ impl Controller {
             tracing::info!(node = %node.id, queue = %queue, agent = %agent, channel = %chan, "agent logged in");
         }
         Ok(r)
-    }
-
-    /// Undoes the member record of an arrival that is not queued.
-    async fn unrecord(&self, node: &Arc<NodeRuntime>, room: &RoomKey, chan: &ChannelId) {
-        if let Ok(crate::store::MemberRemoved::Removed {
-            remaining: 0,
-            epoch,
-        }) = self.inner.store.remove_member(room, &node.id, chan).await
-        {
-            self.schedule_release(node.clone(), room.clone(), epoch);
-        }
     }
 
     /// Gives a queue channel back to the dialplan: the treatment
@@ -602,14 +590,24 @@ impl Controller {
                         tracing::info!(node = %node.id, leg = %leg, reason = %e, "member leg not hung up");
                     }
                 }
-                Action::BackToHolding { channel } => {
+                Action::BackToHolding { agent, channel } => {
                     let room = RoomKey::new(RoomKind::Queue, queue.clone());
                     let epoch = match self.inner.store.get_room(&room).await {
                         Ok(Some(d)) if d.placement.node == node.id => Some(d.placement.epoch),
                         _ => None,
                     };
-                    if let Err(e) = self.put_in_bridge(node, &channel, &room, epoch).await {
-                        tracing::info!(node = %node.id, queue = %queue, channel = %channel, reason = %e, "agent not put back on hold (gone?)");
+                    match self.put_in_bridge(node, &channel, &room, epoch).await {
+                        Ok(_) => {
+                            changed = true;
+                            if let Err(e) =
+                                self.queue_update(queue, |st, _| st.returned(&agent)).await
+                            {
+                                tracing::warn!(queue = %queue, agent = %agent, reason = %e, "agent back on hold but not marked so; the next resync will");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::info!(node = %node.id, queue = %queue, channel = %channel, reason = %e, "agent not put back on hold (gone?)");
+                        }
                     }
                 }
                 Action::Continue { caller, overflow } => {
@@ -751,6 +749,25 @@ impl Controller {
                 } else {
                     self.queue_gone(node, &queue, &chan).await;
                 }
+            }
+            // Agents whose return to the holding bridge was cut short.
+            let returning: Vec<Action> = st
+                .agents
+                .iter()
+                .filter_map(|(id, a)| match &a.kind {
+                    crate::queue::AgentKind::CallIn { channel, node: n }
+                        if a.returning && n == &node.id =>
+                    {
+                        Some(Action::BackToHolding {
+                            agent: id.clone(),
+                            channel: channel.clone(),
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !returning.is_empty() {
+                self.queue_run(node, &queue, returning).await;
             }
             // Empty pair bridges no pair uses any more (a call that ended
             // while corral was away).
