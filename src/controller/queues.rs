@@ -692,6 +692,7 @@ impl Controller {
         queue: &RoomName,
         agent: &AgentId,
     ) {
+        tracing::debug!(node = %node.id, queue = %queue, agent = %agent, leg = %chan, "member leg answered");
         self.remember(&node.id, chan, queue);
         if let Ok(mut c) = node.channels.lock() {
             c.insert(
@@ -735,11 +736,24 @@ impl Controller {
                 continue;
             };
             let room = RoomKey::new(RoomKind::Queue, queue.clone());
+            let ringing: Vec<ChannelId> = st
+                .agents
+                .values()
+                .filter_map(|a| match &a.activity {
+                    AgentState::Ringing { channel, .. } => Some(channel.clone()),
+                    _ => None,
+                })
+                .collect();
             for chan in st.channels_on(&node.id) {
                 if live.contains(chan.as_str())
                     || !matches!(node.ari.channel(chan.as_str()).await, Err(e) if e.status() == Some(404))
                 {
                     self.remember(&node.id, &chan, &queue);
+                    // A ringing leg is not in the app yet: its StasisStart
+                    // (answered) must still be handled.
+                    if ringing.contains(&chan) {
+                        continue;
+                    }
                     if let Ok(mut c) = node.channels.lock() {
                         c.entry(chan.to_string()).or_insert(Joined {
                             room: room.clone(),
