@@ -104,7 +104,9 @@ pub enum ApiError {
     },
     /// The agent id is logged in as a call-in agent: it cannot be a static
     /// member at the same time.
-    #[error("agent {agent} is logged in as a call-in agent on channel {channel}; it cannot be a static member too")]
+    #[error(
+        "agent {agent} is logged in as a call-in agent on channel {channel}; it cannot be a static member too"
+    )]
     AgentLoggedIn {
         /// The agent.
         agent: String,

@@ -215,7 +215,10 @@ fn member_endpoint(req: &MemberRequest, agent: &AgentId) -> Result<String, ApiEr
     crate::queue::check_endpoint(&endpoint).map_err(|e| {
         // The endpoint is the client's own input: shorten it, never echo
         // a flood.
-        ApiError::BadEndpoint(format!("endpoint: {}", e.chars().take(300).collect::<String>()))
+        ApiError::BadEndpoint(format!(
+            "endpoint: {}",
+            e.chars().take(300).collect::<String>()
+        ))
     })?;
     Ok(endpoint)
 }
@@ -326,10 +329,7 @@ fn detail(
 }
 
 /// The queue's state and node, or `queue_not_found`.
-async fn known(
-    st: &AppState,
-    queue: &RoomName,
-) -> Result<(QueueState, Option<String>), ApiError> {
+async fn known(st: &AppState, queue: &RoomName) -> Result<(QueueState, Option<String>), ApiError> {
     st.controller
         .queue(queue)
         .await?
@@ -366,12 +366,7 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<QueueList>, ApiErro
         let room = RoomKey::new(RoomKind::Queue, name.clone());
         let node = st.store.get_room(&room).await?.map(|d| d.placement.node);
         let settings = st.controller.queue_settings(&name);
-        queues.push(row(
-            &name,
-            &state,
-            node.map(|n| n.to_string()),
-            &settings,
-        ));
+        queues.push(row(&name, &state, node.map(|n| n.to_string()), &settings));
     }
     Ok(Json(QueueList { queues }))
 }

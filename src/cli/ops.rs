@@ -134,14 +134,16 @@ pub struct QueuesArgs {
 
 /// `corral queue NAME [add|remove|pause|unpause ...]`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Without a sub-command: the queue's figures, its waiting callers \
+#[command(
+    after_help = "Without a sub-command: the queue's figures, its waiting callers \
     (position, channel, caller, waiting) and its agents.\n\
     Examples:\n  \
     corral queue sales\n  \
     corral queue sales add alice PJSIP/alice --paused\n  \
     corral queue sales add bob 'PJSIP/{agent}@kamailio'\n  \
     corral queue sales unpause alice\n  \
-    corral queue sales remove bob")]
+    corral queue sales remove bob"
+)]
 pub struct QueueArgs {
     /// API connection.
     #[command(flatten)]
@@ -504,7 +506,10 @@ pub async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
     println!(
         "{} queues, {} waiting (BUSY counts ringing agents too)",
         list.queues.len(),
-        list.queues.iter().map(|q| u64::from(q.waiting)).sum::<u64>()
+        list.queues
+            .iter()
+            .map(|q| u64::from(q.waiting))
+            .sum::<u64>()
     );
     Ok(())
 }
@@ -596,7 +601,10 @@ fn print_queue(q: &QueueDetailView) {
             .collect();
         print!(
             "{}",
-            output::table(&["POSITION", "CHANNEL", "CALLER", "WAITING", "RINGING"], &rows)
+            output::table(
+                &["POSITION", "CHANNEL", "CALLER", "WAITING", "RINGING"],
+                &rows
+            )
         );
     }
     println!();
@@ -689,8 +697,8 @@ pub async fn queue(args: QueueArgs) -> anyhow::Result<()> {
         print!("{}", output::json(&body));
         return Ok(());
     }
-    let a: AgentView = serde_json::from_value(body)
-        .with_context(|| format!("{base}: unexpected answer"))?;
+    let a: AgentView =
+        serde_json::from_value(body).with_context(|| format!("{base}: unexpected answer"))?;
     let done = match what {
         "add" if status == reqwest::StatusCode::CREATED => "added to",
         "add" => "updated in",
@@ -702,7 +710,10 @@ pub async fn queue(args: QueueArgs) -> anyhow::Result<()> {
         a.agent,
         args.name,
         a.kind,
-        a.endpoint.as_deref().or(a.channel.as_deref()).unwrap_or("-"),
+        a.endpoint
+            .as_deref()
+            .or(a.channel.as_deref())
+            .unwrap_or("-"),
         a.state,
         if a.paused { " (paused)" } else { "" }
     );
