@@ -564,10 +564,14 @@ fn print_queue(q: &QueueDetailView) {
             format!(", {}", limits.join(", "))
         }
     );
+    let longest = if q.callers.is_empty() {
+        String::new()
+    } else {
+        format!(" (longest {})", output::duration_ms(q.longest_wait_ms))
+    };
     println!(
-        "{} waiting (longest {}); answered {}, abandoned {}, timed out {}, overflowed {}, lost {}",
+        "{} waiting{longest}; answered {}, abandoned {}, timed out {}, overflowed {}, lost {}",
         q.callers.len(),
-        output::duration_ms(q.longest_wait_ms),
         q.answered,
         q.abandoned,
         q.timed_out,
