@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::body::Body as AxBody;
 use axum::http::Request;
-use corral::domain::{ChannelId, NodeId, RoomKey, TokenId};
+use corral::domain::{ChannelId, NodeId, RoomKey, RoomName, TokenId};
 use corral::store::TokenGrant;
 use serde_json::{Value, json};
 use support::api::ApiServer;
@@ -617,6 +617,287 @@ async fn openapi_document_matches_the_server() {
     let (s, _) = get_json(&http, format!("{base}/v1/tokens/{tk_ok}")).await;
     assert_eq!(s, 404, "a consumed token is gone");
 
+    // Queues: amy logs in as a call-in agent of qa (a real call through
+    // the farm), so her id cannot become a static member (409).
+    farm.call("agent-qa-amy", "agent-amy").await;
+    queue_until(&http, &base, "qa", "amy logged in to qa", |d| {
+        d["agents"][0]["agent"] == "amy" && d["agents"][0]["kind"] == "call_in"
+    })
+    .await;
+    let (qs, q, qm, qma, qp, qu) = (
+        "/v1/queues",
+        "/v1/queues/{name}",
+        "/v1/queues/{name}/members",
+        "/v1/queues/{name}/members/{agent}",
+        "/v1/queues/{name}/members/{agent}/pause",
+        "/v1/queues/{name}/members/{agent}/unpause",
+    );
+    let bob = || j(json!({"agent": "bob", "endpoint": "PJSIP/bob", "paused": true}));
+    let queue_cases = vec![
+        case("GET", qs, 200, "/v1/queues", n.clone(), false, None),
+        case("GET", q, 200, "/v1/queues/qa", n.clone(), false, None),
+        case(
+            "GET",
+            q,
+            400,
+            "/v1/queues/bad.name",
+            n.clone(),
+            false,
+            Some("bad_name"),
+        ),
+        case(
+            "GET",
+            q,
+            404,
+            "/v1/queues/nosuch",
+            n.clone(),
+            false,
+            Some("queue_not_found"),
+        ),
+        case("POST", qm, 201, "/v1/queues/qa/members", bob(), true, None),
+        case("POST", qm, 200, "/v1/queues/qa/members", bob(), true, None),
+        case(
+            "POST",
+            qm,
+            400,
+            "/v1/queues/qa/members",
+            j(json!({"agent": "b-b", "endpoint": "PJSIP/bob"})),
+            true,
+            Some("bad_agent"),
+        ),
+        case(
+            "POST",
+            qm,
+            401,
+            "/v1/queues/qa/members",
+            bob(),
+            false,
+            Some("unauthorized"),
+        ),
+        case(
+            "POST",
+            qm,
+            404,
+            "/v1/queues/%FF/members",
+            bob(),
+            true,
+            Some("bad_path"),
+        ),
+        case(
+            "POST",
+            qm,
+            409,
+            "/v1/queues/qa/members",
+            j(json!({"agent": "amy", "endpoint": "PJSIP/amy"})),
+            true,
+            Some("agent_logged_in"),
+        ),
+        case(
+            "POST",
+            qm,
+            413,
+            "/v1/queues/qa/members",
+            big.clone(),
+            true,
+            Some("body_too_large"),
+        ),
+        case(
+            "POST",
+            qm,
+            415,
+            "/v1/queues/qa/members",
+            text.clone(),
+            true,
+            Some("unsupported_media_type"),
+        ),
+        case(
+            "POST",
+            qp,
+            200,
+            "/v1/queues/qa/members/bob/pause",
+            n.clone(),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            qp,
+            400,
+            "/v1/queues/qa/members/b-b/pause",
+            n.clone(),
+            true,
+            Some("bad_agent"),
+        ),
+        case(
+            "POST",
+            qp,
+            401,
+            "/v1/queues/qa/members/bob/pause",
+            n.clone(),
+            false,
+            Some("unauthorized"),
+        ),
+        case(
+            "POST",
+            qp,
+            404,
+            "/v1/queues/qa/members/nobody/pause",
+            n.clone(),
+            true,
+            Some("agent_not_found"),
+        ),
+        case(
+            "POST",
+            qu,
+            200,
+            "/v1/queues/qa/members/bob/unpause",
+            n.clone(),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            qu,
+            400,
+            "/v1/queues/bad.name/members/bob/unpause",
+            n.clone(),
+            true,
+            Some("bad_name"),
+        ),
+        case(
+            "POST",
+            qu,
+            401,
+            "/v1/queues/qa/members/bob/unpause",
+            n.clone(),
+            false,
+            Some("unauthorized"),
+        ),
+        case(
+            "POST",
+            qu,
+            404,
+            "/v1/queues/nosuch/members/bob/unpause",
+            n.clone(),
+            true,
+            Some("queue_not_found"),
+        ),
+        case(
+            "DELETE",
+            qma,
+            401,
+            "/v1/queues/qa/members/bob",
+            n.clone(),
+            false,
+            Some("unauthorized"),
+        ),
+        case(
+            "DELETE",
+            qma,
+            204,
+            "/v1/queues/qa/members/bob",
+            n.clone(),
+            true,
+            None,
+        ),
+        case(
+            "DELETE",
+            qma,
+            400,
+            "/v1/queues/qa/members/b-b",
+            n.clone(),
+            true,
+            Some("bad_agent"),
+        ),
+        case(
+            "DELETE",
+            qma,
+            404,
+            "/v1/queues/qa/members/bob",
+            n.clone(),
+            true,
+            Some("agent_not_found"),
+        ),
+    ];
+    run_cases(&http, &base, &queue_cases).await;
+
+    // A queue whose stored document does not parse: 500 `queue_corrupt`
+    // everywhere it is read, then repaired for the rest of the test.
+    let qbad = RoomName::new("qbad").unwrap();
+    assert_eq!(
+        store.save_queue(&qbad, 0, "{not json").await.unwrap(),
+        Some(1)
+    );
+    let member = || j(json!({"agent": "bob", "endpoint": "PJSIP/bob"}));
+    let corrupt = vec![
+        case(
+            "GET",
+            qs,
+            500,
+            "/v1/queues",
+            n.clone(),
+            false,
+            Some("queue_corrupt"),
+        ),
+        case(
+            "GET",
+            q,
+            500,
+            "/v1/queues/qbad",
+            n.clone(),
+            false,
+            Some("queue_corrupt"),
+        ),
+        case(
+            "POST",
+            qm,
+            500,
+            "/v1/queues/qbad/members",
+            member(),
+            true,
+            Some("queue_corrupt"),
+        ),
+        case(
+            "DELETE",
+            qma,
+            500,
+            "/v1/queues/qbad/members/bob",
+            n.clone(),
+            true,
+            Some("queue_corrupt"),
+        ),
+        case(
+            "POST",
+            qp,
+            500,
+            "/v1/queues/qbad/members/bob/pause",
+            n.clone(),
+            true,
+            Some("queue_corrupt"),
+        ),
+        case(
+            "POST",
+            qu,
+            500,
+            "/v1/queues/qbad/members/bob/unpause",
+            n.clone(),
+            true,
+            Some("queue_corrupt"),
+        ),
+    ];
+    run_cases(&http, &base, &corrupt).await;
+    let r = send(&http, &base, "GET", "/v1/queues/qbad", &n, None).await;
+    let v: Value = r.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("qbad") && msg.contains("corrupt"), "{v}");
+    assert!(
+        !msg.contains("not json") && !msg.contains("line"),
+        "no parser detail: {v}"
+    );
+    assert_eq!(store.save_queue(&qbad, 1, "{}").await.unwrap(), Some(2));
+    let (s, _) = get_json(&http, format!("{base}/v1/queues")).await;
+    assert_eq!(s, 200, "repaired");
+
     // Every node drained: nothing may take a new room.
     for id in &ids {
         let r = send(
@@ -763,9 +1044,65 @@ async fn openapi_document_matches_the_server() {
             Some("store_unavailable"),
         ),
         case("GET", "/readyz", 503, "/readyz", n.clone(), false, None),
+        case(
+            "GET",
+            qs,
+            503,
+            "/v1/queues",
+            n.clone(),
+            false,
+            Some("store_unavailable"),
+        ),
+        case(
+            "GET",
+            q,
+            503,
+            "/v1/queues/qa",
+            n.clone(),
+            false,
+            Some("store_unavailable"),
+        ),
+        case(
+            "POST",
+            qm,
+            503,
+            "/v1/queues/qa/members",
+            bob(),
+            true,
+            Some("store_unavailable"),
+        ),
+        case(
+            "DELETE",
+            qma,
+            503,
+            "/v1/queues/qa/members/amy",
+            n.clone(),
+            true,
+            Some("store_unavailable"),
+        ),
+        case(
+            "POST",
+            qp,
+            503,
+            "/v1/queues/qa/members/amy/pause",
+            n.clone(),
+            true,
+            Some("store_unavailable"),
+        ),
+        case(
+            "POST",
+            qu,
+            503,
+            "/v1/queues/qa/members/amy/unpause",
+            n.clone(),
+            true,
+            Some("store_unavailable"),
+        ),
     ];
     run_cases(&http, &base, &down).await;
 
+    cases.extend(queue_cases);
+    cases.extend(corrupt);
     cases.extend(drained);
     cases.extend(dead);
     cases.extend(down);
@@ -989,6 +1326,7 @@ async fn auth_and_odd_inputs_answer_json() {
     for open in [
         "/v1/rooms",
         "/v1/nodes",
+        "/v1/queues",
         "/healthz",
         "/metrics",
         "/openapi.json",
@@ -1053,6 +1391,60 @@ async fn auth_and_odd_inputs_answer_json() {
             Some(b"{\"node\":\"\"}".to_vec()),
         ),
         ("POST", "/v1/nodes/%E2%82%AC/drain".to_string(), None),
+        ("GET", "/v1/queues/%FF".to_string(), None),
+        ("GET", format!("/v1/queues/{}", "q".repeat(5000)), None),
+        ("POST", "/v1/queues/q1/members".to_string(), None),
+        (
+            "POST",
+            "/v1/queues/q1/members".to_string(),
+            Some(b"[1,2,3]".to_vec()),
+        ),
+        (
+            "POST",
+            "/v1/queues/q1/members".to_string(),
+            Some(b"{\"agent\": 7, \"endpoint\": \"PJSIP/a\"}".to_vec()),
+        ),
+        (
+            "POST",
+            "/v1/queues/q1/members".to_string(),
+            Some(b"{\"agent\": \"a\", \"endpoint\": \"PJSIP/a\", \"x\": 1}".to_vec()),
+        ),
+        (
+            "POST",
+            "/v1/queues/q1/members".to_string(),
+            Some(
+                format!(
+                    "{{\"agent\": \"a\", \"endpoint\": \"PJSIP/{}\"}}",
+                    "x".repeat(300)
+                )
+                .into_bytes(),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/queues/q1/members".to_string(),
+            Some(
+                "{\"agent\": \"a\", \"endpoint\": \"PJSIP/\u{e9}\"}"
+                    .as_bytes()
+                    .to_vec(),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/queues/q1/members".to_string(),
+            Some(vec![0xff, 0xfe, 0x00]),
+        ),
+        (
+            "DELETE",
+            "/v1/queues/q1/members/%E2%82%AC".to_string(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/queues/q1/members/..%2F../pause".to_string(),
+            None,
+        ),
+        ("POST", "/v1/queues/q1/members/a/unpause".to_string(), None),
     ];
     for (method, path, body) in odd {
         let mut rb = Request::builder()
@@ -1069,6 +1461,33 @@ async fn auth_and_odd_inputs_answer_json() {
         assert!((400..500).contains(&s), "{method} {path}: {s} {v}");
         assert!(v["error"]["code"].is_string(), "{method} {path}: {s} {v}");
     }
+    // Queue member changes need the token; the queue views do not.
+    for (method, path) in [
+        ("POST", "/v1/queues/q1/members"),
+        ("DELETE", "/v1/queues/q1/members/a"),
+        ("POST", "/v1/queues/q1/members/a/pause"),
+        ("POST", "/v1/queues/q1/members/a/unpause"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(AxBody::from(r#"{"agent":"a","endpoint":"PJSIP/a"}"#))
+            .unwrap();
+        let (s, v) = oneshot(&app, req).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{method} {path}"
+        );
+    }
+    // Nothing above created a queue.
+    let (s, v) = oneshot(
+        &app,
+        Request::get("/v1/queues").body(AxBody::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!((s, v), (200, json!({"queues": []})));
     // The Debug of the state never shows the token.
     let st = corral::api::AppState::new(farm.ctrl.clone(), Some(TOKEN.into()));
     assert!(!format!("{st:?}").contains(TOKEN));
@@ -1108,5 +1527,324 @@ async fn metrics_are_named_by_the_rules() {
     ] {
         assert!(text.contains(want), "missing {want} in\n{text}");
     }
+    farm.stop().await;
+}
+
+/// `GET /v1/queues/{name}` as JSON (status asserted 200).
+async fn queue_detail(http: &reqwest::Client, base: &str, name: &str) -> Value {
+    let (s, v) = get_json(http, format!("{base}/v1/queues/{name}")).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// Waits until the queue's detail satisfies `ok`; returns it.
+async fn queue_until(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(DEADLINE, what, || {
+        let (http, url) = (http.clone(), format!("{base}/v1/queues/{name}"));
+        let ok = &ok;
+        async move {
+            let (s, v) = get_json(&http, url).await;
+            (s == 200 && ok(&v)).then_some(v)
+        }
+    })
+    .await
+}
+
+/// A static member's whole life through the API, with a real caller on the
+/// simulated nodes: added paused (201, from a template), updated (200,
+/// its pause flag kept), the caller waits in position 1 and shows in the
+/// list and the detail; unpaused, the member is rung, answers and is busy
+/// with that caller (`queue_changed` and `queue_connected` on the event
+/// stream); paused while busy it stays on its call; removed while busy it
+/// is `removing` and goes when the caller hangs up; then it is unknown
+/// (404). A call-in agent's id cannot become a static member (409), and
+/// bad members are refused with clear 400s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_members_through_the_api() {
+    let seed = support::seed("queue_members_through_the_api");
+    let mut farm = TestFarm::start(2, Backend::Memory, seed).await;
+    let api = ApiServer::start(&farm.ctrl, Some(TOKEN)).await;
+    let http = farm.http.clone();
+    let base = api.url.clone();
+    let post = |path: String, body: Body| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = send(&http, &base, "POST", &path, &body, Some(TOKEN)).await;
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, v) = get_json(&http, format!("{base}/v1/queues")).await;
+    assert_eq!((s, v), (200, json!({"queues": []})));
+
+    let mut events = http.get(format!("{base}/v1/events")).send().await.unwrap();
+    assert_eq!(events.status(), 200);
+
+    // Added paused, from a template.
+    let (s, a) = post(
+        "/v1/queues/sales/members".into(),
+        Body::Json(json!({"agent": "alice", "template": "PJSIP/{agent}@kamailio", "paused": true})),
+    )
+    .await;
+    assert_eq!(s, 201, "{a}");
+    assert_eq!(
+        a,
+        json!({"agent": "alice", "kind": "static", "endpoint": "PJSIP/alice@kamailio",
+               "channel": null, "state": "paused", "paused": true, "idle_ms": 0,
+               "answered": 0, "caller": null, "removing": false})
+    );
+    // Updated: 200, the endpoint changes, the pause flag is kept.
+    let (s, a) = post(
+        "/v1/queues/sales/members".into(),
+        Body::Json(json!({"agent": "alice", "endpoint": "PJSIP/alice"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        (a["endpoint"].as_str(), a["paused"].as_bool()),
+        (Some("PJSIP/alice"), Some(true))
+    );
+    let d = queue_detail(&http, &base, "sales").await;
+    assert_eq!(d["agents"].as_array().unwrap().len(), 1, "{d}");
+    assert_eq!(d["callers"], json!([]));
+    assert_eq!(d["strategy"], "longest-idle");
+    assert!(d["wrapup_ms"].is_u64() && d["max_callers"].is_null(), "{d}");
+
+    // A caller: it waits in position 1 (alice is paused).
+    farm.call("queue-sales", "qc1").await;
+    let d = queue_until(&http, &base, "sales", "the caller waits", |d| {
+        d["callers"].as_array().is_some_and(|c| c.len() == 1)
+    })
+    .await;
+    let c = &d["callers"][0];
+    assert_eq!(
+        (c["position"].as_u64(), c["caller"].as_str()),
+        (Some(1), Some("1000")),
+        "{d}"
+    );
+    assert!(c["waiting_ms"].is_u64() && c["offered"] == json!([]), "{d}");
+    let caller = c["channel"].as_str().unwrap().to_owned();
+    let caller_node = c["node"].as_str().unwrap().to_owned();
+    assert_eq!(d["node"].as_str(), Some(caller_node.as_str()), "{d}");
+    let (_, list) = get_json(&http, format!("{base}/v1/queues")).await;
+    let row = &list["queues"][0];
+    assert_eq!(
+        (
+            row["name"].as_str(),
+            row["waiting"].as_u64(),
+            row["node"].as_str()
+        ),
+        (Some("sales"), Some(1), Some(caller_node.as_str())),
+        "{list}"
+    );
+    assert_eq!(
+        row["agents"],
+        json!({"available": 0, "paused": 1, "ringing": 0, "busy": 0, "wrap_up": 0})
+    );
+    for k in [
+        "answered",
+        "abandoned",
+        "timed_out",
+        "overflowed",
+        "lost",
+        "longest_wait_ms",
+    ] {
+        assert!(row[k].is_u64(), "{k} in {row}");
+    }
+
+    // Unpaused: rung, answered, busy with that caller.
+    let (s, a) = post("/v1/queues/sales/members/alice/unpause".into(), Body::None).await;
+    assert_eq!((s, a["paused"].as_bool()), (200, Some(false)), "{a}");
+    let d = queue_until(
+        &http,
+        &base,
+        "sales",
+        "alice is busy with the caller",
+        |d| d["agents"][0]["state"] == "busy",
+    )
+    .await;
+    assert_eq!(
+        d["agents"][0]["caller"].as_str(),
+        Some(caller.as_str()),
+        "{d}"
+    );
+    assert_eq!(d["callers"], json!([]));
+    queue_until(
+        &http,
+        &base,
+        "sales",
+        "the caller counts as answered",
+        |d| d["answered"] == 1 && d["agents"][0]["answered"] == 1,
+    )
+    .await;
+    let mut seen = String::new();
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(chunk) = events.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: queue_connected") {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("queue_connected on the event stream: {seen}"));
+    assert!(seen.contains("event: queue_changed\ndata: {"), "{seen}");
+    assert!(seen.contains("\"queue\":\"sales\""), "{seen}");
+    assert!(seen.contains("\"agent\":\"alice\""), "{seen}");
+
+    // Paused while busy: the call goes on.
+    let (s, a) = post("/v1/queues/sales/members/alice/pause".into(), Body::None).await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        (a["state"].as_str(), a["paused"].as_bool()),
+        (Some("busy"), Some(true))
+    );
+    // Removed while busy: still listed, `removing`, until the call ends.
+    let r = send(
+        &http,
+        &base,
+        "DELETE",
+        "/v1/queues/sales/members/alice",
+        &Body::None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let d = queue_detail(&http, &base, "sales").await;
+    assert_eq!(d["agents"][0]["removing"], true, "{d}");
+    let ci = farm
+        .sims
+        .iter()
+        .position(|s| s.id() == caller_node)
+        .unwrap();
+    let r = http
+        .delete(format!(
+            "{}/ari/channels/{caller}",
+            farm.sims[ci].base_url()
+        ))
+        .basic_auth("corral", Some("corral"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    queue_until(&http, &base, "sales", "alice gone after her call", |d| {
+        d["agents"] == json!([])
+    })
+    .await;
+    for path in [
+        "/v1/queues/sales/members/alice/pause",
+        "/v1/queues/sales/members/alice/unpause",
+    ] {
+        let (s, v) = post(path.into(), Body::None).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (404, Some("agent_not_found")),
+            "{path}"
+        );
+    }
+    let r = send(
+        &http,
+        &base,
+        "DELETE",
+        "/v1/queues/sales/members/alice",
+        &Body::None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+
+    // A call-in agent's id is not free for a static member.
+    farm.call("agent-sales-amy", "ag1").await;
+    let d = queue_until(&http, &base, "sales", "amy logged in", |d| {
+        d["agents"][0]["agent"] == "amy"
+    })
+    .await;
+    let amy = &d["agents"][0];
+    assert_eq!(
+        (amy["kind"].as_str(), amy["endpoint"].as_null()),
+        (Some("call_in"), Some(())),
+        "{d}"
+    );
+    assert!(amy["channel"].is_string(), "{d}");
+    let (s, v) = post(
+        "/v1/queues/sales/members".into(),
+        Body::Json(json!({"agent": "amy", "endpoint": "PJSIP/amy"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("agent_logged_in")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("call-in"),
+        "{v}"
+    );
+
+    // Bad members: clear 400s.
+    for (body, code, says) in [
+        (
+            json!({"agent": "al-ice", "endpoint": "PJSIP/x"}),
+            "bad_agent",
+            "agent id",
+        ),
+        (
+            json!({"agent": "bob", "endpoint": "PJSIP/bob", "template": "PJSIP/{agent}"}),
+            "bad_endpoint",
+            "not both",
+        ),
+        (json!({"agent": "bob"}), "bad_endpoint", "template"),
+        (
+            json!({"agent": "bob", "endpoint": "bob"}),
+            "bad_endpoint",
+            "Tech/resource",
+        ),
+        (
+            json!({"agent": "bob", "endpoint": "PJSIP/a,PJSIP/b"}),
+            "bad_endpoint",
+            "','",
+        ),
+        (
+            json!({"agent": "bob", "template": "PJSIP/bob"}),
+            "bad_endpoint",
+            "{agent}",
+        ),
+        (
+            json!({"agent": "bob", "endpoint": "PJSIP/bob", "paused": "yes"}),
+            "malformed_json",
+            "",
+        ),
+    ] {
+        let (s, v) = post("/v1/queues/sales/members".into(), Body::Json(body.clone())).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}: {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(says),
+            "{body}: {v}"
+        );
+    }
+    // Never used: unknown, and asking does not create it.
+    for path in ["/v1/queues/nosuch", "/v1/queues/nosuch/members/bob/pause"] {
+        let method = if path.ends_with("pause") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let r = send(&http, &base, method, path, &Body::None, Some(TOKEN)).await;
+        assert_eq!(r.status(), 404, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "queue_not_found", "{path}");
+    }
+    let (_, list) = get_json(&http, format!("{base}/v1/queues")).await;
+    assert_eq!(list["queues"].as_array().unwrap().len(), 1, "{list}");
     farm.stop().await;
 }

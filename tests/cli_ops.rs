@@ -278,3 +278,196 @@ async fn watch_shows_events_live() {
     assert_eq!(events[1]["data"]["node"], "ast2");
     farm.stop().await;
 }
+
+/// The queue's detail from the API, once `ok` holds.
+async fn queue_until(
+    api: &ApiServer,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/queues/{name}", api.url);
+    eventually(DEADLINE, what, || {
+        let (http, url, ok) = (http.clone(), url.clone(), &ok);
+        async move {
+            let v: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            ok(&v).then_some(v)
+        }
+    })
+    .await
+}
+
+/// `queues` and `queue NAME` (tables and `--json`) and member management
+/// through the built binary: members added paused (one from a template,
+/// flags after the sub-command), updated, a caller waiting shows in both
+/// tables, `unpause` hands it to the member, `pause` and `remove` answer
+/// the agent; without the token, for an unknown agent or queue, the
+/// command fails with the API's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_commands() {
+    let seed = support::seed("queue_commands");
+    let mut farm = TestFarm::start(2, Backend::Memory, seed).await;
+    let api = ApiServer::start(&farm.ctrl, Some(TOKEN)).await;
+    let url = [("CORRAL_API_URL", api.url.as_str())];
+    let env = [url[0], ("CORRAL_API_TOKEN", TOKEN)];
+
+    let out = ok(&corral(&["queues"], &url).await);
+    assert!(out.starts_with("QUEUE"), "{out}");
+    assert!(out.contains("0 queues, 0 waiting"), "{out}");
+
+    let out = ok(&corral(
+        &["queue", "sales", "add", "alice", "PJSIP/alice", "--paused"],
+        &env,
+    )
+    .await);
+    assert_eq!(
+        out.trim(),
+        "alice added to queue sales: static PJSIP/alice, state paused (paused)"
+    );
+    let out = ok(&corral(
+        &[
+            "queue",
+            "sales",
+            "add",
+            "bob",
+            "PJSIP/{agent}@kamailio",
+            "--paused",
+            "--token",
+            TOKEN,
+            "--json",
+        ],
+        &url,
+    )
+    .await);
+    let v: Value = serde_json::from_str(&out).expect("--json is JSON");
+    assert_eq!(
+        (v["endpoint"].as_str(), v["paused"].as_bool()),
+        (Some("PJSIP/bob@kamailio"), Some(true)),
+        "{out}"
+    );
+    let out = ok(&corral(&["queue", "sales", "add", "alice", "PJSIP/alice2"], &env).await);
+    assert!(
+        out.starts_with("alice updated in queue sales: static PJSIP/alice2"),
+        "{out}"
+    );
+    // Without the token: refused, with the hint.
+    let o = corral(&["queue", "sales", "pause", "alice"], &url).await;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unauthorized") && err.contains("CORRAL_API_TOKEN"),
+        "{err}"
+    );
+    // A bad endpoint: the API's message.
+    let o = corral(&["queue", "sales", "add", "carl", "carl"], &env).await;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad_endpoint") && err.contains("Tech/resource"),
+        "{err}"
+    );
+
+    // A caller waits (both members are paused).
+    farm.call("queue-sales", "qc1").await;
+    let d = queue_until(&api, "sales", "the caller waits", |d| {
+        d["callers"].as_array().is_some_and(|c| c.len() == 1)
+    })
+    .await;
+    let node = d["node"].as_str().unwrap().to_owned();
+    let channel = d["callers"][0]["channel"].as_str().unwrap().to_owned();
+
+    let out = ok(&corral(&["queues"], &url).await);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        [
+            "QUEUE",
+            "NODE",
+            "WAITING",
+            "LONGEST",
+            "AVAILABLE",
+            "BUSY",
+            "WRAP-UP",
+            "PAUSED",
+            "ANSWERED",
+            "ABANDONED"
+        ],
+        "{out}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[..3], ["sales", node.as_str(), "1"], "{out}");
+    assert_eq!(row[4..], ["0", "0", "0", "2", "0", "0"], "{out}");
+    assert!(out.contains("1 queues, 1 waiting"), "{out}");
+    let v: Value = serde_json::from_str(&ok(&corral(&["queues", "--json"], &url).await)).unwrap();
+    assert_eq!(v["queues"][0]["waiting"], 1, "{v}");
+
+    let out = ok(&corral(&["queue", "sales"], &url).await);
+    assert!(
+        out.starts_with(&format!("queue sales on {node}: longest-idle")),
+        "{out}"
+    );
+    assert!(out.contains("1 waiting (longest "), "{out}");
+    let caller_row = out
+        .lines()
+        .skip_while(|l| !l.starts_with("POSITION"))
+        .nth(1)
+        .unwrap_or_default();
+    assert_eq!(
+        caller_row.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["1", channel.as_str(), "1000"],
+        "{out}"
+    );
+    let agents: Vec<Vec<&str>> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("AGENT"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(agents.len(), 2, "{out}");
+    assert_eq!(
+        agents[0][..4],
+        ["alice", "static", "paused", "PJSIP/alice2"],
+        "{out}"
+    );
+    assert_eq!(
+        agents[1][..4],
+        ["bob", "static", "paused", "PJSIP/bob@kamailio"],
+        "{out}"
+    );
+    let v: Value =
+        serde_json::from_str(&ok(&corral(&["queue", "sales", "--json"], &url).await)).unwrap();
+    assert_eq!(v["callers"][0]["position"], 1, "{v}");
+    assert_eq!(v["agents"].as_array().unwrap().len(), 2, "{v}");
+
+    // Unpaused, alice takes the caller.
+    let out = ok(&corral(&["queue", "sales", "unpause", "alice"], &env).await);
+    assert!(out.starts_with("alice unpaused in queue sales"), "{out}");
+    queue_until(&api, "sales", "alice busy with the caller", |d| {
+        d["agents"][0]["state"] == "busy" && d["agents"][0]["caller"] == channel.as_str()
+    })
+    .await;
+    let out = ok(&corral(&["queue", "sales"], &url).await);
+    assert!(out.contains("no caller waiting"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("alice") && l.contains("busy") && l.ends_with(&channel)),
+        "{out}"
+    );
+
+    let out = ok(&corral(&["queue", "sales", "pause", "alice", "--json"], &env).await);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["paused"].as_bool()),
+        (Some("busy"), Some(true))
+    );
+    let out = ok(&corral(&["queue", "sales", "remove", "bob"], &env).await);
+    assert!(out.starts_with("bob removed from queue sales"), "{out}");
+    let o = corral(&["queue", "sales", "remove", "bob"], &env).await;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("agent_not_found"));
+    let o = corral(&["queue", "nosuch"], &url).await;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("queue_not_found"));
+    farm.stop().await;
+}

@@ -1,8 +1,9 @@
 //! The live room map in a real browser: headless Chromium loads `/` from
 //! corral's API (simulated nodes, a running controller), shows the nodes
 //! and the rooms, and shows a new room — learnt from the event stream —
-//! when a call arrives, without a reload. Driven over the Chrome DevTools
-//! Protocol (`Runtime.evaluate`) with tokio-tungstenite.
+//! when a call arrives, without a reload; its Queues panel follows a
+//! queue's waiting callers and answered calls the same way. Driven over
+//! the Chrome DevTools Protocol (`Runtime.evaluate`) with tokio-tungstenite.
 //!
 //! Needs the `chromium` binary (Debian package `chromium`; `./.ci/test`
 //! installs it). Without it the test fails and says so; it never skips.
@@ -221,6 +222,51 @@ async fn the_live_page_shows_rooms_and_updates_without_reload() {
             .await,
         "2"
     );
+
+    // The Queues panel: a queue that gets a member appears (queue_changed),
+    // a waiting caller shows, and an answered call counts (queue_connected).
+    let http = farm.http.clone();
+    let post = |path: &str, body: Option<Value>| {
+        let rb = http
+            .post(format!("{}{path}", api.url))
+            .bearer_auth("page-token");
+        let rb = match body {
+            Some(b) => rb.json(&b),
+            None => rb,
+        };
+        async move { rb.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        post(
+            "/v1/queues/lp/members",
+            Some(json!({"agent": "sam", "endpoint": "PJSIP/sam", "paused": true}))
+        )
+        .await,
+        201
+    );
+    page.until(
+        "queue lp in the panel",
+        r#"document.querySelector('[data-queue="lp"]')?.dataset.waiting === "0""#,
+    )
+    .await;
+    farm.call("queue-lp", "p3").await;
+    page.until(
+        "a caller waiting in lp",
+        r#"document.querySelector('[data-queue="lp"]')?.dataset.waiting === "1""#,
+    )
+    .await;
+    assert_eq!(post("/v1/queues/lp/members/sam/unpause", None).await, 200);
+    page.until(
+        "the caller answered in lp",
+        r#"(q => q?.dataset.answered === "1" && q.dataset.waiting === "0")(document.querySelector('[data-queue="lp"]'))"#,
+    )
+    .await;
+    assert_eq!(page.eval("window.__corralMark").await, "same-document");
+    page.until(
+        "queue_connected reached the page",
+        r#"document.getElementById('log').textContent.includes('queue_connected')"#,
+    )
+    .await;
 
     // A node lost is obvious: its column says DOWN and the banner names it.
     farm.kill(1).await;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::controller::apps::AppError;
+use crate::controller::queues::QueueError;
 use crate::domain::{InvalidId, NodeId};
 
 /// An API error. Each variant has one code and one status.
@@ -82,6 +83,49 @@ pub enum ApiError {
     /// A node's ARI failed or could not be reached.
     #[error("node unavailable")]
     NodeUnavailable(#[source] crate::ari::Error),
+    /// The agent id breaks the naming rules.
+    #[error("{0}")]
+    BadAgent(InvalidId),
+    /// A static member's endpoint (or template) is malformed, or the body
+    /// gives both or neither of `endpoint` and `template`.
+    #[error("{0}")]
+    BadEndpoint(String),
+    /// The queue has no state: it was never used (no caller, agent or
+    /// member ever).
+    #[error("queue {0} is not known (never used)")]
+    QueueNotFound(String),
+    /// The queue has no such agent.
+    #[error("queue {queue} has no agent {agent}")]
+    AgentNotFound {
+        /// The queue.
+        queue: String,
+        /// The agent asked for.
+        agent: String,
+    },
+    /// The agent id is logged in as a call-in agent: it cannot be a static
+    /// member at the same time.
+    #[error(
+        "agent {agent} is logged in as a call-in agent on channel {channel}; it cannot be a static member too"
+    )]
+    AgentLoggedIn {
+        /// The agent.
+        agent: String,
+        /// Its login call.
+        channel: String,
+    },
+    /// The queue's stored document does not parse; an operator must look
+    /// (the parse error is in the log, not in the answer).
+    #[error("queue {queue} has a corrupt stored document (details in corral's log)")]
+    QueueCorrupt {
+        /// The queue.
+        queue: String,
+        /// The parse error.
+        #[source]
+        source: QueueError,
+    },
+    /// Other writers kept changing the queue; retry.
+    #[error("queue {0} is changed too often to save now; try again")]
+    QueueContended(String),
 }
 
 /// The JSON body of every error.
@@ -126,6 +170,13 @@ impl ApiError {
             NoEligibleNode(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_eligible_node"),
             StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             NodeUnavailable(_) => (StatusCode::BAD_GATEWAY, "node_unavailable"),
+            BadAgent(_) => (StatusCode::BAD_REQUEST, "bad_agent"),
+            BadEndpoint(_) => (StatusCode::BAD_REQUEST, "bad_endpoint"),
+            QueueNotFound(_) => (StatusCode::NOT_FOUND, "queue_not_found"),
+            AgentNotFound { .. } => (StatusCode::NOT_FOUND, "agent_not_found"),
+            AgentLoggedIn { .. } => (StatusCode::CONFLICT, "agent_logged_in"),
+            QueueCorrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "queue_corrupt"),
+            QueueContended(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_contended"),
         }
     }
 
@@ -164,6 +215,19 @@ impl From<AppError> for ApiError {
                 }
                 _ => ApiError::NodeUnavailable(a),
             },
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Store(s) => s.into(),
+            QueueError::Corrupt { ref queue, .. } => ApiError::QueueCorrupt {
+                queue: queue.to_string(),
+                source: e,
+            },
+            QueueError::Contended(q) => ApiError::QueueContended(q.to_string()),
         }
     }
 }

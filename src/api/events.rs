@@ -1,8 +1,10 @@
 //! `GET /v1/events`: the farm's events as server-sent events. Each event's
 //! `event:` is the [`FarmEvent`]'s `type` (`room_placed` — a move when
 //! `previous` is set —, `room_released`, `members_changed`, `node_up`,
-//! `node_down`, `node_draining`, `split_detected`, `split_healed`) and its
-//! `data:` the
+//! `node_down`, `node_draining`, `split_detected`, `split_healed`,
+//! `queue_changed` — `{queue, waiting, available}` after every saved change
+//! of a queue —, `queue_connected` — `{queue, caller, agent, waited_ms,
+//! connect_ms}` when a caller is bridged with an agent) and its `data:` the
 //! event's JSON. A subscriber too slow to keep up gets `event: lagged` with
 //! `{"missed": n}` and should reload the map. Keep-alive comments every
 //! [`KEEP_ALIVE`] hold proxies open. The stream ends when the server
@@ -62,4 +64,43 @@ pub async fn stream(
         async move { stop.cancelled().await },
     );
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AgentId, ChannelId, RoomName};
+
+    /// The queue events keep the names clients (the live page, `corral
+    /// watch`) listen for.
+    #[test]
+    fn queue_events_are_named_by_their_type() {
+        let q = RoomName::new("sales").unwrap();
+        for (ev, name) in [
+            (
+                FarmEvent::QueueChanged {
+                    queue: q.clone(),
+                    waiting: 2,
+                    available: 1,
+                },
+                "queue_changed",
+            ),
+            (
+                FarmEvent::QueueConnected {
+                    queue: q.clone(),
+                    caller: ChannelId::new("1.1").unwrap(),
+                    agent: AgentId::new("amy").unwrap(),
+                    waited_ms: 5,
+                    connect_ms: 1,
+                },
+                "queue_connected",
+            ),
+        ] {
+            let v = serde_json::to_value(&ev).unwrap();
+            assert_eq!(v["type"], name);
+            assert_eq!(v["queue"], "sales");
+            let sse = format!("{:?}", to_sse(&ev));
+            assert!(sse.contains(name), "{sse}");
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! document and the live page), so tests can call it without a socket.
 //!
 //! Routes are grouped by resource, one file each: [`rooms`] (map,
-//! placement, colocate), [`nodes`] (list, drain), [`tokens`] (peek,
+//! placement, colocate), [`nodes`] (list, drain), [`queues`] (queues,
+//! callers, agents, static members), [`tokens`] (peek,
 //! consume), [`events`] (server-sent events), [`health`] (`/healthz`,
 //! `/readyz`, `/metrics`), [`map`] (the page at `/`). Handlers are thin:
 //! extract, call the controller or the store, map the result. Errors are
@@ -12,10 +13,10 @@
 //! # Authentication
 //!
 //! With `api.token` (or `CORRAL_API_TOKEN`) set, every route that changes
-//! state or reveals a token (placement, colocate, tokens, drain, undrain)
-//! needs `Authorization: Bearer <token>` ([`extract::Authorized`]). The
-//! read-only views (rooms, nodes, events, health, metrics, the page and the
-//! OpenAPI document) stay open: they show no secret and an operator on call
+//! state or reveals a token (placement, colocate, tokens, drain, undrain,
+//! queue members) needs `Authorization: Bearer <token>` ([`extract::Authorized`]). The
+//! read-only views (rooms, nodes, queues, events, health, metrics, the page
+//! and the OpenAPI document) stay open: they show no secret and an operator on call
 //! must reach them without one. Without a token nothing is protected
 //! (`corral serve` warns at start).
 
@@ -25,6 +26,7 @@ pub mod extract;
 pub mod health;
 pub mod map;
 pub mod nodes;
+pub mod queues;
 pub mod rooms;
 pub mod tokens;
 
@@ -133,7 +135,7 @@ impl std::fmt::Debug for ApiAuth {
 #[openapi(
     info(
         title = "corral",
-        description = "Placement API for apps and room map for operators. Errors are \
+        description = "Placement API for apps, room map and queues for operators. Errors are \
             `{\"error\":{\"code\",\"message\"}}` with a stable code."
     ),
     modifiers(&BearerScheme),
@@ -141,6 +143,7 @@ impl std::fmt::Debug for ApiAuth {
         (name = "rooms", description = "Room map, placement, colocate"),
         (name = "nodes", description = "Nodes and drain"),
         (name = "tokens", description = "Single-use redirect tokens"),
+        (name = "queues", description = "Call queues: callers, agents, static members"),
         (name = "ops", description = "Events, health, metrics")
     )
 )]
@@ -169,6 +172,12 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(nodes::list))
         .routes(routes!(nodes::drain))
         .routes(routes!(nodes::undrain))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::get))
+        .routes(routes!(queues::add_member))
+        .routes(routes!(queues::remove_member))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::unpause))
         .routes(routes!(tokens::get))
         .routes(routes!(tokens::consume))
         .routes(routes!(events::stream))
@@ -288,6 +297,12 @@ mod tests {
             "/v1/nodes/{id}/undrain",
             "/v1/tokens/{token}",
             "/v1/tokens/{token}/consume",
+            "/v1/queues",
+            "/v1/queues/{name}",
+            "/v1/queues/{name}/members",
+            "/v1/queues/{name}/members/{agent}",
+            "/v1/queues/{name}/members/{agent}/pause",
+            "/v1/queues/{name}/members/{agent}/unpause",
             "/v1/events",
             "/healthz",
             "/readyz",
@@ -308,5 +323,22 @@ mod tests {
             doc["paths"]["/v1/rooms"]["get"]["security"].is_null(),
             "the map is open"
         );
+        for (path, method) in [
+            ("/v1/queues/{name}/members", "post"),
+            ("/v1/queues/{name}/members/{agent}", "delete"),
+            ("/v1/queues/{name}/members/{agent}/pause", "post"),
+            ("/v1/queues/{name}/members/{agent}/unpause", "post"),
+        ] {
+            assert!(
+                doc["paths"][path][method]["security"].is_array(),
+                "{method} {path} needs the token"
+            );
+        }
+        for path in ["/v1/queues", "/v1/queues/{name}"] {
+            assert!(
+                doc["paths"][path]["get"]["security"].is_null(),
+                "{path} is open"
+            );
+        }
     }
 }

@@ -50,6 +50,13 @@ pub enum Command {
     Undrain(ops::UndrainArgs),
     /// Follow the farm's events live.
     Watch(ops::WatchArgs),
+    /// List the queues: node, waiting callers, longest wait, agents
+    /// (available, busy, wrap-up, paused), answered, abandoned.
+    Queues(ops::QueuesArgs),
+    /// Show one queue (figures, waiting callers, agents), or change its
+    /// members: `add AGENT ENDPOINT [--paused]`, `remove AGENT`, `pause
+    /// AGENT`, `unpause AGENT`.
+    Queue(ops::QueueArgs),
 }
 
 /// Parses the command line, starts tracing and runs the command.
@@ -81,6 +88,8 @@ pub fn main() -> ExitCode {
             Command::Drain(args) => ops::drain(args).await,
             Command::Undrain(args) => ops::undrain(args).await,
             Command::Watch(args) => ops::watch(args).await,
+            Command::Queues(args) => ops::queues(args).await,
+            Command::Queue(args) => ops::queue(args).await,
         }
     });
     match result {

@@ -44,6 +44,17 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A duration in ms for people: `850ms`, `42s`, `3m05s`, `2h07m`.
+pub fn duration_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// Pretty JSON for `--json` (one document, newline-terminated).
 pub fn json(v: &serde_json::Value) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
@@ -65,6 +76,15 @@ mod tests {
             ],
         );
         assert_eq!(t, "NODE   ROOMS\nast1       7\nast10     12\n");
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        let d: Vec<String> = [0, 850, 1_000, 59_999, 185_000, 7_620_000]
+            .into_iter()
+            .map(duration_ms)
+            .collect();
+        assert_eq!(d, ["0ms", "850ms", "1s", "59s", "3m05s", "2h07m"]);
     }
 
     #[test]
