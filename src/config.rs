@@ -690,6 +690,53 @@ sip_host = "10.0.0.11:5060"
     }
 
     #[test]
+    fn the_deploy_example_parses_with_its_queues() {
+        let cfg = Config::parse(include_str!("../deploy/corral.toml"), "deploy/corral.toml")
+            .expect("deploy/corral.toml is valid");
+        let q = cfg.queue_settings().unwrap();
+        let sales = q.settings(&RoomName::new("sales").unwrap());
+        assert_eq!(sales.strategy, crate::queue::Distribution::RingAll);
+        assert_eq!(sales.overflow_context.as_deref(), Some("queue-overflow"));
+        assert_eq!(sales.members.len(), 1);
+        let other = q.settings(&RoomName::new("other").unwrap());
+        assert_eq!(other.strategy, crate::queue::Distribution::LongestIdle);
+        assert!(other.members.is_empty());
+    }
+
+    #[test]
+    fn queue_errors_name_the_key() {
+        for (text, key) in [
+            (
+                "[queues.sales]\nstrategy = \"fifo\"",
+                "queues.sales.strategy",
+            ),
+            (
+                "[queue_defaults]\nmax_callers = 0",
+                "queue_defaults.max_callers",
+            ),
+            (
+                "[queues.sales]\nring_timeout_ms = 10",
+                "queues.sales.ring_timeout_ms",
+            ),
+            (
+                "[queues.sales]\nmembers = [{agent = \"al-ice\", endpoint = \"PJSIP/a\"}]",
+                "queues.sales.members[0].agent",
+            ),
+            (
+                "[queues.sales]\nmembers = [{agent = \"al\", endpoint = \"alice\"}]",
+                "queues.sales.members[0].endpoint",
+            ),
+            ("[queues.\"bad name\"]\nwrapup_ms = 1", "queues.bad name"),
+        ] {
+            let err = match Config::parse(text, "t.toml").and_then(|c| c.validate()) {
+                Ok(_) => panic!("{text} accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::parse(&GOOD.replace("sip_host", "sip_hots"), "corral.toml").unwrap_err();
         assert!(e.to_string().contains("sip_hots"), "{e}");
