@@ -43,6 +43,9 @@ pub struct Args {
     /// Do not kill a node halfway.
     #[arg(long)]
     pub no_kill: bool,
+    /// Callers of the call-queue part (0: skip it).
+    #[arg(long, default_value_t = 40)]
+    pub queue_callers: usize,
     /// Seed of the caller's randomness.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -100,6 +103,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         reconcile_interval: Duration::from_secs(2),
         redirect_deadline: Duration::from_secs(2),
         seed,
+        queues: controller::QueueConfig {
+            defaults: Arc::new(crate::queue::QueueSettings {
+                wrapup: Duration::from_millis(300),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
         ..controller::Config::default()
     };
     let ctrl = Controller::new(cfg, store.clone(), specs, metrics.clone())?;
@@ -267,13 +277,121 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for (_, id) in hangups {
         hang_up(&http, &farm, &id).await;
     }
+    let queue_ok = if args.queue_callers > 0 {
+        queue_part(&ctrl, &http, &farm, &mut rng, args.queue_callers).await
+    } else {
+        true
+    };
     shutdown.cancel();
     let _ = run.await;
+    if !queue_ok {
+        anyhow::bail!("the queue lost or reordered callers");
+    }
     if split_rooms.is_empty() {
         println!("every room with members sits in one bridge on one node.");
         Ok(())
     } else {
         anyhow::bail!("{} rooms were split", split_rooms.len())
+    }
+}
+
+/// The call-queue part: 4 agents log in on random live nodes, callers of
+/// queue `help` arrive round-robin one after the other; each answered
+/// caller talks 100-400 ms and hangs up. Checks from the queue's state that
+/// callers were answered in arrival order and none was lost, and from ARI
+/// that everything sat on the queue's node.
+async fn queue_part(
+    ctrl: &Controller,
+    http: &reqwest::Client,
+    farm: &Farm,
+    rng: &mut impl rand::Rng,
+    callers: usize,
+) -> bool {
+    use crate::queue::AgentState;
+    let queue = crate::domain::RoomName::new("help").expect("a valid name");
+    let live: Vec<usize> = (0..farm.nodes.len())
+        .filter(|i| !farm.dead.contains(i))
+        .collect();
+    println!("\n== a call queue: 4 agents, {callers} callers, queue `help` ==");
+    let post = |node: usize, exten: String, call_id: String| {
+        let url = format!("{}/sim/calls", farm.nodes[node].base_url());
+        let body = serde_json::json!({"exten": exten, "caller": call_id, "call_id": call_id});
+        async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    };
+    for a in 0..4 {
+        let n = live[rng.random_range(0..live.len())];
+        post(n, format!("agent-help-a{a}"), format!("agent-a{a}")).await;
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    let mut sent = 0usize;
+    let mut order: Vec<u64> = Vec::new();
+    let mut talking: Vec<(tokio::time::Instant, String)> = Vec::new();
+    let mut seen = HashSet::new();
+    loop {
+        if sent < callers {
+            let n = live[sent % live.len()];
+            post(n, "queue-help".into(), format!("q{sent:03}")).await;
+            sent += 1;
+        }
+        let Ok(Some((st, _))) = ctrl.queue(&queue).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let mut now_connected: Vec<(u64, String)> = st
+            .agents
+            .values()
+            .filter_map(|a| match &a.activity {
+                AgentState::Busy {
+                    caller,
+                    connected: true,
+                    ..
+                } if !seen.contains(&caller.seq) => Some((caller.seq, caller.caller.clone())),
+                _ => None,
+            })
+            .collect();
+        now_connected.sort();
+        for (seq, id) in now_connected {
+            seen.insert(seq);
+            order.push(seq);
+            let talk = Duration::from_millis(rng.random_range(100..400));
+            talking.push((tokio::time::Instant::now() + talk, id));
+        }
+        let now = tokio::time::Instant::now();
+        let (due, keep): (Vec<_>, Vec<_>) = talking.into_iter().partition(|(t, _)| *t <= now);
+        talking = keep;
+        for (_, id) in due {
+            hang_up(http, farm, &id).await;
+        }
+        let done = st.answered + st.abandoned + st.lost + st.timed_out >= callers as u64
+            && sent == callers;
+        if done || now > deadline {
+            let in_order = order.windows(2).all(|w| w[0] < w[1]);
+            let node = ctrl.queue(&queue).await.ok().flatten().and_then(|(_, n)| n);
+            println!(
+                "answered {} of {callers} in {:.1} s (abandoned {}, lost {}); in arrival order: {}; queue node: {}",
+                st.answered,
+                started.elapsed().as_secs_f64(),
+                st.abandoned,
+                st.lost,
+                if in_order { "yes" } else { "NO" },
+                node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            );
+            for (_, id) in talking {
+                hang_up(http, farm, &id).await;
+            }
+            for a in 0..4 {
+                hang_up(http, farm, &format!("agent-a{a}")).await;
+            }
+            return in_order && st.answered == callers as u64;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
