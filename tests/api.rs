@@ -1192,14 +1192,20 @@ async fn colocate_moves_a_channel_to_its_room_node() {
     // corral's app on the destination consumed the token: it is gone.
     let (s, _) = get_json(&http, format!("{}/v1/tokens/{token}", api.url)).await;
     assert_eq!(s, 404, "the token was used once");
-    let calls = farm.live_calls().await;
+    // The member is recorded before it is answered and bridged: wait for
+    // the bridge.
     let idx = farm.sims.iter().position(|s| s.id() == other).unwrap();
-    assert!(
-        calls
-            .iter()
-            .any(|(i, c)| *i == idx && c["bridge"].is_string()),
-        "a bridged call on {other}: {calls:?}"
-    );
+    eventually(DEADLINE, "a bridged call on the other node", || {
+        let farm = &farm;
+        async move {
+            let calls = farm.live_calls().await;
+            calls
+                .iter()
+                .any(|(i, c)| *i == idx && c["bridge"].is_string())
+                .then_some(())
+        }
+    })
+    .await;
     // The placement of a placed room is stable.
     let r = send(
         &http,
