@@ -105,6 +105,9 @@ conformance!(
     race_two_consumers_one_winner,
     race_release_and_join_never_loses_the_member,
     bad_input_is_refused_with_a_clear_error,
+    queue_documents_are_compare_and_set,
+    race_queue_writers_lose_no_change,
+    tokens_carry_the_agent,
 );
 
 fn node(s: &str) -> NodeId {
@@ -1016,4 +1019,85 @@ async fn redis_sentinel_failover_is_followed() {
         (node("a"), e, false, None),
         "the placement survived the failover"
     );
+}
+
+fn qname(s: &str) -> corral::domain::RoomName {
+    corral::domain::RoomName::new(s).expect("queue name")
+}
+
+async fn queue_documents_are_compare_and_set(s: Arc<dyn Store>) {
+    let q = qname("support");
+    assert_eq!(s.load_queue(&q).await.unwrap(), None);
+    assert!(s.list_queues().await.unwrap().is_empty());
+    // Version 0 means "never saved"; a wrong version is refused.
+    assert_eq!(s.save_queue(&q, 1, "{}").await.unwrap(), None);
+    assert_eq!(s.save_queue(&q, 0, "{\"a\":1}").await.unwrap(), Some(1));
+    assert_eq!(
+        s.save_queue(&q, 0, "{\"a\":2}").await.unwrap(),
+        None,
+        "stale writer"
+    );
+    assert_eq!(s.save_queue(&q, 1, "{\"a\":3}").await.unwrap(), Some(2));
+    let d = s.load_queue(&q).await.unwrap().unwrap();
+    assert_eq!((d.version, d.doc.as_str()), (2, "{\"a\":3}"));
+    s.save_queue(&qname("billing"), 0, "{}").await.unwrap();
+    assert_eq!(
+        s.list_queues().await.unwrap(),
+        vec![qname("billing"), qname("support")]
+    );
+    // Too large a document is refused, and nothing changes.
+    let huge = "x".repeat(store::MAX_QUEUE_DOC + 1);
+    assert!(matches!(
+        s.save_queue(&q, 2, &huge).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert_eq!(s.load_queue(&q).await.unwrap().unwrap().version, 2);
+}
+
+/// 20 writers each add one entry by load → change → compare-and-set,
+/// retrying on conflict: every entry is there at the end.
+async fn race_queue_writers_lose_no_change(s: Arc<dyn Store>) {
+    let q = qname("race");
+    let mut tasks = Vec::new();
+    for i in 0..20u32 {
+        let s = s.clone();
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let (v, mut doc): (u64, Vec<u32>) = match s.load_queue(&q).await.unwrap() {
+                    Some(d) => (d.version, serde_json::from_str(&d.doc).unwrap()),
+                    None => (0, Vec::new()),
+                };
+                doc.push(i);
+                let text = serde_json::to_string(&doc).unwrap();
+                if s.save_queue(&q, v, &text).await.unwrap().is_some() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let d = s.load_queue(&q).await.unwrap().unwrap();
+    let mut got: Vec<u32> = serde_json::from_str(&d.doc).unwrap();
+    got.sort();
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+    assert_eq!(d.version, 20);
+}
+
+async fn tokens_carry_the_agent(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let room = RoomKey::parse("queue", "support").unwrap();
+    let token = TokenId::new("agenttoken1").unwrap();
+    let mut g = grant(&room, "a", "b");
+    g.agent = Some(corral::domain::AgentId::new("alice").unwrap());
+    s.mint_token(&token, &g, Duration::from_secs(5))
+        .await
+        .unwrap();
+    match s.consume_token(&token, &node("b")).await.unwrap() {
+        Consumed::Ok(rec) => assert_eq!(rec.grant, g),
+        other => panic!("{other:?}"),
+    }
 }
