@@ -168,6 +168,7 @@ pub struct Metrics {
     queue_waiting: Family<QueueLabel, Gauge>,
     queue_agents: Family<QueueStateLabel, Gauge>,
     queue_callers: Family<QueueStateLabel, Counter>,
+    queue_offers: Family<QueueStateLabel, Counter>,
     queue_wait: Family<QueueLabel, Histogram>,
     queue_connect: Histogram,
 }
@@ -221,6 +222,7 @@ impl Metrics {
             queue_waiting: Family::default(),
             queue_agents: Family::default(),
             queue_callers: Family::default(),
+            queue_offers: Family::default(),
             queue_wait: Family::new_with_constructor(|| {
                 // 100 ms to ~55 min, doubling.
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -244,6 +246,11 @@ impl Metrics {
             "corral_queue_callers",
             "Queue callers by outcome (answered, abandoned, timed_out, overflowed, lost)",
             m.queue_callers.clone(),
+        );
+        registry.register(
+            "corral_queue_member_offers_failed",
+            "Static member calls not taken, by outcome (busy, no_answer, failed)",
+            m.queue_offers.clone(),
         );
         registry.register(
             "corral_queue_wait_seconds",
@@ -363,6 +370,16 @@ impl Metrics {
     /// One queue caller's outcome.
     pub fn queue_outcome(&self, queue: &str, outcome: &str) {
         self.queue_callers
+            .get_or_create(&QueueStateLabel {
+                queue: queue.to_string(),
+                state: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// A static member did not take an offered caller.
+    pub fn queue_offer(&self, queue: &str, outcome: &str) {
+        self.queue_offers
             .get_or_create(&QueueStateLabel {
                 queue: queue.to_string(),
                 state: outcome.to_string(),

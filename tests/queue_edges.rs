@@ -157,6 +157,15 @@ async fn static_members(backend: Backend) {
     assert_eq!(farm.sim_stat(|s| s.originated_answered), 1);
     assert_eq!(farm.sim_stat(|s| s.originated_busy), 1);
     assert_eq!(farm.sim_stat(|s| s.originated_unavailable), 1);
+    // Busy and failure are told apart (carol's ringing was stopped by
+    // corral, not a failure of hers).
+    let m = farm.metrics.encode();
+    for outcome in ["busy", "failed"] {
+        let line = format!(
+            "corral_queue_member_offers_failed_total{{queue=\"sales\",state=\"{outcome}\"}} 1"
+        );
+        assert!(m.contains(&line), "{line} in\n{m}");
+    }
     // The pair bridge holds the caller and alice's leg.
     let pair = farm
         .bridges()

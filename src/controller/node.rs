@@ -240,13 +240,18 @@ impl Controller {
                     .spawn(async move { ctrl.channel_worker(node, rx, placing).await });
             }
             EventKind::StasisEnd { .. } | EventKind::ChannelDestroyed { .. } => {
-                // A channel corral joined before a reconnect: no worker.
+                // A channel corral joined before a reconnect, or a member
+                // leg that was never answered: no worker.
+                let cause = match &ev.kind {
+                    EventKind::ChannelDestroyed { cause, .. } => *cause,
+                    _ => None,
+                };
                 if let Ok(chan) = ChannelId::new(id.as_str()) {
                     let ctrl = self.clone();
                     let node = node.clone();
                     self.inner
                         .tracker
-                        .spawn(async move { ctrl.gone(&node, &chan).await });
+                        .spawn(async move { ctrl.gone_because(&node, &chan, cause).await });
                 }
             }
             _ => {}
