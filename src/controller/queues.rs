@@ -110,13 +110,23 @@ impl Controller {
         &self,
         queue: &RoomName,
     ) -> Result<(u64, QueueState), QueueError> {
+        self.queue_load_doc(queue).await.map(|(v, st, _)| (v, st))
+    }
+
+    /// [`Controller::queue_load`], with the document as stored (`None` if
+    /// new).
+    async fn queue_load_doc(
+        &self,
+        queue: &RoomName,
+    ) -> Result<(u64, QueueState, Option<String>), QueueError> {
         match self.inner.store.load_queue(queue).await? {
-            Some(d) => QueueState::from_doc(&d.doc)
-                .map(|s| (d.version, s))
-                .map_err(|e| QueueError::Corrupt {
+            Some(d) => match QueueState::from_doc(&d.doc) {
+                Ok(st) => Ok((d.version, st, Some(d.doc))),
+                Err(e) => Err(QueueError::Corrupt {
                     queue: queue.clone(),
                     reason: e.to_string(),
                 }),
+            },
             None => {
                 let mut st = QueueState {
                     salt: rand::random(),
@@ -126,7 +136,7 @@ impl Controller {
                 for (agent, endpoint) in &self.inner.cfg.queues.settings(queue).members {
                     st.add_member(agent.clone(), endpoint.clone(), false, now);
                 }
-                Ok((0, st))
+                Ok((0, st, None))
             }
         }
     }
@@ -142,11 +152,13 @@ impl Controller {
         let l = self.queue_lock(queue);
         let _g = l.lock().await;
         for _ in 0..32 {
-            let (version, mut st) = self.queue_load(queue).await?;
-            let before = st.to_doc();
+            let (version, mut st, stored) = self.queue_load_doc(queue).await?;
             let out = f(&mut st, now_ms());
             let doc = st.to_doc();
-            if doc == before && version > 0 {
+            // Unchanged if it serializes as stored (the serializer is
+            // deterministic): one serialization per update, not two (the
+            // document holds every waiting caller).
+            if stored.as_deref() == Some(doc.as_str()) {
                 return Ok((out, st));
             }
             let t = Instant::now();

@@ -84,6 +84,14 @@ impl Hears {
 
 /// What `chan_id` hears now, by the rules of the module doc.
 pub(crate) fn hears(st: &State, chan_id: &str) -> Hears {
+    hears_in(st, chan_id, None)
+}
+
+/// [`hears`], told whether the channel's bridge holds an announcer
+/// (`None`: look). A caller refreshing every member of one bridge looks
+/// once, not once per member: a holding bridge with thousands of callers
+/// would otherwise cost members² lookups per join or leave.
+fn hears_in(st: &State, chan_id: &str, announcer_in_bridge: Option<bool>) -> Hears {
     let Some(ch) = st.channels.get(chan_id) else {
         return Hears::Silence;
     };
@@ -114,10 +122,14 @@ pub(crate) fn hears(st: &State, chan_id: &str) -> Hears {
     match b.kind {
         BridgeKind::Holding if ch.bridge_role.as_deref() == Some(ANNOUNCER) => ringing_or_silence,
         BridgeKind::Holding => {
-            let announcer = others.any(|c| {
-                st.channels
-                    .get(c)
-                    .is_some_and(|o| o.bridge_role.as_deref() == Some(ANNOUNCER))
+            // This channel is no announcer (the arm above), so "another
+            // channel is" is the same as "the bridge holds one".
+            let announcer = announcer_in_bridge.unwrap_or_else(|| {
+                others.any(|c| {
+                    st.channels
+                        .get(c)
+                        .is_some_and(|o| o.bridge_role.as_deref() == Some(ANNOUNCER))
+                })
             });
             if announcer {
                 Hears::Bridge
@@ -148,9 +160,30 @@ impl State {
             .get(bridge_id)
             .map(|b| b.channels.clone())
             .unwrap_or_default();
+        let announcer = members.iter().any(|c| {
+            self.channels
+                .get(c)
+                .is_some_and(|o| o.bridge_role.as_deref() == Some(ANNOUNCER))
+        });
         for c in members {
-            self.refresh_hears(&c);
+            let now = hears_in(self, &c, Some(announcer));
+            self.set_hears(&c, now);
         }
+    }
+
+    /// A channel with bridge `role` joined or left `bridge_id`: recomputes
+    /// what the other members hear when that can change. In a holding
+    /// bridge only an announcer changes it (rule 4); a mixing bridge is
+    /// recomputed (rule 5 counts its members).
+    pub(crate) fn refresh_after_move(&mut self, bridge_id: &str, role: Option<&str>) {
+        let holding = self
+            .bridges
+            .get(bridge_id)
+            .is_some_and(|b| b.kind == BridgeKind::Holding);
+        if holding && role != Some(ANNOUNCER) {
+            return;
+        }
+        self.refresh_bridge(bridge_id);
     }
 
     /// Sets what `chan_id` hears (a hangup forces `Silence`), logging

@@ -556,14 +556,15 @@ impl State {
             ("channel", self.chan_json(chan_id)),
         ]);
         self.emit(&apps, "ChannelLeftBridge", f);
-        if let Some(ch) = self.channels.get_mut(chan_id) {
-            ch.bridge_role = None;
-        }
+        let role = self
+            .channels
+            .get_mut(chan_id)
+            .and_then(|ch| ch.bridge_role.take());
         if let (Some(ch), Some(b)) = (self.channels.get(chan_id), self.bridges.get(&bid)) {
             self.record(LogEntry::new(What::LeaveBridge, ch).bridge(b));
         }
         self.refresh_hears(chan_id);
-        self.refresh_bridge(&bid);
+        self.refresh_after_move(&bid, role.as_deref());
     }
 
     /// Puts the channel into a bridge (leaving its old one first) with its
@@ -600,7 +601,7 @@ impl State {
             self.record(LogEntry::new(What::EnterBridge, ch).bridge(b));
         }
         self.refresh_hears(chan_id);
-        self.refresh_bridge(bridge_id);
+        self.refresh_after_move(bridge_id, role);
     }
 
     /// A new bridge: `BridgeCreated` to `subscribeAll` apps (nothing ties a

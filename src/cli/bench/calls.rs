@@ -76,12 +76,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut sims = Vec::new();
     for i in 1..=args.nodes.max(1) {
         let cfg = SimConfig::new(format!("n{i}"));
-        sims.push(net().spawn(SimNode::start(cfg)).await??);
+        sims.push(net()?.spawn(SimNode::start(cfg)).await??);
     }
     let base = baseline(&sims, &args).await?;
     for s in &sims {
         let s = s.clone();
-        net().spawn(async move { s.restart().await }).await??;
+        net()?.spawn(async move { s.restart().await }).await??;
     }
     let (corral, t) = with_corral(&sims, &args).await?;
     println!();
@@ -121,16 +121,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// The runtime of the simulated nodes and the load generator: separate
 /// worker threads, so corral's runtime is not flooded by the farm's own
 /// tasks (in a real farm they are other machines).
-fn net() -> &'static tokio::runtime::Runtime {
+pub(super) fn net() -> anyhow::Result<&'static tokio::runtime::Runtime> {
     static NET: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    NET.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sim-net")
-            .enable_all()
-            .build()
-            .expect("a runtime for the simulated farm")
-    })
+    if let Some(rt) = NET.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sim-net")
+        .enable_all()
+        .build()
+        .context("cannot start a runtime for the simulated farm")?;
+    // A racing caller may have set it first: this one has no tasks yet,
+    // and a runtime is shut down in the background (dropping one inside
+    // async code would panic).
+    if let Err(rt) = NET.set(rt) {
+        rt.shutdown_background();
+    }
+    NET.get().context("the simulated farm's runtime is not set")
 }
 
 /// Runs [`load`] on the farm's runtime.
@@ -144,7 +152,7 @@ async fn load_on_net(
     let sims = sims.to_vec();
     let args = args.clone();
     let tag = tag.to_string();
-    net()
+    net()?
         .spawn(async move { load(&sims, &args, &tag, count, rate).await })
         .await?
 }
@@ -204,7 +212,7 @@ async fn load(
     Ok(())
 }
 
-fn percentile(sorted: &[u32], p: f64) -> u32 {
+pub(super) fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
     }
@@ -224,7 +232,7 @@ async fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> anyho
     Ok(())
 }
 
-fn ari_config(s: &SimNode) -> anyhow::Result<crate::ari::Config> {
+pub(super) fn ari_config(s: &SimNode) -> anyhow::Result<crate::ari::Config> {
     Ok(crate::ari::Config {
         node: NodeId::new(s.id())?,
         base_url: s.base_url(),

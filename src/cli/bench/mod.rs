@@ -4,6 +4,7 @@
 pub mod api;
 pub mod calls;
 pub mod placement;
+pub mod queues;
 pub mod sim;
 
 /// The benchmarks.
@@ -15,6 +16,10 @@ pub enum Bench {
     /// The placement store and policy: decisions/s and latency against the
     /// raw Redis ceiling, bytes per room, spread and moves per strategy.
     Placement(placement::Args),
+    /// One call queue: callers per second with N agents and a backlog, and
+    /// the time from an agent becoming free to the next caller bridged,
+    /// against a trivial local queue app on the same node.
+    Queues(queues::Args),
     /// The simulated node itself: start time of 50 nodes, calls per second
     /// on one node without dropping events.
     Sim(sim::Args),
@@ -28,6 +33,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Calls(args) => calls::run(args).await,
         Bench::Placement(args) => placement::run(args).await,
+        Bench::Queues(args) => queues::run(args).await,
         Bench::Sim(args) => sim::run(args).await,
         Bench::Api(args) => api::run(args).await,
     }
