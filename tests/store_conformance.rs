@@ -1028,6 +1028,7 @@ fn qname(s: &str) -> corral::domain::RoomName {
 async fn queue_documents_are_compare_and_set(s: Arc<dyn Store>) {
     let q = qname("support");
     assert_eq!(s.load_queue(&q).await.unwrap(), None);
+    assert_eq!(s.queue_version(&q).await.unwrap(), 0);
     assert!(s.list_queues().await.unwrap().is_empty());
     // Version 0 means "never saved"; a wrong version is refused.
     assert_eq!(s.save_queue(&q, 1, "{}").await.unwrap(), None);
@@ -1040,6 +1041,7 @@ async fn queue_documents_are_compare_and_set(s: Arc<dyn Store>) {
     assert_eq!(s.save_queue(&q, 1, "{\"a\":3}").await.unwrap(), Some(2));
     let d = s.load_queue(&q).await.unwrap().unwrap();
     assert_eq!((d.version, d.doc.as_str()), (2, "{\"a\":3}"));
+    assert_eq!(s.queue_version(&q).await.unwrap(), 2);
     s.save_queue(&qname("billing"), 0, "{}").await.unwrap();
     assert_eq!(
         s.list_queues().await.unwrap(),

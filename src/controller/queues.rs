@@ -44,8 +44,19 @@ pub(crate) struct Runtime {
     /// (node, channel) → queue, for every queue channel corral knows
     /// (callers, agents, member legs), so a hangup finds its queue.
     chans: Mutex<HashMap<(NodeId, String), RoomName>>,
+    /// The last document this replica saved per queue, parsed: the next
+    /// change skips reading and parsing it when the store's version is
+    /// still this one.
+    cache: Mutex<HashMap<RoomName, Cached>>,
     /// The earliest wake-up armed per queue (Unix ms).
     wakeups: Mutex<HashMap<RoomName, u64>>,
+}
+
+/// A queue document as this replica last saved it.
+struct Cached {
+    version: u64,
+    state: Arc<QueueState>,
+    doc: String,
 }
 
 /// Why a queue operation failed.
@@ -143,33 +154,63 @@ impl Controller {
 
     /// Applies `f` to the queue's state and saves it (compare-and-set,
     /// retried on a conflict; `f` may run more than once). Nothing is
-    /// written if `f` changed nothing.
+    /// written if `f` changed nothing. Returns `f`'s answer and the state
+    /// as saved.
     pub(crate) async fn queue_update<T>(
         &self,
         queue: &RoomName,
         mut f: impl FnMut(&mut QueueState, u64) -> T,
-    ) -> Result<(T, QueueState), QueueError> {
+    ) -> Result<(T, Arc<QueueState>), QueueError> {
         let l = self.queue_lock(queue);
         let _g = l.lock().await;
         for _ in 0..32 {
-            let (version, mut st, stored) = self.queue_load_doc(queue).await?;
+            // The document this replica saved last, if nobody changed it
+            // since (one small read instead of the whole document).
+            let cached = lock(&self.inner.queues.cache).remove(queue);
+            let cached = match cached {
+                Some(c) if self.inner.store.queue_version(queue).await? == c.version => Some(c),
+                _ => None,
+            };
+            let (version, mut st, stored) = match cached {
+                Some(c) => (
+                    c.version,
+                    Arc::try_unwrap(c.state).unwrap_or_else(|a| (*a).clone()),
+                    Some(c.doc),
+                ),
+                None => self.queue_load_doc(queue).await?,
+            };
             let out = f(&mut st, now_ms());
             let doc = st.to_doc();
             // Unchanged if it serializes as stored (the serializer is
             // deterministic): one serialization per update, not two (the
             // document holds every waiting caller).
             if stored.as_deref() == Some(doc.as_str()) {
-                return Ok((out, st));
+                let state = Arc::new(st);
+                self.cache_queue(queue, version, state.clone(), doc);
+                return Ok((out, state));
             }
             let t = Instant::now();
             let saved = self.inner.store.save_queue(queue, version, &doc).await?;
             self.inner.metrics.store_latency("save_queue", t.elapsed());
-            if saved.is_some() {
+            if let Some(v) = saved {
                 self.queue_observe(queue, &st);
-                return Ok((out, st));
+                let state = Arc::new(st);
+                self.cache_queue(queue, v, state.clone(), doc);
+                return Ok((out, state));
             }
         }
         Err(QueueError::Contended(queue.clone()))
+    }
+
+    fn cache_queue(&self, queue: &RoomName, version: u64, state: Arc<QueueState>, doc: String) {
+        lock(&self.inner.queues.cache).insert(
+            queue.clone(),
+            Cached {
+                version,
+                state,
+                doc,
+            },
+        );
     }
 
     fn queue_observe(&self, queue: &RoomName, st: &QueueState) {
@@ -464,6 +505,8 @@ impl Controller {
                 }
             };
             self.arm_wakeup(queue, &st, &settings);
+            // Let go of the state: the next change reuses it without a copy.
+            drop(st);
             if actions.is_empty() {
                 return;
             }
@@ -947,7 +990,7 @@ impl Controller {
             tracing::info!(queue = %queue, agent = %agent, endpoint, "static member added");
             self.queue_dispatch(queue).await;
         }
-        Ok(r.map(|_| st))
+        Ok(r.map(|_| (*st).clone()))
     }
 
     /// Removes an agent (after its call if it is on one). `Ok(false)`:

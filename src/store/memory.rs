@@ -674,6 +674,10 @@ impl Store for MemoryStore {
         Ok(Some(version))
     }
 
+    async fn queue_version(&self, queue: &RoomName) -> Result<u64, Error> {
+        Ok(self.lock().queues.get(queue).map_or(0, |q| q.version))
+    }
+
     async fn list_queues(&self) -> Result<Vec<RoomName>, Error> {
         Ok(self.lock().queues.keys().cloned().collect())
     }

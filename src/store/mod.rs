@@ -177,6 +177,10 @@ pub trait Store: Send + Sync + 'static {
         doc: &str,
     ) -> Result<Option<u64>, Error>;
 
+    /// The version of a queue's document (0: never saved): lets a replica
+    /// that holds the latest document skip reading it again.
+    async fn queue_version(&self, queue: &RoomName) -> Result<u64, Error>;
+
     /// Every queue that has a document, sorted by name.
     async fn list_queues(&self) -> Result<Vec<RoomName>, Error>;
 

@@ -1124,6 +1124,18 @@ impl Store for RedisStore {
         }
     }
 
+    async fn queue_version(&self, queue: &RoomName) -> Result<u64, Error> {
+        const OP: &str = "queue_version";
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(self.keys.queue(queue)).arg("v");
+        match self.run(OP, Request::Cmd(cmd)).await? {
+            Value::Nil => Ok(0),
+            v => string(OP, Some(&v))?
+                .parse()
+                .map_err(|_| corrupt(OP, "version is not a number")),
+        }
+    }
+
     async fn list_queues(&self) -> Result<Vec<RoomName>, Error> {
         const OP: &str = "list_queues";
         let mut cmd = redis::cmd("SMEMBERS");
