@@ -48,6 +48,11 @@ pub(crate) struct Runtime {
     /// change skips reading and parsing it when the store's version is
     /// still this one.
     cache: Mutex<HashMap<RoomName, Cached>>,
+    /// Agents back in the holding bridge, to mark in the queue's next
+    /// dispatch (one save instead of two per call).
+    returned: Mutex<HashMap<RoomName, Vec<AgentId>>>,
+    /// Each queue's holding bridge as last joined here: (node, epoch).
+    holding: Mutex<HashMap<RoomName, (NodeId, crate::domain::Epoch)>>,
     /// The earliest wake-up armed per queue (Unix ms).
     wakeups: Mutex<HashMap<RoomName, u64>>,
 }
@@ -259,6 +264,7 @@ impl Controller {
         // state once it sits in the holding bridge, so a pairing can never
         // be undone by its own arrival.
         self.remember(&node.id, chan, queue);
+        lock(&self.inner.queues.holding).insert(queue.clone(), (node.id.clone(), epoch));
         if let Err(e) = self.put_in_bridge(node, chan, room, Some(epoch)).await {
             tracing::info!(node = %node.id, queue = %queue, channel = %chan, reason = %e, "queue arrival gone before it was answered");
             if let Ok(mut c) = node.channels.lock() {
@@ -486,8 +492,14 @@ impl Controller {
         // Bounded: each round hands out agents; a round that fails puts
         // them back with a back-off, so this ends.
         for _ in 0..8 {
+            let returned = lock(&self.inner.queues.returned)
+                .remove(queue)
+                .unwrap_or_default();
             let res = self
                 .queue_update(queue, |st, now| {
+                    for a in &returned {
+                        st.returned(a);
+                    }
                     for n in &down {
                         st.node_lost(n);
                     }
@@ -672,19 +684,13 @@ impl Controller {
                     }
                 }
                 Action::BackToHolding { agent, channel } => {
-                    let room = RoomKey::new(RoomKind::Queue, queue.clone());
-                    let epoch = match self.inner.store.get_room(&room).await {
-                        Ok(Some(d)) if d.placement.node == node.id => Some(d.placement.epoch),
-                        _ => None,
-                    };
-                    match self.put_in_bridge(node, &channel, &room, epoch).await {
-                        Ok(_) => {
+                    match self.rehold(node, queue, &channel).await {
+                        Ok(()) => {
                             changed = true;
-                            if let Err(e) =
-                                self.queue_update(queue, |st, _| st.returned(&agent)).await
-                            {
-                                tracing::warn!(queue = %queue, agent = %agent, reason = %e, "agent back on hold but not marked so; the next resync will");
-                            }
+                            lock(&self.inner.queues.returned)
+                                .entry(queue.clone())
+                                .or_default()
+                                .push(agent);
                         }
                         Err(e) => {
                             tracing::info!(node = %node.id, queue = %queue, channel = %channel, reason = %e, "agent not put back on hold (gone?)");
@@ -715,6 +721,43 @@ impl Controller {
             }
         }
         changed
+    }
+
+    /// Puts an answered agent back in the queue's holding bridge (no answer,
+    /// and no store read when this replica knows the bridge).
+    async fn rehold(
+        &self,
+        node: &Arc<NodeRuntime>,
+        queue: &RoomName,
+        channel: &ChannelId,
+    ) -> Result<(), crate::ari::Error> {
+        let room = RoomKey::new(RoomKind::Queue, queue.clone());
+        let known = lock(&self.inner.queues.holding)
+            .get(queue)
+            .filter(|(n, _)| n == &node.id)
+            .map(|(_, e)| *e);
+        let epoch = match known {
+            Some(e) => Some(e),
+            None => match self.inner.store.get_room(&room).await {
+                Ok(Some(d)) if d.placement.node == node.id => Some(d.placement.epoch),
+                _ => None,
+            },
+        };
+        let id = super::rooms::bridge_id(&room, epoch);
+        self.ensure_bridge(node, &room, &id).await?;
+        match self
+            .ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None))
+            .await
+        {
+            // A stale bridge: the full path makes it again.
+            Err(e) if e.status() == Some(404) => {
+                if let Ok(mut b) = node.bridges.lock() {
+                    b.remove(&id);
+                }
+                self.put_in_bridge(node, channel, &room, epoch).await.map(|_| ())
+            }
+            other => other,
+        }
     }
 
     /// Bridges a caller with an agent's leg. `Err(true)`: the caller is

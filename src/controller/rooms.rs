@@ -113,7 +113,7 @@ impl Controller {
         Ok(id)
     }
 
-    async fn ensure_bridge(
+    pub(crate) async fn ensure_bridge(
         &self,
         node: &Arc<NodeRuntime>,
         room: &RoomKey,
