@@ -290,8 +290,10 @@ pub struct QueueState {
     /// The next pair bridge's number.
     #[serde(default)]
     pub next_call: u64,
-    /// Waiting callers, in arrival order.
-    #[serde(default)]
+    /// Waiting callers, in arrival order. Stored apart from the document
+    /// (one entry per caller, keyed by `seq`), so a change writes only the
+    /// callers it changed.
+    #[serde(skip)]
     pub callers: Vec<Caller>,
     /// Agents by id.
     #[serde(default)]
@@ -415,9 +417,54 @@ impl QueueState {
         serde_json::from_str(doc)
     }
 
-    /// The document to store.
+    /// The document to store (everything but the waiting callers).
     pub fn to_doc(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// A stored caller entry.
+    pub fn caller_to_entry(c: &Caller) -> String {
+        serde_json::to_string(c).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Parses a stored caller entry.
+    pub fn caller_from_entry(e: &str) -> Result<Caller, serde_json::Error> {
+        serde_json::from_str(e)
+    }
+
+    /// What changed among waiting callers from `before` to now (both in
+    /// `seq` order): the seqs to drop and the entries to write (a changed
+    /// caller is both).
+    pub fn callers_diff(&self, before: &[Caller]) -> (Vec<u64>, Vec<(u64, String)>) {
+        let (mut removed, mut added) = (Vec::new(), Vec::new());
+        let (mut i, mut j) = (0, 0);
+        let now = &self.callers;
+        while i < before.len() || j < now.len() {
+            match (before.get(i), now.get(j)) {
+                (Some(b), Some(n)) if b.seq == n.seq => {
+                    if b != n {
+                        removed.push(b.seq);
+                        added.push((n.seq, Self::caller_to_entry(n)));
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(b), Some(n)) if b.seq < n.seq => {
+                    removed.push(b.seq);
+                    i += 1;
+                }
+                (Some(b), None) => {
+                    removed.push(b.seq);
+                    i += 1;
+                }
+                (_, Some(n)) => {
+                    added.push((n.seq, Self::caller_to_entry(n)));
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        (removed, added)
     }
 
     /// 1-based position of `channel` among waiting callers.
@@ -1335,7 +1382,23 @@ mod tests {
         q.login(ag("amy"), ch("a"), n(), 0, |_| true).unwrap();
         q.add_member(ag("sam"), "PJSIP/sam".into(), true, 0);
         q.assign(1, &s);
-        let back = QueueState::from_doc(&q.to_doc()).unwrap();
+        let mut back = QueueState::from_doc(&q.to_doc()).unwrap();
+        assert!(back.callers.is_empty(), "callers are stored apart");
+        let (removed, added) = q.callers_diff(&[]);
+        assert!(removed.is_empty());
+        back.callers = added
+            .iter()
+            .map(|(_, e)| QueueState::caller_from_entry(e).unwrap())
+            .collect();
         assert_eq!(back, q);
+        // A diff names only what changed.
+        q.enqueue(ch("c9"), n(), String::new(), 4, &s).unwrap();
+        let before = q.callers.clone();
+        q.enqueue(ch("c2"), n(), String::new(), 5, &s).unwrap();
+        let (removed, added) = q.callers_diff(&before);
+        assert_eq!((removed.len(), added.len()), (0, 1));
+        q.callers.remove(0);
+        let (removed, added) = q.callers_diff(&before);
+        assert_eq!((removed, added.len()), (vec![before[0].seq], 1));
     }
 }

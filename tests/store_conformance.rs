@@ -106,6 +106,7 @@ conformance!(
     race_release_and_join_never_loses_the_member,
     bad_input_is_refused_with_a_clear_error,
     queue_documents_are_compare_and_set,
+    queue_callers_change_with_their_document,
     race_queue_writers_lose_no_change,
     tokens_carry_the_agent,
 );
@@ -1102,4 +1103,45 @@ async fn tokens_carry_the_agent(s: Arc<dyn Store>) {
         Consumed::Ok(rec) => assert_eq!(rec.grant, g),
         other => panic!("{other:?}"),
     }
+}
+
+/// Caller entries live apart from the document, ordered by seq, and change
+/// only with a successful compare-and-set.
+async fn queue_callers_change_with_their_document(s: Arc<dyn Store>) {
+    let q = qname("entries");
+    let e = |seq: u64| (seq, format!("{{\"seq\":{seq}}}"));
+    assert_eq!(
+        s.save_queue_parts(&q, 0, "{}", &[], &[e(2), e(0), e(1)])
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    let d = s.load_queue(&q).await.unwrap().unwrap();
+    assert_eq!(d.callers, vec![e(0).1, e(1).1, e(2).1], "in seq order");
+    // A stale writer changes nothing.
+    assert_eq!(
+        s.save_queue_parts(&q, 0, "{}", &[0, 1, 2], &[])
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.load_queue(&q).await.unwrap().unwrap().callers.len(), 3);
+    // Drop one, rewrite one, add one.
+    let changed = (1, "{\"seq\":1,\"x\":true}".to_string());
+    assert_eq!(
+        s.save_queue_parts(&q, 1, "{\"n\":2}", &[0, 1], &[changed.clone(), e(5)])
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    let d = s.load_queue(&q).await.unwrap().unwrap();
+    assert_eq!(d.doc, "{\"n\":2}");
+    assert_eq!(d.callers, vec![changed.1, e(2).1, e(5).1]);
+    // Too many bytes at once is refused whole.
+    let big = vec![(9, "x".repeat(store::MAX_QUEUE_DOC))];
+    assert!(matches!(
+        s.save_queue_parts(&q, 2, "{}", &[], &big).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert_eq!(s.load_queue(&q).await.unwrap().unwrap().callers.len(), 3);
 }

@@ -136,13 +136,20 @@ impl Controller {
         queue: &RoomName,
     ) -> Result<(u64, QueueState, Option<String>), QueueError> {
         match self.inner.store.load_queue(queue).await? {
-            Some(d) => match QueueState::from_doc(&d.doc) {
-                Ok(st) => Ok((d.version, st, Some(d.doc))),
-                Err(e) => Err(QueueError::Corrupt {
+            Some(d) => {
+                let corrupt = |e: serde_json::Error| QueueError::Corrupt {
                     queue: queue.clone(),
                     reason: e.to_string(),
-                }),
-            },
+                };
+                let mut st = QueueState::from_doc(&d.doc).map_err(corrupt)?;
+                st.callers = d
+                    .callers
+                    .iter()
+                    .map(|e| QueueState::caller_from_entry(e))
+                    .collect::<Result<_, _>>()
+                    .map_err(corrupt)?;
+                Ok((d.version, st, Some(d.doc)))
+            }
             None => {
                 let mut st = QueueState {
                     salt: rand::random(),
@@ -184,18 +191,23 @@ impl Controller {
                 ),
                 None => self.queue_load_doc(queue).await?,
             };
+            let before = st.callers.clone();
             let out = f(&mut st, now_ms());
             let doc = st.to_doc();
-            // Unchanged if it serializes as stored (the serializer is
-            // deterministic): one serialization per update, not two (the
-            // document holds every waiting caller).
-            if stored.as_deref() == Some(doc.as_str()) {
+            let (removed, added) = st.callers_diff(&before);
+            // Unchanged if the document serializes as stored (the
+            // serializer is deterministic) and no caller changed.
+            if stored.as_deref() == Some(doc.as_str()) && removed.is_empty() && added.is_empty() {
                 let state = Arc::new(st);
                 self.cache_queue(queue, version, state.clone(), doc);
                 return Ok((out, state));
             }
             let t = Instant::now();
-            let saved = self.inner.store.save_queue(queue, version, &doc).await?;
+            let saved = self
+                .inner
+                .store
+                .save_queue_parts(queue, version, &doc, &removed, &added)
+                .await?;
             self.inner.metrics.store_latency("save_queue", t.elapsed());
             if let Some(v) = saved {
                 self.queue_observe(queue, &st);
@@ -754,7 +766,9 @@ impl Controller {
                 if let Ok(mut b) = node.bridges.lock() {
                     b.remove(&id);
                 }
-                self.put_in_bridge(node, channel, &room, epoch).await.map(|_| ())
+                self.put_in_bridge(node, channel, &room, epoch)
+                    .await
+                    .map(|_| ())
             }
             other => other,
         }
@@ -985,13 +999,10 @@ impl Controller {
         &self,
         queue: &RoomName,
     ) -> Result<Option<(QueueState, Option<NodeId>)>, QueueError> {
-        let Some(d) = self.inner.store.load_queue(queue).await? else {
+        let (_, st, stored) = self.queue_load_doc(queue).await?;
+        if stored.is_none() {
             return Ok(None);
-        };
-        let st = QueueState::from_doc(&d.doc).map_err(|e| QueueError::Corrupt {
-            queue: queue.clone(),
-            reason: e.to_string(),
-        })?;
+        }
         let room = RoomKey::new(RoomKind::Queue, queue.clone());
         let node = self
             .inner

@@ -18,6 +18,7 @@
 //! | `{corral:F}:t:<token>` | hash | token grant, minted and expiry ms; key TTL = ttl + tombstone |
 //! | `{corral:F}:l:<node>` | string | lease holder (replica), key TTL = lease ttl |
 //! | `{corral:F}:q:<name>` | hash | queue state: `v` version, `d` JSON document (`crate::queue`) |
+//! | `{corral:F}:qc:<name>` | sorted set | the queue's waiting callers: score = arrival seq, member = the caller's JSON |
 //! | `{corral:F}:queues` | set | queue names with a document |
 //!
 //! The room kind is one letter in keys (`c` conference, `q` queue) to keep a
@@ -78,6 +79,11 @@ impl Keys {
     /// A queue's state document.
     pub fn queue(&self, queue: &RoomName) -> String {
         format!("{}q:{queue}", self.prefix)
+    }
+
+    /// A queue's waiting callers (sorted set, score = arrival seq).
+    pub fn queue_callers(&self, queue: &RoomName) -> String {
+        format!("{}qc:{queue}", self.prefix)
     }
 
     /// The set of queue names that have a document.

@@ -51,7 +51,7 @@ struct State {
     tokens: HashMap<TokenId, Token>,
     leases: HashMap<NodeId, (String, u64)>,
     mints: u64,
-    queues: BTreeMap<RoomName, QueueDoc>,
+    queues: BTreeMap<RoomName, (u64, String, BTreeMap<u64, String>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -648,34 +648,44 @@ impl Store for MemoryStore {
     }
 
     async fn load_queue(&self, queue: &RoomName) -> Result<Option<QueueDoc>, Error> {
-        Ok(self.lock().queues.get(queue).cloned())
+        Ok(self.lock().queues.get(queue).map(|(v, d, c)| QueueDoc {
+            version: *v,
+            doc: d.clone(),
+            callers: c.values().cloned().collect(),
+        }))
     }
 
-    async fn save_queue(
+    async fn save_queue_parts(
         &self,
         queue: &RoomName,
         expected: u64,
         doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
     ) -> Result<Option<u64>, Error> {
-        super::check_queue_doc(doc)?;
+        super::check_queue_doc(doc, added)?;
         let mut st = self.lock();
-        let current = st.queues.get(queue).map_or(0, |q| q.version);
+        let current = st.queues.get(queue).map_or(0, |q| q.0);
         if current != expected {
             return Ok(None);
         }
-        let version = current + 1;
-        st.queues.insert(
-            queue.clone(),
-            QueueDoc {
-                version,
-                doc: doc.to_owned(),
-            },
-        );
-        Ok(Some(version))
+        let entry = st
+            .queues
+            .entry(queue.clone())
+            .or_insert_with(|| (0, String::new(), BTreeMap::new()));
+        entry.0 = current + 1;
+        entry.1 = doc.to_owned();
+        for seq in removed {
+            entry.2.remove(seq);
+        }
+        for (seq, e) in added {
+            entry.2.insert(*seq, e.clone());
+        }
+        Ok(Some(current + 1))
     }
 
     async fn queue_version(&self, queue: &RoomName) -> Result<u64, Error> {
-        Ok(self.lock().queues.get(queue).map_or(0, |q| q.version))
+        Ok(self.lock().queues.get(queue).map_or(0, |q| q.0))
     }
 
     async fn list_queues(&self) -> Result<Vec<RoomName>, Error> {

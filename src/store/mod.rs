@@ -170,12 +170,26 @@ pub trait Store: Send + Sync + 'static {
     /// Compare-and-set of a queue's document: writes `doc` if the stored
     /// version is `expected` (0 = never saved) and returns the new version;
     /// `None` when another writer got there first (reload and retry).
+    /// Waiting callers are kept apart, one entry per `seq`: in the same
+    /// atomic step, the entries of `removed` are dropped and `added` written.
+    async fn save_queue_parts(
+        &self,
+        queue: &RoomName,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Result<Option<u64>, Error>;
+
+    /// [`Store::save_queue_parts`] with no caller entry changed.
     async fn save_queue(
         &self,
         queue: &RoomName,
         expected: u64,
         doc: &str,
-    ) -> Result<Option<u64>, Error>;
+    ) -> Result<Option<u64>, Error> {
+        self.save_queue_parts(queue, expected, doc, &[], &[]).await
+    }
 
     /// The version of a queue's document (0: never saved): lets a replica
     /// that holds the latest document skip reading it again.
@@ -188,23 +202,26 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), Error>;
 }
 
-/// A queue's stored state: an opaque JSON document and its version (see
-/// [`Store::save_queue`]).
+/// A queue's stored state: an opaque JSON document, its version and the
+/// caller entries in `seq` order (see [`Store::save_queue_parts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueDoc {
     /// Grows by one on every save.
     pub version: u64,
     /// The document.
     pub doc: String,
+    /// The waiting callers' entries, by `seq`.
+    pub callers: Vec<String>,
 }
 
-/// The largest queue document a store accepts, in bytes (about 20,000
-/// waiting callers).
+/// The largest queue document (or caller entries written at once) a store
+/// accepts, in bytes.
 pub const MAX_QUEUE_DOC: usize = 4 << 20;
 
-/// Checks a queue document's size.
-pub(crate) fn check_queue_doc(doc: &str) -> Result<(), Error> {
-    if doc.len() > MAX_QUEUE_DOC {
+/// Checks a queue document's size (and of the caller entries written with
+/// it).
+pub(crate) fn check_queue_doc(doc: &str, added: &[(u64, String)]) -> Result<(), Error> {
+    if doc.len() + added.iter().map(|(_, e)| e.len()).sum::<usize>() > MAX_QUEUE_DOC {
         return Err(Error::InvalidInput {
             what: "queue document",
             reason: format!("larger than {MAX_QUEUE_DOC} bytes"),

@@ -61,6 +61,7 @@ struct Scripts {
     acquire_lease: Script,
     release_lease: Script,
     save_queue: Script,
+    load_queue: Script,
 }
 
 macro_rules! lua {
@@ -88,10 +89,11 @@ impl Scripts {
             acquire_lease: lua!("acquire_lease"),
             release_lease: lua!("release_lease"),
             save_queue: lua!("save_queue"),
+            load_queue: lua!("load_queue"),
         }
     }
 
-    fn all(&self) -> [(&'static str, &Script); 16] {
+    fn all(&self) -> [(&'static str, &Script); 17] {
         [
             ("resolve_placement", &self.resolve_placement),
             ("add_member", &self.add_member),
@@ -109,6 +111,7 @@ impl Scripts {
             ("acquire_lease", &self.acquire_lease),
             ("release_lease", &self.release_lease),
             ("save_queue", &self.save_queue),
+            ("load_queue", &self.load_queue),
         ]
     }
 }
@@ -473,7 +476,8 @@ fn script_source(name: &str) -> &'static str {
         "list_rooms",
         "acquire_lease",
         "release_lease",
-        "save_queue"
+        "save_queue",
+        "load_queue"
     )
 }
 
@@ -1087,35 +1091,52 @@ impl Store for RedisStore {
 
     async fn load_queue(&self, queue: &RoomName) -> Result<Option<QueueDoc>, Error> {
         const OP: &str = "load_queue";
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(self.keys.queue(queue));
-        let v = array(OP, self.run(OP, Request::Cmd(cmd)).await?)?;
+        let mut inv = self.scripts.load_queue.prepare_invoke();
+        inv.key(self.keys.queue(queue))
+            .key(self.keys.queue_callers(queue));
+        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
         if v.is_empty() {
             return Ok(None);
         }
-        let f = fields(OP, &v)?;
+        let version = string(OP, v.first())?
+            .parse()
+            .map_err(|_| corrupt(OP, "version is not a number"))?;
+        let doc = string(OP, v.get(1))?;
+        let mut callers = Vec::with_capacity(v.len().saturating_sub(2));
+        for x in &v[2..] {
+            callers.push(string(OP, Some(x))?);
+        }
         Ok(Some(QueueDoc {
-            version: num_field(OP, &f, "v")?,
-            doc: field(&f, "d")
-                .ok_or_else(|| corrupt(OP, "no field d"))?
-                .to_owned(),
+            version,
+            doc,
+            callers,
         }))
     }
 
-    async fn save_queue(
+    async fn save_queue_parts(
         &self,
         queue: &RoomName,
         expected: u64,
         doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
     ) -> Result<Option<u64>, Error> {
         const OP: &str = "save_queue";
-        super::check_queue_doc(doc)?;
+        super::check_queue_doc(doc, added)?;
         let mut inv = self.scripts.save_queue.prepare_invoke();
         inv.key(self.keys.queue(queue))
             .key(self.keys.queues())
+            .key(self.keys.queue_callers(queue))
             .arg(expected)
             .arg(doc)
-            .arg(queue.as_str());
+            .arg(queue.as_str())
+            .arg(removed.len());
+        for seq in removed {
+            inv.arg(*seq);
+        }
+        for (seq, e) in added {
+            inv.arg(*seq).arg(e.as_str());
+        }
         let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
         if int(OP, v.first())? == 1 {
             Ok(Some(int(OP, v.get(1))? as u64))
