@@ -94,7 +94,7 @@ struct CorralNotes {
     /// Redirects sent (callers and agents that landed elsewhere).
     redirected: u64,
     /// The queue's document with the whole backlog waiting, in bytes.
-    doc_bytes: usize,
+    doc_bytes: (usize, usize),
     /// corral's own `connect_ms` (wall-clock ms), p50 and p99.
     engine_ms: (u32, u32),
 }
@@ -146,10 +146,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             corral.samples,
         );
         println!(
-            "     corral: {} redirects; queue document {} KB with the backlog waiting; \
+            "     corral: {} redirects; queue document {} B + {} KB of caller entries with the backlog waiting; \
              its own connect_ms p50 {} / p99 {}",
             notes.redirected,
-            notes.doc_bytes / 1024,
+            notes.doc_bytes.0,
+            notes.doc_bytes.1 / 1024,
             notes.engine_ms.0,
             notes.engine_ms.1,
         );
@@ -759,7 +760,12 @@ async fn corral_phases(
         if let Ok(Some((st, Some(node)))) = ctrl.queue(&queue).await
             && st.callers.len() >= args.callers
         {
-            break (st.to_doc().len(), node);
+            let entries: usize = st
+                .callers
+                .iter()
+                .map(|c| crate::queue::QueueState::caller_to_entry(c).len())
+                .sum();
+            break ((st.to_doc().len(), entries), node);
         }
         anyhow::ensure!(
             Instant::now() < until,
