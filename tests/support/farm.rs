@@ -151,21 +151,7 @@ impl TestFarm {
             if self.dead.contains(&i) {
                 continue;
             }
-            let url = format!("{}/sim/calls", self.sims[i].base_url());
-            let body = serde_json::json!({"exten": exten, "caller": "1000", "call_id": call_id});
-            let resp = self
-                .http
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .expect("proxy reaches a live node");
-            assert_eq!(
-                resp.status().as_u16(),
-                201,
-                "call {call_id} refused by {}",
-                self.sims[i].id()
-            );
+            self.post_call(i, exten, call_id, "1000").await;
             return i;
         }
         panic!("no live node");
@@ -173,19 +159,24 @@ impl TestFarm {
 
     /// Sends one call for `exten` to node `i` (a proxy that chose it).
     pub async fn call_on(&self, i: usize, exten: &str, call_id: &str) {
+        self.post_call(i, exten, call_id, call_id).await;
+    }
+
+    async fn post_call(&self, i: usize, exten: &str, call_id: &str, caller: &str) {
         let url = format!("{}/sim/calls", self.sims[i].base_url());
-        let body = serde_json::json!({"exten": exten, "caller": call_id, "call_id": call_id});
+        let body = serde_json::json!({"exten": exten, "caller": caller, "call_id": call_id});
         let resp = self
             .http
             .post(url)
             .json(&body)
             .send()
             .await
-            .expect("node reachable");
+            .expect("the node is reachable");
         assert_eq!(
             resp.status().as_u16(),
             201,
-            "call {call_id} refused by node {i}"
+            "call {call_id} refused by {}",
+            self.sims[i].id()
         );
     }
 

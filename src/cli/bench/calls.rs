@@ -232,6 +232,21 @@ async fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> anyho
     Ok(())
 }
 
+/// Node specs for corral on the bench's simulated nodes (capacity high
+/// enough that the policy never refuses a room).
+pub(super) fn node_specs(sims: &[SimNode]) -> anyhow::Result<Vec<NodeSpec>> {
+    sims.iter()
+        .map(|s| {
+            Ok(NodeSpec {
+                ari: ari_config(s)?,
+                sip_host: s.addr().to_string(),
+                capacity: 100_000,
+                max_rooms: None,
+            })
+        })
+        .collect()
+}
+
 pub(super) fn ari_config(s: &SimNode) -> anyhow::Result<crate::ari::Config> {
     Ok(crate::ari::Config {
         node: NodeId::new(s.id())?,
@@ -361,17 +376,7 @@ async fn with_corral(
     .context("cannot start the store")?;
     let metrics = Arc::new(Metrics::new());
     metrics.keep_samples();
-    let specs = sims
-        .iter()
-        .map(|s| {
-            Ok(NodeSpec {
-                ari: ari_config(s)?,
-                sip_host: s.addr().to_string(),
-                capacity: 100_000,
-                max_rooms: None,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let specs = node_specs(sims)?;
     let cfg = controller::Config {
         seed: args.seed,
         reconcile_interval: Duration::from_secs(3600),

@@ -34,12 +34,12 @@ use rand::{RngExt, SeedableRng};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::calls::{ari_config, net, percentile};
+use super::calls::{ari_config, net, node_specs, percentile};
 use crate::ari::AriNode;
 use crate::ari::events::EventKind;
 use crate::ari::rest::BridgeType;
 use crate::ari::stream::{self, StreamConfig, StreamItem};
-use crate::controller::{self, Controller, FarmEvent, NodeSpec, QueueConfig};
+use crate::controller::{self, Controller, FarmEvent, QueueConfig};
 use crate::domain::{AgentId, ChannelId, RoomName};
 use crate::queue::{AgentState, QueueSettings};
 use crate::sim::{SimConfig, SimNode};
@@ -694,17 +694,7 @@ async fn with_corral(
     .await
     .context("cannot start the store")?;
     let metrics = Arc::new(Metrics::new());
-    let specs = sims
-        .iter()
-        .map(|s| {
-            Ok(NodeSpec {
-                ari: ari_config(s)?,
-                sip_host: s.addr().to_string(),
-                capacity: 100_000,
-                max_rooms: None,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let specs = node_specs(sims)?;
     let cfg = controller::Config {
         seed: args.seed.wrapping_add(run),
         reconcile_interval: Duration::from_secs(3600),
