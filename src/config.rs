@@ -304,14 +304,7 @@ impl fmt::Debug for ApiSection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiSection")
             .field("listen", &self.listen)
-            .field(
-                "token",
-                &if self.token.is_some() {
-                    "set"
-                } else {
-                    "not set"
-                },
-            )
+            .field("token", &secret_state(self.token.as_deref().unwrap_or("")))
             .finish()
     }
 }
@@ -322,19 +315,17 @@ impl fmt::Debug for NodeSection {
             .field("id", &self.id)
             .field("ari_url", &self.ari_url)
             .field("username", &self.username)
-            .field(
-                "password",
-                &if self.password.is_empty() {
-                    "not set"
-                } else {
-                    "set"
-                },
-            )
+            .field("password", &secret_state(&self.password))
             .field("sip_host", &self.sip_host)
             .field("capacity", &self.capacity)
             .field("max_rooms", &self.max_rooms)
             .finish()
     }
+}
+
+/// How a secret shows in `Debug` output and logs: only whether it is set.
+pub fn secret_state(secret: &str) -> &'static str {
+    if secret.is_empty() { "not set" } else { "set" }
 }
 
 /// A URL with its password replaced by `***`, for logs.

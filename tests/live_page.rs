@@ -160,16 +160,13 @@ impl Page {
 
     /// Waits until `expr` evaluates to something other than null/false.
     async fn until(&mut self, what: &str, expr: &str) -> Value {
-        let start = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(20);
+        let mut poll = support::Poll::new(DEADLINE);
         loop {
             let v = self.eval(expr).await;
             if !v.is_null() && v != Value::Bool(false) {
                 return v;
             }
-            assert!(start.elapsed() < DEADLINE, "page never showed: {what}");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
+            assert!(poll.next().await, "page never showed: {what}");
         }
     }
 }

@@ -78,17 +78,15 @@ fn available(st: &QueueState) -> usize {
 async fn all_on_queue_node(farm: &TestFarm, node: usize) -> (usize, usize) {
     // Polled: an agent is in the queue's state a moment before it is in
     // the holding bridge.
-    let mut last = String::new();
-    let until = tokio::time::Instant::now() + WAIT;
+    let mut poll = support::Poll::new(WAIT);
     loop {
         match placement_of_calls(farm, node).await {
             Ok(counts) => return counts,
-            Err(why) if tokio::time::Instant::now() > until => {
-                panic!("queue calls not all on node {node}: {why} (before: {last})")
-            }
-            Err(why) => last = why,
+            Err(why) => assert!(
+                poll.next().await,
+                "queue calls not all on node {node}: {why}"
+            ),
         }
-        tokio::task::yield_now().await;
     }
 }
 

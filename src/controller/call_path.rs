@@ -273,11 +273,7 @@ impl Controller {
         }
         if room.kind == RoomKind::Queue {
             self.inner.metrics.call_setup(started.elapsed());
-            let role = match who {
-                Who::Agent(a) => super::queues::QueueRole::Agent(a),
-                _ => super::queues::QueueRole::Caller,
-            };
-            self.queue_arrive(node, chan, channel, room, role, epoch)
+            self.queue_arrive(node, chan, channel, room, who, epoch)
                 .await;
             self.emit(FarmEvent::MembersChanged {
                 room: room.clone(),

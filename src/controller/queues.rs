@@ -104,15 +104,6 @@ pub(crate) fn pair_bridge(queue: &RoomName, tag: &str, agent: &AgentId) -> (Stri
     )
 }
 
-/// Who a queue arrival is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum QueueRole {
-    /// A caller (`queue,<name>`).
-    Caller,
-    /// A call-in agent (`agent,<queue>,<agent>`).
-    Agent(AgentId),
-}
-
 impl Controller {
     fn queue_lock(&self, queue: &RoomName) -> Arc<tokio::sync::Mutex<()>> {
         lock(&self.inner.queues.locks)
@@ -267,7 +258,7 @@ impl Controller {
         chan: &ChannelId,
         channel: &Channel,
         room: &RoomKey,
-        role: QueueRole,
+        who: super::call_path::Who,
         epoch: crate::domain::Epoch,
     ) {
         let queue = &room.name;
@@ -292,8 +283,9 @@ impl Controller {
             return;
         }
         self.inner.metrics.joined(&node.id, "queue");
-        let admitted = match &role {
-            QueueRole::Caller => {
+        let admitted = match &who {
+            super::call_path::Who::Agent(agent) => self.agent_login(node, queue, agent, chan).await,
+            _ => {
                 let caller: String = channel.caller.number.chars().take(64).collect();
                 self.queue_update(queue, |st, now| {
                     st.enqueue(
@@ -307,11 +299,10 @@ impl Controller {
                 .await
                 .map(|(r, _)| r.map(|_| ()))
             }
-            QueueRole::Agent(agent) => self.agent_login(node, queue, agent, chan).await,
         };
         match admitted {
             Ok(Ok(())) => {
-                tracing::debug!(node = %node.id, queue = %queue, channel = %chan, role = ?role, "waiting in the queue");
+                tracing::debug!(node = %node.id, queue = %queue, channel = %chan, who = ?who, "waiting in the queue");
             }
             Ok(Err(refused)) => {
                 let why = match &refused {
@@ -735,8 +726,9 @@ impl Controller {
         changed
     }
 
-    /// Puts an answered agent back in the queue's holding bridge (no answer,
-    /// and no store read when this replica knows the bridge).
+    /// Puts an answered caller or agent back in the queue's holding bridge
+    /// (no answer again, and no store read when this replica knows the
+    /// bridge).
     async fn rehold(
         &self,
         node: &Arc<NodeRuntime>,
@@ -755,23 +747,9 @@ impl Controller {
                 _ => None,
             },
         };
-        let id = super::rooms::bridge_id(&room, epoch);
-        self.ensure_bridge(node, &room, &id).await?;
-        match self
-            .ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None))
+        self.bridge_channel(node, channel, &room, epoch)
             .await
-        {
-            // A stale bridge: the full path makes it again.
-            Err(e) if e.status() == Some(404) => {
-                if let Ok(mut b) = node.bridges.lock() {
-                    b.remove(&id);
-                }
-                self.put_in_bridge(node, channel, &room, epoch)
-                    .await
-                    .map(|_| ())
-            }
-            other => other,
-        }
+            .map(|_| ())
     }
 
     /// Bridges a caller with an agent's leg. `Err(true)`: the caller is
@@ -809,14 +787,8 @@ impl Controller {
             .await
         {
             tracing::debug!(reason = %e, "agent not bridged");
-            // The caller is in the pair bridge alone: the failure handling
-            // puts it back in the holding bridge.
-            let room = RoomKey::new(RoomKind::Queue, queue.clone());
-            let epoch = match self.inner.store.get_room(&room).await {
-                Ok(Some(d)) if d.placement.node == node.id => Some(d.placement.epoch),
-                _ => None,
-            };
-            let _ = self.put_in_bridge(node, caller, &room, epoch).await;
+            // The caller is in the pair bridge alone: back on hold.
+            let _ = self.rehold(node, queue, caller).await;
             return Err(false);
         }
         Ok(())

@@ -83,8 +83,20 @@ impl Controller {
         room: &RoomKey,
         epoch: Option<Epoch>,
     ) -> Result<String, crate::ari::Error> {
-        let id = bridge_id(room, epoch);
         self.ari_retry(|| node.ari.answer(channel.as_str())).await?;
+        self.bridge_channel(node, channel, room, epoch).await
+    }
+
+    /// Puts an answered `channel` in the room's bridge (made if needed; a
+    /// cached bridge that is gone is made again) and remembers it.
+    pub(crate) async fn bridge_channel(
+        &self,
+        node: &Arc<NodeRuntime>,
+        channel: &ChannelId,
+        room: &RoomKey,
+        epoch: Option<Epoch>,
+    ) -> Result<String, crate::ari::Error> {
+        let id = bridge_id(room, epoch);
         self.ensure_bridge(node, room, &id).await?;
         match self
             .ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None))

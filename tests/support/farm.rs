@@ -273,14 +273,14 @@ impl TestFarm {
     /// Waits until exactly `n` calls are live and all sit in bridges; on
     /// timeout, fails with the calls that are not and corral's counts.
     pub async fn wait_all_bridged(&self, n: usize, deadline: Duration) -> Vec<(usize, Value)> {
-        let until = tokio::time::Instant::now() + deadline;
+        let mut poll = super::Poll::new(deadline);
         loop {
             let calls = self.live_calls().await;
             let b = calls.iter().filter(|(_, c)| !c["bridge"].is_null()).count();
             if b == n && calls.len() == n {
                 return calls;
             }
-            if tokio::time::Instant::now() > until {
+            if !poll.next().await {
                 let rest: Vec<_> = calls
                     .iter()
                     .filter(|(_, c)| c["bridge"].is_null())
@@ -292,7 +292,6 @@ impl TestFarm {
                     self.metrics.snapshot()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

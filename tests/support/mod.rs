@@ -5,6 +5,55 @@
 use std::future::Future;
 use std::time::Duration;
 
+/// Paces a wait for a condition with a deadline: the one place tests pause
+/// between two looks (2 ms, doubling up to 50 ms). `next` is false once the
+/// deadline has passed.
+pub struct Poll {
+    until: std::time::Instant,
+    pause: Duration,
+}
+
+impl Poll {
+    /// A wait of at most `deadline` from now.
+    pub fn new(deadline: Duration) -> Self {
+        Self {
+            until: std::time::Instant::now() + deadline,
+            pause: Duration::from_millis(2),
+        }
+    }
+
+    fn step(&mut self) -> Option<Duration> {
+        if std::time::Instant::now() > self.until {
+            return None;
+        }
+        let pause = self.pause;
+        self.pause = (self.pause * 2).min(Duration::from_millis(50));
+        Some(pause)
+    }
+
+    /// Pauses before the next look; false when the deadline has passed.
+    pub async fn next(&mut self) -> bool {
+        match self.step() {
+            Some(p) => {
+                tokio::time::sleep(p).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`Poll::next`] for code outside the runtime (starting processes).
+    pub fn next_blocking(&mut self) -> bool {
+        match self.step() {
+            Some(p) => {
+                std::thread::sleep(p);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Polls `condition` until it returns `Some`, or fails the test after
 /// `deadline` with `what` in the message. Tests wait for conditions, never
 /// for time.
@@ -13,17 +62,14 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(2);
+    let mut poll = Poll::new(deadline);
     loop {
         if let Some(v) = condition().await {
             return v;
         }
-        if start.elapsed() > deadline {
+        if !poll.next().await {
             panic!("timed out after {deadline:?} waiting for: {what}");
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

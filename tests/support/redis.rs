@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a fresh redis-server may take to answer PING.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -207,7 +207,7 @@ impl RedisProcess {
     }
 
     fn wait_for_ping(&mut self) {
-        let start = Instant::now();
+        let mut poll = super::Poll::new(START_DEADLINE);
         let url = format!("redis://127.0.0.1:{}", self.port);
         loop {
             let pong = redis::Client::open(url.as_str())
@@ -223,11 +223,10 @@ impl RedisProcess {
                 );
             }
             assert!(
-                start.elapsed() < START_DEADLINE,
+                poll.next_blocking(),
                 "redis-server on port {} did not answer PING within {START_DEADLINE:?}",
                 self.port
             );
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -242,7 +241,7 @@ impl RedisProcess {
             .arg(16383)
             .query(&mut c)
             .unwrap_or_else(|e| panic!("CLUSTER ADDSLOTSRANGE: {e}"));
-        let start = Instant::now();
+        let mut poll = super::Poll::new(START_DEADLINE);
         loop {
             let info: String = redis::cmd("CLUSTER")
                 .arg("INFO")
@@ -252,10 +251,9 @@ impl RedisProcess {
                 return;
             }
             assert!(
-                start.elapsed() < START_DEADLINE,
+                poll.next_blocking(),
                 "one-node cluster did not reach cluster_state:ok"
             );
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
