@@ -12,6 +12,9 @@
 //! - [`controller`]: the call path, room lifecycle and node health.
 //! - [`api`]: the HTTP API for apps and operators.
 //! - [`sim`]: a simulated Asterisk 22 node speaking ARI over real sockets.
+//! - [`testbed`]: real parts on one machine (Asterisk nodes, Kamailio,
+//!   sipp, `corral serve`) configured from the shipped `deploy/` files, for
+//!   the real-farm tests, `corral demo --asterisk` and `corral chaos`.
 //! - [`cli`]: the command line (`serve`, `demo`, `sim-node`, `bench`, ...).
 //! - [`config`], [`telemetry`], [`retry`], [`shutdown`]: the plumbing.
 #![warn(missing_docs, clippy::all)]
@@ -30,3 +33,4 @@ pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod testbed;

@@ -1,0 +1,256 @@
+//! sipp as the farm's callers and phones: scenarios embedded here, one sipp
+//! process per batch of calls, and what it saw read from its own logs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use super::{Error, Process};
+
+/// A caller: INVITE, wait for the answer, ACK, wait for the far end's BYE.
+/// Logs `answered <caller>-<n> <t0 s> <t0 us> <t1 s> <t1 us>` per answered
+/// call and `ended <caller>-<n>` when the far end hung up.
+pub const CALLER_XML: &str = include_str!("sipp/caller.xml");
+
+/// A phone: answers every INVITE after `-d` ms, then waits for a BYE.
+pub const PHONE_XML: &str = include_str!("sipp/phone.xml");
+
+/// A scenario to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// [`CALLER_XML`].
+    Caller,
+    /// [`PHONE_XML`].
+    Phone,
+}
+
+impl Scenario {
+    fn file(self) -> (&'static str, &'static str) {
+        match self {
+            Scenario::Caller => ("caller.xml", CALLER_XML),
+            Scenario::Phone => ("phone.xml", PHONE_XML),
+        }
+    }
+}
+
+/// The sipp program.
+#[derive(Debug, Clone)]
+pub struct Sipp {
+    binary: PathBuf,
+}
+
+/// One call a caller saw answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    /// The From user: `<caller>-<n>`, the caller number ARI shows.
+    pub caller: String,
+    /// INVITE sent → 200 OK received, as sipp measured it.
+    pub setup: Duration,
+    /// Whether the far end has hung up since.
+    pub ended: bool,
+}
+
+/// A batch of callers (or a phone) in one sipp process.
+#[derive(Debug)]
+pub struct SippRun {
+    process: Process,
+    logs: PathBuf,
+    errors: PathBuf,
+    /// Local SIP port of this sipp.
+    pub port: u16,
+}
+
+/// What a batch of callers is to do.
+#[derive(Debug, Clone)]
+pub struct Calls {
+    /// Request URI user (`conf-sales`).
+    pub service: String,
+    /// Caller number prefix (`sales` → `sales-1`, `sales-2`, ...).
+    pub caller: String,
+    /// How many calls.
+    pub count: u32,
+    /// Calls per second.
+    pub rate: f64,
+    /// Where to send them (`127.0.0.1:5060`, the proxy).
+    pub target: String,
+}
+
+impl Sipp {
+    /// Finds `sipp` on `PATH`.
+    ///
+    /// # Errors
+    /// [`Error::Missing`] saying how to install it.
+    pub fn locate() -> Result<Sipp, Error> {
+        super::which("sipp")
+            .map(|binary| Sipp { binary })
+            .ok_or_else(|| Error::Missing {
+                program: "sipp".into(),
+                fix:
+                    "install sipp 3.6 or later (Debian: apt-get install sip-tester); .ci/test does"
+                        .into(),
+            })
+    }
+
+    fn base(
+        &self,
+        dir: &Path,
+        scenario: Scenario,
+        port: u16,
+        name: &str,
+    ) -> Result<(Command, PathBuf, PathBuf), Error> {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        // One copy per run: sipp reads its scenario at start, and another
+        // run writing the same file meanwhile would hand it half a file.
+        let (file, text) = scenario.file();
+        let sf = dir.join(format!("{name}-{file}"));
+        std::fs::write(&sf, text).map_err(Error::io(format!("writing {}", sf.display())))?;
+        let logs = dir.join(format!("{name}.log"));
+        let errors = dir.join(format!("{name}.err"));
+        let media = super::free_port()?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.current_dir(dir)
+            .arg("-sf")
+            .arg(&sf)
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-mp",
+                &media.to_string(),
+            ])
+            .args(["-nostdin", "-trace_logs", "-log_file"])
+            .arg(&logs)
+            .args(["-trace_err", "-error_file"])
+            .arg(&errors);
+        Ok((cmd, logs, errors))
+    }
+
+    /// Starts `calls.count` callers at `calls.rate`/s towards `calls.target`.
+    /// `name` names the log files in `dir`.
+    ///
+    /// # Errors
+    /// sipp could not be started.
+    pub fn callers(&self, dir: &Path, name: &str, calls: &Calls) -> Result<SippRun, Error> {
+        let port = super::free_port()?;
+        let (mut cmd, logs, errors) = self.base(dir, Scenario::Caller, port, name)?;
+        cmd.args(["-key", "caller", &calls.caller])
+            .args(["-s", &calls.service])
+            .args(["-m", &calls.count.to_string()])
+            .args([
+                "-r",
+                &format!("{}", (calls.rate * 1000.0).round() as u64),
+                "-rp",
+                "1000",
+            ])
+            .args(["-l", &calls.count.to_string()])
+            .arg(&calls.target);
+        let process = Process::spawn(
+            &format!("sipp {name}"),
+            cmd,
+            &dir.join(format!("{name}.out")),
+        )?;
+        Ok(SippRun {
+            process,
+            logs,
+            errors,
+            port,
+        })
+    }
+
+    /// A phone on its own port that answers up to `count` calls, each after
+    /// `answer_after`.
+    ///
+    /// # Errors
+    /// sipp could not be started.
+    pub fn phone(
+        &self,
+        dir: &Path,
+        name: &str,
+        count: u32,
+        answer_after: Duration,
+    ) -> Result<SippRun, Error> {
+        let port = super::free_port()?;
+        let (mut cmd, logs, errors) = self.base(dir, Scenario::Phone, port, name)?;
+        cmd.args(["-m", &count.to_string()])
+            .args(["-d", &answer_after.as_millis().to_string()]);
+        let process = Process::spawn(
+            &format!("sipp {name}"),
+            cmd,
+            &dir.join(format!("{name}.out")),
+        )?;
+        Ok(SippRun {
+            process,
+            logs,
+            errors,
+            port,
+        })
+    }
+}
+
+impl SippRun {
+    /// The calls this batch saw answered so far, by caller number.
+    pub fn answered(&self) -> HashMap<String, Answered> {
+        let text = std::fs::read_to_string(&self.logs).unwrap_or_default();
+        let mut out: HashMap<String, Answered> = HashMap::new();
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["answered", caller, t0s, t0u, t1s, t1u] => {
+                    let t = |s: &str, u: &str| {
+                        s.parse::<f64>().unwrap_or(0.0) + u.parse::<f64>().unwrap_or(0.0) / 1e6
+                    };
+                    let setup = (t(t1s, t1u) - t(t0s, t0u)).max(0.0);
+                    out.insert(
+                        caller.to_string(),
+                        Answered {
+                            caller: caller.to_string(),
+                            setup: Duration::from_secs_f64(setup),
+                            ended: false,
+                        },
+                    );
+                }
+                ["answered", user] => {
+                    out.insert(
+                        user.to_string(),
+                        Answered {
+                            caller: user.to_string(),
+                            setup: Duration::ZERO,
+                            ended: false,
+                        },
+                    );
+                }
+                ["ended", caller] => {
+                    if let Some(a) = out.get_mut(*caller) {
+                        a.ended = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// sipp's error log (unexpected messages, timeouts), for failure
+    /// messages.
+    pub fn errors(&self) -> String {
+        std::fs::read_to_string(&self.errors).unwrap_or_default()
+    }
+
+    /// sipp's screen output so far.
+    pub fn output(&self) -> String {
+        self.process.log_tail(60)
+    }
+
+    /// Waits for sipp to finish every call; its exit status (0: every call
+    /// completed its scenario), or `None` when `deadline` passed.
+    pub async fn wait(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        self.process.wait(deadline).await
+    }
+
+    /// Stops sipp at once (its unfinished calls are abandoned).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+}
