@@ -126,3 +126,223 @@ async fn conferences_on_the_memory_store() {
 async fn conferences_on_redis() {
     conferences(Backend::Redis).await;
 }
+
+/// `kamailio -c` passes on the shipped `kamailio.cfg` (rendered with only
+/// its listen address and list path filled in).
+#[test]
+fn the_shipped_kamailio_cfg_passes_kamailio_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = corral::testbed::render::NodeAddrs {
+        id: "ast1".into(),
+        bind: "127.0.0.1".into(),
+        sip_port: 5160,
+        http_port: 8160,
+        entity_id: "02:00:00:00:00:01".into(),
+    };
+    let out = corral::testbed::Kamailio::check(dir.path(), &[node], 5159)
+        .unwrap_or_else(|e| panic!("kamailio -c refused the shipped config: {e}"));
+    assert!(out.contains("config file ok"), "{out}");
+}
+
+/// Plays the app on every node; returns the first `StasisStart` on any
+/// of them within `deadline`, with the node's index.
+async fn stasis_start(
+    sockets: &mut [corral::testbed::AppSocket],
+    deadline: Duration,
+) -> Option<(usize, serde_json::Value)> {
+    let until = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < until {
+        for (i, s) in sockets.iter_mut().enumerate() {
+            if let Some(ev) = s.next_of("StasisStart", Duration::from_millis(50)).await {
+                return Some((i, ev));
+            }
+        }
+    }
+    None
+}
+
+/// The shipped proxy follows a 302 only to a node of the farm: a node
+/// redirecting a ringing call outside the farm gets it refused (the caller
+/// sees 502), one redirecting it to another node gets it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kamailio_follows_302s_only_to_farm_nodes() {
+    let t = RealTest::start_without_corral("proxy302", 2).await;
+    let farm = &t.farm;
+    let mut sockets = Vec::new();
+    for n in &farm.nodes {
+        sockets.push(n.connect_app("corral").await.expect("app socket"));
+    }
+
+    let mut outside = t.call_room("out", "out", 1);
+    let (i, ev) = stasis_start(&mut sockets, Duration::from_secs(10))
+        .await
+        .expect("the call reaches the app");
+    let id = ev["channel"]["id"].as_str().unwrap().to_string();
+    let (status, _) = farm.nodes[i]
+        .post(
+            &format!("channels/{id}/redirect"),
+            &[("endpoint", "PJSIP/sip:evil@127.0.0.1:9")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let failed = support::eventually(Duration::from_secs(10), "the caller refused", || {
+        let f = outside.failed();
+        async move { f.get("out-1").copied() }
+    })
+    .await;
+    assert_eq!(failed, 502, "a 302 outside the farm must be refused");
+    assert!(
+        farm.kamailio.log().contains("refused: not a farm node"),
+        "{}",
+        farm.kamailio.log()
+    );
+    assert!(outside.wait(Duration::from_secs(10)).await.is_some());
+
+    let mut inside = t.call_room("in", "in", 1);
+    let (i, ev) = stasis_start(&mut sockets, Duration::from_secs(10))
+        .await
+        .expect("the call reaches the app");
+    let id = ev["channel"]["id"].as_str().unwrap().to_string();
+    let other = 1 - i;
+    let endpoint = format!("PJSIP/sip:hello@{}", farm.nodes[other].sip_addr());
+    let (status, _) = farm.nodes[i]
+        .post(
+            &format!("channels/{id}/redirect"),
+            &[("endpoint", endpoint.as_str())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let (j, ev) = stasis_start(&mut sockets, Duration::from_secs(10))
+        .await
+        .expect("the redirected call arrives");
+    assert_eq!(
+        j, other,
+        "the call arrives on the node of the 302's Contact"
+    );
+    assert_eq!(ev["channel"]["dialplan"]["exten"], "hello");
+    let id = ev["channel"]["id"].as_str().unwrap().to_string();
+    let (status, _) = farm.nodes[j]
+        .post(&format!("channels/{id}/answer"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    support::eventually(Duration::from_secs(10), "the caller answered", || {
+        let a = inside.answered();
+        async move { a.contains_key("in-1").then_some(()) }
+    })
+    .await;
+    assert_eq!(farm.hangup_all().await, 1);
+    let status = inside.wait(Duration::from_secs(10)).await;
+    assert!(status.is_some_and(|s| s.success()), "{}", inside.errors());
+}
+
+/// kill -9 of a node while calls are up: its rooms are re-placed; later
+/// callers of those rooms, including the ones the dispatcher still sends to
+/// the dead node (Kamailio fails them over), meet on a live node. The node
+/// restarted on the same ports is a new incarnation and owns nothing: the
+/// rooms stay where they were re-placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_node_loses_its_rooms_and_a_restarted_one_owns_nothing() {
+    let mut t = RealTest::start("crash", 3, Backend::Memory, &[]).await;
+    let mut runs = Vec::new();
+    for room in ROOMS {
+        runs.push(t.call_room(room, &format!("{room}a"), 4));
+    }
+    let before = t.wait_whole(6, 24, Duration::from_secs(45)).await;
+    // The node with the most rooms dies.
+    let mut per_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (room, truth) in &before {
+        per_node
+            .entry(truth.whole_on().unwrap().to_string())
+            .or_default()
+            .push(room.clone());
+    }
+    let (victim, lost_rooms) = per_node
+        .iter()
+        .max_by_key(|(_, r)| r.len())
+        .map(|(n, r)| (n.clone(), r.clone()))
+        .unwrap();
+    let vi = t.farm.index_of(&victim).unwrap();
+    let killed_at = std::time::Instant::now();
+    t.farm.nodes[vi].kill();
+    eprintln!("killed {victim} with rooms {lost_rooms:?}");
+
+    // Later callers of every room: 4 more each, round-robin over all three
+    // nodes (the dispatcher does not know yet that one is dead).
+    let mut later = Vec::new();
+    for room in ROOMS {
+        later.push(t.call_room(room, &format!("{room}b"), 4));
+    }
+    let live_calls = 24 - 4 * lost_rooms.len() + 24;
+    let after = t.wait_whole(6, live_calls, Duration::from_secs(60)).await;
+    eprintln!(
+        "crash: rooms whole again on live nodes {:?} after the kill",
+        killed_at.elapsed()
+    );
+    for (room, truth) in &after {
+        let node = truth.whole_on().unwrap();
+        assert_ne!(node, victim, "{room} still on the dead node");
+        let want = if lost_rooms.contains(room) { 4 } else { 8 };
+        assert_eq!(truth.calls(), want, "{room}: {truth:?}");
+    }
+    for r in &later {
+        assert_eq!(
+            r.answered().len(),
+            4,
+            "later callers answered: {:?} failed: {:?}",
+            r.answered().keys(),
+            r.failed()
+        );
+    }
+
+    // The node comes back on the same ports: a new incarnation that owns
+    // nothing. New callers of the old rooms still meet where they were.
+    t.farm.nodes[vi].restart().await.expect("restart");
+    t.wait_streaming(Duration::from_secs(20)).await;
+    let nodes = t
+        .farm
+        .corral
+        .as_ref()
+        .unwrap()
+        .get("/v1/nodes")
+        .await
+        .unwrap();
+    let view = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == victim.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(view["rooms"], 0, "the restarted node owns no room: {view}");
+    let mut again = Vec::new();
+    for room in ROOMS {
+        again.push(t.call_room(room, &format!("{room}c"), 2));
+    }
+    let last = t
+        .wait_whole(6, live_calls + 12, Duration::from_secs(45))
+        .await;
+    for (room, truth) in &last {
+        assert_eq!(
+            truth.whole_on(),
+            after[room].whole_on(),
+            "{room} moved after the restart"
+        );
+    }
+    assert!(
+        t.farm.nodes[vi]
+            .bridges()
+            .await
+            .unwrap()
+            .iter()
+            .all(|b| b["channels"].as_array().is_none_or(|c| c.is_empty()))
+    );
+    t.farm.hangup_all().await;
+    for r in later.iter_mut().chain(again.iter_mut()) {
+        let s = r.wait(Duration::from_secs(30)).await;
+        assert!(s.is_some_and(|s| s.success()), "{}", r.errors());
+    }
+    drop(runs);
+}

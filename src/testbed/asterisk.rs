@@ -369,6 +369,51 @@ impl AsteriskNode {
         Ok(resp.status().as_u16())
     }
 
+    /// `POST /ari/<path>` with `query`; the HTTP status and the body (JSON
+    /// or `null`).
+    ///
+    /// # Errors
+    /// [`Error::Http`] when the node does not answer.
+    pub async fn post(&self, path: &str, query: &[(&str, &str)]) -> Result<(u16, Value), Error> {
+        let url = format!("{}/ari/{path}", self.ari_url());
+        let resp = self
+            .http
+            .post(&url)
+            .basic_auth(render::ARI_USER, Some(render::ARI_PASSWORD))
+            .query(query)
+            .send()
+            .await
+            .map_err(|source| Error::Http {
+                what: format!("POST {url}"),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// Opens an ARI event websocket for `app` as the shipped ARI user (what
+    /// corral does, for tests that play the app themselves).
+    ///
+    /// # Errors
+    /// [`Error::Start`] when the websocket cannot be opened.
+    pub async fn connect_app(&self, app: &str) -> Result<AppSocket, Error> {
+        let url = format!(
+            "ws://{}:{}/ari/events?app={app}&api_key={}:{}",
+            self.addrs.bind,
+            self.addrs.http_port,
+            render::ARI_USER,
+            render::ARI_PASSWORD
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .map_err(|e| Error::Start {
+                what: format!("ARI websocket for {app} on {}", self.addrs.id),
+                detail: e.to_string(),
+            })?;
+        Ok(AppSocket { ws })
+    }
+
     /// Runs one CLI command against the node (`asterisk -rx`).
     ///
     /// # Errors
@@ -419,6 +464,50 @@ impl AsteriskNode {
         if let Some(mut p) = self.process.take() {
             p.stop(Duration::from_secs(10));
         }
+    }
+}
+
+/// An ARI event websocket held by a test playing the app.
+#[derive(Debug)]
+pub struct AppSocket {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl AppSocket {
+    /// The next event, or `None` when none came within `deadline` or the
+    /// socket closed.
+    pub async fn next(&mut self, deadline: Duration) -> Option<Value> {
+        use futures_util::StreamExt;
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let msg = tokio::time::timeout_at(until, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                return serde_json::from_str(t.as_str()).ok();
+            }
+        }
+    }
+
+    /// The next event of `kind` (`StasisStart`, ...), skipping others; `None`
+    /// when none came within `deadline`.
+    pub async fn next_of(&mut self, kind: &str, deadline: Duration) -> Option<Value> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let ev = self.next(left).await?;
+            if ev["type"] == kind {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// Closes the socket (the app stops being served on the node).
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
     }
 }
 

@@ -26,7 +26,7 @@ pub mod process;
 pub mod render;
 pub mod sipp;
 
-pub use asterisk::{AsteriskNode, Install};
+pub use asterisk::{AppSocket, AsteriskNode, Install};
 pub use corral::CorralProcess;
 pub use farm::{FarmOptions, RealFarm, RoomTruth};
 pub use kamailio::Kamailio;

@@ -10,7 +10,8 @@ use super::{Error, Process};
 
 /// A caller: INVITE, wait for the answer, ACK, wait for the far end's BYE.
 /// Logs `answered <caller>-<n> <t0 s> <t0 us> <t1 s> <t1 us>` per answered
-/// call and `ended <caller>-<n>` when the far end hung up.
+/// call, `ended <caller>-<n>` when the far end hung up, and `failed
+/// <caller>-<n> <status>` for a call that got a final failure.
 pub const CALLER_XML: &str = include_str!("sipp/caller.xml");
 
 /// A phone: answers every INVITE after `-d` ms, then waits for a BYE.
@@ -230,6 +231,23 @@ impl SippRun {
             }
         }
         out
+    }
+
+    /// The calls this batch saw fail, by caller number, with the final
+    /// status (a 302 the proxy relayed instead of following is one).
+    pub fn failed(&self) -> HashMap<String, u16> {
+        let text = std::fs::read_to_string(&self.logs).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut p = l.split_whitespace();
+                match (p.next(), p.next(), p.next()) {
+                    (Some("failed"), Some(caller), Some(code)) => {
+                        Some((caller.to_string(), code.parse().ok()?))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
     }
 
     /// sipp's error log (unexpected messages, timeouts), for failure

@@ -30,6 +30,23 @@ impl RealTest {
         backend: Backend,
         env: &[(&str, &str)],
     ) -> RealTest {
+        let t = Self::start_with(test, nodes, backend, env, true).await;
+        t.wait_streaming(Duration::from_secs(20)).await;
+        t
+    }
+
+    /// The nodes and Kamailio only: the test plays corral's app itself.
+    pub async fn start_without_corral(test: &str, nodes: usize) -> RealTest {
+        Self::start_with(test, nodes, Backend::Memory, &[], false).await
+    }
+
+    async fn start_with(
+        test: &str,
+        nodes: usize,
+        backend: Backend,
+        env: &[(&str, &str)],
+        start_corral: bool,
+    ) -> RealTest {
         super::init_logs();
         let redis = match backend {
             Backend::Memory => None,
@@ -53,7 +70,7 @@ impl RealTest {
             redis_url: redis.as_ref().map(RedisProcess::url),
             corral_env,
             dir: dir.path().to_path_buf(),
-            start_corral: true,
+            start_corral,
         };
         let farm = match RealFarm::start(opts).await {
             Ok(f) => f,
@@ -65,13 +82,11 @@ impl RealTest {
                 );
             }
         };
-        let t = RealTest {
+        RealTest {
             farm,
             redis,
             dir: Some(dir),
-        };
-        t.wait_streaming(Duration::from_secs(20)).await;
-        t
+        }
     }
 
     /// corral's API URL.
@@ -121,6 +136,22 @@ impl RealTest {
                 );
             }
         }
+    }
+
+    /// Starts `count` callers of `room` (`conf-<room>`, callers
+    /// `<prefix>-1` ...) at 20/s through Kamailio.
+    pub fn call_room(&self, room: &str, prefix: &str, count: u32) -> corral::testbed::SippRun {
+        let calls = corral::testbed::sipp::Calls {
+            service: format!("conf-{room}"),
+            caller: prefix.to_string(),
+            count,
+            rate: 20.0,
+            target: self.farm.kamailio.addr(),
+        };
+        self.farm
+            .sipp
+            .callers(&self.farm.dir().join("sipp"), prefix, &calls)
+            .expect("sipp starts")
     }
 
     /// What a failure message needs: channels per node and context, corral's
