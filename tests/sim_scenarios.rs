@@ -1132,6 +1132,12 @@ async fn a_holding_caller_hears_moh_until_bridged_with_an_agent() {
         ))
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
+    // Added without a role, a holding participant hears nothing (ARI sets
+    // its idle_mode to none, as a real Asterisk 22 shows) until the app
+    // plays music on hold to the bridge.
+    assert_eq!(hears(&ari, &caller).await, ("silence".into(), Value::Null));
+    let r = ari.post("/ari/bridges/hold-sales/moh").await;
+    assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(hears(&ari, &caller).await, ("moh".into(), json!("default")));
     assert_eq!(
         log_of(&ari, &caller).await,
@@ -1297,13 +1303,17 @@ async fn what_a_channel_hears() {
         ]
     );
 
-    // An unanswered caller in a holding bridge hears nothing until answered.
+    // An unanswered caller in a holding bridge hears nothing until answered
+    // (added as holding_participant, whose idle mode is music on hold; one
+    // added without a role would hear nothing at all).
     assert_eq!(ari.post("/ari/bridges/hold?type=holding").await.status, 200);
     let r = ari.call("queue-q", "3").await;
     let c3 = r.body["channel_id"].as_str().expect("id").to_string();
     ev.wait_for_channel("StasisStart", &c3).await;
     let r = ari
-        .post(&format!("/ari/bridges/hold/addChannel?channel={c3}"))
+        .post(&format!(
+            "/ari/bridges/hold/addChannel?channel={c3}&role=holding_participant"
+        ))
         .await;
     assert_eq!(r.status, 204);
     assert_eq!(hears(&ari, &c3).await.0, "silence");

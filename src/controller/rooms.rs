@@ -142,6 +142,15 @@ impl Controller {
         {
             Created::New(_) | Created::Exists => {}
         }
+        if room.kind == RoomKind::Queue {
+            // ARI puts a holding bridge's participants in idle mode "none"
+            // (res/stasis/stasis_bridge.c): without this, waiting callers
+            // hear silence. The music comes from one announcer channel per
+            // bridge, which ARI lists in no bridge and no channel.
+            if let Err(e) = self.ari_retry(|| node.ari.bridge_start_moh(id, None)).await {
+                tracing::warn!(node = %node.id, room = %room, reason = %e, "music on hold not started in the queue's bridge");
+            }
+        }
         if let Ok(mut b) = node.bridges.lock() {
             b.insert(id.to_string());
         }

@@ -13,10 +13,14 @@
 //! 2. MOH started on the channel itself (`POST /channels/{id}/moh`): `moh`.
 //! 3. A bridge playing MOH (`POST /bridges/{id}/moh`, an announcer channel
 //!    hidden from ARI): `moh` with the bridge's class, for every member.
-//! 4. In a holding bridge: a participant hears `moh` (the
-//!    `holding_participant` role's `idle_mode` defaults to `musiconhold`,
-//!    class `default`) unless a channel with role `announcer` is in the
-//!    bridge, which it then hears (`bridge`); the announcer hears nobody.
+//! 4. In a holding bridge: a channel with role `announcer` in the bridge is
+//!    what every participant hears (`bridge`); the announcer hears nobody.
+//!    Without one, a channel the app added with role `holding_participant`
+//!    hears `moh` (that role's `idle_mode` defaults to `musiconhold`, class
+//!    `default`), and one added without a role hears nothing: ARI
+//!    (`res/stasis/stasis_bridge.c`) gives it `holding_participant` with
+//!    `idle_mode=none`. Seen on a real Asterisk 22.10.1: callers added
+//!    without a role sent no RTP until the app started the bridge's MOH.
 //! 5. In a mixing bridge with at least one other channel: `bridge`.
 //! 6. Ringing indicated (inband ringback on an answered channel): `ringing`.
 //! 7. Otherwise `silence`.
@@ -30,6 +34,10 @@
 use super::bump;
 use super::log::{LogEntry, What};
 use super::state::{BridgeKind, State, chan_state};
+
+/// The role of a holding bridge's participants that hear its idle mode
+/// (music on hold by default) when the app sets it itself.
+const HOLDING_PARTICIPANT: &str = "holding_participant";
 
 /// The bridge role whose channel plays to a holding bridge's participants.
 pub(crate) const ANNOUNCER: &str = "announcer";
@@ -133,11 +141,15 @@ fn hears_in(st: &State, chan_id: &str, announcer_in_bridge: Option<bool>) -> Hea
             });
             if announcer {
                 Hears::Bridge
-            } else {
+            } else if ch.bridge_role.as_deref() == Some(HOLDING_PARTICIPANT) {
                 Hears::Moh {
                     class: DEFAULT_MOH_CLASS.to_string(),
                     bridge: Some(b.id.clone()),
                 }
+            } else {
+                // ARI gives a channel added without a role the role
+                // holding_participant with idle_mode "none".
+                ringing_or_silence
             }
         }
         BridgeKind::Mixing if others.next().is_some() => Hears::Bridge,

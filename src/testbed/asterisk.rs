@@ -199,7 +199,8 @@ pub struct AsteriskNode {
 
 impl AsteriskNode {
     /// Writes the node's configuration into `dir` and starts it; returns
-    /// once its ARI answers.
+    /// once its ARI answers. `proxy_addr` is where Kamailio's requests come
+    /// from; `phone` the queue member's phone (`host:port`).
     ///
     /// # Errors
     /// Rendering, writing or starting failed, or ARI did not answer within
@@ -209,8 +210,9 @@ impl AsteriskNode {
         dir: &Path,
         addrs: NodeAddrs,
         proxy_addr: &str,
+        phone: &str,
     ) -> Result<Self, Error> {
-        write_config(install, dir, &addrs, proxy_addr)?;
+        write_config(install, dir, &addrs, proxy_addr, phone)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -526,6 +528,7 @@ fn write_config(
     dir: &Path,
     addrs: &NodeAddrs,
     proxy_addr: &str,
+    phone: &str,
 ) -> Result<(), Error> {
     for sub in ["etc", "log", "run", "lib", "spool", "cache", "keys"] {
         let d = dir.join(sub);
@@ -539,7 +542,7 @@ fn write_config(
     let files = [
         ("asterisk.conf", render::asterisk_conf(addrs, &install.directories(dir))?),
         ("extensions.conf", render::EXTENSIONS_CONF.to_string()),
-        ("pjsip.conf", render::pjsip_conf(addrs, proxy_addr)?),
+        ("pjsip.conf", render::pjsip_conf(addrs, proxy_addr, phone)?),
         ("http.conf", render::http_conf(addrs)?),
         ("ari.conf", render::ARI_CONF.to_string()),
         // Not shipped by corral: what an operator's install already has.

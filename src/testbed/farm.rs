@@ -40,6 +40,9 @@ pub struct RealFarm {
     pub sipp: Sipp,
     /// The install the nodes run.
     pub install: Install,
+    /// Where the nodes ring the queue member `alice` (`127.0.0.1:<port>`):
+    /// a test starts a sipp phone there.
+    pub phone_port: u16,
     dir: PathBuf,
 }
 
@@ -94,11 +97,14 @@ impl RealFarm {
                 entity_id: format!("02:00:00:c0:{:02x}:{:02x}", (i >> 8) & 0xff, i & 0xff),
             });
         }
+        let phone_port = super::free_port()?;
+        let phone = format!("127.0.0.1:{phone_port}");
         let starts = addrs.iter().map(|a| {
             let dir = opts.dir.join(&a.id);
             let install = install.clone();
             let a = a.clone();
-            async move { AsteriskNode::start(&install, &dir, a, "127.0.0.1").await }
+            let phone = phone.clone();
+            async move { AsteriskNode::start(&install, &dir, a, "127.0.0.1", &phone).await }
         });
         let mut nodes = Vec::new();
         for r in futures_util::future::join_all(starts).await {
@@ -112,6 +118,7 @@ impl RealFarm {
             corral: None,
             sipp,
             install,
+            phone_port,
             dir: opts.dir.clone(),
         };
         if opts.start_corral {

@@ -132,11 +132,12 @@ pub struct NodeAddrs {
 }
 
 /// The node's `pjsip.conf`: the transport on `bind:sip_port`, the proxy's
-/// endpoint identified by the proxy's address.
+/// endpoint identified by the proxy's address, the queue member's phone
+/// (`alice`) at `phone`.
 ///
 /// # Errors
 /// [`Error::Render`] if the shipped file changed shape.
-pub fn pjsip_conf(node: &NodeAddrs, proxy_addr: &str) -> Result<String, Error> {
+pub fn pjsip_conf(node: &NodeAddrs, proxy_addr: &str, phone: &str) -> Result<String, Error> {
     let f = "deploy/asterisk/pjsip.conf";
     let t = set_ini(
         f,
@@ -145,7 +146,8 @@ pub fn pjsip_conf(node: &NodeAddrs, proxy_addr: &str) -> Result<String, Error> {
         "bind",
         &format!("{}:{}", node.bind, node.sip_port),
     )?;
-    set_ini(f, &t, "kamailio", "match", proxy_addr)
+    let t = set_ini(f, &t, "kamailio", "match", proxy_addr)?;
+    set_ini(f, &t, "alice", "contact", &format!("sip:alice@{phone}"))
 }
 
 /// The node's `http.conf`: ARI on `bind:http_port`.
@@ -289,7 +291,8 @@ mod tests {
     #[test]
     fn shipped_files_render() {
         let n = node();
-        let p = pjsip_conf(&n, "127.0.0.1").unwrap();
+        let p = pjsip_conf(&n, "127.0.0.1", "127.0.0.1:5170").unwrap();
+        assert!(p.contains("contact = sip:alice@127.0.0.1:5170"), "{p}");
         assert!(p.contains("bind = 127.0.0.1:5161"), "{p}");
         assert!(p.contains("match = 127.0.0.1"), "{p}");
         let h = http_conf(&n).unwrap();

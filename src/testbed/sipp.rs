@@ -160,7 +160,7 @@ impl Sipp {
         })
     }
 
-    /// A phone on its own port that answers up to `count` calls, each after
+    /// A phone on `port` that answers up to `count` calls, each after
     /// `answer_after`.
     ///
     /// # Errors
@@ -169,10 +169,10 @@ impl Sipp {
         &self,
         dir: &Path,
         name: &str,
+        port: u16,
         count: u32,
         answer_after: Duration,
     ) -> Result<SippRun, Error> {
-        let port = super::free_port()?;
         let (mut cmd, logs, errors) = self.base(dir, Scenario::Phone, port, name)?;
         cmd.args(["-m", &count.to_string()])
             .args(["-d", &answer_after.as_millis().to_string()]);

@@ -141,8 +141,14 @@ impl RealTest {
     /// Starts `count` callers of `room` (`conf-<room>`, callers
     /// `<prefix>-1` ...) at 20/s through Kamailio.
     pub fn call_room(&self, room: &str, prefix: &str, count: u32) -> corral::testbed::SippRun {
+        self.call(&format!("conf-{room}"), prefix, count)
+    }
+
+    /// Starts `count` calls to `service` (the request URI's user), callers
+    /// `<prefix>-1` ..., at 20/s through Kamailio.
+    pub fn call(&self, service: &str, prefix: &str, count: u32) -> corral::testbed::SippRun {
         let calls = corral::testbed::sipp::Calls {
-            service: format!("conf-{room}"),
+            service: service.to_string(),
             caller: prefix.to_string(),
             count,
             rate: 20.0,
