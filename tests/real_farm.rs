@@ -346,3 +346,71 @@ async fn a_crashed_node_loses_its_rooms_and_a_restarted_one_owns_nothing() {
     }
     drop(runs);
 }
+
+/// A split healed on real Asterisk. A node holding a room's calls freezes
+/// (SIGSTOP): corral marks it down and releases its rooms, and new callers
+/// of the room meet on another node. The node thaws with its answered
+/// calls still bridged there: corral finds the room split and moves the
+/// stray calls to the room's node with a token in a REFER (they are
+/// answered, so no 302), which the callers follow as phones do: a new
+/// INVITE to the Refer-To through Kamailio, then a BYE on the old call.
+/// The room ends whole, on one node, in one bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_is_healed_by_refer_on_real_asterisk() {
+    let mut t = RealTest::start("splitheal", 3, Backend::Memory, &[]).await;
+    let mut first = t.call_room("sales", "sa", 3);
+    let before = t.wait_whole(1, 3, Duration::from_secs(30)).await;
+    let x = before["corral:conference:sales"]
+        .whole_on()
+        .unwrap()
+        .to_string();
+    let xi = t.farm.index_of(&x).unwrap();
+    t.farm.nodes[xi].pause();
+    let corral = t.farm.corral.as_ref().unwrap();
+    support::eventually(
+        Duration::from_secs(20),
+        "corral marks the frozen node down",
+        || async {
+            let nodes = corral.get("/v1/nodes").await.ok()?;
+            nodes["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["id"] == x.as_str() && n["state"] == "down")
+                .then_some(())
+        },
+    )
+    .await;
+    let mut second = t.call_room("sales", "sb", 3);
+    let during = t.wait_whole(1, 3, Duration::from_secs(30)).await;
+    let y = during["corral:conference:sales"]
+        .whole_on()
+        .unwrap()
+        .to_string();
+    assert_ne!(x, y);
+    let thawed = std::time::Instant::now();
+    t.farm.nodes[xi].resume();
+    let after = t.wait_whole(1, 6, Duration::from_secs(60)).await;
+    eprintln!(
+        "split heal: room on {x}, re-placed on {y} while {x} was frozen; whole again on {:?} {:?} after the thaw",
+        after["corral:conference:sales"].whole_on(),
+        thawed.elapsed()
+    );
+    let moved: Vec<String> = first
+        .answered()
+        .values()
+        .chain(second.answered().values())
+        .filter(|a| a.moved)
+        .map(|a| a.caller.clone())
+        .collect();
+    assert_eq!(moved.len(), 3, "three callers followed a REFER: {moved:?}");
+    assert_eq!(t.farm.hangup_all().await, 6);
+    for r in [&mut first, &mut second] {
+        let s = r.wait(Duration::from_secs(30)).await;
+        assert!(
+            s.is_some_and(|s| s.success()),
+            "{}\n{}",
+            r.output(),
+            r.errors()
+        );
+    }
+}

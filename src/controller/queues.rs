@@ -85,6 +85,11 @@ pub enum QueueError {
 
 /// Unix time in ms (the queue's clock: waits and wrap-ups are shown to
 /// operators as wall-clock times).
+/// How long after a member starts ringing (its state saved, its originate
+/// on the way) a resync may take "no such channel" to mean it is gone: the
+/// ARI request timeout, twice, for clocks of replicas that differ a little.
+const ORIGINATE_GRACE_MS: u64 = 10_000;
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -846,22 +851,25 @@ impl Controller {
                 continue;
             };
             let room = RoomKey::new(RoomKind::Queue, queue.clone());
-            let ringing: Vec<ChannelId> = st
+            let ringing: Vec<(ChannelId, u64)> = st
                 .agents
                 .values()
                 .filter_map(|a| match &a.activity {
-                    AgentState::Ringing { channel, .. } => Some(channel.clone()),
+                    AgentState::Ringing {
+                        channel, since_ms, ..
+                    } => Some((channel.clone(), *since_ms)),
                     _ => None,
                 })
                 .collect();
             for chan in st.channels_on(&node.id) {
+                let rung_at = ringing.iter().find(|(c, _)| *c == chan).map(|(_, t)| *t);
                 if live.contains(chan.as_str())
                     || !matches!(node.ari.channel(chan.as_str()).await, Err(e) if e.status() == Some(404))
                 {
                     self.remember(&node.id, &chan, &queue);
                     // A ringing leg is not in the app yet: its StasisStart
                     // (answered) must still be handled.
-                    if ringing.contains(&chan) {
+                    if rung_at.is_some() {
                         continue;
                     }
                     if let Ok(mut c) = node.channels.lock() {
@@ -870,6 +878,12 @@ impl Controller {
                             recorded: false,
                         });
                     }
+                } else if rung_at.is_some_and(|t| now_ms().saturating_sub(t) < ORIGINATE_GRACE_MS) {
+                    // The leg is in the state before its originate reaches
+                    // the node (the state is saved first): not there yet is
+                    // not gone. Seen on a real Asterisk: a resync in that
+                    // window dropped a member whose phone then answered.
+                    continue;
                 } else {
                     self.queue_gone(node, &queue, &chan, None).await;
                 }

@@ -195,6 +195,8 @@ pub struct AsteriskNode {
     http: reqwest::Client,
     /// How many times it was started (1 for the first life).
     pub lives: u32,
+    /// Frozen by [`AsteriskNode::pause`]: reads skip it rather than wait.
+    paused: bool,
 }
 
 impl AsteriskNode {
@@ -227,6 +229,7 @@ impl AsteriskNode {
             process: None,
             http,
             lives: 0,
+            paused: false,
         };
         node.spawn().await?;
         Ok(node)
@@ -434,20 +437,28 @@ impl AsteriskNode {
         if let Some(mut p) = self.process.take() {
             p.kill();
         }
+        self.paused = false;
     }
 
     /// Freezes the node (SIGSTOP): its sockets stay open and nothing answers.
-    pub fn pause(&self) {
+    pub fn pause(&mut self) {
         if let Some(p) = &self.process {
             p.pause();
+            self.paused = true;
         }
     }
 
     /// Thaws a paused node (SIGCONT).
-    pub fn resume(&self) {
+    pub fn resume(&mut self) {
         if let Some(p) = &self.process {
             p.resume();
         }
+        self.paused = false;
+    }
+
+    /// Running and not paused: its ARI can answer.
+    pub fn is_answering(&self) -> bool {
+        self.process.is_some() && !self.paused
     }
 
     /// Starts the node again on the same ports and directory (after a kill

@@ -159,7 +159,7 @@ impl RealFarm {
     /// Nodes that do not answer (killed, paused) are left out.
     pub async fn channels(&self) -> Vec<(String, Value)> {
         let mut out = Vec::new();
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| n.is_answering()) {
             if let Ok(chans) = n.channels().await {
                 out.extend(chans.into_iter().map(|c| (n.id().to_string(), c)));
             }
@@ -173,7 +173,7 @@ impl RealFarm {
     /// left out.
     pub async fn rooms(&self) -> BTreeMap<String, RoomTruth> {
         let mut rooms: BTreeMap<String, RoomTruth> = BTreeMap::new();
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| n.is_answering()) {
             let Ok(bridges) = n.bridges().await else {
                 continue;
             };
@@ -206,7 +206,7 @@ impl RealFarm {
     /// get a BYE), and returns how many it asked to hang up.
     pub async fn hangup_all(&self) -> usize {
         let mut n = 0;
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|n| n.is_answering()) {
             for c in node.channels().await.unwrap_or_default() {
                 if let Some(id) = c["id"].as_str()
                     && node.hangup(id).await.is_ok()

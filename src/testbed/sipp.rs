@@ -50,6 +50,8 @@ pub struct Answered {
     pub setup: Duration,
     /// Whether the far end has hung up since.
     pub ended: bool,
+    /// Whether the call followed a REFER to another node since.
+    pub moved: bool,
 }
 
 /// A batch of callers (or a phone) in one sipp process.
@@ -124,7 +126,9 @@ impl Sipp {
             .args(["-nostdin", "-trace_logs", "-log_file"])
             .arg(&logs)
             .args(["-trace_err", "-error_file"])
-            .arg(&errors);
+            .arg(&errors)
+            .args(["-trace_msg", "-message_file"])
+            .arg(dir.join(format!("{name}.messages")));
         Ok((cmd, logs, errors))
     }
 
@@ -209,6 +213,7 @@ impl SippRun {
                             caller: caller.to_string(),
                             setup: Duration::from_secs_f64(setup),
                             ended: false,
+                            moved: false,
                         },
                     );
                 }
@@ -219,12 +224,18 @@ impl SippRun {
                             caller: user.to_string(),
                             setup: Duration::ZERO,
                             ended: false,
+                            moved: false,
                         },
                     );
                 }
                 ["ended", caller] => {
                     if let Some(a) = out.get_mut(*caller) {
                         a.ended = true;
+                    }
+                }
+                ["moved", caller, ..] => {
+                    if let Some(a) = out.get_mut(*caller) {
+                        a.moved = true;
                     }
                 }
                 _ => {}

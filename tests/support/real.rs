@@ -1,6 +1,7 @@
 //! The real farm in tests: [`corral::testbed`] started with the built
 //! `corral` binary in a temp directory that is kept (and its path printed)
-//! when the test fails, so that every part's log can be read.
+//! when the test fails, or always with `CORRAL_KEEP_TESTBED=1`, so that
+//! every part's log can be read (`RUST_LOG=corral=debug` reaches corral).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -201,9 +202,8 @@ impl RealTest {
 
 impl Drop for RealTest {
     fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Some(d) = self.dir.take()
-        {
+        let keep = std::thread::panicking() || std::env::var_os("CORRAL_KEEP_TESTBED").is_some();
+        if keep && let Some(d) = self.dir.take() {
             let kept = d.keep();
             eprintln!("real farm files kept in {}", kept.display());
         }
