@@ -403,6 +403,12 @@ async fn a_split_is_healed_by_refer_on_real_asterisk() {
         .map(|a| a.caller.clone())
         .collect();
     assert_eq!(moved.len(), 3, "three callers followed a REFER: {moved:?}");
+    // The old calls end when the callers' BYEs arrive: then six channels
+    // are left on the nodes, all in the room's bridge.
+    support::eventually(Duration::from_secs(20), "the old calls gone", || async {
+        (t.farm.channels().await.len() == 6).then_some(())
+    })
+    .await;
     assert_eq!(t.farm.hangup_all().await, 6);
     for r in [&mut first, &mut second] {
         let s = r.wait(Duration::from_secs(30)).await;
