@@ -420,3 +420,87 @@ async fn a_split_is_healed_by_refer_on_real_asterisk() {
         );
     }
 }
+
+/// A wrong ARI password for one node: corral says so, naming the node and
+/// the key to fix, keeps serving the other nodes, and never logs the
+/// password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ari_password_is_named_for_its_node() {
+    let t = support::real::RealTest::start_streaming(
+        "badpass",
+        2,
+        Backend::Memory,
+        &[("CORRAL_NODE_AST2_PASSWORD", "not-the-password")],
+        &["ast1"],
+    )
+    .await;
+    let corral = t.farm.corral.as_ref().unwrap();
+    let line = support::eventually(Duration::from_secs(20), "an error naming ast2", || async {
+        corral
+            .log()
+            .lines()
+            .find(|l| l.contains("ast2") && (l.contains("401") || l.contains("password")))
+            .map(str::to_string)
+    })
+    .await;
+    eprintln!("corral says: {line}");
+    assert!(line.contains("WARN") && line.contains("401"), "{line}");
+    assert!(
+        line.contains("CORRAL_NODE_AST2_PASSWORD"),
+        "the fix is named: {line}"
+    );
+    assert!(
+        !corral.log().contains("not-the-password"),
+        "the password reached the log"
+    );
+    // The other node works: calls sent straight to it meet in one bridge.
+    let calls = corral::testbed::sipp::Calls {
+        service: "conf-sales".into(),
+        caller: "ok".into(),
+        count: 2,
+        rate: 20.0,
+        target: t.farm.nodes[0].sip_addr(),
+    };
+    let mut run = t
+        .farm
+        .sipp
+        .callers(&t.farm.dir().join("sipp"), "ok", &calls)
+        .unwrap();
+    let rooms = t.wait_whole(1, 2, Duration::from_secs(30)).await;
+    assert_eq!(rooms["corral:conference:sales"].whole_on(), Some("ast1"));
+    t.farm.hangup_all().await;
+    let s = run.wait(Duration::from_secs(20)).await;
+    assert!(s.is_some_and(|s| s.success()), "{}", run.errors());
+}
+
+/// A node whose ARI does not answer when corral starts: corral names it,
+/// serves the others, and streams it as soon as it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_unreachable_at_start_is_streamed_once_up() {
+    let mut t = RealTest::start("unreachable", 2, Backend::Memory, &[]).await;
+    t.farm.nodes[1].stop();
+    t.farm
+        .corral
+        .as_mut()
+        .unwrap()
+        .restart()
+        .await
+        .expect("corral restarts");
+    let corral = t.farm.corral.as_ref().unwrap();
+    let line = support::eventually(Duration::from_secs(20), "an error naming ast2", || async {
+        corral
+            .log()
+            .lines()
+            .rev()
+            .find(|l| l.contains("ast2") && (l.contains("WARN") || l.contains("ERROR")))
+            .map(str::to_string)
+    })
+    .await;
+    eprintln!("corral says: {line}");
+    assert!(
+        line.contains(&t.farm.nodes[1].ari_url()),
+        "the URL tried is named: {line}"
+    );
+    t.farm.nodes[1].restart().await.expect("ast2 starts");
+    t.wait_streaming(Duration::from_secs(30)).await;
+}

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AriNode;
 use super::events::{Event, EventKind};
+use crate::domain::NodeId;
 use crate::retry::Backoff;
 
 /// How many decoded events may wait for the controller. Deep enough for a
@@ -171,8 +172,27 @@ async fn connect(node: &AriNode) -> Result<Ws, String> {
     req.headers_mut().insert("authorization", header);
     let (ws, _resp) = tokio_tungstenite::connect_async(req)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| connect_failure(&e, base, &cfg.node))?;
     Ok(ws)
+}
+
+/// Why the event websocket could not be opened, for the operator: what
+/// failed, where, and what to check. Never holds the credentials.
+fn connect_failure(e: &tokio_tungstenite::tungstenite::Error, base: &str, node: &NodeId) -> String {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e {
+        WsError::Http(resp) if resp.status().as_u16() == 401 => format!(
+            "ARI at {base} refused corral's credentials (HTTP 401): check the node's username and \
+             password (corral: nodes[].password or CORRAL_NODE_{}_PASSWORD) against its ari.conf",
+            node.as_str().to_uppercase()
+        ),
+        WsError::Http(resp) => format!(
+            "ARI at {base} answered HTTP {} to the event websocket (is ARI enabled in ari.conf and http.conf?)",
+            resp.status()
+        ),
+        WsError::Io(io) => format!("cannot reach ARI at {base}: {io}"),
+        other => format!("event websocket to {base} failed: {other}"),
+    }
 }
 
 /// Reads until the connection ends. `None` means cancelled or the consumer

@@ -149,6 +149,8 @@ async fn stream_session(ctrl: &Controller, node: &Arc<NodeRuntime>, cancel: &Can
     };
     tracing::info!(node = %node.id, url = %node.ari.config().base_url, "node loop started");
     let mut workers: HashMap<String, mpsc::Sender<Event>> = HashMap::new();
+    // The last reason the stream could not be opened, logged once.
+    let mut last_failure: Option<String> = None;
     loop {
         let item = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -157,6 +159,7 @@ async fn stream_session(ctrl: &Controller, node: &Arc<NodeRuntime>, cancel: &Can
         let Some(item) = item else { break };
         match item {
             StreamItem::Connected => {
+                last_failure = None;
                 node.streaming.store(true, Ordering::Relaxed);
                 node.ping_down.store(false, Ordering::Relaxed);
                 workers.clear();
@@ -167,6 +170,11 @@ async fn stream_session(ctrl: &Controller, node: &Arc<NodeRuntime>, cancel: &Can
                 if node.healthy.load(Ordering::Relaxed) {
                     ctrl.mark_down(&node, &format!("event stream lost: {reason}"))
                         .await;
+                } else if last_failure.as_deref() != Some(reason.as_str()) {
+                    // Said once per reason, not once per retry.
+                    tracing::warn!(node = %node.id, url = %node.spec.ari.base_url, %reason,
+                        "node's event stream cannot be opened; retrying with backoff");
+                    last_failure = Some(reason);
                 }
             }
             StreamItem::Replaced => {

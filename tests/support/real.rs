@@ -36,6 +36,35 @@ impl RealTest {
         t
     }
 
+    /// Like [`RealTest::start`], waiting only for `streaming` nodes (the
+    /// others are expected not to stream).
+    pub async fn start_streaming(
+        test: &str,
+        nodes: usize,
+        backend: Backend,
+        env: &[(&str, &str)],
+        streaming: &[&str],
+    ) -> RealTest {
+        let t = Self::start_with(test, nodes, backend, env, true).await;
+        let corral = t.farm.corral.as_ref().expect("corral runs");
+        super::eventually(
+            Duration::from_secs(20),
+            "corral streaming the nodes",
+            || async {
+                let r = corral.get("/readyz").await.ok()?;
+                let up: Vec<&str> = r["nodes"]
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["streaming"] == true)
+                    .filter_map(|n| n["node"].as_str())
+                    .collect();
+                (up == streaming).then_some(())
+            },
+        )
+        .await;
+        t
+    }
+
     /// The nodes and Kamailio only: the test plays corral's app itself.
     pub async fn start_without_corral(test: &str, nodes: usize) -> RealTest {
         Self::start_with(test, nodes, Backend::Memory, &[], false).await
