@@ -24,7 +24,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, AppPath, Authorized};
 use crate::controller::queues::now_ms;
-use crate::domain::{AgentId, RoomKey, RoomKind, RoomName};
+use crate::domain::{AgentId, ChannelId, NodeId, RoomKey, RoomKind, RoomName};
 use crate::queue::{Agent, AgentKind, AgentState, QueueSettings, QueueState, Refused};
 
 /// What `template` of `POST /v1/queues/{name}/members` replaces with the
@@ -50,9 +50,11 @@ pub struct AgentCounts {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueueRow {
     /// The queue's name.
+    #[schema(value_type = RoomName)]
     pub name: String,
     /// The node the queue lives on; `null` when it has no placement (no
     /// call in it now).
+    #[schema(value_type = Option<NodeId>)]
     pub node: Option<String>,
     /// How static members are rung: `longest-idle`, `round-robin` or
     /// `ring-all`.
@@ -88,14 +90,17 @@ pub struct CallerView {
     /// 1-based place in the queue (1 is served next).
     pub position: u32,
     /// The caller's channel.
+    #[schema(value_type = ChannelId)]
     pub channel: String,
     /// The node the channel is on.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// Caller id (number), as the caller's channel showed it.
     pub caller: String,
     /// How long it has waited, in ms.
     pub waiting_ms: u64,
     /// Static members ringing for it now.
+    #[schema(value_type = Vec<AgentId>)]
     pub offered: Vec<String>,
 }
 
@@ -103,6 +108,7 @@ pub struct CallerView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AgentView {
     /// The agent id.
+    #[schema(value_type = AgentId)]
     pub agent: String,
     /// `call_in` (logged in by calling `agent,<queue>,<agent>`) or `static`
     /// (corral dials its endpoint).
@@ -110,6 +116,7 @@ pub struct AgentView {
     /// What corral dials (static members; `null` for call-in agents).
     pub endpoint: Option<String>,
     /// The agent's login call (call-in agents; `null` for static members).
+    #[schema(value_type = Option<ChannelId>)]
     pub channel: Option<String>,
     /// `available`, `paused` (paused and otherwise free), `ringing`, `busy`
     /// or `wrap_up`.
@@ -122,6 +129,7 @@ pub struct AgentView {
     /// Callers it took.
     pub answered: u64,
     /// The caller's channel while `ringing` or `busy`, else `null`.
+    #[schema(value_type = Option<ChannelId>)]
     pub caller: Option<String>,
     /// Removed while on a call: it goes when the call ends.
     pub removing: bool,
@@ -131,8 +139,10 @@ pub struct AgentView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueueDetailView {
     /// The queue's name.
+    #[schema(value_type = RoomName)]
     pub name: String,
     /// The node the queue lives on (`null`: no placement now).
+    #[schema(value_type = Option<NodeId>)]
     pub node: Option<String>,
     /// How static members are rung.
     pub strategy: String,
@@ -165,7 +175,8 @@ pub struct QueueDetailView {
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberRequest {
-    /// The agent id (ASCII letters, digits and `_`, at most 64).
+    /// The agent id.
+    #[schema(value_type = AgentId)]
     pub agent: String,
     /// What corral dials for this member: `Tech/resource`, e.g.
     /// `PJSIP/alice`.
@@ -354,7 +365,7 @@ fn find_agent(
 }
 
 /// Every known queue with its figures.
-#[utoipa::path(get, path = "/v1/queues", tag = "queues",
+#[utoipa::path(get, path = "/v1/queues", tag = "queues", operation_id = "list_queues",
     responses(
         (status = 200, description = "Every queue that has a state, by name", body = QueueList),
         (status = 500, description = "`queue_corrupt`: a queue's stored document does not parse", body = ErrorBody),
@@ -372,8 +383,8 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<QueueList>, ApiErro
 }
 
 /// One queue: knobs, waiting callers in order, agents, figures.
-#[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues",
-    params(("name" = String, Path, description = "Queue name")),
+#[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues", operation_id = "get_queue",
+    params(("name" = RoomName, Path, description = "Queue name")),
     responses(
         (status = 200, description = "The queue", body = QueueDetailView),
         (status = 400, description = "`bad_name`", body = ErrorBody),
@@ -395,7 +406,7 @@ pub async fn get(
 /// updates one: its endpoint, and its pause flag if `paused` is given; its
 /// state (a call in progress) is kept. A queue never used is created.
 #[utoipa::path(post, path = "/v1/queues/{name}/members", tag = "queues",
-    params(("name" = String, Path, description = "Queue name")),
+    params(("name" = RoomName, Path, description = "Queue name")),
     request_body(content = MemberRequest, content_type = "application/json",
         description = "`agent` and exactly one of `endpoint` and `template`; optional `paused`"),
     security(("bearer" = [])),
@@ -459,8 +470,8 @@ pub async fn add_member(
 /// or in wrap-up. A busy agent is removed after its call: until then it is
 /// still listed, with `removing: true`, and gets no new caller.
 #[utoipa::path(delete, path = "/v1/queues/{name}/members/{agent}", tag = "queues",
-    params(("name" = String, Path, description = "Queue name"),
-           ("agent" = String, Path, description = "Agent id")),
+    params(("name" = RoomName, Path, description = "Queue name"),
+           ("agent" = AgentId, Path, description = "Agent id")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Removed (or, if busy, removed when its call ends)"),
@@ -514,8 +525,8 @@ async fn set_paused(
 /// Pauses an agent: it gets no new caller; a call in progress goes on.
 /// Idempotent.
 #[utoipa::path(post, path = "/v1/queues/{name}/members/{agent}/pause", tag = "queues",
-    params(("name" = String, Path, description = "Queue name"),
-           ("agent" = String, Path, description = "Agent id")),
+    params(("name" = RoomName, Path, description = "Queue name"),
+           ("agent" = AgentId, Path, description = "Agent id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The agent, paused", body = AgentView),
@@ -536,8 +547,8 @@ pub async fn pause(
 /// Unpauses an agent: it takes callers again (a waiting caller may be
 /// offered to it at once). Idempotent.
 #[utoipa::path(post, path = "/v1/queues/{name}/members/{agent}/unpause", tag = "queues",
-    params(("name" = String, Path, description = "Queue name"),
-           ("agent" = String, Path, description = "Agent id")),
+    params(("name" = RoomName, Path, description = "Queue name"),
+           ("agent" = AgentId, Path, description = "Agent id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The agent, unpaused", body = AgentView),

@@ -17,7 +17,8 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, AppPath, AppQuery, Authorized};
 use crate::controller::apps::Colocated;
-use crate::domain::{ChannelId, NodeId, RoomKey, RoomKind};
+use super::ids::Cursor;
+use crate::domain::{ChannelId, NodeId, RoomKey, RoomKind, RoomName, TokenId};
 use crate::store::{Placement, RoomFilter};
 
 /// The default page size of `GET /v1/rooms`.
@@ -30,10 +31,13 @@ pub const MAX_PAGE: usize = 1000;
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only rooms on this node.
+    #[param(value_type = Option<NodeId>)]
     pub node: Option<String>,
     /// Only rooms of this kind (`conference` or `queue`).
+    #[param(value_type = Option<RoomKind>)]
     pub kind: Option<String>,
     /// The `next` of the previous page.
+    #[param(value_type = Option<Cursor>)]
     pub cursor: Option<String>,
     /// Page size (default 100, at most 1000).
     pub limit: Option<usize>,
@@ -43,10 +47,13 @@ pub struct ListQuery {
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq, ToSchema)]
 pub struct RoomRow {
     /// `conference` or `queue`.
+    #[schema(value_type = RoomKind)]
     pub kind: String,
     /// Room name.
+    #[schema(value_type = RoomName)]
     pub name: String,
     /// Owning node.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// Placement epoch (grows on every change of owner).
     pub epoch: u64,
@@ -85,8 +92,10 @@ pub struct RoomList {
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq, ToSchema)]
 pub struct MemberView {
     /// The node the channel is on.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// The channel id.
+    #[schema(value_type = ChannelId)]
     pub channel: String,
     /// `caller`, `agent`, ...
     pub role: String,
@@ -109,6 +118,7 @@ pub struct RoomDetailView {
 #[serde(deny_unknown_fields)]
 pub struct PlacementRequest {
     /// The node the call landed on: preferred for a new room.
+    #[schema(value_type = Option<NodeId>)]
     pub landing_node: Option<String>,
 }
 
@@ -116,6 +126,7 @@ pub struct PlacementRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlacementView {
     /// The owner.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// Where SIP reaches it (`host:port`).
     pub sip_host: String,
@@ -130,8 +141,10 @@ pub struct PlacementView {
 #[serde(deny_unknown_fields)]
 pub struct ColocateRequest {
     /// The node the channel is on.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// The channel (ARI channel id), still in the app's Stasis.
+    #[schema(value_type = ChannelId)]
     pub channel: String,
 }
 
@@ -142,10 +155,12 @@ pub struct ColocateView {
     /// minted a token and redirected the channel).
     pub action: String,
     /// The room's node.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// The placement's epoch.
     pub epoch: u64,
     /// The token the destination will see (redirect only).
+    #[schema(value_type = Option<TokenId>)]
     pub token: Option<String>,
     /// The endpoint the redirect used (redirect only).
     pub endpoint: Option<String>,
@@ -164,7 +179,7 @@ pub(crate) fn configured_node(st: &AppState, id: &str) -> Result<NodeId, ApiErro
 }
 
 /// The room map, one page at a time.
-#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", params(ListQuery),
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", operation_id = "list_rooms", params(ListQuery),
     responses(
         (status = 200, description = "A page of rooms", body = RoomList),
         (status = 400, description = "`bad_kind`, `bad_query` (limit, cursor, node)", body = ErrorBody),
@@ -196,9 +211,9 @@ pub async fn list(
 }
 
 /// One room and its members.
-#[utoipa::path(get, path = "/v1/rooms/{kind}/{name}", tag = "rooms",
-    params(("kind" = String, Path, description = "`conference` or `queue`"),
-           ("name" = String, Path, description = "Room name")),
+#[utoipa::path(get, path = "/v1/rooms/{kind}/{name}", tag = "rooms", operation_id = "get_room",
+    params(("kind" = RoomKind, Path, description = "`conference` or `queue`"),
+           ("name" = RoomName, Path, description = "Room name")),
     responses(
         (status = 200, description = "The room", body = RoomDetailView),
         (status = 400, description = "`bad_kind`, `bad_name`", body = ErrorBody),
@@ -233,10 +248,13 @@ pub async fn get(
 /// Resolves the room's placement, creating it if needed (preferring
 /// `landing_node`).
 #[utoipa::path(post, path = "/v1/rooms/{kind}/{name}/placement", tag = "rooms",
-    params(("kind" = String, Path, description = "`conference` or `queue`"),
-           ("name" = String, Path, description = "Room name")),
-    request_body(content = Option<PlacementRequest>, content_type = "application/json",
-        description = "Optional; an empty body has no landing node"),
+    params(("kind" = RoomKind, Path, description = "`conference` or `queue`"),
+           ("name" = RoomName, Path, description = "Room name")),
+    // Optional but not nullable: no body (or an empty one) has no landing
+    // node, while `null` is not a `PlacementRequest` (`malformed_json`). A
+    // `ref` body is not marked required; `Option<_>` would add `null`.
+    request_body(content = ref("#/components/schemas/PlacementRequest"), content_type = "application/json",
+        description = "Optional; no body (an empty one, without `Content-Type`) has no landing node"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The placement", body = PlacementView),
@@ -270,8 +288,8 @@ pub async fn placement(
 /// Brings a channel to its room: `stay`, or a token minted and the channel
 /// redirected to the room's node (answered channels move by SIP REFER).
 #[utoipa::path(post, path = "/v1/rooms/{kind}/{name}/colocate", tag = "rooms",
-    params(("kind" = String, Path, description = "`conference` or `queue`"),
-           ("name" = String, Path, description = "Room name")),
+    params(("kind" = RoomKind, Path, description = "`conference` or `queue`"),
+           ("name" = RoomName, Path, description = "Room name")),
     request_body(content = ColocateRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
