@@ -94,7 +94,9 @@ impl fmt::Display for Charset {
         match extra.split_last() {
             None => f.write_str("ASCII letters and digits"),
             Some((last, [])) => write!(f, "ASCII letters, digits and {last}"),
-            Some((last, rest)) => write!(f, "ASCII letters, digits, {} and {last}", rest.join(", ")),
+            Some((last, rest)) => {
+                write!(f, "ASCII letters, digits, {} and {last}", rest.join(", "))
+            }
         }
     }
 }
@@ -462,7 +464,10 @@ mod tests {
             NodeId::CHARSET.to_string(),
             "ASCII letters, digits, '_' and '-'"
         );
-        assert_eq!(AgentId::CHARSET.to_string(), "ASCII letters, digits and '_'");
+        assert_eq!(
+            AgentId::CHARSET.to_string(),
+            "ASCII letters, digits and '_'"
+        );
         assert_eq!(
             ChannelId::CHARSET.to_string(),
             "ASCII letters, digits, '.', '_', '-' and '@'"
@@ -470,7 +475,10 @@ mod tests {
         assert_eq!(TokenId::CHARSET.to_string(), "ASCII letters and digits");
         assert_eq!(ChannelId::pattern(), "^[A-Za-z0-9._\\-@]{1,128}$");
         let e = AgentId::new("al-ice").unwrap_err().to_string();
-        assert_eq!(e, "agent id may only contain ASCII letters, digits and '_'; found '-'");
+        assert_eq!(
+            e,
+            "agent id may only contain ASCII letters, digits and '_'; found '-'"
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@
 
 use std::borrow::Cow;
 
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::{AgentId, ChannelId, NodeId, RoomKind, RoomName, TokenId};
@@ -22,9 +22,7 @@ use crate::domain::{AgentId, ChannelId, NodeId, RoomKind, RoomName, TokenId};
 fn id_schema(what: &str, pattern: String, max: usize, allowed: &str) -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .description(Some(format!(
-            "A {what}: 1 to {max} characters, {allowed}."
-        )))
+        .description(Some(format!("A {what}: 1 to {max} characters, {allowed}.")))
         .min_length(Some(1))
         .max_length(Some(max))
         .pattern(Some(pattern))
@@ -147,15 +145,21 @@ mod tests {
     /// The documented pattern accepts exactly what the validator accepts.
     #[test]
     fn patterns_match_exactly_what_the_validators_accept() {
-        agree(&NodeId::pattern(), NodeId::MAX_LEN, |s| NodeId::new(s).is_ok());
+        agree(&NodeId::pattern(), NodeId::MAX_LEN, |s| {
+            NodeId::new(s).is_ok()
+        });
         agree(&RoomName::pattern(), RoomName::MAX_LEN, |s| {
             RoomName::new(s).is_ok()
         });
-        agree(&AgentId::pattern(), AgentId::MAX_LEN, |s| AgentId::new(s).is_ok());
+        agree(&AgentId::pattern(), AgentId::MAX_LEN, |s| {
+            AgentId::new(s).is_ok()
+        });
         agree(&ChannelId::pattern(), ChannelId::MAX_LEN, |s| {
             ChannelId::new(s).is_ok()
         });
-        agree(&TokenId::pattern(), TokenId::MAX_LEN, |s| TokenId::new(s).is_ok());
+        agree(&TokenId::pattern(), TokenId::MAX_LEN, |s| {
+            TokenId::new(s).is_ok()
+        });
         assert_eq!(NodeId::pattern(), "^[A-Za-z0-9_\\-]{1,64}$");
     }
 
@@ -200,7 +204,10 @@ mod tests {
             assert_eq!(schemas[name]["maxLength"], max, "{name}");
             assert_eq!(schemas[name]["minLength"], 1, "{name}");
         }
-        assert_eq!(schemas["RoomKind"]["enum"], serde_json::json!(["conference", "queue"]));
+        assert_eq!(
+            schemas["RoomKind"]["enum"],
+            serde_json::json!(["conference", "queue"])
+        );
         let param = |path: &str, method: &str, name: &str| {
             doc["paths"][path][method]["parameters"]
                 .as_array()
@@ -213,7 +220,12 @@ mod tests {
             ("/v1/rooms/{kind}/{name}", "get", "kind", "RoomKind"),
             ("/v1/rooms/{kind}/{name}", "get", "name", "RoomName"),
             ("/v1/tokens/{token}", "get", "token", "TokenId"),
-            ("/v1/queues/{name}/members/{agent}", "delete", "agent", "AgentId"),
+            (
+                "/v1/queues/{name}/members/{agent}",
+                "delete",
+                "agent",
+                "AgentId",
+            ),
         ] {
             assert_eq!(
                 param(path, method, name),
@@ -222,6 +234,9 @@ mod tests {
             );
         }
         let colocate = &schemas["ColocateRequest"]["properties"];
-        assert_eq!(colocate["channel"]["$ref"], "#/components/schemas/ChannelId");
+        assert_eq!(
+            colocate["channel"]["$ref"],
+            "#/components/schemas/ChannelId"
+        );
     }
 }

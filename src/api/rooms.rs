@@ -16,8 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, AppPath, AppQuery, Authorized};
-use crate::controller::apps::Colocated;
 use super::ids::Cursor;
+use crate::controller::apps::Colocated;
 use crate::domain::{ChannelId, NodeId, RoomKey, RoomKind, RoomName, TokenId};
 use crate::store::{Placement, RoomFilter};
 
