@@ -1854,3 +1854,202 @@ async fn queue_members_through_the_api() {
     assert_eq!(list["queues"].as_array().unwrap().len(), 1, "{list}");
     farm.stop().await;
 }
+
+/// Limits for the connection tests: `header`, `idle` and `cap` as given.
+fn limits(header_ms: u64, idle_ms: u64, cap: usize) -> corral::api::ServerConfig {
+    corral::api::ServerConfig {
+        header_read_timeout: Duration::from_millis(header_ms),
+        idle_timeout: Duration::from_millis(idle_ms),
+        max_connections: cap,
+    }
+}
+
+/// A raw client connection to `url` (`http://host:port`).
+async fn raw(url: &str) -> tokio::net::TcpStream {
+    let addr = url.trim_start_matches("http://");
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the API")
+}
+
+/// Sends a keep-alive `GET /healthz` on `conn` and reads its whole answer,
+/// failing after `deadline`.
+async fn healthz_on(conn: &mut tokio::net::TcpStream, deadline: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: corral\r\n\r\n")
+        .await
+        .expect("request sent");
+    let mut seen = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !seen.ends_with(b"\r\n\r\nok\n") {
+            let n = conn.read(&mut buf).await.expect("read the answer");
+            assert!(
+                n > 0,
+                "closed before answering: {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .expect("/healthz answers");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+/// Reads from `conn` until the server closes it (EOF or reset), failing
+/// after `deadline`; returns how long that took.
+async fn closed_within(conn: &mut tokio::net::TcpStream, deadline: Duration) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let wait = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(deadline, wait)
+        .await
+        .expect("the server closes the connection");
+    started.elapsed()
+}
+
+/// Slowloris: a client that sends half a request line and stalls is cut
+/// off once `header_read_timeout` has passed (here 300 ms, with an idle
+/// timeout of a minute that cannot be what closes it); the server answers
+/// others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_is_cut_off_after_the_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let seed = support::seed("a_half_sent_request_is_cut_off_after_the_header_read_timeout");
+    let farm = TestFarm::start(1, Backend::Memory, seed).await;
+    let api = ApiServer::start_with(&farm.ctrl, None, limits(300, 60_000, 16)).await;
+    let mut stalled = raw(&api.url).await;
+    stalled.write_all(b"GET /heal").await.unwrap();
+    let mut other = raw(&api.url).await;
+    healthz_on(&mut other, DEADLINE).await;
+    let took = closed_within(&mut stalled, DEADLINE).await;
+    assert!(
+        took < Duration::from_secs(10),
+        "cut off after {took:?}, the timeout is 300 ms"
+    );
+    api.stop().await;
+    farm.stop().await;
+}
+
+/// A keep-alive connection left idle after its request is closed once
+/// `idle_timeout` has passed (here 300 ms, with a header read timeout of a
+/// minute that cannot be what closes it). An event stream open all along
+/// is a request in progress, not idle: it still delivers events after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let seed = support::seed("an_idle_keep_alive_connection_is_closed_after_the_idle_timeout");
+    let farm = TestFarm::start(1, Backend::Memory, seed).await;
+    let api = ApiServer::start_with(&farm.ctrl, None, limits(60_000, 300, 16)).await;
+    let http = farm.http.clone();
+    let mut events = http
+        .get(format!("{}/v1/events", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let mut idle = raw(&api.url).await;
+    healthz_on(&mut idle, DEADLINE).await;
+    let took = closed_within(&mut idle, DEADLINE).await;
+    assert!(
+        took < Duration::from_secs(10),
+        "closed after {took:?}, the idle timeout is 300 ms"
+    );
+    // The stream, opened before, has been open longer than the idle
+    // timeout: it must still carry events.
+    let r = send(
+        &http,
+        &api.url,
+        "POST",
+        "/v1/rooms/conference/idle/placement",
+        &Body::None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mut seen = String::new();
+    let read = async {
+        while let Some(chunk) = events.chunk().await.expect("the stream is open") {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: room_placed") {
+                return;
+            }
+        }
+        panic!("the event stream ended: {seen}");
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("the event arrives");
+    api.stop().await;
+    farm.stop().await;
+}
+
+/// With `max_connections` = 2 taken by two open keep-alive connections, a
+/// third is not served (its `/healthz` gets no answer for as long as we
+/// look: 500 ms); once one of the two closes, it is answered, and a stop
+/// does not wait for the idle connections left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_until_one_frees_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seed = support::seed("connections_beyond_the_cap_wait_until_one_frees_up");
+    let farm = TestFarm::start(1, Backend::Memory, seed).await;
+    let api = ApiServer::start_with(&farm.ctrl, None, limits(60_000, 30_000, 2)).await;
+    let mut first = raw(&api.url).await;
+    healthz_on(&mut first, DEADLINE).await;
+    let mut second = raw(&api.url).await;
+    healthz_on(&mut second, DEADLINE).await;
+
+    let mut third = raw(&api.url).await;
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: corral\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served with the cap at 2: {early:?}"
+    );
+    drop(first);
+    let mut seen = Vec::new();
+    let answered = async {
+        while !seen.ends_with(b"ok\n") {
+            let n = third.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(DEADLINE, answered)
+        .await
+        .expect("the waiting connection is served once a slot frees up");
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    drop(third);
+    // The server still answers, through a new connection.
+    let r = support::eventually(DEADLINE, "/healthz answers a new client", || {
+        let (http, url) = (farm.http.clone(), format!("{}/healthz", api.url));
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+        }
+    })
+    .await;
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    tokio::time::timeout(DEADLINE, api.stop())
+        .await
+        .expect("a stop closes the idle connections and returns");
+    drop(second);
+    farm.stop().await;
+}

@@ -29,6 +29,7 @@ pub mod map;
 pub mod nodes;
 pub mod queues;
 pub mod rooms;
+pub mod server;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use self::error::ApiError;
+pub use self::server::{ServerConfig, serve};
 use crate::controller::Controller;
 use crate::store::Store;
 
@@ -297,7 +299,9 @@ mod tests {
         let mut seen = std::collections::BTreeMap::new();
         for (path, item) in doc["paths"].as_object().expect("paths") {
             for (method, op) in item.as_object().expect("path item") {
-                let id = op["operationId"].as_str().expect("every operation has an id");
+                let id = op["operationId"]
+                    .as_str()
+                    .expect("every operation has an id");
                 if let Some(first) = seen.insert(id.to_owned(), format!("{method} {path}")) {
                     panic!("operationId {id:?} of {method} {path} is also {first}'s");
                 }
