@@ -171,12 +171,11 @@ pub struct QueueDetailView {
 }
 
 /// Body of `POST /v1/queues/{name}/members`: exactly one of `endpoint` and
-/// `template`.
-#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+/// `template` (its schema, which says so, is written out below).
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberRequest {
     /// The agent id.
-    #[schema(value_type = AgentId)]
     pub agent: String,
     /// What corral dials for this member: `Tech/resource`, e.g.
     /// `PJSIP/alice`.
@@ -187,6 +186,113 @@ pub struct MemberRequest {
     /// Pause the member (no callers until unpaused). Absent: a new member
     /// is not paused and an existing one keeps its flag.
     pub paused: Option<bool>,
+}
+
+/// The longest `template`: once its one `{agent}` is replaced by the
+/// longest agent id, it is still a valid endpoint.
+pub const TEMPLATE_MAX_LEN: usize =
+    crate::queue::ENDPOINT_MAX_LEN - (AgentId::MAX_LEN - AGENT_PLACEHOLDER.len());
+
+/// Whether `c` may appear in a template outside its `{agent}`: an endpoint
+/// character but a brace.
+fn template_char(c: char) -> bool {
+    crate::queue::endpoint_char(c) && !matches!(c, '{' | '}')
+}
+
+/// The pattern of a `template` [`member_endpoint`] accepts: an endpoint
+/// (`Tech/resource`) with `{agent}` once, in either part, and no other
+/// brace.
+pub fn template_pattern() -> String {
+    use crate::queue::ascii_class;
+    let tech = ascii_class(|c| template_char(c) && c != '/');
+    let rest = ascii_class(template_char);
+    let agent = AGENT_PLACEHOLDER.replace('{', "\\{").replace('}', "\\}");
+    format!("^({tech}*{agent}{tech}*/{rest}+|{tech}+/{rest}*{agent}{rest}*)$")
+}
+
+/// The schema of [`MemberRequest`]: its fields, and a `oneOf` that says
+/// exactly one of `endpoint` and `template` is a string (the derive cannot
+/// say that).
+impl utoipa::PartialSchema for MemberRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AllOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let nullable = |t: Type| SchemaType::from_iter([t, Type::Null]);
+        let fields = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("agent", utoipa::openapi::Ref::from_schema_name("AgentId"))
+            .required("agent")
+            .property(
+                "endpoint",
+                ObjectBuilder::new()
+                    .schema_type(nullable(Type::String))
+                    .description(Some(
+                        "What corral dials for this member: `Tech/resource`, e.g. `PJSIP/alice`.",
+                    ))
+                    .max_length(Some(crate::queue::ENDPOINT_MAX_LEN))
+                    .pattern(Some(crate::queue::endpoint_pattern())),
+            )
+            .property(
+                "template",
+                ObjectBuilder::new()
+                    .schema_type(nullable(Type::String))
+                    .description(Some(format!(
+                        "An endpoint with `{AGENT_PLACEHOLDER}` (once; no other brace) standing \
+                         for the agent id, e.g. `PJSIP/{AGENT_PLACEHOLDER}@kamailio`."
+                    )))
+                    .max_length(Some(TEMPLATE_MAX_LEN))
+                    .pattern(Some(template_pattern())),
+            )
+            .property(
+                "paused",
+                ObjectBuilder::new()
+                    .schema_type(nullable(Type::Boolean))
+                    .description(Some(
+                        "Pause the member (no callers until unpaused). Absent: a new member is \
+                         not paused and an existing one keeps its flag.",
+                    )),
+            )
+            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::<
+                utoipa::openapi::schema::Schema,
+            >::FreeForm(false)));
+        let given = |field: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .required(field)
+                .property(field, ObjectBuilder::new().schema_type(Type::String))
+        };
+        AllOfBuilder::new()
+            .description(Some(
+                "Body of `POST /v1/queues/{name}/members`: `agent` and exactly one of \
+                 `endpoint` and `template` (the other absent or `null`); optional `paused`.",
+            ))
+            .item(fields)
+            .item(
+                OneOfBuilder::new()
+                    .item(given("endpoint"))
+                    .item(given("template")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for MemberRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("MemberRequest")
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            AgentId::name().into_owned(),
+            <AgentId as utoipa::PartialSchema>::schema(),
+        ));
+    }
 }
 
 fn queue_name(name: &str) -> Result<RoomName, ApiError> {
@@ -203,10 +309,18 @@ fn member_endpoint(req: &MemberRequest, agent: &AgentId) -> Result<String, ApiEr
     let endpoint = match (&req.endpoint, &req.template) {
         (Some(e), None) => e.clone(),
         (None, Some(t)) => {
-            if !t.contains(AGENT_PLACEHOLDER) {
+            if t.matches(AGENT_PLACEHOLDER).count() != 1
+                || t.replacen(AGENT_PLACEHOLDER, "", 1).contains(['{', '}'])
+            {
                 return Err(ApiError::BadEndpoint(format!(
-                    "template must contain {AGENT_PLACEHOLDER}, e.g. PJSIP/{AGENT_PLACEHOLDER}@kamailio \
-                     (or give the endpoint itself as `endpoint`)"
+                    "template must contain {AGENT_PLACEHOLDER} once and no other brace, e.g. \
+                     PJSIP/{AGENT_PLACEHOLDER}@kamailio (or give the endpoint itself as `endpoint`)"
+                )));
+            }
+            if t.chars().count() > TEMPLATE_MAX_LEN {
+                return Err(ApiError::BadEndpoint(format!(
+                    "template must be at most {TEMPLATE_MAX_LEN} characters (room for the \
+                     longest agent id)"
                 )));
             }
             t.replace(AGENT_PLACEHOLDER, agent.as_str())
@@ -601,6 +715,71 @@ mod tests {
             assert!(
                 matches!(member_endpoint(&bad, &alice), Err(ApiError::BadEndpoint(_))),
                 "{bad:?}"
+            );
+        }
+    }
+
+    /// Endpoints and templates around every edge: each ASCII character in
+    /// each part, lengths at and past the limits.
+    fn corpus() -> Vec<String> {
+        let mut out = vec![
+            String::new(),
+            "PJSIP/alice".into(),
+            "/alice".into(),
+            "PJSIP/".into(),
+            "PJSIP".into(),
+            "a/b/c".into(),
+            format!("P/{}", "a".repeat(crate::queue::ENDPOINT_MAX_LEN - 2)),
+            format!("P/{}", "a".repeat(crate::queue::ENDPOINT_MAX_LEN - 1)),
+        ];
+        for c in (0u8..128).map(char::from).chain(['é']) {
+            out.push(format!("PJ{c}SIP/alice"));
+            out.push(format!("PJSIP/al{c}ice"));
+        }
+        let mut templates: Vec<String> = out
+            .iter()
+            .flat_map(|e| {
+                let (t, r) = e.split_once('/').unwrap_or((e, ""));
+                [
+                    format!("{t}{AGENT_PLACEHOLDER}/{r}"),
+                    format!("{t}/{r}{AGENT_PLACEHOLDER}"),
+                    format!("{t}/{r}{AGENT_PLACEHOLDER}{AGENT_PLACEHOLDER}"),
+                    format!("{t}/{{{r}{AGENT_PLACEHOLDER}"),
+                ]
+            })
+            .collect();
+        templates.push(format!(
+            "P/{AGENT_PLACEHOLDER}{}",
+            "a".repeat(TEMPLATE_MAX_LEN - 9)
+        ));
+        templates.push(format!(
+            "P/{AGENT_PLACEHOLDER}{}",
+            "a".repeat(TEMPLATE_MAX_LEN - 8)
+        ));
+        out.extend(templates);
+        out
+    }
+
+    /// The documented patterns and lengths accept exactly what the server
+    /// accepts, for endpoints and templates, with the longest agent id.
+    #[test]
+    fn endpoint_and_template_patterns_are_the_servers_rules() {
+        let endpoint = regex::Regex::new(&crate::queue::endpoint_pattern()).unwrap();
+        let template = regex::Regex::new(&template_pattern()).unwrap();
+        let longest = AgentId::new("a".repeat(AgentId::MAX_LEN)).unwrap();
+        for s in corpus() {
+            let documented =
+                endpoint.is_match(&s) && s.chars().count() <= crate::queue::ENDPOINT_MAX_LEN;
+            assert_eq!(
+                documented,
+                member_endpoint(&req(Some(&s), None), &longest).is_ok(),
+                "endpoint {s:?}"
+            );
+            let documented = template.is_match(&s) && s.chars().count() <= TEMPLATE_MAX_LEN;
+            assert_eq!(
+                documented,
+                member_endpoint(&req(None, Some(&s)), &longest).is_ok(),
+                "template {s:?}"
             );
         }
     }

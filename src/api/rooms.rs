@@ -39,8 +39,24 @@ pub struct ListQuery {
     /// The `next` of the previous page.
     #[param(value_type = Option<Cursor>)]
     pub cursor: Option<String>,
-    /// Page size (default 100, at most 1000).
+    /// Page size (default 100, at most 1000: a larger one is read as 1000).
+    #[serde(default, deserialize_with = "page_size")]
     pub limit: Option<usize>,
+}
+
+/// `limit` is any whole number: one too large for a `usize` is clamped like
+/// any other above [`MAX_PAGE`], so the document's "integer, minimum 0"
+/// is what the server takes.
+fn page_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(serde::de::Error::custom(
+            "limit must be a whole number (at most 1000 are used)",
+        ));
+    }
+    Ok(Some(text.parse().unwrap_or(usize::MAX)))
 }
 
 /// One row of the room map.
