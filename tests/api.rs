@@ -1,7 +1,8 @@
 //! The HTTP API through the real router, against simulated nodes and a
 //! running controller: every documented (path, method, status) of
 //! `/openapi.json` is produced by a request of a table, and every request
-//! of the table produces a documented status with a JSON error; colocate
+//! of the table produces a documented status and body, refused as
+//! malformed exactly when the document refuses it; colocate
 //! really redirects a channel; tokens are single-use; auth, oversized and
 //! malformed bodies, unknown routes answer JSON and never panic.
 
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 use support::api::ApiServer;
 use support::eventually;
 use support::farm::{Backend, TestFarm};
+use support::openapi::{Doc, param_value, percent_decode};
 use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-api-token";
@@ -119,7 +121,84 @@ fn documented(doc: &Value) -> BTreeSet<(String, String, u16)> {
     out
 }
 
-async fn run_cases(http: &reqwest::Client, base: &str, cases: &[Case]) {
+/// Error codes that say the request itself is malformed: the document
+/// must refuse every request that gets one.
+const INPUT_CODES: &[&str] = &[
+    "bad_kind",
+    "bad_name",
+    "bad_channel",
+    "bad_agent",
+    "bad_endpoint",
+    "bad_query",
+    "bad_path",
+    "malformed_json",
+    "unsupported_media_type",
+];
+
+/// Whether the document accepts the request of `c`: its path parameters,
+/// query and body against their schemas; the error says why not.
+fn documented_request(doc: &Doc, c: &Case) -> Result<(), String> {
+    let (path, query) = c.path.split_once('?').unwrap_or((&c.path, ""));
+    let params = doc.params(c.method, c.template);
+    let param = |location: &str, name: &str| {
+        params
+            .iter()
+            .find(|p| p.location == location && p.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} {}: no {location} parameter {name}",
+                    c.method, c.template
+                )
+            })
+    };
+    let (tsegs, psegs): (Vec<&str>, Vec<&str>) =
+        (c.template.split('/').collect(), path.split('/').collect());
+    assert_eq!(
+        tsegs.len(),
+        psegs.len(),
+        "{} does not fit {}",
+        c.path,
+        c.template
+    );
+    for (t, p) in tsegs.iter().zip(&psegs) {
+        if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+            let raw = percent_decode(p).ok_or_else(|| format!("{name}: not UTF-8"))?;
+            let schema = param("path", name).schema;
+            doc.validate(schema, &param_value(doc, schema, &raw))
+                .map_err(|e| format!("path {name}: {e}"))?;
+        }
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let raw = percent_decode(raw).ok_or_else(|| format!("{name}: not UTF-8"))?;
+        let schema = param("query", name).schema;
+        doc.validate(schema, &param_value(doc, schema, &raw))
+            .map_err(|e| format!("query {name}: {e}"))?;
+    }
+    match (doc.request_body(c.method, c.template), &c.body) {
+        (None, _) => Ok(()),
+        (Some((_, required)), Body::None) => {
+            if required {
+                Err("a body is required".into())
+            } else {
+                Ok(())
+            }
+        }
+        (Some((schema, _)), Body::Json(v)) => doc.validate(schema, v),
+        (Some((schema, _)), Body::Raw(Some("application/json"), bytes)) => {
+            let v: Value =
+                serde_json::from_slice(bytes).map_err(|e| format!("body is not JSON: {e}"))?;
+            doc.validate(schema, &v)
+        }
+        (Some(_), Body::Raw(..)) => Err("the body is not application/json".into()),
+    }
+}
+
+/// Runs the table: each request must get its status (and error code);
+/// the document must refuse exactly the requests the server refuses as
+/// malformed ([`INPUT_CODES`]), and every answer must be the body the
+/// document gives for its status, of its content type and schema.
+async fn run_cases(http: &reqwest::Client, base: &str, doc: &Doc, cases: &[Case]) {
     for c in cases {
         let auth = c.auth.then_some(TOKEN);
         let resp = send(http, base, c.method, &c.path, &c.body, auth).await;
@@ -130,6 +209,28 @@ async fn run_cases(http: &reqwest::Client, base: &str, cases: &[Case]) {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        let (what, request) = (
+            format!("{} {}", c.method, c.path),
+            documented_request(doc, c),
+        );
+        match (&request, c.code) {
+            (Err(why), _) => assert!(
+                (400..500).contains(&status),
+                "{what}: the document refuses it ({why}), the server answered {status}"
+            ),
+            (Ok(()), Some(code)) => assert!(
+                !INPUT_CODES.contains(&code),
+                "{what}: the document accepts it, the server refuses it as {code}"
+            ),
+            (Ok(()), None) => {}
+        }
+        let documented = doc.response(c.method, c.template, status);
+        if let Some((want, _)) = documented {
+            assert!(
+                ctype.starts_with(want),
+                "{what}: {ctype}, documented {want}"
+            );
+        }
         if c.template == "/v1/events" {
             assert_eq!(status, c.status, "{} {}", c.method, c.path);
             assert!(ctype.starts_with("text/event-stream"), "{ctype}");
@@ -141,6 +242,17 @@ async fn run_cases(http: &reqwest::Client, base: &str, cases: &[Case]) {
             "{} {} answered {status}, the table expects {}: {text}",
             c.method, c.path, c.status
         );
+        match documented {
+            None => assert!(text.is_empty(), "{what}: no body is documented: {text}"),
+            Some(("application/json", schema)) => {
+                let v: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+                if let Err(e) = doc.validate(schema, &v) {
+                    panic!("{what}: the answer breaks the document's schema: {e}\n{text}");
+                }
+            }
+            Some(_) => {}
+        }
         if let Some(code) = c.code {
             assert!(
                 ctype.starts_with("application/json"),
@@ -204,7 +316,10 @@ async fn land(farm: &mut TestFarm, api: &ApiServer, room: &str) -> (String, Stri
 /// The OpenAPI document and the server agree: for every documented
 /// (path, method, status) a request of the table produces exactly that
 /// status (with the expected JSON error code), and the table holds no
-/// request whose status is undocumented. Runs on a real Redis so that
+/// request whose status is undocumented. Bodies and ids too: every answer
+/// is valid against the schema documented for its status, and a request
+/// is refused as malformed (`bad_*`, `malformed_json`, 415) exactly when
+/// its path, query or body breaks the document's schemas. Runs on a real Redis so that
 /// `store_unavailable` is real (Redis killed), with three nodes so that a
 /// dead node's `node_unavailable` is real too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,6 +329,16 @@ async fn openapi_document_matches_the_server() {
     let api = ApiServer::start(&farm.ctrl, Some(TOKEN)).await;
     let http = farm.http.clone();
     let base = api.url.clone();
+    let doc: Value = http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let promised = documented(&doc);
+    let doc = Doc::new(doc);
 
     let (owner, channel) = land(&mut farm, &api, "alpha").await;
     let ids: Vec<String> = farm.sims.iter().map(|s| s.id().to_owned()).collect();
@@ -301,6 +426,16 @@ async fn openapi_document_matches_the_server() {
             false,
             Some("bad_query"),
         ),
+        // Any whole number is a page size (the document says integer >= 0).
+        case(
+            "GET",
+            rooms,
+            200,
+            "/v1/rooms?limit=99999999999999999999999999&kind=queue",
+            n.clone(),
+            false,
+            None,
+        ),
         case(
             "GET",
             room,
@@ -345,6 +480,25 @@ async fn openapi_document_matches_the_server() {
             n.clone(),
             true,
             Some("bad_name"),
+        ),
+        // The body is optional, its field nullable, the body itself not.
+        case(
+            "POST",
+            place,
+            200,
+            "/v1/rooms/queue/beta/placement",
+            j(json!({"landing_node": null})),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            place,
+            400,
+            "/v1/rooms/queue/beta/placement",
+            j(Value::Null),
+            true,
+            Some("malformed_json"),
         ),
         case(
             "POST",
@@ -612,7 +766,7 @@ async fn openapi_document_matches_the_server() {
         case("GET", "/readyz", 200, "/readyz", n.clone(), false, None),
         case("GET", "/metrics", 200, "/metrics", n.clone(), false, None),
     ];
-    run_cases(&http, &base, &cases).await;
+    run_cases(&http, &base, &doc, &cases).await;
     // Single use: the consumed token is gone.
     let (s, _) = get_json(&http, format!("{base}/v1/tokens/{tk_ok}")).await;
     assert_eq!(s, 404, "a consumed token is gone");
@@ -655,7 +809,33 @@ async fn openapi_document_matches_the_server() {
             Some("queue_not_found"),
         ),
         case("POST", qm, 201, "/v1/queues/qa/members", bob(), true, None),
-        case("POST", qm, 200, "/v1/queues/qa/members", bob(), true, None),
+        case(
+            "POST",
+            qm,
+            200,
+            "/v1/queues/qa/members",
+            j(json!({"agent": "bob", "endpoint": "PJSIP/bob", "template": null, "paused": true})),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            qm,
+            400,
+            "/v1/queues/qa/members",
+            j(json!({"agent": "bob", "endpoint": null})),
+            true,
+            Some("bad_endpoint"),
+        ),
+        case(
+            "POST",
+            qm,
+            400,
+            "/v1/queues/qa/members",
+            j(json!({"agent": "bob", "template": "PJSIP/{agent}{agent}"})),
+            true,
+            Some("bad_endpoint"),
+        ),
         case(
             "POST",
             qm,
@@ -819,7 +999,7 @@ async fn openapi_document_matches_the_server() {
             Some("agent_not_found"),
         ),
     ];
-    run_cases(&http, &base, &queue_cases).await;
+    run_cases(&http, &base, &doc, &queue_cases).await;
 
     // A queue whose stored document does not parse: 500 `queue_corrupt`
     // everywhere it is read, then repaired for the rest of the test.
@@ -885,7 +1065,7 @@ async fn openapi_document_matches_the_server() {
             Some("queue_corrupt"),
         ),
     ];
-    run_cases(&http, &base, &corrupt).await;
+    run_cases(&http, &base, &doc, &corrupt).await;
     let r = send(&http, &base, "GET", "/v1/queues/qbad", &n, None).await;
     let v: Value = r.json().await.unwrap();
     let msg = v["error"]["message"].as_str().unwrap();
@@ -931,7 +1111,7 @@ async fn openapi_document_matches_the_server() {
             Some("no_eligible_node"),
         ),
     ];
-    run_cases(&http, &base, &drained).await;
+    run_cases(&http, &base, &doc, &drained).await;
     for id in &ids {
         let r = send(
             &http,
@@ -957,7 +1137,7 @@ async fn openapi_document_matches_the_server() {
         true,
         Some("node_unavailable"),
     )];
-    run_cases(&http, &base, &dead).await;
+    run_cases(&http, &base, &doc, &dead).await;
 
     // The store gone.
     farm.kill_redis();
@@ -1099,7 +1279,7 @@ async fn openapi_document_matches_the_server() {
             Some("store_unavailable"),
         ),
     ];
-    run_cases(&http, &base, &down).await;
+    run_cases(&http, &base, &doc, &down).await;
 
     cases.extend(queue_cases);
     cases.extend(corrupt);
@@ -1110,15 +1290,6 @@ async fn openapi_document_matches_the_server() {
         .iter()
         .map(|c| (c.method.to_owned(), c.template.to_owned(), c.status))
         .collect();
-    let doc: Value = http
-        .get(format!("{base}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let promised = documented(&doc);
     let untested: Vec<_> = promised.difference(&tested).collect();
     let undocumented: Vec<_> = tested.difference(&promised).collect();
     assert!(
