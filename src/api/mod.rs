@@ -2,6 +2,9 @@
 //! API, the operators' room map, events, health, metrics, the OpenAPI
 //! document and the live page), so tests can call it without a socket.
 //!
+//! [`serve`] runs it over TCP with the connection limits of `[api]`
+//! ([`server`]); [`ids`] gives every id its documented pattern.
+//!
 //! Routes are grouped by resource, one file each: [`rooms`] (map,
 //! placement, colocate), [`nodes`] (list, drain), [`queues`] (queues,
 //! callers, agents, static members), [`tokens`] (peek,
