@@ -11,6 +11,7 @@
 //! redis_url = "redis://127.0.0.1:6379"   # leave out for the in-memory store
 //! [api]
 //! listen = "127.0.0.1:8088"
+//! # header_read_timeout_ms = 20000, idle_timeout_ms = 5000, max_connections = 512
 //! [[nodes]]
 //! id = "ast1"
 //! ari_url = "http://10.0.0.11:8088"
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::ServerConfig;
 use crate::domain::{AgentId, NodeId, RoomName};
 use crate::policy::Strategy;
 use crate::queue::QueueSettings;
@@ -160,10 +162,33 @@ pub struct ApiSection {
     /// Bearer token required for everything that changes state or reveals
     /// tokens; absent → no authentication (say so loudly in production).
     pub token: Option<String>,
+    /// How long a request's head may take, in ms, counted from when the
+    /// connection starts waiting for it; then the connection is closed
+    /// (default [`ServerConfig::DEFAULT_HEADER_READ_TIMEOUT`]).
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// How long a connection with no request in progress may wait for the
+    /// next one, in ms; less than `header_read_timeout_ms` (default
+    /// [`ServerConfig::DEFAULT_IDLE_TIMEOUT`]).
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// How many connections are served at once; more wait in the listen
+    /// backlog (default [`ServerConfig::DEFAULT_MAX_CONNECTIONS`]).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 fn default_listen() -> String {
     "127.0.0.1:8088".into()
+}
+fn default_header_read_timeout_ms() -> u64 {
+    ServerConfig::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64
+}
+fn default_idle_timeout_ms() -> u64 {
+    ServerConfig::DEFAULT_IDLE_TIMEOUT.as_millis() as u64
+}
+fn default_max_connections() -> usize {
+    ServerConfig::DEFAULT_MAX_CONNECTIONS
 }
 
 impl Default for ApiSection {
@@ -171,6 +196,9 @@ impl Default for ApiSection {
         Self {
             listen: default_listen(),
             token: None,
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -305,6 +333,9 @@ impl fmt::Debug for ApiSection {
         f.debug_struct("ApiSection")
             .field("listen", &self.listen)
             .field("token", &secret_state(self.token.as_deref().unwrap_or("")))
+            .field("header_read_timeout_ms", &self.header_read_timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -382,6 +413,7 @@ impl Config {
 
     /// Applies `CORRAL_*` overrides: `CORRAL_FARM`, `CORRAL_APP`,
     /// `CORRAL_STORE_REDIS_URL`, `CORRAL_API_LISTEN`, `CORRAL_API_TOKEN`,
+    /// `CORRAL_API_<KEY>` for the `[api]` limits (`CORRAL_API_IDLE_TIMEOUT_MS`),
     /// `CORRAL_CONTROLLER_<KEY>` for each `[controller]` key (upper case),
     /// and `CORRAL_NODE_<ID>_PASSWORD` for a node's password (id upper case,
     /// `-` as `_`).
@@ -406,6 +438,12 @@ impl Config {
                 }
                 "API_LISTEN" => self.api.listen = v.clone(),
                 "API_TOKEN" => self.api.token = Some(v.clone()).filter(|s| !s.is_empty()),
+                "API_HEADER_READ_TIMEOUT_MS" => self.api.header_read_timeout_ms = num(&k)?,
+                "API_IDLE_TIMEOUT_MS" => self.api.idle_timeout_ms = num(&k)?,
+                "API_MAX_CONNECTIONS" => {
+                    self.api.max_connections = usize::try_from(num(&k)?)
+                        .map_err(|_| invalid(&k, format!("{v:?} is too large")))?
+                }
                 "CONTROLLER_ENDPOINT_TEMPLATE" => self.controller.endpoint_template = v.clone(),
                 "CONTROLLER_HOP_LIMIT" => self.controller.hop_limit = num(&k)? as u32,
                 "CONTROLLER_TOKEN_TTL_MS" => self.controller.token_ttl_ms = num(&k)?,
@@ -453,6 +491,7 @@ impl Config {
         RoomName::new(self.farm.as_str()).map_err(|e| invalid("farm", e))?;
         RoomName::new(self.app.as_str()).map_err(|e| invalid("app", e))?;
         self.api_listen()?;
+        self.api_server()?;
         if let Some(url) = &self.store.redis_url {
             let ok = [
                 "redis://",
@@ -568,6 +607,40 @@ impl Config {
             .listen
             .parse()
             .map_err(|e| invalid("api.listen", format!("{:?}: {e}", self.api.listen)))
+    }
+
+    /// The API server's limits from `[api]`.
+    ///
+    /// # Errors
+    /// A limit of 0, or an idle timeout not below the header read timeout
+    /// (hyper's head clock also runs while a connection idles, so a longer
+    /// idle timeout would never fire).
+    pub fn api_server(&self) -> Result<ServerConfig, Error> {
+        let a = &self.api;
+        for (key, v) in [
+            ("api.header_read_timeout_ms", a.header_read_timeout_ms),
+            ("api.idle_timeout_ms", a.idle_timeout_ms),
+            ("api.max_connections", a.max_connections as u64),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be more than 0"));
+            }
+        }
+        if a.idle_timeout_ms >= a.header_read_timeout_ms {
+            return Err(invalid(
+                "api.idle_timeout_ms",
+                format!(
+                    "must be less than api.header_read_timeout_ms ({}): the head's clock also runs \
+                     while a connection idles, so a longer idle timeout never fires",
+                    a.header_read_timeout_ms
+                ),
+            ));
+        }
+        Ok(ServerConfig {
+            header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+            max_connections: a.max_connections,
+        })
     }
 
     /// Milliseconds as a duration.
@@ -763,5 +836,45 @@ sip_host = "10.0.0.11:5060"
         .unwrap();
         assert_eq!(cfg.api.listen, "0.0.0.0:9000");
         assert_eq!(cfg.nodes[0].password, "fromenv");
+    }
+
+    /// The API server's limits: defaults from `ServerConfig`, set in
+    /// `[api]` or by `CORRAL_API_*`, refused when they cannot work.
+    #[test]
+    fn api_limits_default_parse_and_are_checked() {
+        let cfg = Config::parse(GOOD, "t").unwrap();
+        assert_eq!(cfg.api_server().unwrap(), ServerConfig::default());
+        let text = GOOD.replace(
+            "listen = \"127.0.0.1:8088\"",
+            "listen = \"127.0.0.1:8088\"\nheader_read_timeout_ms = 3000\nidle_timeout_ms = 1000\nmax_connections = 8",
+        );
+        let mut cfg = Config::parse(&text, "t").unwrap();
+        let api = cfg.api_server().unwrap();
+        assert_eq!(
+            (
+                api.header_read_timeout,
+                api.idle_timeout,
+                api.max_connections
+            ),
+            (Duration::from_secs(3), Duration::from_secs(1), 8)
+        );
+        cfg.apply_env([("CORRAL_API_MAX_CONNECTIONS".to_string(), "9".to_string())].into_iter())
+            .unwrap();
+        assert_eq!(cfg.api_server().unwrap().max_connections, 9);
+        for (key, value, named) in [
+            ("max_connections", 0, "api.max_connections"),
+            ("idle_timeout_ms", 0, "api.idle_timeout_ms"),
+            ("idle_timeout_ms", 3000, "api.idle_timeout_ms"),
+            ("header_read_timeout_ms", 0, "api.header_read_timeout_ms"),
+        ] {
+            let mut bad = Config::parse(&text, "t").unwrap();
+            match key {
+                "max_connections" => bad.api.max_connections = value as usize,
+                "idle_timeout_ms" => bad.api.idle_timeout_ms = value,
+                _ => bad.api.header_read_timeout_ms = value,
+            }
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.starts_with(named), "{key} = {value}: {e}");
+        }
     }
 }

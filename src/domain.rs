@@ -29,8 +29,8 @@ pub enum InvalidId {
     Character {
         /// Which kind of value.
         what: &'static str,
-        /// The allowed set, for the message.
-        allowed: &'static str,
+        /// The allowed set.
+        allowed: Charset,
         /// The first offending character.
         found: char,
     },
@@ -39,18 +39,74 @@ pub enum InvalidId {
     Kind(String),
 }
 
-fn check(
-    what: &'static str,
-    value: &str,
-    max: usize,
-    allowed: &'static str,
-    ok: impl Fn(char) -> bool,
-) -> Result<(), InvalidId> {
+/// The characters an id may hold: ASCII letters and digits, plus a few
+/// others. The one description of an id's alphabet: the validators
+/// ([`Charset::allows`]), their error messages (`Display`) and the API's
+/// documented patterns ([`Charset::pattern`]) are all read from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charset {
+    /// The characters allowed besides ASCII letters and digits.
+    extra: &'static str,
+}
+
+impl Charset {
+    /// ASCII letters and digits, plus the characters of `extra`.
+    pub const fn alphanumeric_and(extra: &'static str) -> Self {
+        Self { extra }
+    }
+
+    /// Whether `c` may appear in the id.
+    pub fn allows(self, c: char) -> bool {
+        c.is_ascii_alphanumeric() || self.extra.contains(c)
+    }
+
+    /// The characters allowed besides ASCII letters and digits.
+    pub fn extra(self) -> &'static str {
+        self.extra
+    }
+
+    /// A regular-expression character class matching one allowed character
+    /// (`[A-Za-z0-9_\-]`); valid in ECMA-262 (OpenAPI's dialect) and in
+    /// Rust's `regex`.
+    pub fn class(self) -> String {
+        let mut class = String::from("[A-Za-z0-9");
+        for c in self.extra.chars() {
+            if matches!(c, '\\' | ']' | '[' | '^' | '-') {
+                class.push('\\');
+            }
+            class.push(c);
+        }
+        class.push(']');
+        class
+    }
+
+    /// The anchored pattern of a whole id of 1 to `max` allowed characters
+    /// (`^[A-Za-z0-9_\-]{1,64}$`).
+    pub fn pattern(self, max: usize) -> String {
+        format!("^{}{{1,{max}}}$", self.class())
+    }
+}
+
+/// "ASCII letters, digits, '_' and '-'": the set, for error messages.
+impl fmt::Display for Charset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let extra: Vec<String> = self.extra.chars().map(|c| format!("'{c}'")).collect();
+        match extra.split_last() {
+            None => f.write_str("ASCII letters and digits"),
+            Some((last, [])) => write!(f, "ASCII letters, digits and {last}"),
+            Some((last, rest)) => {
+                write!(f, "ASCII letters, digits, {} and {last}", rest.join(", "))
+            }
+        }
+    }
+}
+
+fn check(what: &'static str, value: &str, max: usize, allowed: Charset) -> Result<(), InvalidId> {
     let len = value.chars().count();
     if len == 0 || len > max {
         return Err(InvalidId::Length { what, max, len });
     }
-    if let Some(found) = value.chars().find(|c| !ok(*c)) {
+    if let Some(found) = value.chars().find(|c| !allowed.allows(*c)) {
         return Err(InvalidId::Character {
             what,
             allowed,
@@ -61,7 +117,7 @@ fn check(
 }
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $allowed:literal, $ok:expr) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $extra:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -70,6 +126,16 @@ macro_rules! id_type {
         impl $name {
             /// The longest accepted value, in characters.
             pub const MAX_LEN: usize = $max;
+            /// The characters a value may hold.
+            pub const CHARSET: Charset = Charset::alphanumeric_and($extra);
+            /// What the value is, for messages and documentation.
+            pub const WHAT: &'static str = $what;
+
+            /// The anchored regular expression every accepted value matches
+            /// (and no refused one does), for the API's documentation.
+            pub fn pattern() -> String {
+                Self::CHARSET.pattern(Self::MAX_LEN)
+            }
 
             /// Checks `value` and wraps it.
             ///
@@ -78,7 +144,7 @@ macro_rules! id_type {
             /// character outside the allowed set.
             pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {
                 let value = value.into();
-                check($what, &value, $max, $allowed, $ok)?;
+                check($what, &value, $max, Self::CHARSET)?;
                 Ok(Self(value))
             }
 
@@ -122,17 +188,12 @@ macro_rules! id_type {
     };
 }
 
-fn word_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == '-'
-}
-
 id_type!(
     /// A node's id, as configured (`ast1`). Used in Redis keys and logs.
     NodeId,
     "node id",
     64,
-    "ASCII letters, digits, '_' and '-'",
-    word_char
+    "_-"
 );
 
 id_type!(
@@ -141,8 +202,7 @@ id_type!(
     RoomName,
     "room name",
     64,
-    "ASCII letters, digits, '_' and '-'",
-    word_char
+    "_-"
 );
 
 id_type!(
@@ -151,8 +211,7 @@ id_type!(
     AgentId,
     "agent id",
     64,
-    "ASCII letters, digits and '_'",
-    |c: char| c.is_ascii_alphanumeric() || c == '_'
+    "_"
 );
 
 id_type!(
@@ -162,8 +221,7 @@ id_type!(
     ChannelId,
     "channel id",
     128,
-    "ASCII letters, digits, '.', '_', '-' and '@'",
-    |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')
+    "._-@"
 );
 
 id_type!(
@@ -172,8 +230,7 @@ id_type!(
     TokenId,
     "token",
     64,
-    "ASCII letters and digits",
-    |c: char| c.is_ascii_alphanumeric()
+    ""
 );
 
 /// How many characters a freshly minted token has: 22 base-62 characters
@@ -398,6 +455,30 @@ mod tests {
         assert!(RoomName::new("sales-EU_2").is_ok());
         assert!(AgentId::new("al-ice").is_err());
         assert!(TokenId::new("abc-def").is_err());
+    }
+
+    /// The messages name each id's alphabet as they always did.
+    #[test]
+    fn charsets_describe_themselves() {
+        assert_eq!(
+            NodeId::CHARSET.to_string(),
+            "ASCII letters, digits, '_' and '-'"
+        );
+        assert_eq!(
+            AgentId::CHARSET.to_string(),
+            "ASCII letters, digits and '_'"
+        );
+        assert_eq!(
+            ChannelId::CHARSET.to_string(),
+            "ASCII letters, digits, '.', '_', '-' and '@'"
+        );
+        assert_eq!(TokenId::CHARSET.to_string(), "ASCII letters and digits");
+        assert_eq!(ChannelId::pattern(), "^[A-Za-z0-9._\\-@]{1,128}$");
+        let e = AgentId::new("al-ice").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "agent id may only contain ASCII letters, digits and '_'; found '-'"
+        );
     }
 
     #[test]

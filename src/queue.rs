@@ -116,8 +116,61 @@ impl Default for QueueSettings {
     }
 }
 
+/// The longest static member dial string (endpoint) corral accepts, in
+/// characters (bytes: every allowed character is ASCII).
+pub const ENDPOINT_MAX_LEN: usize = 255;
+
+/// Whether `c` may appear in an endpoint: printable ASCII except `,` (ARI
+/// would read a comma as a second endpoint).
+pub fn endpoint_char(c: char) -> bool {
+    c.is_ascii_graphic() && c != ','
+}
+
+/// Whether `c` may appear in an endpoint's technology (before the first
+/// `/`).
+fn tech_char(c: char) -> bool {
+    endpoint_char(c) && c != '/'
+}
+
+/// A regular-expression class of the ASCII characters `allowed` accepts, as
+/// `\xNN` ranges (`[\x21-\x2B\x2D-\x7E]`), valid in ECMA-262 and Rust's
+/// `regex`; made from the predicate itself, so the two cannot differ.
+pub fn ascii_class(allowed: impl Fn(char) -> bool) -> String {
+    let mut class = String::from("[");
+    let mut c = 0u8;
+    while c < 128 {
+        if !allowed(char::from(c)) {
+            c += 1;
+            continue;
+        }
+        let first = c;
+        while c < 127 && allowed(char::from(c + 1)) {
+            c += 1;
+        }
+        class.push_str(&format!("\\x{first:02X}"));
+        if c > first {
+            class.push_str(&format!("-\\x{c:02X}"));
+        }
+        c += 1;
+    }
+    class.push(']');
+    class
+}
+
+/// The pattern of an endpoint [`check_endpoint`] accepts (with its length
+/// limit, [`ENDPOINT_MAX_LEN`], stated apart).
+pub fn endpoint_pattern() -> String {
+    format!(
+        "^{tech}+/{rest}+$",
+        tech = ascii_class(tech_char),
+        rest = ascii_class(endpoint_char)
+    )
+}
+
 /// Checks a static member's dial string: `Tech/resource`, printable, no
-/// commas (ARI would read them as several endpoints), at most 255 bytes.
+/// commas (ARI would read them as several endpoints), at most
+/// [`ENDPOINT_MAX_LEN`] characters: exactly what [`endpoint_pattern`]
+/// matches.
 ///
 /// # Errors
 /// What is wrong with it.
@@ -132,11 +185,10 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
             "{endpoint:?} must be Tech/resource, e.g. PJSIP/alice"
         ));
     }
-    if endpoint.len() > 255
-        || !endpoint.chars().all(|c| c.is_ascii_graphic())
-        || endpoint.contains(',')
-    {
-        return Err("must be at most 255 printable ASCII characters without ','".into());
+    if endpoint.len() > ENDPOINT_MAX_LEN || !endpoint.chars().all(endpoint_char) {
+        return Err(format!(
+            "must be at most {ENDPOINT_MAX_LEN} printable ASCII characters without ','"
+        ));
     }
     Ok(())
 }

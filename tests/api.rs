@@ -1,7 +1,8 @@
 //! The HTTP API through the real router, against simulated nodes and a
 //! running controller: every documented (path, method, status) of
 //! `/openapi.json` is produced by a request of a table, and every request
-//! of the table produces a documented status with a JSON error; colocate
+//! of the table produces a documented status and body, refused as
+//! malformed exactly when the document refuses it; colocate
 //! really redirects a channel; tokens are single-use; auth, oversized and
 //! malformed bodies, unknown routes answer JSON and never panic.
 
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 use support::api::ApiServer;
 use support::eventually;
 use support::farm::{Backend, TestFarm};
+use support::openapi::{Doc, param_value, percent_decode};
 use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-api-token";
@@ -119,7 +121,84 @@ fn documented(doc: &Value) -> BTreeSet<(String, String, u16)> {
     out
 }
 
-async fn run_cases(http: &reqwest::Client, base: &str, cases: &[Case]) {
+/// Error codes that say the request itself is malformed: the document
+/// must refuse every request that gets one.
+const INPUT_CODES: &[&str] = &[
+    "bad_kind",
+    "bad_name",
+    "bad_channel",
+    "bad_agent",
+    "bad_endpoint",
+    "bad_query",
+    "bad_path",
+    "malformed_json",
+    "unsupported_media_type",
+];
+
+/// Whether the document accepts the request of `c`: its path parameters,
+/// query and body against their schemas; the error says why not.
+fn documented_request(doc: &Doc, c: &Case) -> Result<(), String> {
+    let (path, query) = c.path.split_once('?').unwrap_or((&c.path, ""));
+    let params = doc.params(c.method, c.template);
+    let param = |location: &str, name: &str| {
+        params
+            .iter()
+            .find(|p| p.location == location && p.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} {}: no {location} parameter {name}",
+                    c.method, c.template
+                )
+            })
+    };
+    let (tsegs, psegs): (Vec<&str>, Vec<&str>) =
+        (c.template.split('/').collect(), path.split('/').collect());
+    assert_eq!(
+        tsegs.len(),
+        psegs.len(),
+        "{} does not fit {}",
+        c.path,
+        c.template
+    );
+    for (t, p) in tsegs.iter().zip(&psegs) {
+        if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+            let raw = percent_decode(p).ok_or_else(|| format!("{name}: not UTF-8"))?;
+            let schema = param("path", name).schema;
+            doc.validate(schema, &param_value(doc, schema, &raw))
+                .map_err(|e| format!("path {name}: {e}"))?;
+        }
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let raw = percent_decode(raw).ok_or_else(|| format!("{name}: not UTF-8"))?;
+        let schema = param("query", name).schema;
+        doc.validate(schema, &param_value(doc, schema, &raw))
+            .map_err(|e| format!("query {name}: {e}"))?;
+    }
+    match (doc.request_body(c.method, c.template), &c.body) {
+        (None, _) => Ok(()),
+        (Some((_, required)), Body::None) => {
+            if required {
+                Err("a body is required".into())
+            } else {
+                Ok(())
+            }
+        }
+        (Some((schema, _)), Body::Json(v)) => doc.validate(schema, v),
+        (Some((schema, _)), Body::Raw(Some("application/json"), bytes)) => {
+            let v: Value =
+                serde_json::from_slice(bytes).map_err(|e| format!("body is not JSON: {e}"))?;
+            doc.validate(schema, &v)
+        }
+        (Some(_), Body::Raw(..)) => Err("the body is not application/json".into()),
+    }
+}
+
+/// Runs the table: each request must get its status (and error code);
+/// the document must refuse exactly the requests the server refuses as
+/// malformed ([`INPUT_CODES`]), and every answer must be the body the
+/// document gives for its status, of its content type and schema.
+async fn run_cases(http: &reqwest::Client, base: &str, doc: &Doc, cases: &[Case]) {
     for c in cases {
         let auth = c.auth.then_some(TOKEN);
         let resp = send(http, base, c.method, &c.path, &c.body, auth).await;
@@ -130,6 +209,28 @@ async fn run_cases(http: &reqwest::Client, base: &str, cases: &[Case]) {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        let (what, request) = (
+            format!("{} {}", c.method, c.path),
+            documented_request(doc, c),
+        );
+        match (&request, c.code) {
+            (Err(why), _) => assert!(
+                (400..500).contains(&status),
+                "{what}: the document refuses it ({why}), the server answered {status}"
+            ),
+            (Ok(()), Some(code)) => assert!(
+                !INPUT_CODES.contains(&code),
+                "{what}: the document accepts it, the server refuses it as {code}"
+            ),
+            (Ok(()), None) => {}
+        }
+        let documented = doc.response(c.method, c.template, status);
+        if let Some((want, _)) = documented {
+            assert!(
+                ctype.starts_with(want),
+                "{what}: {ctype}, documented {want}"
+            );
+        }
         if c.template == "/v1/events" {
             assert_eq!(status, c.status, "{} {}", c.method, c.path);
             assert!(ctype.starts_with("text/event-stream"), "{ctype}");
@@ -141,6 +242,17 @@ async fn run_cases(http: &reqwest::Client, base: &str, cases: &[Case]) {
             "{} {} answered {status}, the table expects {}: {text}",
             c.method, c.path, c.status
         );
+        match documented {
+            None => assert!(text.is_empty(), "{what}: no body is documented: {text}"),
+            Some(("application/json", schema)) => {
+                let v: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+                if let Err(e) = doc.validate(schema, &v) {
+                    panic!("{what}: the answer breaks the document's schema: {e}\n{text}");
+                }
+            }
+            Some(_) => {}
+        }
         if let Some(code) = c.code {
             assert!(
                 ctype.starts_with("application/json"),
@@ -204,7 +316,10 @@ async fn land(farm: &mut TestFarm, api: &ApiServer, room: &str) -> (String, Stri
 /// The OpenAPI document and the server agree: for every documented
 /// (path, method, status) a request of the table produces exactly that
 /// status (with the expected JSON error code), and the table holds no
-/// request whose status is undocumented. Runs on a real Redis so that
+/// request whose status is undocumented. Bodies and ids too: every answer
+/// is valid against the schema documented for its status, and a request
+/// is refused as malformed (`bad_*`, `malformed_json`, 415) exactly when
+/// its path, query or body breaks the document's schemas. Runs on a real Redis so that
 /// `store_unavailable` is real (Redis killed), with three nodes so that a
 /// dead node's `node_unavailable` is real too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,6 +329,16 @@ async fn openapi_document_matches_the_server() {
     let api = ApiServer::start(&farm.ctrl, Some(TOKEN)).await;
     let http = farm.http.clone();
     let base = api.url.clone();
+    let doc: Value = http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let promised = documented(&doc);
+    let doc = Doc::new(doc);
 
     let (owner, channel) = land(&mut farm, &api, "alpha").await;
     let ids: Vec<String> = farm.sims.iter().map(|s| s.id().to_owned()).collect();
@@ -301,6 +426,16 @@ async fn openapi_document_matches_the_server() {
             false,
             Some("bad_query"),
         ),
+        // Any whole number is a page size (the document says integer >= 0).
+        case(
+            "GET",
+            rooms,
+            200,
+            "/v1/rooms?limit=99999999999999999999999999&kind=queue",
+            n.clone(),
+            false,
+            None,
+        ),
         case(
             "GET",
             room,
@@ -345,6 +480,25 @@ async fn openapi_document_matches_the_server() {
             n.clone(),
             true,
             Some("bad_name"),
+        ),
+        // The body is optional, its field nullable, the body itself not.
+        case(
+            "POST",
+            place,
+            200,
+            "/v1/rooms/queue/beta/placement",
+            j(json!({"landing_node": null})),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            place,
+            400,
+            "/v1/rooms/queue/beta/placement",
+            j(Value::Null),
+            true,
+            Some("malformed_json"),
         ),
         case(
             "POST",
@@ -612,7 +766,7 @@ async fn openapi_document_matches_the_server() {
         case("GET", "/readyz", 200, "/readyz", n.clone(), false, None),
         case("GET", "/metrics", 200, "/metrics", n.clone(), false, None),
     ];
-    run_cases(&http, &base, &cases).await;
+    run_cases(&http, &base, &doc, &cases).await;
     // Single use: the consumed token is gone.
     let (s, _) = get_json(&http, format!("{base}/v1/tokens/{tk_ok}")).await;
     assert_eq!(s, 404, "a consumed token is gone");
@@ -655,7 +809,33 @@ async fn openapi_document_matches_the_server() {
             Some("queue_not_found"),
         ),
         case("POST", qm, 201, "/v1/queues/qa/members", bob(), true, None),
-        case("POST", qm, 200, "/v1/queues/qa/members", bob(), true, None),
+        case(
+            "POST",
+            qm,
+            200,
+            "/v1/queues/qa/members",
+            j(json!({"agent": "bob", "endpoint": "PJSIP/bob", "template": null, "paused": true})),
+            true,
+            None,
+        ),
+        case(
+            "POST",
+            qm,
+            400,
+            "/v1/queues/qa/members",
+            j(json!({"agent": "bob", "endpoint": null})),
+            true,
+            Some("bad_endpoint"),
+        ),
+        case(
+            "POST",
+            qm,
+            400,
+            "/v1/queues/qa/members",
+            j(json!({"agent": "bob", "template": "PJSIP/{agent}{agent}"})),
+            true,
+            Some("bad_endpoint"),
+        ),
         case(
             "POST",
             qm,
@@ -819,7 +999,7 @@ async fn openapi_document_matches_the_server() {
             Some("agent_not_found"),
         ),
     ];
-    run_cases(&http, &base, &queue_cases).await;
+    run_cases(&http, &base, &doc, &queue_cases).await;
 
     // A queue whose stored document does not parse: 500 `queue_corrupt`
     // everywhere it is read, then repaired for the rest of the test.
@@ -885,7 +1065,7 @@ async fn openapi_document_matches_the_server() {
             Some("queue_corrupt"),
         ),
     ];
-    run_cases(&http, &base, &corrupt).await;
+    run_cases(&http, &base, &doc, &corrupt).await;
     let r = send(&http, &base, "GET", "/v1/queues/qbad", &n, None).await;
     let v: Value = r.json().await.unwrap();
     let msg = v["error"]["message"].as_str().unwrap();
@@ -931,7 +1111,7 @@ async fn openapi_document_matches_the_server() {
             Some("no_eligible_node"),
         ),
     ];
-    run_cases(&http, &base, &drained).await;
+    run_cases(&http, &base, &doc, &drained).await;
     for id in &ids {
         let r = send(
             &http,
@@ -957,7 +1137,7 @@ async fn openapi_document_matches_the_server() {
         true,
         Some("node_unavailable"),
     )];
-    run_cases(&http, &base, &dead).await;
+    run_cases(&http, &base, &doc, &dead).await;
 
     // The store gone.
     farm.kill_redis();
@@ -1099,7 +1279,7 @@ async fn openapi_document_matches_the_server() {
             Some("store_unavailable"),
         ),
     ];
-    run_cases(&http, &base, &down).await;
+    run_cases(&http, &base, &doc, &down).await;
 
     cases.extend(queue_cases);
     cases.extend(corrupt);
@@ -1110,15 +1290,6 @@ async fn openapi_document_matches_the_server() {
         .iter()
         .map(|c| (c.method.to_owned(), c.template.to_owned(), c.status))
         .collect();
-    let doc: Value = http
-        .get(format!("{base}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let promised = documented(&doc);
     let untested: Vec<_> = promised.difference(&tested).collect();
     let undocumented: Vec<_> = tested.difference(&promised).collect();
     assert!(
@@ -1852,5 +2023,204 @@ async fn queue_members_through_the_api() {
     }
     let (_, list) = get_json(&http, format!("{base}/v1/queues")).await;
     assert_eq!(list["queues"].as_array().unwrap().len(), 1, "{list}");
+    farm.stop().await;
+}
+
+/// Limits for the connection tests: `header`, `idle` and `cap` as given.
+fn limits(header_ms: u64, idle_ms: u64, cap: usize) -> corral::api::ServerConfig {
+    corral::api::ServerConfig {
+        header_read_timeout: Duration::from_millis(header_ms),
+        idle_timeout: Duration::from_millis(idle_ms),
+        max_connections: cap,
+    }
+}
+
+/// A raw client connection to `url` (`http://host:port`).
+async fn raw(url: &str) -> tokio::net::TcpStream {
+    let addr = url.trim_start_matches("http://");
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the API")
+}
+
+/// Sends a keep-alive `GET /healthz` on `conn` and reads its whole answer,
+/// failing after `deadline`.
+async fn healthz_on(conn: &mut tokio::net::TcpStream, deadline: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: corral\r\n\r\n")
+        .await
+        .expect("request sent");
+    let mut seen = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !seen.ends_with(b"\r\n\r\nok\n") {
+            let n = conn.read(&mut buf).await.expect("read the answer");
+            assert!(
+                n > 0,
+                "closed before answering: {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .expect("/healthz answers");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+/// Reads from `conn` until the server closes it (EOF or reset), failing
+/// after `deadline`; returns how long that took.
+async fn closed_within(conn: &mut tokio::net::TcpStream, deadline: Duration) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let wait = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(deadline, wait)
+        .await
+        .expect("the server closes the connection");
+    started.elapsed()
+}
+
+/// Slowloris: a client that sends half a request line and stalls is cut
+/// off once `header_read_timeout` has passed (here 300 ms, with an idle
+/// timeout of a minute that cannot be what closes it); the server answers
+/// others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_is_cut_off_after_the_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let seed = support::seed("a_half_sent_request_is_cut_off_after_the_header_read_timeout");
+    let farm = TestFarm::start(1, Backend::Memory, seed).await;
+    let api = ApiServer::start_with(&farm.ctrl, None, limits(300, 60_000, 16)).await;
+    let mut stalled = raw(&api.url).await;
+    stalled.write_all(b"GET /heal").await.unwrap();
+    let mut other = raw(&api.url).await;
+    healthz_on(&mut other, DEADLINE).await;
+    let took = closed_within(&mut stalled, DEADLINE).await;
+    assert!(
+        took < Duration::from_secs(10),
+        "cut off after {took:?}, the timeout is 300 ms"
+    );
+    api.stop().await;
+    farm.stop().await;
+}
+
+/// A keep-alive connection left idle after its request is closed once
+/// `idle_timeout` has passed (here 300 ms, with a header read timeout of a
+/// minute that cannot be what closes it). An event stream open all along
+/// is a request in progress, not idle: it still delivers events after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let seed = support::seed("an_idle_keep_alive_connection_is_closed_after_the_idle_timeout");
+    let farm = TestFarm::start(1, Backend::Memory, seed).await;
+    let api = ApiServer::start_with(&farm.ctrl, None, limits(60_000, 300, 16)).await;
+    let http = farm.http.clone();
+    let mut events = http
+        .get(format!("{}/v1/events", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let mut idle = raw(&api.url).await;
+    healthz_on(&mut idle, DEADLINE).await;
+    let took = closed_within(&mut idle, DEADLINE).await;
+    assert!(
+        took < Duration::from_secs(10),
+        "closed after {took:?}, the idle timeout is 300 ms"
+    );
+    // The stream, opened before, has been open longer than the idle
+    // timeout: it must still carry events.
+    let r = send(
+        &http,
+        &api.url,
+        "POST",
+        "/v1/rooms/conference/idle/placement",
+        &Body::None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mut seen = String::new();
+    let read = async {
+        while let Some(chunk) = events.chunk().await.expect("the stream is open") {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: room_placed") {
+                return;
+            }
+        }
+        panic!("the event stream ended: {seen}");
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("the event arrives");
+    api.stop().await;
+    farm.stop().await;
+}
+
+/// With `max_connections` = 2 taken by two open keep-alive connections, a
+/// third is not served (its `/healthz` gets no answer for as long as we
+/// look: 500 ms); once one of the two closes, it is answered, and a stop
+/// does not wait for the idle connections left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_until_one_frees_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seed = support::seed("connections_beyond_the_cap_wait_until_one_frees_up");
+    let farm = TestFarm::start(1, Backend::Memory, seed).await;
+    let api = ApiServer::start_with(&farm.ctrl, None, limits(60_000, 30_000, 2)).await;
+    let mut first = raw(&api.url).await;
+    healthz_on(&mut first, DEADLINE).await;
+    let mut second = raw(&api.url).await;
+    healthz_on(&mut second, DEADLINE).await;
+
+    let mut third = raw(&api.url).await;
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: corral\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served with the cap at 2: {early:?}"
+    );
+    drop(first);
+    let mut seen = Vec::new();
+    let answered = async {
+        while !seen.ends_with(b"ok\n") {
+            let n = third.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(DEADLINE, answered)
+        .await
+        .expect("the waiting connection is served once a slot frees up");
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    drop(third);
+    // The server still answers, through a new connection.
+    let r = support::eventually(DEADLINE, "/healthz answers a new client", || {
+        let (http, url) = (farm.http.clone(), format!("{}/healthz", api.url));
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+        }
+    })
+    .await;
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    tokio::time::timeout(DEADLINE, api.stop())
+        .await
+        .expect("a stop closes the idle connections and returns");
+    drop(second);
     farm.stop().await;
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::domain::NodeId;
 
 /// `/readyz`'s body.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -26,6 +27,7 @@ pub struct Readiness {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NodeStream {
     /// Node id.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// Whether this replica holds its event stream.
     pub streaming: bool,

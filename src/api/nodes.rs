@@ -14,12 +14,14 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppPath, Authorized};
 use super::rooms::configured_node;
+use crate::domain::NodeId;
 use crate::store::NodeRecord;
 
 /// One node.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NodeView {
     /// The node id.
+    #[schema(value_type = NodeId)]
     pub id: String,
     /// `up`, `draining`, `down`, or `unregistered` (configured, never seen).
     pub state: String,
@@ -77,7 +79,7 @@ fn view(rec: &NodeRecord, streaming: bool) -> NodeView {
 }
 
 /// Every configured node, registered or not.
-#[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", operation_id = "list_nodes",
     responses(
         (status = 200, description = "The nodes", body = NodeList),
         (status = 503, description = "`store_unavailable`", body = ErrorBody),
@@ -129,7 +131,7 @@ async fn set_drain(st: &AppState, id: &str, draining: bool) -> Result<Json<NodeV
 /// Drains the node: no new rooms there; its running rooms still take
 /// joiners. Idempotent.
 #[utoipa::path(post, path = "/v1/nodes/{id}/drain", tag = "nodes",
-    params(("id" = String, Path, description = "Node id")),
+    params(("id" = NodeId, Path, description = "Node id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The node, draining", body = NodeView),
@@ -147,7 +149,7 @@ pub async fn drain(
 
 /// Undrains the node: it takes new rooms again. Idempotent.
 #[utoipa::path(post, path = "/v1/nodes/{id}/undrain", tag = "nodes",
-    params(("id" = String, Path, description = "Node id")),
+    params(("id" = NodeId, Path, description = "Node id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The node", body = NodeView),

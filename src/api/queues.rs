@@ -24,7 +24,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, AppPath, Authorized};
 use crate::controller::queues::now_ms;
-use crate::domain::{AgentId, RoomKey, RoomKind, RoomName};
+use crate::domain::{AgentId, ChannelId, NodeId, RoomKey, RoomKind, RoomName};
 use crate::queue::{Agent, AgentKind, AgentState, QueueSettings, QueueState, Refused};
 
 /// What `template` of `POST /v1/queues/{name}/members` replaces with the
@@ -50,9 +50,11 @@ pub struct AgentCounts {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueueRow {
     /// The queue's name.
+    #[schema(value_type = RoomName)]
     pub name: String,
     /// The node the queue lives on; `null` when it has no placement (no
     /// call in it now).
+    #[schema(value_type = Option<NodeId>)]
     pub node: Option<String>,
     /// How static members are rung: `longest-idle`, `round-robin` or
     /// `ring-all`.
@@ -88,14 +90,17 @@ pub struct CallerView {
     /// 1-based place in the queue (1 is served next).
     pub position: u32,
     /// The caller's channel.
+    #[schema(value_type = ChannelId)]
     pub channel: String,
     /// The node the channel is on.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// Caller id (number), as the caller's channel showed it.
     pub caller: String,
     /// How long it has waited, in ms.
     pub waiting_ms: u64,
     /// Static members ringing for it now.
+    #[schema(value_type = Vec<AgentId>)]
     pub offered: Vec<String>,
 }
 
@@ -103,6 +108,7 @@ pub struct CallerView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AgentView {
     /// The agent id.
+    #[schema(value_type = AgentId)]
     pub agent: String,
     /// `call_in` (logged in by calling `agent,<queue>,<agent>`) or `static`
     /// (corral dials its endpoint).
@@ -110,6 +116,7 @@ pub struct AgentView {
     /// What corral dials (static members; `null` for call-in agents).
     pub endpoint: Option<String>,
     /// The agent's login call (call-in agents; `null` for static members).
+    #[schema(value_type = Option<ChannelId>)]
     pub channel: Option<String>,
     /// `available`, `paused` (paused and otherwise free), `ringing`, `busy`
     /// or `wrap_up`.
@@ -122,6 +129,7 @@ pub struct AgentView {
     /// Callers it took.
     pub answered: u64,
     /// The caller's channel while `ringing` or `busy`, else `null`.
+    #[schema(value_type = Option<ChannelId>)]
     pub caller: Option<String>,
     /// Removed while on a call: it goes when the call ends.
     pub removing: bool,
@@ -131,8 +139,10 @@ pub struct AgentView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueueDetailView {
     /// The queue's name.
+    #[schema(value_type = RoomName)]
     pub name: String,
     /// The node the queue lives on (`null`: no placement now).
+    #[schema(value_type = Option<NodeId>)]
     pub node: Option<String>,
     /// How static members are rung.
     pub strategy: String,
@@ -161,11 +171,11 @@ pub struct QueueDetailView {
 }
 
 /// Body of `POST /v1/queues/{name}/members`: exactly one of `endpoint` and
-/// `template`.
-#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+/// `template` (its schema, which says so, is written out below).
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberRequest {
-    /// The agent id (ASCII letters, digits and `_`, at most 64).
+    /// The agent id.
     pub agent: String,
     /// What corral dials for this member: `Tech/resource`, e.g.
     /// `PJSIP/alice`.
@@ -176,6 +186,113 @@ pub struct MemberRequest {
     /// Pause the member (no callers until unpaused). Absent: a new member
     /// is not paused and an existing one keeps its flag.
     pub paused: Option<bool>,
+}
+
+/// The longest `template`: once its one `{agent}` is replaced by the
+/// longest agent id, it is still a valid endpoint.
+pub const TEMPLATE_MAX_LEN: usize =
+    crate::queue::ENDPOINT_MAX_LEN - (AgentId::MAX_LEN - AGENT_PLACEHOLDER.len());
+
+/// Whether `c` may appear in a template outside its `{agent}`: an endpoint
+/// character but a brace.
+fn template_char(c: char) -> bool {
+    crate::queue::endpoint_char(c) && !matches!(c, '{' | '}')
+}
+
+/// The pattern of a `template` [`member_endpoint`] accepts: an endpoint
+/// (`Tech/resource`) with `{agent}` once, in either part, and no other
+/// brace.
+pub fn template_pattern() -> String {
+    use crate::queue::ascii_class;
+    let tech = ascii_class(|c| template_char(c) && c != '/');
+    let rest = ascii_class(template_char);
+    let agent = AGENT_PLACEHOLDER.replace('{', "\\{").replace('}', "\\}");
+    format!("^({tech}*{agent}{tech}*/{rest}+|{tech}+/{rest}*{agent}{rest}*)$")
+}
+
+/// The schema of [`MemberRequest`]: its fields, and a `oneOf` that says
+/// exactly one of `endpoint` and `template` is a string (the derive cannot
+/// say that).
+impl utoipa::PartialSchema for MemberRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AllOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let nullable = |t: Type| SchemaType::from_iter([t, Type::Null]);
+        let fields = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("agent", utoipa::openapi::Ref::from_schema_name("AgentId"))
+            .required("agent")
+            .property(
+                "endpoint",
+                ObjectBuilder::new()
+                    .schema_type(nullable(Type::String))
+                    .description(Some(
+                        "What corral dials for this member: `Tech/resource`, e.g. `PJSIP/alice`.",
+                    ))
+                    .max_length(Some(crate::queue::ENDPOINT_MAX_LEN))
+                    .pattern(Some(crate::queue::endpoint_pattern())),
+            )
+            .property(
+                "template",
+                ObjectBuilder::new()
+                    .schema_type(nullable(Type::String))
+                    .description(Some(format!(
+                        "An endpoint with `{AGENT_PLACEHOLDER}` (once; no other brace) standing \
+                         for the agent id, e.g. `PJSIP/{AGENT_PLACEHOLDER}@kamailio`."
+                    )))
+                    .max_length(Some(TEMPLATE_MAX_LEN))
+                    .pattern(Some(template_pattern())),
+            )
+            .property(
+                "paused",
+                ObjectBuilder::new()
+                    .schema_type(nullable(Type::Boolean))
+                    .description(Some(
+                        "Pause the member (no callers until unpaused). Absent: a new member is \
+                         not paused and an existing one keeps its flag.",
+                    )),
+            )
+            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::<
+                utoipa::openapi::schema::Schema,
+            >::FreeForm(false)));
+        let given = |field: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .required(field)
+                .property(field, ObjectBuilder::new().schema_type(Type::String))
+        };
+        AllOfBuilder::new()
+            .description(Some(
+                "Body of `POST /v1/queues/{name}/members`: `agent` and exactly one of \
+                 `endpoint` and `template` (the other absent or `null`); optional `paused`.",
+            ))
+            .item(fields)
+            .item(
+                OneOfBuilder::new()
+                    .item(given("endpoint"))
+                    .item(given("template")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for MemberRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("MemberRequest")
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            AgentId::name().into_owned(),
+            <AgentId as utoipa::PartialSchema>::schema(),
+        ));
+    }
 }
 
 fn queue_name(name: &str) -> Result<RoomName, ApiError> {
@@ -192,10 +309,18 @@ fn member_endpoint(req: &MemberRequest, agent: &AgentId) -> Result<String, ApiEr
     let endpoint = match (&req.endpoint, &req.template) {
         (Some(e), None) => e.clone(),
         (None, Some(t)) => {
-            if !t.contains(AGENT_PLACEHOLDER) {
+            if t.matches(AGENT_PLACEHOLDER).count() != 1
+                || t.replacen(AGENT_PLACEHOLDER, "", 1).contains(['{', '}'])
+            {
                 return Err(ApiError::BadEndpoint(format!(
-                    "template must contain {AGENT_PLACEHOLDER}, e.g. PJSIP/{AGENT_PLACEHOLDER}@kamailio \
-                     (or give the endpoint itself as `endpoint`)"
+                    "template must contain {AGENT_PLACEHOLDER} once and no other brace, e.g. \
+                     PJSIP/{AGENT_PLACEHOLDER}@kamailio (or give the endpoint itself as `endpoint`)"
+                )));
+            }
+            if t.chars().count() > TEMPLATE_MAX_LEN {
+                return Err(ApiError::BadEndpoint(format!(
+                    "template must be at most {TEMPLATE_MAX_LEN} characters (room for the \
+                     longest agent id)"
                 )));
             }
             t.replace(AGENT_PLACEHOLDER, agent.as_str())
@@ -354,7 +479,7 @@ fn find_agent(
 }
 
 /// Every known queue with its figures.
-#[utoipa::path(get, path = "/v1/queues", tag = "queues",
+#[utoipa::path(get, path = "/v1/queues", tag = "queues", operation_id = "list_queues",
     responses(
         (status = 200, description = "Every queue that has a state, by name", body = QueueList),
         (status = 500, description = "`queue_corrupt`: a queue's stored document does not parse", body = ErrorBody),
@@ -372,8 +497,8 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<QueueList>, ApiErro
 }
 
 /// One queue: knobs, waiting callers in order, agents, figures.
-#[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues",
-    params(("name" = String, Path, description = "Queue name")),
+#[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues", operation_id = "get_queue",
+    params(("name" = RoomName, Path, description = "Queue name")),
     responses(
         (status = 200, description = "The queue", body = QueueDetailView),
         (status = 400, description = "`bad_name`", body = ErrorBody),
@@ -395,7 +520,7 @@ pub async fn get(
 /// updates one: its endpoint, and its pause flag if `paused` is given; its
 /// state (a call in progress) is kept. A queue never used is created.
 #[utoipa::path(post, path = "/v1/queues/{name}/members", tag = "queues",
-    params(("name" = String, Path, description = "Queue name")),
+    params(("name" = RoomName, Path, description = "Queue name")),
     request_body(content = MemberRequest, content_type = "application/json",
         description = "`agent` and exactly one of `endpoint` and `template`; optional `paused`"),
     security(("bearer" = [])),
@@ -459,8 +584,8 @@ pub async fn add_member(
 /// or in wrap-up. A busy agent is removed after its call: until then it is
 /// still listed, with `removing: true`, and gets no new caller.
 #[utoipa::path(delete, path = "/v1/queues/{name}/members/{agent}", tag = "queues",
-    params(("name" = String, Path, description = "Queue name"),
-           ("agent" = String, Path, description = "Agent id")),
+    params(("name" = RoomName, Path, description = "Queue name"),
+           ("agent" = AgentId, Path, description = "Agent id")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Removed (or, if busy, removed when its call ends)"),
@@ -514,8 +639,8 @@ async fn set_paused(
 /// Pauses an agent: it gets no new caller; a call in progress goes on.
 /// Idempotent.
 #[utoipa::path(post, path = "/v1/queues/{name}/members/{agent}/pause", tag = "queues",
-    params(("name" = String, Path, description = "Queue name"),
-           ("agent" = String, Path, description = "Agent id")),
+    params(("name" = RoomName, Path, description = "Queue name"),
+           ("agent" = AgentId, Path, description = "Agent id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The agent, paused", body = AgentView),
@@ -536,8 +661,8 @@ pub async fn pause(
 /// Unpauses an agent: it takes callers again (a waiting caller may be
 /// offered to it at once). Idempotent.
 #[utoipa::path(post, path = "/v1/queues/{name}/members/{agent}/unpause", tag = "queues",
-    params(("name" = String, Path, description = "Queue name"),
-           ("agent" = String, Path, description = "Agent id")),
+    params(("name" = RoomName, Path, description = "Queue name"),
+           ("agent" = AgentId, Path, description = "Agent id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The agent, unpaused", body = AgentView),
@@ -590,6 +715,71 @@ mod tests {
             assert!(
                 matches!(member_endpoint(&bad, &alice), Err(ApiError::BadEndpoint(_))),
                 "{bad:?}"
+            );
+        }
+    }
+
+    /// Endpoints and templates around every edge: each ASCII character in
+    /// each part, lengths at and past the limits.
+    fn corpus() -> Vec<String> {
+        let mut out = vec![
+            String::new(),
+            "PJSIP/alice".into(),
+            "/alice".into(),
+            "PJSIP/".into(),
+            "PJSIP".into(),
+            "a/b/c".into(),
+            format!("P/{}", "a".repeat(crate::queue::ENDPOINT_MAX_LEN - 2)),
+            format!("P/{}", "a".repeat(crate::queue::ENDPOINT_MAX_LEN - 1)),
+        ];
+        for c in (0u8..128).map(char::from).chain(['é']) {
+            out.push(format!("PJ{c}SIP/alice"));
+            out.push(format!("PJSIP/al{c}ice"));
+        }
+        let mut templates: Vec<String> = out
+            .iter()
+            .flat_map(|e| {
+                let (t, r) = e.split_once('/').unwrap_or((e, ""));
+                [
+                    format!("{t}{AGENT_PLACEHOLDER}/{r}"),
+                    format!("{t}/{r}{AGENT_PLACEHOLDER}"),
+                    format!("{t}/{r}{AGENT_PLACEHOLDER}{AGENT_PLACEHOLDER}"),
+                    format!("{t}/{{{r}{AGENT_PLACEHOLDER}"),
+                ]
+            })
+            .collect();
+        templates.push(format!(
+            "P/{AGENT_PLACEHOLDER}{}",
+            "a".repeat(TEMPLATE_MAX_LEN - 9)
+        ));
+        templates.push(format!(
+            "P/{AGENT_PLACEHOLDER}{}",
+            "a".repeat(TEMPLATE_MAX_LEN - 8)
+        ));
+        out.extend(templates);
+        out
+    }
+
+    /// The documented patterns and lengths accept exactly what the server
+    /// accepts, for endpoints and templates, with the longest agent id.
+    #[test]
+    fn endpoint_and_template_patterns_are_the_servers_rules() {
+        let endpoint = regex::Regex::new(&crate::queue::endpoint_pattern()).unwrap();
+        let template = regex::Regex::new(&template_pattern()).unwrap();
+        let longest = AgentId::new("a".repeat(AgentId::MAX_LEN)).unwrap();
+        for s in corpus() {
+            let documented =
+                endpoint.is_match(&s) && s.chars().count() <= crate::queue::ENDPOINT_MAX_LEN;
+            assert_eq!(
+                documented,
+                member_endpoint(&req(Some(&s), None), &longest).is_ok(),
+                "endpoint {s:?}"
+            );
+            let documented = template.is_match(&s) && s.chars().count() <= TEMPLATE_MAX_LEN;
+            assert_eq!(
+                documented,
+                member_endpoint(&req(None, Some(&s)), &longest).is_ok(),
+                "template {s:?}"
             );
         }
     }

@@ -16,8 +16,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, AppPath, AppQuery, Authorized};
+use super::ids::Cursor;
 use crate::controller::apps::Colocated;
-use crate::domain::{ChannelId, NodeId, RoomKey, RoomKind};
+use crate::domain::{ChannelId, NodeId, RoomKey, RoomKind, RoomName, TokenId};
 use crate::store::{Placement, RoomFilter};
 
 /// The default page size of `GET /v1/rooms`.
@@ -30,23 +31,45 @@ pub const MAX_PAGE: usize = 1000;
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only rooms on this node.
+    #[param(value_type = Option<NodeId>)]
     pub node: Option<String>,
     /// Only rooms of this kind (`conference` or `queue`).
+    #[param(value_type = Option<RoomKind>)]
     pub kind: Option<String>,
     /// The `next` of the previous page.
+    #[param(value_type = Option<Cursor>)]
     pub cursor: Option<String>,
-    /// Page size (default 100, at most 1000).
+    /// Page size (default 100, at most 1000: a larger one is read as 1000).
+    #[serde(default, deserialize_with = "page_size")]
     pub limit: Option<usize>,
+}
+
+/// `limit` is any whole number: one too large for a `usize` is clamped like
+/// any other above [`MAX_PAGE`], so the document's "integer, minimum 0"
+/// is what the server takes.
+fn page_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(serde::de::Error::custom(
+            "limit must be a whole number (at most 1000 are used)",
+        ));
+    }
+    Ok(Some(text.parse().unwrap_or(usize::MAX)))
 }
 
 /// One row of the room map.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq, ToSchema)]
 pub struct RoomRow {
     /// `conference` or `queue`.
+    #[schema(value_type = RoomKind)]
     pub kind: String,
     /// Room name.
+    #[schema(value_type = RoomName)]
     pub name: String,
     /// Owning node.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// Placement epoch (grows on every change of owner).
     pub epoch: u64,
@@ -85,8 +108,10 @@ pub struct RoomList {
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq, ToSchema)]
 pub struct MemberView {
     /// The node the channel is on.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// The channel id.
+    #[schema(value_type = ChannelId)]
     pub channel: String,
     /// `caller`, `agent`, ...
     pub role: String,
@@ -109,6 +134,7 @@ pub struct RoomDetailView {
 #[serde(deny_unknown_fields)]
 pub struct PlacementRequest {
     /// The node the call landed on: preferred for a new room.
+    #[schema(value_type = Option<NodeId>)]
     pub landing_node: Option<String>,
 }
 
@@ -116,6 +142,7 @@ pub struct PlacementRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlacementView {
     /// The owner.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// Where SIP reaches it (`host:port`).
     pub sip_host: String,
@@ -130,8 +157,10 @@ pub struct PlacementView {
 #[serde(deny_unknown_fields)]
 pub struct ColocateRequest {
     /// The node the channel is on.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// The channel (ARI channel id), still in the app's Stasis.
+    #[schema(value_type = ChannelId)]
     pub channel: String,
 }
 
@@ -142,10 +171,12 @@ pub struct ColocateView {
     /// minted a token and redirected the channel).
     pub action: String,
     /// The room's node.
+    #[schema(value_type = NodeId)]
     pub node: String,
     /// The placement's epoch.
     pub epoch: u64,
     /// The token the destination will see (redirect only).
+    #[schema(value_type = Option<TokenId>)]
     pub token: Option<String>,
     /// The endpoint the redirect used (redirect only).
     pub endpoint: Option<String>,
@@ -164,7 +195,7 @@ pub(crate) fn configured_node(st: &AppState, id: &str) -> Result<NodeId, ApiErro
 }
 
 /// The room map, one page at a time.
-#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", params(ListQuery),
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", operation_id = "list_rooms", params(ListQuery),
     responses(
         (status = 200, description = "A page of rooms", body = RoomList),
         (status = 400, description = "`bad_kind`, `bad_query` (limit, cursor, node)", body = ErrorBody),
@@ -196,9 +227,9 @@ pub async fn list(
 }
 
 /// One room and its members.
-#[utoipa::path(get, path = "/v1/rooms/{kind}/{name}", tag = "rooms",
-    params(("kind" = String, Path, description = "`conference` or `queue`"),
-           ("name" = String, Path, description = "Room name")),
+#[utoipa::path(get, path = "/v1/rooms/{kind}/{name}", tag = "rooms", operation_id = "get_room",
+    params(("kind" = RoomKind, Path, description = "`conference` or `queue`"),
+           ("name" = RoomName, Path, description = "Room name")),
     responses(
         (status = 200, description = "The room", body = RoomDetailView),
         (status = 400, description = "`bad_kind`, `bad_name`", body = ErrorBody),
@@ -233,10 +264,13 @@ pub async fn get(
 /// Resolves the room's placement, creating it if needed (preferring
 /// `landing_node`).
 #[utoipa::path(post, path = "/v1/rooms/{kind}/{name}/placement", tag = "rooms",
-    params(("kind" = String, Path, description = "`conference` or `queue`"),
-           ("name" = String, Path, description = "Room name")),
-    request_body(content = Option<PlacementRequest>, content_type = "application/json",
-        description = "Optional; an empty body has no landing node"),
+    params(("kind" = RoomKind, Path, description = "`conference` or `queue`"),
+           ("name" = RoomName, Path, description = "Room name")),
+    // Optional but not nullable: no body (or an empty one) has no landing
+    // node, while `null` is not a `PlacementRequest` (`malformed_json`). A
+    // `ref` body is not marked required; `Option<_>` would add `null`.
+    request_body(content = ref("#/components/schemas/PlacementRequest"), content_type = "application/json",
+        description = "Optional; no body (an empty one, without `Content-Type`) has no landing node"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The placement", body = PlacementView),
@@ -270,8 +304,8 @@ pub async fn placement(
 /// Brings a channel to its room: `stay`, or a token minted and the channel
 /// redirected to the room's node (answered channels move by SIP REFER).
 #[utoipa::path(post, path = "/v1/rooms/{kind}/{name}/colocate", tag = "rooms",
-    params(("kind" = String, Path, description = "`conference` or `queue`"),
-           ("name" = String, Path, description = "Room name")),
+    params(("kind" = RoomKind, Path, description = "`conference` or `queue`"),
+           ("name" = RoomName, Path, description = "Room name")),
     request_body(content = ColocateRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses(

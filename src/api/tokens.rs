@@ -15,21 +15,26 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, AppPath, Authorized};
 use super::rooms::configured_node;
-use crate::domain::TokenId;
+use crate::domain::{ChannelId, NodeId, RoomKind, RoomName, TokenId};
 use crate::store::{Consumed, TokenRecord};
 
 /// A token's grant.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TokenView {
     /// The room's kind.
+    #[schema(value_type = RoomKind)]
     pub kind: String,
     /// The room's name.
+    #[schema(value_type = RoomName)]
     pub room: String,
     /// The node the channel was redirected from.
+    #[schema(value_type = NodeId)]
     pub origin: String,
     /// The only node that may consume it.
+    #[schema(value_type = NodeId)]
     pub destination: String,
     /// The channel on the origin node.
+    #[schema(value_type = ChannelId)]
     pub channel: String,
     /// The caller id to restore.
     pub caller: String,
@@ -62,6 +67,7 @@ impl From<TokenRecord> for TokenView {
 #[serde(deny_unknown_fields)]
 pub struct ConsumeRequest {
     /// The node the redirected call arrived on.
+    #[schema(value_type = NodeId)]
     pub node: String,
 }
 
@@ -70,8 +76,8 @@ fn token_id(s: &str) -> Result<TokenId, ApiError> {
 }
 
 /// Reads a token without consuming it (an expired one too, for a while).
-#[utoipa::path(get, path = "/v1/tokens/{token}", tag = "tokens",
-    params(("token" = String, Path, description = "The token")),
+#[utoipa::path(get, path = "/v1/tokens/{token}", tag = "tokens", operation_id = "get_token",
+    params(("token" = TokenId, Path, description = "The token")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The grant", body = TokenView),
@@ -95,7 +101,7 @@ pub async fn get(
 
 /// Consumes a token: works once, only on its destination node.
 #[utoipa::path(post, path = "/v1/tokens/{token}/consume", tag = "tokens",
-    params(("token" = String, Path, description = "The token")),
+    params(("token" = TokenId, Path, description = "The token")),
     request_body(content = ConsumeRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses(

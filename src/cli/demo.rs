@@ -124,16 +124,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let app = crate::api::router(
                 crate::api::AppState::new(ctrl.clone(), None).with_shutdown(shutdown.clone()),
             );
-            let s = shutdown.clone();
+            let stop = shutdown.clone();
             println!(
                 "live room map: http://{}/   API: http://{}/v1/rooms   metrics: http://{}/metrics",
                 args.api, args.api, args.api
             );
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { s.cancelled().await })
-                    .await
-            });
+            tokio::spawn(crate::api::serve(
+                listener,
+                app,
+                crate::api::ServerConfig::default(),
+                stop,
+            ));
         }
         Err(e) => println!("(API not started: cannot listen on {}: {e})", args.api),
     }

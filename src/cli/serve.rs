@@ -95,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics,
     )?;
     let listen = cfg.api_listen()?;
+    let limits = cfg.api_server()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {listen}"))?;
@@ -110,12 +111,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .with_shutdown(shutdown.clone()),
     );
     let api_shutdown = shutdown.clone();
-    let api = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
-            .await
-    });
+    let api = tokio::spawn(crate::api::serve(listener, app, limits, api_shutdown));
     ctrl.run(shutdown).await;
-    api.await??;
+    api.await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! `ApiServer`: corral's real router served on `127.0.0.1:0` for a
+//! `ApiServer`: corral's real router served by `corral::api::serve` (the
+//! server `corral serve` runs) on `127.0.0.1:0` for a
 //! [`super::farm::TestFarm`]'s controller; stops when dropped.
 
+use corral::api::ServerConfig;
 use corral::controller::Controller;
 use tokio_util::sync::CancellationToken;
 
@@ -13,8 +15,18 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Serves `corral::api::router` for `ctrl`, protected by `token`.
+    /// Serves `corral::api::router` for `ctrl`, protected by `token`, with
+    /// the default connection limits.
     pub async fn start(ctrl: &Controller, token: Option<&str>) -> ApiServer {
+        Self::start_with(ctrl, token, ServerConfig::default()).await
+    }
+
+    /// [`ApiServer::start`] with the connection limits `limits`.
+    pub async fn start_with(
+        ctrl: &Controller,
+        token: Option<&str>,
+        limits: ServerConfig,
+    ) -> ApiServer {
         let stop = CancellationToken::new();
         let app = corral::api::router(
             corral::api::AppState::new(ctrl.clone(), token.map(str::to_owned))
@@ -25,11 +37,7 @@ impl ApiServer {
             .expect("bind 127.0.0.1:0");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let s = stop.clone();
-        let served = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
-        });
+        let served = tokio::spawn(corral::api::serve(listener, app, limits, s));
         ApiServer {
             url,
             stop,

@@ -86,6 +86,7 @@ pub fn seed(test: &str) -> u64 {
 
 pub mod api;
 pub mod farm;
+pub mod openapi;
 pub mod real;
 pub mod redis;
 

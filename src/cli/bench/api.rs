@@ -336,12 +336,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let app = crate::api::router(crate::api::AppState::new(ctrl.clone(), Some(TOKEN.into())));
-    let api_stop = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { api_stop.cancelled().await })
-            .await;
-    });
+    tokio::spawn(crate::api::serve(
+        listener,
+        app,
+        crate::api::ServerConfig::default(),
+        shutdown.clone(),
+    ));
 
     let rooms: Arc<Vec<RoomKey>> = Arc::new(
         (0..args.rooms)
