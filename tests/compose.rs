@@ -581,7 +581,7 @@ fn check_images_and_builds(compose: &Compose, _: &Deploy) -> Vec<String> {
                 .iter()
                 .filter(|w| !w.starts_with("--"))
             {
-                if !ctx.join(norm(src)).exists() && norm(src) != "" {
+                if !norm(src).is_empty() && !ctx.join(norm(src)).exists() {
                     out.push(format!(
                         "{}: {} copies {src}, which is not in {context}",
                         s.name,
@@ -898,10 +898,9 @@ fn check_redis(compose: &Compose, deploy: &Deploy) -> Vec<String> {
         .get("store")
         .and_then(|s| s.get("redis_url"))
         .and_then(|u| u.as_str())
+        && let Err(e) = points_at_redis(url)
     {
-        if let Err(e) = points_at_redis(url) {
-            out.push(format!("deploy/corral.toml store.redis_url: {e}"));
-        }
+        out.push(format!("deploy/corral.toml store.redis_url: {e}"));
     }
     for s in compose.built_from(".", "deploy/Dockerfile") {
         match s.environment.get("CORRAL_STORE_REDIS_URL") {
@@ -1011,12 +1010,11 @@ fn check_secrets(compose: &Compose, deploy: &Deploy) -> Vec<String> {
                     s.name
                 ));
             }
-            if k.ends_with("_URL") {
-                if let Some(p) = url_password(v) {
-                    if interpolated_var(&p).is_none() {
-                        out.push(format!("{}: {k} has a literal password", s.name));
-                    }
-                }
+            if k.ends_with("_URL")
+                && let Some(p) = url_password(v)
+                && interpolated_var(&p).is_none()
+            {
+                out.push(format!("{}: {k} has a literal password", s.name));
             }
         }
         for pair in s.command.windows(2) {
