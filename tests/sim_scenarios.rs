@@ -262,7 +262,7 @@ async fn unknown_extension_is_a_404() {
     let node = start("noext").await;
     let ari = Ari::new(&node);
     let _ev = Events::connect(&node, "corral", false).await;
-    let r = ari.call("has space", "1").await;
+    let r = ari.call("*99", "1").await;
     assert_eq!(r.status, 404);
     assert!(!r.message().is_empty());
     assert_eq!(ari.get("/ari/channels").await.body, json!([]));
