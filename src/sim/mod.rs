@@ -331,8 +331,8 @@ pub fn derive_asterisk_id(id: &str) -> String {
 pub struct SimStats {
     /// Inbound calls that got a channel (`POST /sim/calls` → 201).
     pub calls_created: u64,
-    /// Inbound calls refused because no extension matched (SIP 404, or 484
-    /// when only a longer extension could match).
+    /// Inbound calls refused: no extension matched (SIP 404; 484 when only
+    /// a longer one could), or the call pickup extension `*8` (403).
     pub calls_rejected: u64,
     /// `StasisStart`s (inbound, originated, moved, continued).
     pub stasis_started: u64,

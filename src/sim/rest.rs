@@ -1444,13 +1444,14 @@ async fn sim_new_call(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -> 
         Admission::Accept => None,
         Admission::Incomplete => Some((484, "484 Address Incomplete")),
         Admission::NotFound => Some((404, "404 Not Found")),
+        Admission::Pickup => Some((403, "403 Forbidden: call pickup, no call to pick up")),
     };
     if let Some((status, sip)) = refused {
         bump(&sh.common.stats.calls_rejected);
         return Err(AriError::new(
             status,
             format!(
-                "No extension '{}' in context '{}' (SIP {sip})",
+                "Extension '{}' in context '{}' refused (SIP {sip})",
                 clip(&String::from_utf8_lossy(&exten)),
                 Dialplan::INBOUND_CONTEXT
             ),

@@ -86,6 +86,7 @@ pub fn seed(test: &str) -> u64 {
 
 pub mod api;
 pub mod farm;
+pub mod real_asterisk;
 pub mod redis;
 
 /// Logs of corral's code in tests, when `RUST_LOG` is set (e.g.

@@ -158,12 +158,20 @@ pub enum Admission {
     Incomplete,
     /// No match: `404 Not Found`.
     NotFound,
+    /// The call pickup extension (`features.conf` `pickupexten`, `*8`):
+    /// chan_pjsip tries to pick up a ringing call before any dialplan runs,
+    /// and with none to pick up answers `403 Forbidden`. The simulator has
+    /// no pickup groups, so it always answers that.
+    Pickup,
 }
 
 impl Dialplan {
     /// The context of calls from the proxy (`context=from-proxy` on the
     /// proxy's PJSIP endpoint in `deploy/asterisk/pjsip.conf`).
     pub const INBOUND_CONTEXT: &'static str = "from-proxy";
+
+    /// `pickupexten`'s default in `features.conf`.
+    pub const PICKUP_EXTEN: &'static str = "*8";
 
     /// The dialplan corral ships.
     pub const SHIPPED: &'static str = include_str!("../../../deploy/asterisk/extensions.conf");
@@ -229,12 +237,17 @@ impl Dialplan {
             .unwrap_or_default()
     }
 
-    /// What chan_pjsip answers an INVITE whose user part is `exten`.
+    /// What chan_pjsip answers an INVITE whose user part is `exten`
+    /// (`get_destination`: the pickup extension first, then the dialplan,
+    /// then a partial match of either).
     pub fn admit(&self, exten: &[u8]) -> Admission {
         let ctx = Self::INBOUND_CONTEXT.as_bytes();
-        if self.find(ctx, exten, 1, Mode::Match).is_some() {
+        let pickup = Self::PICKUP_EXTEN.as_bytes();
+        if exten == pickup {
+            Admission::Pickup
+        } else if self.find(ctx, exten, 1, Mode::Match).is_some() {
             Admission::Accept
-        } else if self.find(ctx, exten, 1, Mode::CanMatch).is_some() {
+        } else if pickup.starts_with(exten) || self.find(ctx, exten, 1, Mode::CanMatch).is_some() {
             Admission::Incomplete
         } else {
             Admission::NotFound
@@ -301,7 +314,9 @@ mod tests {
         assert_eq!(dp.admit(b"conf-sales"), Admission::Accept);
         assert_eq!(dp.admit(b"s"), Admission::Incomplete);
         assert_eq!(dp.admit(b"-"), Admission::Incomplete);
-        assert_eq!(dp.admit(b"*"), Admission::NotFound);
+        assert_eq!(dp.admit(b"*"), Admission::Incomplete, "a prefix of *8");
+        assert_eq!(dp.admit(b"*8"), Admission::Pickup);
+        assert_eq!(dp.admit(b"*80"), Admission::NotFound);
         assert_eq!(dp.admit(b""), Admission::Incomplete);
         assert_eq!(dp.to_string(), Dialplan::SHIPPED);
     }
