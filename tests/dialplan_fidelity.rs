@@ -118,6 +118,10 @@ struct Route {
     end_at: Option<String>,
     /// Every application executed: `exten@context:priority App(data)`.
     trace: Vec<String>,
+    /// What a `subscribeAll` app saw of the channel: event types in order
+    /// (`ChannelVarset` left out: the simulator does not send it), the
+    /// `ChannelDestroyed` cause last.
+    events: Vec<String>,
 }
 
 impl Route {
@@ -199,7 +203,13 @@ fn log_since(path: &Path, from: usize) -> String {
 
 /// One call on the real Asterisk; with `corral` connected, the test plays
 /// corral: it reads `StasisStart` and continues the channel.
-async fn real_call(ast: &RealAsterisk, tree: &Path, exten: &str, corral: Option<&Events>) -> Route {
+async fn real_call(
+    ast: &RealAsterisk,
+    tree: &Path,
+    observer: &Events,
+    exten: &str,
+    corral: Option<&Events>,
+) -> Route {
     let log = ast.messages_log();
     let from = log_len(&log);
     let before = corral.map_or(0, |e| e.of_type("StasisStart").len());
@@ -276,12 +286,48 @@ async fn real_call(ast: &RealAsterisk, tree: &Path, exten: &str, corral: Option<
         )
         .await;
     }
-    route.trace = log_since(&log, from)
+    let executed: Vec<(String, String)> = log_since(&log, from)
         .lines()
         .filter_map(parse_executing)
-        .map(|(_, t)| t)
         .collect();
+    if let Some((chan, _)) = executed.first() {
+        let chan = chan.clone();
+        eventually(
+            CALL_DEADLINE,
+            "ChannelDestroyed on the real node",
+            || async {
+                observer
+                    .of_type("ChannelDestroyed")
+                    .into_iter()
+                    .find(|e| e["channel"]["name"] == chan.as_str())
+            },
+        )
+        .await;
+        let mine: Vec<Value> = observer
+            .all()
+            .into_iter()
+            .filter(|e| e["channel"]["name"] == chan.as_str())
+            .collect();
+        route.events = observed(&mine);
+    }
+    route.trace = executed.into_iter().map(|(_, t)| t).collect();
     route
+}
+
+/// The observer's view of one channel (see [`Route::events`]).
+fn observed(mine: &[Value]) -> Vec<String> {
+    mine.iter()
+        .filter(|e| e["type"] != "ChannelVarset")
+        .map(|e| match e["type"].as_str().unwrap_or("") {
+            "ChannelDestroyed" => format!("ChannelDestroyed({})", e["cause"]),
+            "ChannelHangupRequest" => format!("ChannelHangupRequest({},{})", e["cause"], e["soft"]),
+            "ChannelStateChange" => format!(
+                "ChannelStateChange({})",
+                e["channel"]["state"].as_str().unwrap_or("")
+            ),
+            t => t.to_string(),
+        })
+        .collect()
 }
 
 /// The same call on the simulated node; `observer` (subscribeAll) sees
@@ -325,6 +371,7 @@ async fn sim_call(ari: &Ari, observer: &Events, exten: &str, corral: Option<&Eve
             .as_u64()
             .map_or("none".into(), |s| s.to_string())
     };
+    route.events = observed(&mine);
     route.trace = mine
         .iter()
         .filter(|e| e["type"] == "ChannelDialplan")
@@ -384,9 +431,10 @@ async fn compare(conf: &Path, cases: &[&str], with_websocket: bool) -> Vec<Row> 
     let node = SimNode::start(cfg).await.expect("sim node");
     let ari = Ari::new(&node);
     let observer = Events::connect(&node, "observer", true).await;
+    let real_observer = Events::connect_url(ast.events_url("observer", true)).await;
     let mut rows: Vec<Row> = Vec::new();
     for exten in cases {
-        let real = real_call(&ast, &tree, exten, None).await;
+        let real = real_call(&ast, &tree, &real_observer, exten, None).await;
         let sim = sim_call(&ari, &observer, exten, None).await;
         rows.push(Row {
             exten: (*exten).to_string(),
@@ -417,7 +465,7 @@ async fn compare(conf: &Path, cases: &[&str], with_websocket: bool) -> Vec<Row> 
         )
         .await;
         for row in &mut rows {
-            let real = real_call(&ast, &tree, &row.exten, Some(&real_corral)).await;
+            let real = real_call(&ast, &tree, &real_observer, &row.exten, Some(&real_corral)).await;
             let sim = sim_call(&ari, &observer, &row.exten, Some(&sim_corral)).await;
             row.owned = Some((real, sim));
         }
@@ -446,6 +494,13 @@ fn print_table(title: &str, rows: &[Row]) {
             r.alone.0.summary(),
             owned,
             if r.differs() { "DIFFERS" } else { "same" }
+        );
+    }
+    if let Some(r) = rows.first() {
+        println!(
+            "\n{:?} as a subscribeAll app sees it, no websocket for corral (real and sim alike):\n  {}",
+            r.exten,
+            r.alone.0.events.join(", ")
         );
     }
     for r in rows.iter().filter(|r| r.differs()) {

@@ -12,6 +12,10 @@ use super::dialplan::exec::cause_to_sip;
 use super::dialplan::{App, Host, Pbx, Stop};
 use super::state::{Hangup, State, chan_state};
 
+/// `AST_SOFTHANGUP_APPUNLOAD`, the `cause` of the `ChannelHangupRequest`
+/// a real Asterisk 22.10.1 sends when a channel's dialplan ends.
+const SOFTHANGUP_APPUNLOAD: i64 = 16;
+
 /// What a run of the dialplan left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ran {
@@ -112,14 +116,16 @@ pub(crate) fn run(st: &mut State, chan_id: &str) -> Ran {
         },
         Stop::Hangup { cause, reason } => {
             tracing::debug!(node = %common.id, channel = chan_id, cause, reason = %reason, "dialplan ended the call");
+            // The end of the PBX is `ast_softhangup(AST_SOFTHANGUP_APPUNLOAD)`:
+            // a soft `ChannelHangupRequest` whose `cause` is that flag (16).
             st.hangup(
                 chan_id,
                 Hangup {
-                    request_cause: None,
+                    request_cause: Some(SOFTHANGUP_APPUNLOAD),
                     tech_cause: None,
-                    soft: false,
+                    soft: true,
                     cause: i64::from(cause),
-                    request: false,
+                    request: true,
                 },
             );
             Ran {
