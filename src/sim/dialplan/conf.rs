@@ -423,12 +423,14 @@ fn check_data(app: App, data: &[u8]) -> Result<(), String> {
             }
             _ => {}
         },
-        App::Hangup if !dynamic && !data.is_empty() => {
-            if subst::scan_int(data).is_none_or(|(c, _)| c <= 0) {
-                return Err(
-                    "Hangup() takes a numeric cause here (cause names are not modelled)".into(),
-                );
-            }
+        App::Hangup
+            if !dynamic
+                && !data.is_empty()
+                && subst::scan_int(data).is_none_or(|(c, _)| c <= 0) =>
+        {
+            return Err(
+                "Hangup() takes a numeric cause here (cause names are not modelled)".into(),
+            );
         }
         _ => {}
     }

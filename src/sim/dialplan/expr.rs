@@ -229,8 +229,8 @@ impl Val {
         matches!(self, Val::String(_))
     }
 
-    /// `to_number`: converts a numeric string in place.
-    fn to_number(&mut self) -> bool {
+    /// `to_number`: converts a numeric string in place; false for text.
+    fn make_number(&mut self) -> bool {
         match self {
             Val::Number(_) => true,
             Val::String(_) => false,
@@ -263,7 +263,7 @@ impl Val {
         match self {
             Val::Number(n) => *n == 0.0,
             Val::String(s) => s.is_empty(),
-            Val::NumericString(s) => s.is_empty() || (self.to_number() && self.number() == 0.0),
+            Val::NumericString(s) => s.is_empty() || (self.make_number() && self.number() == 0.0),
         }
     }
 }
@@ -318,8 +318,8 @@ fn compare(mut a: Val, mut b: Val, f: impl Fn(std::cmp::Ordering) -> bool) -> Va
     let r = if a.is_string() || b.is_string() {
         f(to_string(a).cmp(&to_string(b)))
     } else {
-        a.to_number();
-        b.to_number();
+        a.make_number();
+        b.make_number();
         match a.number().partial_cmp(&b.number()) {
             Some(o) => f(o),
             None => false,
@@ -351,36 +351,36 @@ fn binary(op: Op, mut a: Val, mut b: Val) -> Result<Val, ExprError> {
         Op::Gt => compare(a, b, |o| o == Greater),
         Op::Le => compare(a, b, |o| o != Greater),
         Op::Ge => compare(a, b, |o| o != Less),
-        Op::Plus => match (a.to_number(), b.to_number()) {
+        Op::Plus => match (a.make_number(), b.make_number()) {
             (false, false) => Val::Number(0.0),
             (false, true) => b,
             (true, false) => a,
             (true, true) => Val::Number(a.number() + b.number()),
         },
-        Op::Minus => match (a.to_number(), b.to_number()) {
+        Op::Minus => match (a.make_number(), b.make_number()) {
             (false, false) => Val::Number(0.0),
             (false, true) => Val::Number(-b.number()),
             (true, false) => a,
             (true, true) => Val::Number(a.number() - b.number()),
         },
         Op::Mult => {
-            if a.to_number() && b.to_number() {
+            if a.make_number() && b.make_number() {
                 Val::Number(a.number() * b.number())
             } else {
                 Val::Number(0.0)
             }
         }
         Op::Div => {
-            if !a.to_number() {
+            if !a.make_number() {
                 Val::Number(0.0)
-            } else if !b.to_number() || b.number() == 0.0 {
+            } else if !b.make_number() || b.number() == 0.0 {
                 Val::Number(f64::from(i32::MAX))
             } else {
                 Val::Number(a.number() / b.number())
             }
         }
         Op::Mod => {
-            if !(a.to_number() && b.to_number()) {
+            if !(a.make_number() && b.make_number()) {
                 Val::Number(0.0)
             } else if b.number() == 0.0 {
                 b
@@ -516,7 +516,7 @@ impl Parser {
             }
             Tok::Op(Op::Minus) => {
                 let mut v = self.expr(UNARY)?;
-                Ok(if v.to_number() {
+                Ok(if v.make_number() {
                     Val::Number(-v.number())
                 } else {
                     Val::Number(0.0)
@@ -565,7 +565,7 @@ fn cond(mut a: Val, b: Val, c: Val) -> Val {
             c
         }
     } else {
-        a.to_number();
+        a.make_number();
         if a.number() != 0.0 { b } else { c }
     }
 }

@@ -67,11 +67,7 @@ fn strip_fluff(src: &[u8], nofluff: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(src.len());
     for &c in src {
         match c {
-            b'[' => {
-                if is_pattern {
-                    in_squares = true;
-                }
-            }
+            b'[' if is_pattern => in_squares = true,
             b']' => in_squares = false,
             b' ' if !in_squares => continue,
             b'-' if !in_squares && nofluff => continue,
