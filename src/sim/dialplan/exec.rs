@@ -407,16 +407,16 @@ impl Vars for Env<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
 
     /// A channel that records what it executes.
     #[derive(Default)]
-    struct Rec {
-        up: bool,
-        apps_owned: Vec<String>,
-        trace: Vec<String>,
-        stasis: Vec<(String, Vec<String>)>,
+    pub(super) struct Rec {
+        pub(super) up: bool,
+        pub(super) apps_owned: Vec<String>,
+        pub(super) trace: Vec<String>,
+        pub(super) stasis: Vec<(String, Vec<String>)>,
     }
 
     impl Host for Rec {
@@ -448,7 +448,7 @@ mod tests {
         }
     }
 
-    fn call(dp: &Dialplan, exten: &str, owned: bool) -> (Rec, Pbx, Stop) {
+    pub(super) fn run_call(dp: &Dialplan, exten: &str, owned: bool) -> (Rec, Pbx, Stop) {
         let mut rec = Rec {
             apps_owned: if owned { vec!["corral".into()] } else { vec![] },
             ..Rec::default()
@@ -457,6 +457,12 @@ mod tests {
         let stop = pbx.run(dp, &mut rec);
         (rec, pbx, stop)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::run_call as call;
+    use super::*;
 
     #[test]
     fn shipped_conference_queue_agent_and_token() {
@@ -661,5 +667,63 @@ mod tests {
         // ${EXTEN} inside the data is not substituted again.
         let (rec, _, _) = call(&d, "conf-${EXTEN}", true);
         assert_eq!(rec.stasis[0].1, ["conference", "${EXTEN}"]);
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::tests_support::*;
+    use super::*;
+
+    /// A small seeded generator (no dependency on the test's clock).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) as usize
+        }
+    }
+
+    /// Random dialled strings and randomly damaged dialplans never panic,
+    /// never hang, and keep channel fields within Asterisk's sizes.
+    #[test]
+    fn random_extensions_and_dialplans() {
+        const ALPHABET: &[u8] = b"conf-queagt_XZN.![]${}():,?;\"\\ 019az\xc3\xbc*#+&=~<>|";
+        let mut rng = Lcg(0x5eed);
+        let shipped = Dialplan::shipped();
+        for _ in 0..3_000 {
+            let len = rng.next() % 24;
+            let exten: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[rng.next() % ALPHABET.len()])
+                .collect();
+            let exten = String::from_utf8_lossy(&exten).into_owned();
+            for owned in [true, false] {
+                let (_, pbx, _) = run_call(&shipped, &exten, owned);
+                assert!(pbx.exten.len() <= MAX_NAME && pbx.context.len() <= MAX_NAME);
+            }
+            let _ = shipped.admit(exten.as_bytes());
+            let _ = shipped.matches("from-proxy", &exten);
+        }
+        let text = Dialplan::SHIPPED.as_bytes();
+        let mut loaded = 0;
+        for _ in 0..2_000 {
+            let mut t = text.to_vec();
+            for _ in 0..1 + rng.next() % 4 {
+                let at = rng.next() % t.len();
+                t[at] = ALPHABET[rng.next() % ALPHABET.len()];
+            }
+            let Ok(dp) = Dialplan::parse(&String::from_utf8_lossy(&t)) else {
+                continue;
+            };
+            loaded += 1;
+            for exten in ["conf-sales", "agent-a-b", "queue-q", "tok123", "s"] {
+                let _ = run_call(&dp, exten, rng.next() % 2 == 0);
+            }
+        }
+        assert!(loaded > 100, "some damaged dialplans still load ({loaded})");
     }
 }
