@@ -24,7 +24,8 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::dialplan::{Admission, Dialplan, Pbx, exec::MAX_NAME};
+use super::dialplan::exec::{MAX_NAME, atoi_i32, scan_i32};
+use super::dialplan::{Admission, Dialplan, Pbx};
 use super::media::DEFAULT_MOH_CLASS;
 use super::state::{
     AfterAnswer, Bridge, BridgeKind, Channel, Hangup, Shared, State as NodeState, chan_state,
@@ -739,11 +740,11 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
         .unwrap_or("default");
     let mut priority = p
         .get("priority")
-        .map(|x| i64::from(super::dialplan::exec::atoi_i32(x)))
+        .map(|x| i64::from(atoi_i32(x)))
         .filter(|x| *x != 0)
         .unwrap_or(1);
     if let (Some(ext), Some(label)) = (&extension, p.get("label").filter(|l| !l.is_empty())) {
-        priority = match super::dialplan::exec::scan_i32(label) {
+        priority = match scan_i32(label) {
             Some(n) => i64::from(n),
             None => sh
                 .common
@@ -1059,7 +1060,7 @@ async fn continue_in_dialplan(State(sh): State<Arc<Shared>>, Id(id): Id, p: Para
         Some(c) => (c, nonempty("extension").unwrap_or_else(|| b"s".to_vec())),
     };
     let priority = if let Some(label) = nonempty("label") {
-        let n = match super::dialplan::exec::scan_i32(&String::from_utf8_lossy(&label)) {
+        let n = match scan_i32(&String::from_utf8_lossy(&label)) {
             Some(n) => n,
             None => sh
                 .common
@@ -1071,11 +1072,7 @@ async fn continue_in_dialplan(State(sh): State<Arc<Shared>>, Id(id): Id, p: Para
             return Err(AriError::new(400, "Requested priority is illegal"));
         }
         n
-    } else if let Some(n) = p
-        .get("priority")
-        .map(super::dialplan::exec::atoi_i32)
-        .filter(|n| *n != 0)
-    {
+    } else if let Some(n) = p.get("priority").map(atoi_i32).filter(|n| *n != 0) {
         n
     } else if nonempty("context").is_none() && nonempty("extension").is_none() {
         i32::try_from(ch.priority).unwrap_or(0).saturating_add(1)

@@ -721,7 +721,7 @@ mod fuzz {
             };
             loaded += 1;
             for exten in ["conf-sales", "agent-a-b", "queue-q", "tok123", "s"] {
-                let _ = run_call(&dp, exten, rng.next() % 2 == 0);
+                let _ = run_call(&dp, exten, rng.next().is_multiple_of(2));
             }
         }
         assert!(loaded > 100, "some damaged dialplans still load ({loaded})");
