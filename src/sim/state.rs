@@ -541,6 +541,9 @@ impl State {
         ch.app_name = app.to_string();
         ch.app_data = data.clone();
         let apps = self.channel_apps(chan_id);
+        if apps.is_empty() {
+            return;
+        }
         let f = Self::fields(vec![
             ("dialplan_app", json!(app)),
             ("dialplan_app_data", json!(data)),

@@ -176,10 +176,16 @@ impl Dialplan {
     /// The dialplan corral ships.
     pub const SHIPPED: &'static str = include_str!("../../../deploy/asterisk/extensions.conf");
 
-    /// The shipped dialplan, loaded.
+    /// The shipped dialplan, loaded (once per process).
     pub fn shipped() -> Self {
-        Self::parse(Self::SHIPPED)
-            .expect("deploy/asterisk/extensions.conf loads (checked by sim::dialplan's unit tests)")
+        static SHIPPED: std::sync::OnceLock<Dialplan> = std::sync::OnceLock::new();
+        SHIPPED
+            .get_or_init(|| {
+                Self::parse(Self::SHIPPED).expect(
+                    "deploy/asterisk/extensions.conf loads (checked by sim::dialplan's unit tests)",
+                )
+            })
+            .clone()
     }
 
     /// Loads an `extensions.conf` text.
