@@ -94,11 +94,12 @@ async fn malformed_and_unknown_events_are_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_arguments_and_foreign_tokens_go_back_to_the_dialplan() {
     let dialplan = Dialplan::parse(
-        "conf-{room} => corral,conference,{room}\n\
-         noroom => corral,conference\n\
-         party-{x} => corral,party,{x}\n\
-         badname-{x} => corral,conference,a:b\n\
-         {token:alnum} => corral\n",
+        "[from-proxy]\n\
+         exten => _co[n]f-.,1,Stasis(corral,conference,${EXTEN:5})\n\
+         exten => noroom,1,Stasis(corral,conference)\n\
+         exten => _party-.,1,Stasis(corral,party,${EXTEN:6})\n\
+         exten => _badname-.,1,Stasis(corral,conference,a:b)\n\
+         exten => _[A-Za-z0-9].,1,Stasis(corral)\n",
     )
     .unwrap();
     let cfgs = (1..=2)

@@ -37,7 +37,7 @@ fn tune(cfg: &mut controller::Config) {
         wrapup: Duration::ZERO,
         ring_timeout: Duration::from_secs(1),
         retry_after: Duration::from_secs(60),
-        overflow_context: Some("default".into()),
+        overflow_context: Some("from-proxy".into()),
         overflow_extension: "conf-overflow".into(),
         ..QueueSettings::default()
     };

@@ -26,7 +26,7 @@ async fn sim_node_process_serves_until_stopped() {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     writeln!(
         file,
-        "# rooms only\nroom{{r:alnum}} => confapp,conference,{{r}}"
+        "; rooms only\n[from-proxy]\nexten => _room.,1,Stasis(confapp,conference,${{EXTEN:4}})"
     )
     .expect("write");
     let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))

@@ -161,10 +161,13 @@ async fn bad_input_gets_4xx_and_the_node_keeps_serving() {
         .send(
             "POST",
             "/sim/calls",
-            Some(json!({"exten": "conf-ü", "caller": "\"Zoë\" <+1>"})),
+            Some(json!({"exten": "ü-conf", "caller": "\"Zoë\" <+1>"})),
         )
         .await;
-    assert_eq!(r.status, 404, "non-ASCII room: no extension matches");
+    assert_eq!(
+        r.status, 404,
+        "a non-ASCII first character: no extension matches"
+    );
     let r = ari
         .send(
             "POST",

@@ -262,7 +262,7 @@ async fn unknown_extension_is_a_404() {
     let node = start("noext").await;
     let ari = Ari::new(&node);
     let _ev = Events::connect(&node, "corral", false).await;
-    let r = ari.call("has space", "1").await;
+    let r = ari.call("*99", "1").await;
     assert_eq!(r.status, 404);
     assert!(!r.message().is_empty());
     assert_eq!(ari.get("/ari/channels").await.body, json!([]));
@@ -1401,4 +1401,98 @@ async fn the_call_log_reads_since_a_seq() {
         assert_eq!(r.status, 400, "{bad}");
         assert!(!r.message().is_empty());
     }
+}
+
+/// The shipped dialplan on a node: `POST /sim/calls` reports what the
+/// caller got (404, 484 and 403 with no channel; the fallback's answer and
+/// hangup when no websocket owns `corral`); `continue` goes where ARI
+/// computes (a label that does not exist is a 404, label `0` a 400, a
+/// context without an extension goes to `s`, a priority is kept) and
+/// `StasisStart`'s `dialplan` shows where `Stasis()` ran; an originate to
+/// an extension runs the dialplan once answered.
+#[tokio::test]
+async fn the_shipped_dialplan_and_continue_targets() {
+    let node = start("dialplan").await;
+    let ari = Ari::new(&node);
+    for (exten, status) in [("*", 484), ("s", 484), ("*8", 403), ("*80", 404)] {
+        let r = ari.call(exten, "1").await;
+        assert_eq!(r.status, status, "{exten}: {}", r.text);
+    }
+    assert_eq!(ari.get("/ari/channels").await.body, json!([]));
+    let r = ari.call("conf-sales", "1").await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        (
+            &r.body["stasis"],
+            &r.body["answered"],
+            &r.body["sip_status"],
+            &r.body["hangup_cause"]
+        ),
+        (&json!("failed"), &json!(true), &json!(200), &json!(41)),
+        "no websocket: the fallback answers and hangs up with cause 41"
+    );
+    assert_eq!(stat(&ari, "stasis_failed").await, 1);
+
+    let ev = Events::connect(&node, "corral", false).await;
+    let r = ari.call("agent-sales-emea-bob", "2").await;
+    assert_eq!(
+        (&r.body["stasis"], &r.body["sip_status"]),
+        (&json!("started"), &Value::Null)
+    );
+    let chan = r.body["channel_id"].as_str().expect("id").to_string();
+    let s = ev.wait("StasisStart").await;
+    assert_eq!(s["args"], json!(["agent", "sales-emea", "bob"]));
+    let d = &s["channel"]["dialplan"];
+    assert_eq!(
+        (
+            &d["context"],
+            &d["exten"],
+            &d["priority"],
+            &d["app_name"],
+            &d["app_data"]
+        ),
+        (
+            &json!("from-proxy"),
+            &json!("agent-sales-emea-bob"),
+            &json!(5),
+            &json!("Stasis"),
+            &json!("corral,agent,sales-emea,bob")
+        )
+    );
+    let cont = |q: &str| {
+        let path = format!("/ari/channels/{chan}/continue{q}");
+        let ari = ari.clone();
+        async move { ari.post(&path).await }
+    };
+    assert_eq!(cont("?label=nolabel").await.status, 404);
+    assert_eq!(cont("?label=0").await.status, 400);
+    // Back in at priority 5: Stasis() again.
+    assert_eq!(cont("?priority=5").await.status, 204);
+    let s = ev.wait_nth("StasisStart", 2).await;
+    assert_eq!(s["args"], json!(["agent", "sales-emea", "bob"]));
+    let end = ev.wait("StasisEnd").await;
+    assert_eq!(end["channel"]["dialplan"]["priority"], 5);
+    // A context alone: extension `s`, priority 1 (the fallback).
+    assert_eq!(cont("?context=corral-fallback").await.status, 204);
+    ev.wait_nth("StasisEnd", 2).await;
+    eventually(DEADLINE, "the fallback hung the channel up", || async {
+        (ari.get(&format!("/ari/channels/{chan}")).await.status == 404).then_some(())
+    })
+    .await;
+
+    // Originate to an extension: the dialplan runs once the far end answers.
+    let r = ari
+        .post("/ari/channels?endpoint=PJSIP/alice&extension=queue-q1&context=from-proxy&channelId=o-1")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let s = ev.wait_for_channel("StasisStart", "o-1").await;
+    assert_eq!(s["args"], json!(["queue", "q1"]));
+    assert_eq!(
+        ari.post(
+            "/ari/channels?endpoint=PJSIP/alice&extension=queue-q1&context=from-proxy&label=nope"
+        )
+        .await
+        .status,
+        404
+    );
 }

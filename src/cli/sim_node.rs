@@ -52,14 +52,16 @@ pub struct Args {
     /// (nothing happens).
     #[arg(long, default_value = "accept", value_parser = parse_on_refer)]
     pub refer: OnRefer,
-    /// The Stasis app of the reference dialplan (`conf-<room>`,
-    /// `queue-<name>`, `agent-<queue>-<agent>`, tokens).
+    /// The Stasis app of the dialplan: `Stasis(corral,...)` in it becomes
+    /// `Stasis(APP,...)`, as an operator who sets corral's `app` edits the
+    /// shipped extensions.conf.
     #[arg(long, default_value = "corral")]
     pub app: String,
-    /// A dialplan file replacing the reference dialplan: lines
-    /// `PATTERN => APP[,ARG...]`, captures `{name}` / `{name:alnum}`
-    /// (see the README).
-    #[arg(long)]
+    /// An extensions.conf to run instead of the shipped
+    /// deploy/asterisk/extensions.conf (compiled in), with Asterisk's rules;
+    /// calls arrive in [from-proxy]. A line the simulator cannot run as
+    /// Asterisk would is refused, with its number (see the README).
+    #[arg(long, value_name = "EXTENSIONS_CONF")]
     pub dialplan: Option<PathBuf>,
     /// The Asterisk release to imitate: 22.10 (302 → cause 23, tech_cause
     /// 302), 22.7 (cause 16, tech_cause 302) or 20.0 (cause 16).
@@ -143,8 +145,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("reading dialplan {}", path.display()))?;
             Dialplan::parse(&text).with_context(|| format!("dialplan {}", path.display()))?
         }
-        None => Dialplan::reference(&args.app),
-    };
+        None => Dialplan::shipped(),
+    }
+    .with_stasis_app(&args.app);
     let mut cfg = SimConfig::new(args.id);
     cfg.listen = args.listen;
     cfg.username = args.username;

@@ -21,7 +21,10 @@
 //!   endpoint resource;
 //! - `media`: what each channel hears (MOH, ringing, its bridge, silence);
 //! - `log`: the bounded call log behind `GET /sim/log`;
-//! - `dialplan`: the tiny dialplan that maps an extension to `Stasis(...)`;
+//! - `dialplan`: `extensions.conf` run with Asterisk's rules (by default
+//!   the shipped `deploy/asterisk/extensions.conf`);
+//! - `pbx`: a channel running that dialplan (answering, entering Stasis,
+//!   hanging up);
 //! - `net`: a listener whose connections all die when the node is killed.
 //!
 //! # Incarnations
@@ -37,6 +40,7 @@ mod endpoint;
 mod log;
 mod media;
 mod net;
+mod pbx;
 mod rest;
 mod sip;
 mod state;
@@ -53,7 +57,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-pub use dialplan::{Dialplan, DialplanError, DialplanMatch};
+pub use dialplan::{Admission, Dialplan, DialplanError};
 pub use endpoint::{EndpointScript, ScriptParseError};
 pub use rest::{AriRoute, routes};
 
@@ -227,7 +231,7 @@ pub struct SimConfig {
     pub upstream: Upstream,
     /// The EID (`xx:xx:xx:xx:xx:xx`); default derived from `id`.
     pub asterisk_id: Option<String>,
-    /// The dialplan of inbound calls; default [`Dialplan::reference`].
+    /// The dialplan (`extensions.conf`); default [`Dialplan::shipped`].
     pub dialplan: Dialplan,
     /// Fault knobs.
     pub faults: Faults,
@@ -269,8 +273,8 @@ impl SimConfig {
     pub const DEFAULT_CREDENTIALS: &'static str = "corral";
 
     /// A node on `127.0.0.1:0` with user and password `corral`, the
-    /// reference dialplan (app `corral`) and an upstream that follows 302s
-    /// after 5 ms.
+    /// shipped dialplan (Stasis app `corral`) and an upstream that follows
+    /// 302s after 5 ms.
     pub fn new(id: impl Into<String>) -> Self {
         SimConfig {
             id: id.into(),
@@ -279,7 +283,7 @@ impl SimConfig {
             password: Self::DEFAULT_CREDENTIALS.to_string(),
             upstream: Upstream::default(),
             asterisk_id: None,
-            dialplan: Dialplan::reference("corral"),
+            dialplan: Dialplan::shipped(),
             faults: Faults::default(),
             version: VersionProfile::default(),
             seed: None,
@@ -327,11 +331,13 @@ pub fn derive_asterisk_id(id: &str) -> String {
 pub struct SimStats {
     /// Inbound calls that got a channel (`POST /sim/calls` → 201).
     pub calls_created: u64,
-    /// Inbound calls refused because no extension matched (SIP 404).
+    /// Inbound calls refused: no extension matched (SIP 404; 484 when only
+    /// a longer one could), or the call pickup extension `*8` (403).
     pub calls_rejected: u64,
     /// `StasisStart`s (inbound, originated, moved, continued).
     pub stasis_started: u64,
-    /// `Stasis()` failed because no websocket owned the app; the channel hung up.
+    /// `Stasis()` failed because no websocket owned the app
+    /// (`STASISSTATUS=FAILED`; the dialplan went on).
     pub stasis_failed: u64,
     /// Channels hung up by `DELETE /ari/channels/{id}`.
     pub hungup_by_ari: u64,

@@ -24,9 +24,13 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::dialplan::exec::{MAX_NAME, atoi_i32, scan_i32};
+use super::dialplan::{Admission, Dialplan, Pbx};
 use super::media::DEFAULT_MOH_CLASS;
-use super::state::{Bridge, BridgeKind, Channel, Hangup, Shared, State as NodeState, chan_state};
-use super::{EndpointScript, On302, OnRefer, bump, lock, sip, ws};
+use super::state::{
+    AfterAnswer, Bridge, BridgeKind, Channel, Hangup, Shared, State as NodeState, chan_state,
+};
+use super::{EndpointScript, On302, OnRefer, bump, lock, pbx, sip, ws};
 
 /// Largest request body read (Asterisk's `MAX_CONTENT_LENGTH`); more is 413.
 pub(crate) const MAX_BODY: usize = 40_960;
@@ -54,6 +58,7 @@ const ORIGINATE: &[&str] = &[
     "extension",
     "context",
     "priority",
+    "label",
     "app",
     "appArgs",
     "callerId",
@@ -67,6 +72,7 @@ const ORIGINATE_WITH_ID: &[&str] = &[
     "extension",
     "context",
     "priority",
+    "label",
     "app",
     "appArgs",
     "callerId",
@@ -160,7 +166,11 @@ static ROUTES: &[AriRoute] = &[
         "/channels/{channelId}/continue",
         "continueInDialplan",
         &["channelId", "context", "extension", "priority", "label"],
-        CONTROL
+        CONTROL,
+        &[(
+            400,
+            "ARI-NOTES §2.7: label `0` gives 400 Requested priority is illegal"
+        )]
     ),
     route!(
         "POST",
@@ -722,14 +732,40 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
         Duration::from_secs(86_400)
     };
     let (caller_name, caller_number) = parse_caller_id(p.get("callerId").unwrap_or(""));
+    // With `extension=`, the channel runs the dialplan once answered, at
+    // `context` (default `default`), the priority or label given (else 1).
+    let context = p
+        .get("context")
+        .filter(|c| !c.is_empty())
+        .unwrap_or("default");
+    let mut priority = p
+        .get("priority")
+        .map(|x| i64::from(atoi_i32(x)))
+        .filter(|x| *x != 0)
+        .unwrap_or(1);
+    if let (Some(ext), Some(label)) = (&extension, p.get("label").filter(|l| !l.is_empty())) {
+        priority = match scan_i32(label) {
+            Some(n) => i64::from(n),
+            None => sh
+                .common
+                .dialplan
+                .find_label(context.as_bytes(), ext.as_bytes(), label.as_bytes())
+                .map(i64::from)
+                .ok_or_else(|| AriError::new(404, "Requested label can not be found"))?,
+        };
+    }
     let target = match (&app, &extension) {
-        (Some(app), _) => Some((
+        (Some(app), _) => Some(AfterAnswer::Stasis(
             app.clone(),
             p.get("appArgs")
                 .map(|a| a.split(',').map(String::from).collect())
                 .unwrap_or_default(),
         )),
-        (None, Some(ext)) => sh.common.dialplan.route(ext).map(|m| (m.app, m.args)),
+        (None, Some(ext)) => {
+            let mut pbx = Pbx::new(context.as_bytes(), ext.as_bytes());
+            pbx.priority = i32::try_from(priority).unwrap_or(1);
+            Some(AfterAnswer::Dialplan(pbx))
+        }
         (None, None) => None,
     };
     let call_id = sh.new_call_id();
@@ -756,9 +792,14 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
         protocol_id: call_id,
         caller_name,
         caller_number,
-        context: p.get("context").unwrap_or("default").to_string(),
+        context: if extension.is_some() {
+            context
+        } else {
+            "default"
+        }
+        .to_string(),
         exten: extension.clone().unwrap_or_else(|| "s".into()),
-        priority: p.get("priority").and_then(|x| x.parse().ok()).unwrap_or(1),
+        priority: if extension.is_some() { priority } else { 1 },
         app_name: String::new(),
         app_data: String::new(),
         creationtime: super::state::now_ts(),
@@ -770,7 +811,8 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
         moh: None,
         ringing: false,
         hears: Default::default(),
-        originate_app: target,
+        after_answer: target,
+        pbx: None,
     };
     let json = ch.to_json();
     st.add_channel(ch);
@@ -846,10 +888,11 @@ async fn create_channel(State(sh): State<Arc<Shared>>, p: Params) -> AriResult {
         moh: None,
         ringing: false,
         hears: Default::default(),
-        originate_app: None,
+        after_answer: None,
+        pbx: None,
     };
     st.add_channel(ch);
-    st.stasis_enter(&id, &app, args);
+    st.stasis_enter_app(&id, &app, args);
     match st.channels.get(&id) {
         Some(c) => ok(c.to_json()),
         None => Err(AriError::new(500, "Internal Server Error")),
@@ -992,31 +1035,57 @@ async fn redirect(State(sh): State<Arc<Shared>>, Id(id): Id, p: Params) -> AriRe
     no_content()
 }
 
+/// `continueInDialplan`: the target as `ast_ari_channels_continue_in_dialplan`
+/// computes it (no context: the channel's context and the given extension
+/// or its own; a context: the given extension or `s`; a label beats a
+/// priority; nothing at all: the next priority), then the channel leaves
+/// its bridge and Stasis and runs the dialplan from there.
 async fn continue_in_dialplan(State(sh): State<Arc<Shared>>, Id(id): Id, p: Params) -> AriResult {
     let mut st = sh.lock();
     let ch = control_valid_state(&st, &id)?;
-    let exten = match (p.get("extension"), p.get("context")) {
-        (Some(e), _) => Some(e.to_string()),
-        (None, Some(_)) => Some("s".to_string()),
-        (None, None) => None,
+    let (cur_context, cur_exten) = match &ch.pbx {
+        Some(pbx) => (pbx.context.clone(), pbx.exten.clone()),
+        None => (
+            ch.context.clone().into_bytes(),
+            ch.exten.clone().into_bytes(),
+        ),
     };
-    let context = p.get("context").unwrap_or(&ch.context).to_string();
+    let nonempty = |k: &str| {
+        p.get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.as_bytes().to_vec())
+    };
+    let (context, exten) = match nonempty("context") {
+        None => (cur_context, nonempty("extension").unwrap_or(cur_exten)),
+        Some(c) => (c, nonempty("extension").unwrap_or_else(|| b"s".to_vec())),
+    };
+    let priority = if let Some(label) = nonempty("label") {
+        let n = match scan_i32(&String::from_utf8_lossy(&label)) {
+            Some(n) => n,
+            None => sh
+                .common
+                .dialplan
+                .find_label(&context, &exten, &label)
+                .ok_or_else(|| AriError::new(404, "Requested label can not be found"))?,
+        };
+        if n == 0 {
+            return Err(AriError::new(400, "Requested priority is illegal"));
+        }
+        n
+    } else if let Some(n) = p.get("priority").map(atoi_i32).filter(|n| *n != 0) {
+        n
+    } else if nonempty("context").is_none() && nonempty("extension").is_none() {
+        i32::try_from(ch.priority).unwrap_or(0).saturating_add(1)
+    } else {
+        1
+    };
     st.leave_bridge(&id);
     st.stasis_end(&id);
-    let target = exten.as_deref().and_then(|e| sh.common.dialplan.route(e));
-    if let (Some(e), Some(ch)) = (&exten, st.channels.get_mut(&id)) {
-        ch.exten = e.clone();
-        ch.context = context;
-        ch.priority = p.get("priority").and_then(|x| x.parse().ok()).unwrap_or(1);
+    if let Some(ch) = st.channels.get_mut(&id) {
+        let pbx = ch.pbx.get_or_insert_with(|| Pbx::new(&context, &exten));
+        pbx.resume(&context, &exten, priority);
     }
-    let entered = match target {
-        Some(m) => st.stasis_enter(&id, &m.app, m.args),
-        None => false,
-    };
-    if !entered {
-        // The next priority is `Hangup()` (or the extension does not exist).
-        st.hangup(&id, Hangup::normal());
-    }
+    pbx::run(&mut st, &id);
     no_content()
 }
 
@@ -1032,7 +1101,7 @@ async fn move_channel(State(sh): State<Arc<Shared>>, Id(id): Id, p: Params) -> A
     if st.app_active(&app) {
         st.leave_bridge(&id);
         st.stasis_end(&id);
-        st.stasis_enter(&id, &app, args);
+        st.stasis_enter_app(&id, &app, args);
     } else {
         let mut f = serde_json::Map::new();
         f.insert("channel".into(), ch.to_json());
@@ -1361,23 +1430,30 @@ async fn sim_new_call(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -> 
             ));
         }
     }
-    // SIP: an empty user part means `s`.
+    // SIP: an empty user part means `s`; chan_pjsip keeps 79 bytes of it.
     let exten = if call.exten.is_empty() {
-        "s".to_string()
+        b"s".to_vec()
     } else {
-        call.exten
+        call.exten.into_bytes()
     };
-    let Some(m) = sh.common.dialplan.route(&exten) else {
+    let exten = exten[..exten.len().min(MAX_NAME)].to_vec();
+    let refused = match sh.common.dialplan.admit(&exten) {
+        Admission::Accept => None,
+        Admission::Incomplete => Some((484, "484 Address Incomplete")),
+        Admission::NotFound => Some((404, "404 Not Found")),
+        Admission::Pickup => Some((403, "403 Forbidden: call pickup, no call to pick up")),
+    };
+    if let Some((status, sip)) = refused {
         bump(&sh.common.stats.calls_rejected);
         return Err(AriError::new(
-            404,
+            status,
             format!(
-                "No extension '{}' in context '{}' (SIP 404 Not Found)",
-                clip(&exten),
-                sh.common.dialplan.context()
+                "Extension '{}' in context '{}' refused (SIP {sip})",
+                clip(&String::from_utf8_lossy(&exten)),
+                Dialplan::INBOUND_CONTEXT
             ),
         ));
-    };
+    }
     let caller = call.caller.unwrap_or_default();
     let mut st = sh.lock();
     let (id, seq) = st.next_id();
@@ -1394,11 +1470,11 @@ async fn sim_new_call(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -> 
         protocol_id: call_id.clone(),
         caller_name: caller.clone(),
         caller_number: caller,
-        context: sh.common.dialplan.context().to_string(),
-        exten,
+        context: Dialplan::INBOUND_CONTEXT.to_string(),
+        exten: String::from_utf8_lossy(&exten).into_owned(),
         priority: 1,
-        app_name: "Stasis".into(),
-        app_data: m.app_data.clone(),
+        app_name: String::new(),
+        app_data: String::new(),
         creationtime: super::state::now_ts(),
         stasis: None,
         subscribers: Default::default(),
@@ -1408,21 +1484,21 @@ async fn sim_new_call(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -> 
         moh: None,
         ringing: false,
         hears: Default::default(),
-        originate_app: None,
+        after_answer: None,
+        pbx: Some(Pbx::new(Dialplan::INBOUND_CONTEXT.as_bytes(), &exten)),
     };
     st.add_channel(ch);
     bump(&sh.common.stats.calls_created);
-    let started = st.stasis_enter(&id, &m.app, m.args);
-    if !started {
-        // STASISSTATUS=FAILED; the dialplan goes on to Hangup().
-        st.hangup(&id, Hangup::normal());
-    }
+    let ran = pbx::run(&mut st, &id);
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({
             "call_id": call_id,
             "channel_id": id,
-            "stasis": if started { "started" } else { "failed" },
+            "stasis": if ran.in_stasis { "started" } else { "failed" },
+            "answered": ran.answered,
+            "sip_status": ran.sip_status(),
+            "hangup_cause": ran.hangup_cause,
         })),
     )
         .into_response())

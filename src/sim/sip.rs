@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::state::{Hangup, Shared, chan_state};
-use super::{EndpointScript, On302, OnRefer, bump};
+use super::state::{AfterAnswer, Hangup, Shared, chan_state};
+use super::{EndpointScript, On302, OnRefer, bump, pbx};
 
 /// Where a SIP URI points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +172,8 @@ enum Outcome {
 }
 
 /// The far end of an originated channel: Down → Ringing, then the
-/// endpoint's script: answer → Up → `Stasis(app, appArgs)` (and, with
+/// endpoint's script: answer → Up → `Stasis(app, appArgs)` or the
+/// dialplan at `extension` (and, with
 /// `hangup_after_ms`, a BYE later); busy (cause 17); unavailable (cause
 /// 20); or ring until the originate timeout (cause 19). A failed channel is
 /// destroyed without `ChannelHangupRequest`; its `ChannelDestroyed` reaches
@@ -243,14 +244,26 @@ pub(crate) async fn run_originate(
                 let target = st
                     .channels
                     .get_mut(&chan_id)
-                    .and_then(|c| c.originate_app.take());
-                let entered = match target {
-                    Some((app, args)) => st.stasis_enter(&chan_id, &app, args),
-                    None => false,
-                };
-                if !entered {
-                    st.hangup(&chan_id, Hangup::normal());
-                    return;
+                    .and_then(|c| c.after_answer.take());
+                match target {
+                    Some(AfterAnswer::Stasis(app, args)) => {
+                        if !st.stasis_enter_app(&chan_id, &app, args) {
+                            st.hangup(&chan_id, Hangup::normal());
+                            return;
+                        }
+                    }
+                    Some(AfterAnswer::Dialplan(p)) => {
+                        if let Some(ch) = st.channels.get_mut(&chan_id) {
+                            ch.pbx = Some(p);
+                        }
+                        if !pbx::run(&mut st, &chan_id).in_stasis {
+                            return;
+                        }
+                    }
+                    None => {
+                        st.hangup(&chan_id, Hangup::normal());
+                        return;
+                    }
                 }
                 hangup_after
             }

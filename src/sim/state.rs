@@ -22,6 +22,7 @@ use time::macros::format_description;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::dialplan::Pbx;
 use super::log::{LogEntry, What};
 use super::media::Hears;
 use super::{Common, bump, lock};
@@ -103,8 +104,21 @@ pub(crate) struct Channel {
     /// What the channel hears, as last recorded (`media.rs` keeps it up to
     /// date; `GET /sim/calls` shows it).
     pub(crate) hears: Hears,
-    /// Where an originated channel goes once answered: `Stasis(app, args)`.
-    pub(crate) originate_app: Option<(String, Vec<String>)>,
+    /// Where an originated channel goes once answered.
+    pub(crate) after_answer: Option<AfterAnswer>,
+    /// The channel's place in the dialplan and its variables, for channels
+    /// that run the dialplan (inbound calls, channels originated to an
+    /// extension, channels continued out of Stasis).
+    pub(crate) pbx: Option<Pbx>,
+}
+
+/// Where an originated channel goes once its far end answers.
+#[derive(Debug, Clone)]
+pub(crate) enum AfterAnswer {
+    /// `app=`: straight into the Stasis app with `appArgs`.
+    Stasis(String, Vec<String>),
+    /// `extension=` (and `context=`, `priority=`): the dialplan from there.
+    Dialplan(Pbx),
 }
 
 impl Channel {
@@ -473,7 +487,8 @@ impl State {
     }
 
     /// `Stasis(app,args)`: `StasisStart` if a websocket owns the app; else
-    /// `false` (`STASISSTATUS=FAILED`).
+    /// `false` (`STASISSTATUS=FAILED`). The channel's `dialplan.app_name`
+    /// and `app_data` stay as they are (the dialplan set them).
     pub(crate) fn stasis_enter(&mut self, chan_id: &str, app: &str, args: Vec<String>) -> bool {
         if !self.app_active(app) {
             bump(&self.common.stats.stasis_failed);
@@ -483,14 +498,7 @@ impl State {
         let Some(ch) = self.channels.get_mut(chan_id) else {
             return false;
         };
-        let mut app_data = app.to_string();
-        for a in &args {
-            app_data.push(',');
-            app_data.push_str(a);
-        }
         ch.stasis = Some(app.to_string());
-        ch.app_name = "Stasis".into();
-        ch.app_data = app_data;
         bump(&self.common.stats.stasis_started);
         let f = Self::fields(vec![
             ("args", json!(args)),
@@ -498,6 +506,50 @@ impl State {
         ]);
         self.emit(&[app.to_string()], "StasisStart", f);
         true
+    }
+
+    /// [`State::stasis_enter`] for a channel that runs `Stasis(app,args)`
+    /// without a dialplan (created or originated with `app=`): its
+    /// `dialplan.app_name` becomes `Stasis` and `app_data` `app,args...`.
+    pub(crate) fn stasis_enter_app(&mut self, chan_id: &str, app: &str, args: Vec<String>) -> bool {
+        if let Some(ch) = self.channels.get_mut(chan_id) {
+            let mut app_data = app.to_string();
+            for a in &args {
+                app_data.push(',');
+                app_data.push_str(a);
+            }
+            ch.app_name = "Stasis".into();
+            ch.app_data = app_data;
+        }
+        self.stasis_enter(chan_id, app, args)
+    }
+
+    /// The channel runs `app(data)` at a new place in the dialplan: its
+    /// snapshot moves there and `ChannelDialplan` goes to the apps that
+    /// follow the channel (`subscribeAll` ones, explicit subscribers).
+    pub(crate) fn dialplan_moved(
+        &mut self,
+        chan_id: &str,
+        at: (String, String, i64),
+        app: &str,
+        data: String,
+    ) {
+        let Some(ch) = self.channels.get_mut(chan_id) else {
+            return;
+        };
+        (ch.context, ch.exten, ch.priority) = at;
+        ch.app_name = app.to_string();
+        ch.app_data = data.clone();
+        let apps = self.channel_apps(chan_id);
+        if apps.is_empty() {
+            return;
+        }
+        let f = Self::fields(vec![
+            ("dialplan_app", json!(app)),
+            ("dialplan_app_data", json!(data)),
+            ("channel", self.chan_json(chan_id)),
+        ]);
+        self.emit(&apps, "ChannelDialplan", f);
     }
 
     /// `StasisEnd` to the channel's app, which is unsubscribed from it.

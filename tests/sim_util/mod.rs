@@ -159,6 +159,11 @@ impl Events {
             enc(app),
             subscribe_all
         );
+        Self::connect_url(url).await
+    }
+
+    /// Connects to any ARI event websocket URL (a real Asterisk's too).
+    pub async fn connect_url(url: String) -> Events {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");

@@ -25,7 +25,17 @@ impl Spec {
         let mut ops = HashMap::new();
         let mut models = HashMap::new();
         let mut parents = HashMap::new();
-        for file in ["asterisk", "channels", "bridges", "applications", "events"] {
+        for file in [
+            "asterisk",
+            "channels",
+            "bridges",
+            "applications",
+            "events",
+            "deviceStates",
+            "endpoints",
+            "playbacks",
+            "recordings",
+        ] {
             let path = dir().join(format!("{file}.json"));
             let text = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("cannot read the ARI spec at {}: {e}", path.display()));

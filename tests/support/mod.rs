@@ -88,6 +88,7 @@ pub mod api;
 pub mod farm;
 pub mod openapi;
 pub mod real;
+pub mod real_asterisk;
 pub mod redis;
 
 /// Logs of corral's code in tests, when `RUST_LOG` is set (e.g.
