@@ -31,12 +31,12 @@ pub struct Args {
     /// Simulated nodes.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
-    /// Calls to send.
-    #[arg(long, default_value_t = 300)]
-    pub calls: usize,
-    /// Conference rooms the calls go to.
-    #[arg(long, default_value_t = 30)]
-    pub rooms: usize,
+    /// Calls to send [default: 300; 120 with --asterisk].
+    #[arg(long)]
+    pub calls: Option<usize>,
+    /// Conference rooms the calls go to [default: 30; 12 with --asterisk].
+    #[arg(long)]
+    pub rooms: Option<usize>,
     /// Calls per second.
     #[arg(long, default_value_t = 60)]
     pub rate: u32,
@@ -52,6 +52,11 @@ pub struct Args {
     /// Where corral's API listens during the demo.
     #[arg(long, default_value = "127.0.0.1:8088")]
     pub api: String,
+    /// Run on real parts instead: real Asterisk nodes behind a real
+    /// Kamailio, sipp callers, this binary as `corral serve`, every config
+    /// from deploy/ (needs Asterisk 22, kamailio and sipp; see README).
+    #[arg(long)]
+    pub asterisk: bool,
 }
 
 struct Farm {
@@ -61,11 +66,17 @@ struct Farm {
 
 /// Runs the demo.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.asterisk {
+        return super::demo_real::run(args).await;
+    }
+    let mut args = args;
+    let calls = *args.calls.get_or_insert(300);
+    let rooms = *args.rooms.get_or_insert(30);
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     println!(
         "corral demo: {} simulated nodes, {} calls into {} rooms at {}/s (seed {seed})",
-        args.nodes, args.calls, args.rooms, args.rate
+        args.nodes, calls, rooms, args.rate
     );
 
     let mut sims = Vec::new();
@@ -189,11 +200,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kill_at = if args.no_kill || farm.nodes.len() < 2 {
         usize::MAX
     } else {
-        args.calls / 2
+        calls / 2
     };
     let mut sent = 0usize;
     let started = tokio::time::Instant::now();
-    for i in 0..args.calls {
+    for i in 0..calls {
         tick.tick().await;
         if i == kill_at {
             let victim = busiest_node(&store, &farm).await.unwrap_or(1);
@@ -208,8 +219,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             farm.dead.insert(victim);
         }
         // Zipf-ish: a few big rooms, many small ones.
-        let r = (args.rooms as f64 * rng.random::<f64>().powi(2)) as usize;
-        let room = format!("room{:02}", r.min(args.rooms.saturating_sub(1)));
+        let r = (rooms as f64 * rng.random::<f64>().powi(2)) as usize;
+        let room = format!("room{:02}", r.min(rooms.saturating_sub(1)));
         let call_id = format!("demo-{seed}-{i}");
         // The round-robin proxy skips nodes that refuse (dispatcher probing).
         for _ in 0..farm.nodes.len() {

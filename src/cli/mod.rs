@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod demo;
+pub mod demo_real;
 pub mod ops;
 pub mod output;
 pub mod serve;
@@ -29,7 +30,7 @@ pub enum Command {
     Serve(serve::Args),
     /// The demo: simulated nodes, corral on the in-memory store (or Redis),
     /// a caller sending calls through a round-robin proxy, a node killed
-    /// halfway.
+    /// halfway (`--asterisk`: the same on real Asterisk, Kamailio and sipp).
     Demo(demo::Args),
     /// Run one simulated Asterisk 22 node (ARI over HTTP and websockets)
     /// until stopped.

@@ -39,8 +39,12 @@ impl CorralProcess {
         env: &[(&str, &str)],
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        let port = super::free_port()?;
-        let api = format!("127.0.0.1:{port}");
+        // Where the API listens: CORRAL_API_LISTEN when given, as it
+        // overrides the file; else a free port.
+        let api = match env.iter().find(|(k, _)| *k == "CORRAL_API_LISTEN") {
+            Some((_, v)) => v.to_string(),
+            None => format!("127.0.0.1:{}", super::free_port()?),
+        };
         let config = dir.join("corral.toml");
         std::fs::write(&config, render::corral_toml(nodes, &api)?)
             .map_err(Error::io(format!("writing {}", config.display())))?;
