@@ -28,7 +28,8 @@ use serde::Deserialize;
 
 use crate::domain::{AgentId, NodeId, RoomName};
 use crate::policy::Strategy;
-use crate::queue::QueueSettings;
+use crate::queue::{QueueConfig, QueueSettings};
+use crate::secret::{redact_url, secret_state};
 
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -323,25 +324,6 @@ impl fmt::Debug for NodeSection {
     }
 }
 
-/// How a secret shows in `Debug` output and logs: only whether it is set.
-pub fn secret_state(secret: &str) -> &'static str {
-    if secret.is_empty() { "not set" } else { "set" }
-}
-
-/// A URL with its password replaced by `***`, for logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         toml::from_str("").unwrap_or_else(|_| unreachable!("every field has a default"))
@@ -538,7 +520,7 @@ impl Config {
     ///
     /// # Errors
     /// A value out of range, named by its key.
-    pub fn queue_settings(&self) -> Result<crate::controller::QueueConfig, Error> {
+    pub fn queue_settings(&self) -> Result<QueueConfig, Error> {
         let defaults = resolve_queue(
             "queue_defaults",
             &self.queue_defaults,
@@ -553,7 +535,7 @@ impl Config {
                 std::sync::Arc::new(resolve_queue(&key, q, &defaults)?),
             );
         }
-        Ok(crate::controller::QueueConfig {
+        Ok(QueueConfig {
             defaults: std::sync::Arc::new(defaults),
             by_name,
         })

@@ -384,6 +384,37 @@ impl FromStr for Role {
     }
 }
 
+/// A node as the farm knows it: what the store keeps of it and what the
+/// placement policy chooses from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct NodeRecord {
+    /// The node.
+    pub id: NodeId,
+    /// Effective: down if unhealthy, else draining if drain flag, else up.
+    pub state: NodeState,
+    /// Health flag.
+    pub healthy: bool,
+    /// Operator's drain flag.
+    pub draining: bool,
+    /// The registered incarnation.
+    pub incarnation: Option<Incarnation>,
+    /// The SIP host other nodes redirect to.
+    pub sip_host: String,
+    /// Channels it is sized for.
+    pub capacity: u32,
+    /// Room cap.
+    pub max_rooms: Option<u32>,
+    /// Reported load (channels).
+    pub channels: u32,
+    /// Rooms it owns.
+    pub rooms: u32,
+    /// Members recorded in its rooms.
+    pub members: u32,
+    /// Last registration or report (store clock, Unix ms).
+    pub updated_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,7 @@ pub mod domain;
 pub mod policy;
 pub mod queue;
 pub mod retry;
+pub mod secret;
 pub mod shutdown;
 pub mod sim;
 pub mod store;

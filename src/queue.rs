@@ -19,14 +19,15 @@
 //!   wrap-up for the queue's wrap-up time, then available again.
 //! - A paused agent gets no calls; a call in progress is not disturbed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AgentId, ChannelId, NodeId};
+use crate::domain::{AgentId, ChannelId, NodeId, RoomName};
 
 /// How a queue's static members are rung.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -113,6 +114,26 @@ impl Default for QueueSettings {
             overflow_extension: "s".into(),
             members: Vec::new(),
         }
+    }
+}
+
+/// Every queue's knobs: the defaults and the queues configured by name
+/// (built from `[queue_defaults]` and `[queues.<name>]` by the config).
+#[derive(Debug, Clone, Default)]
+pub struct QueueConfig {
+    /// For queues not in `by_name`.
+    pub defaults: Arc<QueueSettings>,
+    /// `[queues.<name>]`.
+    pub by_name: HashMap<RoomName, Arc<QueueSettings>>,
+}
+
+impl QueueConfig {
+    /// The knobs of `queue`.
+    pub fn settings(&self, queue: &RoomName) -> Arc<QueueSettings> {
+        self.by_name
+            .get(queue)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.clone())
     }
 }
 

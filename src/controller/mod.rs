@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use crate::ari::{self, AriNode};
 use crate::domain::{NodeId, RoomKey};
 use crate::policy::{Policy, Strategy};
+pub use crate::queue::QueueConfig;
 use crate::store::{NodeRecord, Store};
 use crate::telemetry::SharedMetrics;
 
@@ -72,25 +73,6 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// Queue knobs.
     pub queues: QueueConfig,
-}
-
-/// Every queue's knobs: the defaults and the queues configured by name.
-#[derive(Debug, Clone, Default)]
-pub struct QueueConfig {
-    /// For queues not in `by_name`.
-    pub defaults: Arc<crate::queue::QueueSettings>,
-    /// `[queues.<name>]`.
-    pub by_name: HashMap<crate::domain::RoomName, Arc<crate::queue::QueueSettings>>,
-}
-
-impl QueueConfig {
-    /// The knobs of `queue`.
-    pub fn settings(&self, queue: &crate::domain::RoomName) -> Arc<crate::queue::QueueSettings> {
-        self.by_name
-            .get(queue)
-            .cloned()
-            .unwrap_or_else(|| self.defaults.clone())
-    }
 }
 
 /// A replica name unique to this process: host, pid and a random suffix.

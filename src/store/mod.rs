@@ -57,6 +57,7 @@ pub mod redis;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+pub use crate::domain::NodeRecord;
 
 /// The atomic operations every backend provides with one behaviour.
 #[async_trait::async_trait]
@@ -457,36 +458,6 @@ pub struct HealthChanged {
     pub changed: bool,
     /// Rooms released (when marked down).
     pub released_rooms: u32,
-}
-
-/// A node as the store knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub struct NodeRecord {
-    /// The node.
-    pub id: NodeId,
-    /// Effective: down if unhealthy, else draining if drain flag, else up.
-    pub state: NodeState,
-    /// Health flag.
-    pub healthy: bool,
-    /// Operator's drain flag.
-    pub draining: bool,
-    /// The registered incarnation.
-    pub incarnation: Option<Incarnation>,
-    /// The SIP host other nodes redirect to.
-    pub sip_host: String,
-    /// Channels it is sized for.
-    pub capacity: u32,
-    /// Room cap.
-    pub max_rooms: Option<u32>,
-    /// Reported load (channels).
-    pub channels: u32,
-    /// Rooms it owns.
-    pub rooms: u32,
-    /// Members recorded in its rooms.
-    pub members: u32,
-    /// Last registration or report (store clock, Unix ms).
-    pub updated_ms: u64,
 }
 
 /// Which rooms [`Store::list_rooms`] returns.
