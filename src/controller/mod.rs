@@ -42,6 +42,10 @@ use crate::store::{NodeRecord, Store};
 use crate::telemetry::SharedMetrics;
 
 /// The call path's knobs (`[controller]` in the configuration).
+///
+/// Every default is a `DEFAULT_*` constant here: the configuration file's
+/// defaults (`crate::config`) are these same constants, so they are written
+/// once.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The Stasis app name.
@@ -71,8 +75,42 @@ pub struct Config {
     /// Life of a node lease; renewed at a third of it. A replica that dies
     /// without releasing its leases is replaced after at most this long.
     pub lease_ttl: Duration,
+    /// On stop, how long work in flight may take to finish before corral
+    /// stops anyway (calls are never hung up either way).
+    pub drain_deadline: Duration,
     /// Queue knobs.
     pub queues: QueueConfig,
+}
+
+impl Config {
+    /// The Stasis app every node's dialplan sends calls to.
+    pub const DEFAULT_APP: &'static str = "corral";
+    /// A SIP URI whose user part is the token, sent to the owner's host.
+    pub const DEFAULT_ENDPOINT_TEMPLATE: &'static str = "PJSIP/sip:{token}@{sip_host}";
+    /// Two redirects: one to the owner, one more if the room moved while the
+    /// call was on its way; a third would mean the farm is flapping.
+    pub const DEFAULT_HOP_LIMIT: u32 = 2;
+    /// A token outlives any SIP round trip by far, yet dies before anyone
+    /// could reuse a leaked one.
+    pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(30);
+    /// A 302 and the INVITE that follows take milliseconds; five seconds
+    /// means the call is lost.
+    pub const DEFAULT_REDIRECT_DEADLINE: Duration = Duration::from_secs(5);
+    /// Long enough for a conference whose last caller dials straight back.
+    pub const DEFAULT_LINGER: Duration = Duration::from_secs(10);
+    /// Least loaded relative to capacity, the landing node first.
+    pub const DEFAULT_STRATEGY: Strategy = Strategy::LeastLoaded;
+    /// One `GET /asterisk/ping` a second per node.
+    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
+    /// Three failed pings: a node is not marked down for one lost packet.
+    pub const DEFAULT_DOWN_AFTER_FAILURES: u32 = 3;
+    /// The net for missed events runs every five seconds.
+    pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
+    /// A dead replica's nodes are taken over within ten seconds.
+    pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+    /// Steps in flight are a few store and ARI round trips: ten seconds is
+    /// plenty, and short enough for an orchestrator's stop timeout.
+    pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 }
 
 /// A replica name unique to this process: host, pid and a random suffix.
@@ -93,19 +131,20 @@ pub fn default_replica() -> String {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            app: "corral".into(),
-            endpoint_template: "PJSIP/sip:{token}@{sip_host}".into(),
-            hop_limit: 2,
-            token_ttl: Duration::from_secs(30),
-            redirect_deadline: Duration::from_secs(5),
-            linger: Duration::from_secs(10),
-            strategy: Strategy::LeastLoaded,
+            app: Self::DEFAULT_APP.into(),
+            endpoint_template: Self::DEFAULT_ENDPOINT_TEMPLATE.into(),
+            hop_limit: Self::DEFAULT_HOP_LIMIT,
+            token_ttl: Self::DEFAULT_TOKEN_TTL,
+            redirect_deadline: Self::DEFAULT_REDIRECT_DEADLINE,
+            linger: Self::DEFAULT_LINGER,
+            strategy: Self::DEFAULT_STRATEGY,
             seed: rand::random(),
-            ping_interval: Duration::from_secs(1),
-            down_after_failures: 3,
-            reconcile_interval: Duration::from_secs(5),
+            ping_interval: Self::DEFAULT_PING_INTERVAL,
+            down_after_failures: Self::DEFAULT_DOWN_AFTER_FAILURES,
+            reconcile_interval: Self::DEFAULT_RECONCILE_INTERVAL,
             replica: default_replica(),
-            lease_ttl: Duration::from_secs(10),
+            lease_ttl: Self::DEFAULT_LEASE_TTL,
+            drain_deadline: Self::DEFAULT_DRAIN_DEADLINE,
             queues: QueueConfig::default(),
         }
     }
@@ -348,7 +387,7 @@ impl Controller {
     }
 
     /// Runs every node's loop until `shutdown` fires, then waits for the
-    /// work in flight to finish (at most `drain`), without hanging up a call
+    /// work in flight to finish (at most [`Config::drain_deadline`]), without hanging up a call
     /// or destroying a bridge.
     pub async fn run(&self, shutdown: CancellationToken) {
         let inner = &self.inner;
@@ -369,11 +408,15 @@ impl Controller {
         inner.stop.cancel();
         tracing::info!("controller stopping: no new events taken; finishing work in flight");
         inner.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(10), inner.tracker.wait())
+        let deadline = inner.cfg.drain_deadline;
+        if tokio::time::timeout(deadline, inner.tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!("work in flight did not finish within 10 s; stopping anyway");
+            tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "work in flight did not finish within the drain deadline; stopping anyway"
+            );
         }
         tracing::info!("controller stopped");
     }
