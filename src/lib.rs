@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod domain;
+pub mod names;
 pub mod policy;
 pub mod queue;
 pub mod retry;

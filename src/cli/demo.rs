@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::{self, Controller, NodeSpec};
 use crate::domain::{NodeId, NodeState};
+use crate::names::BridgeNames;
 use crate::sim::{SimConfig, SimNode};
 use crate::store::{self, RoomFilter};
 use crate::telemetry::Metrics;
@@ -89,7 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 base_url: s.base_url(),
                 username: SimConfig::DEFAULT_CREDENTIALS.into(),
                 password: SimConfig::DEFAULT_CREDENTIALS.into(),
-                app: "corral".into(),
+                app: crate::names::DEFAULT_APP.into(),
                 request_timeout: Duration::from_secs(2),
             },
             sip_host: s.addr().to_string(),
@@ -533,7 +534,7 @@ async fn check_bridges(http: &reqwest::Client, farm: &Farm) -> (usize, Vec<Strin
         for b in bridges {
             let name = b["name"].as_str().unwrap_or("").to_string();
             let has_calls = b["channels"].as_array().is_some_and(|c| !c.is_empty());
-            if name.starts_with("corral:") && has_calls {
+            if BridgeNames::default().parse_bridge_name(&name).is_some() && has_calls {
                 where_.entry(name).or_default().insert(n.id().to_string());
             }
         }

@@ -84,7 +84,7 @@ pub struct Config {
 
 impl Config {
     /// The Stasis app every node's dialplan sends calls to.
-    pub const DEFAULT_APP: &'static str = "corral";
+    pub const DEFAULT_APP: &'static str = crate::names::DEFAULT_APP;
     /// A SIP URI whose user part is the token, sent to the owner's host.
     pub const DEFAULT_ENDPOINT_TEMPLATE: &'static str = "PJSIP/sip:{token}@{sip_host}";
     /// Two redirects: one to the owner, one more if the room moved while the
@@ -317,6 +317,8 @@ pub(crate) struct Inner {
     pub(crate) stop: CancellationToken,
     /// Queues' runtime state (locks, channel index, wake-ups).
     pub(crate) queues: queues::Runtime,
+    /// The names of this app's bridges (`cfg.app`).
+    pub(crate) names: crate::names::BridgeNames,
 }
 
 /// The controller handle. Cheap to clone.
@@ -370,6 +372,7 @@ impl Controller {
             );
         }
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        let cfg_app = cfg.app.clone();
         Ok(Self {
             inner: Arc::new(Inner {
                 policy: Mutex::new(Policy::new(cfg.strategy, cfg.seed)),
@@ -382,6 +385,7 @@ impl Controller {
                 tracker: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 queues: queues::Runtime::default(),
+                names: crate::names::BridgeNames::new(cfg_app),
             }),
         })
     }

@@ -424,7 +424,12 @@ impl Controller {
         let mut stray: HashMap<crate::domain::RoomKey, (crate::domain::NodeId, Vec<ChannelId>)> =
             HashMap::new();
         for b in &bridges {
-            let Some(room) = super::rooms::parse_bridge_name(&b.name) else {
+            let Some(room) = self
+                .inner
+                .names
+                .parse_bridge_name(&b.name)
+                .map(|of| of.room().clone())
+            else {
                 continue;
             };
             if let Ok(mut known) = node.bridges.lock() {
@@ -662,11 +667,10 @@ impl Controller {
     ) {
         // A queue's pair bridges are the queue engine's (a new one is empty
         // for a moment before its pair is added).
-        for b in bridges
-            .iter()
-            .filter(|b| b.channels.is_empty() && !super::rooms::is_pair_bridge(&b.name))
-        {
-            let Some(room) = super::rooms::parse_bridge_name(&b.name) else {
+        for b in bridges.iter().filter(|b| b.channels.is_empty()) {
+            let Some(crate::names::BridgeOf::Room(room)) =
+                self.inner.names.parse_bridge_name(&b.name)
+            else {
                 continue;
             };
             let current = match self.inner.store.get_room(&room).await {
@@ -674,7 +678,8 @@ impl Controller {
                 Ok(_) => None,
                 Err(_) => return,
             };
-            if current.is_some_and(|e| super::rooms::bridge_id(&room, Some(e)) == b.id) {
+            if current.is_some_and(|e| self.inner.names.bridge_id(&room, Some(e)).as_str() == b.id)
+            {
                 continue;
             }
             if let Ok(mut known) = node.bridges.lock() {

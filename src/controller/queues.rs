@@ -96,14 +96,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The pair bridge's id and name for `queue`.
-pub(crate) fn pair_bridge(queue: &RoomName, tag: &str, agent: &AgentId) -> (String, String) {
-    (
-        format!("corral-queue-{queue}-{tag}"),
-        format!("corral:queue:{queue}:{agent}"),
-    )
-}
-
 impl Controller {
     fn queue_lock(&self, queue: &RoomName) -> Arc<tokio::sync::Mutex<()>> {
         lock(&self.inner.queues.locks)
@@ -763,7 +755,8 @@ impl Controller {
         leg: &ChannelId,
         tag: &str,
     ) -> Result<(), bool> {
-        let (id, name) = pair_bridge(queue, tag, agent);
+        let (id, name) = self.inner.names.pair_bridge(queue, tag, agent);
+        let id = id.to_string();
         if let Err(e) = self
             .ari_retry(|| node.ari.create_bridge(&id, BridgeType::Mixing, &name))
             .await
@@ -899,14 +892,23 @@ impl Controller {
                 .agents
                 .iter()
                 .filter_map(|(id, a)| match &a.activity {
-                    AgentState::Busy { bridge, .. } => Some(pair_bridge(&queue, bridge, id).0),
+                    AgentState::Busy { bridge, .. } => Some(
+                        self.inner
+                            .names
+                            .pair_bridge(&queue, bridge, id)
+                            .0
+                            .to_string(),
+                    ),
                     _ => None,
                 })
                 .collect();
             for b in bridges.iter().filter(|b| {
                 b.channels.is_empty()
-                    && super::rooms::is_pair_bridge(&b.name)
-                    && super::rooms::parse_bridge_name(&b.name).as_ref() == Some(&room)
+                    && self
+                        .inner
+                        .names
+                        .parse_bridge_name(&b.name)
+                        .is_some_and(|of| of.is_pair() && of.room() == &room)
                     && !used.contains(&b.id)
             }) {
                 if let Err(e) = node.ari.destroy_bridge(&b.id).await {

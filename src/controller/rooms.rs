@@ -2,7 +2,7 @@
 //!
 //! A room's bridge on its node has a deterministic id built from the room
 //! and its epoch (`corral-conference-sales-7`) and the ARI name
-//! `corral:<kind>:<room>`. Creating it is idempotent (a 409 means it is
+//! `corral:<kind>:<room>` (both from [`crate::names`], with the app's name). Creating it is idempotent (a 409 means it is
 //! there), and a room re-placed on the same node gets a new epoch and so a
 //! new bridge: a release destroying the old one can never pull a new
 //! joiner out.
@@ -29,36 +29,6 @@ pub(crate) struct Joined {
     pub(crate) room: RoomKey,
     /// Recorded in the store (false for a degraded join).
     pub(crate) recorded: bool,
-}
-
-/// The bridge id of `room` at `epoch` (`None`: a degraded, unrecorded room).
-pub fn bridge_id(room: &RoomKey, epoch: Option<Epoch>) -> String {
-    match epoch {
-        Some(e) => format!("corral-{}-{}-{}", room.kind, room.name, e.0),
-        None => format!("corral-{}-{}-local", room.kind, room.name),
-    }
-}
-
-/// Reads a room and epoch back from a bridge made by [`bridge_id`].
-/// A queue's pair bridges (`corral:queue:<name>:<agent>`) read as their
-/// queue.
-pub fn parse_bridge_name(name: &str) -> Option<RoomKey> {
-    let rest = name.strip_prefix("corral:")?;
-    let (kind, room) = rest.split_once(':')?;
-    let room = match room.split_once(':') {
-        Some((queue, agent)) if kind == "queue" => {
-            crate::domain::AgentId::new(agent).ok()?;
-            queue
-        }
-        _ => room,
-    };
-    RoomKey::parse(kind, room).ok()
-}
-
-/// True for a queue's pair bridge name (`corral:queue:<name>:<agent>`).
-pub fn is_pair_bridge(name: &str) -> bool {
-    name.strip_prefix("corral:queue:")
-        .is_some_and(|r| r.contains(':'))
 }
 
 fn bridge_type(kind: RoomKind) -> BridgeType {
@@ -96,7 +66,7 @@ impl Controller {
         room: &RoomKey,
         epoch: Option<Epoch>,
     ) -> Result<String, crate::ari::Error> {
-        let id = bridge_id(room, epoch);
+        let id = self.inner.names.bridge_id(room, epoch).to_string();
         self.ensure_bridge(node, room, &id).await?;
         match self
             .ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None))
@@ -135,7 +105,7 @@ impl Controller {
         if known {
             return Ok(());
         }
-        let name = room.bridge_name();
+        let name = self.inner.names.bridge_name(room);
         match self
             .ari_retry(|| node.ari.create_bridge(id, bridge_type(room.kind), &name))
             .await?
@@ -225,7 +195,7 @@ impl Controller {
                     node: node.id.clone(),
                     reason: "empty".into(),
                 });
-                let id = bridge_id(room, Some(epoch));
+                let id = self.inner.names.bridge_id(room, Some(epoch)).to_string();
                 if let Ok(mut b) = node.bridges.lock() {
                     b.remove(&id);
                 }
@@ -289,26 +259,5 @@ impl Controller {
         }
         self.inner.metrics.redirect(&node.id, "sent");
         Ok((token, endpoint))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bridge_names_round_trip() {
-        let room = RoomKey::parse("conference", "sales-eu").unwrap();
-        assert_eq!(
-            bridge_id(&room, Some(Epoch(7))),
-            "corral-conference-sales-eu-7"
-        );
-        assert_eq!(parse_bridge_name(&room.bridge_name()), Some(room));
-        assert_eq!(parse_bridge_name("other:conference:x"), None);
-        let q = RoomKey::parse("queue", "support").unwrap();
-        assert_eq!(parse_bridge_name("corral:queue:support:alice"), Some(q));
-        assert!(is_pair_bridge("corral:queue:support:alice"));
-        assert!(!is_pair_bridge("corral:queue:support"));
-        assert_eq!(parse_bridge_name("corral:conference:a:b"), None);
     }
 }

@@ -726,23 +726,12 @@ pub(crate) fn check_replica(replica: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The opaque cursor of [`Store::list_rooms`]: `<node>/<kind>:<name>`, the
-/// last room of the previous page.
+/// Reads a `list_rooms` cursor ([`crate::names::cursor`]).
 pub(crate) fn parse_cursor(cursor: &str) -> Result<(NodeId, RoomKey), Error> {
-    let bad = || Error::InvalidInput {
+    crate::names::parse_cursor(cursor).ok_or_else(|| Error::InvalidInput {
         what: "cursor",
         reason: "not a cursor returned by list_rooms".into(),
-    };
-    let (node, room) = cursor.split_once('/').ok_or_else(bad)?;
-    let (kind, name) = room.split_once(':').ok_or_else(bad)?;
-    let node = NodeId::new(node).map_err(|_| bad())?;
-    let room = RoomKey::parse(kind, name).map_err(|_| bad())?;
-    Ok((node, room))
-}
-
-/// Renders a cursor for [`parse_cursor`].
-pub(crate) fn render_cursor(node: &NodeId, room: &RoomKey) -> String {
-    format!("{node}/{}:{}", room.kind, room.name)
+    })
 }
 
 /// The effective state of a node from its flags.

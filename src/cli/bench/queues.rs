@@ -40,7 +40,8 @@ use crate::ari::events::EventKind;
 use crate::ari::rest::BridgeType;
 use crate::ari::stream::{self, StreamConfig, StreamItem};
 use crate::controller::{self, Controller, FarmEvent, QueueConfig};
-use crate::domain::{AgentId, ChannelId, RoomName};
+use crate::domain::{AgentId, ChannelId, RoomKey, RoomKind, RoomName};
+use crate::names::BridgeNames;
 use crate::queue::{AgentState, QueueSettings};
 use crate::sim::{SimConfig, SimNode};
 use crate::store;
@@ -555,7 +556,13 @@ impl BaseApp {
 
     async fn connect(&self, caller: String, agent: String, agent_chan: String, n: u64) {
         let id = format!("base-pair-{n}");
-        let name = format!("corral:queue:{}:{agent}", self.queue);
+        let name = AgentId::new(agent.as_str())
+            .map(|a| {
+                BridgeNames::default()
+                    .pair_bridge(&self.queue, "base", &a)
+                    .1
+            })
+            .unwrap_or_default();
         let ok = self
             .ari
             .create_bridge(&id, BridgeType::Mixing, &name)
@@ -631,7 +638,7 @@ async fn baseline(node: &SimNode, args: &Args, run: u64) -> anyhow::Result<Figur
     ari.create_bridge(
         &app.holding,
         BridgeType::Holding,
-        &format!("corral:queue:{QUEUE}"),
+        &BridgeNames::default().bridge_name(&RoomKey::new(RoomKind::Queue, RoomName::new(QUEUE)?)),
     )
     .await
     .context("the baseline's holding bridge")?;
