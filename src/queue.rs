@@ -339,6 +339,18 @@ pub struct QueueState {
     pub rr_last: Option<AgentId>,
 }
 
+/// What a channel is to a queue ([`QueueState::role_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRole {
+    /// A caller, waiting or talking with an agent: a member of the room.
+    Caller,
+    /// A call-in agent's own call: a member of the room.
+    Agent,
+    /// A leg corral originated to a static member: the queue's, never a
+    /// member of the room.
+    MemberLeg,
+}
+
 /// Why an arrival is not queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
@@ -624,6 +636,32 @@ impl QueueState {
         if let Some(c) = self.callers.iter_mut().find(|c| &c.channel == caller) {
             c.offered.retain(|a| a != agent);
         }
+    }
+
+    /// What `chan` is to the queue: a caller (waiting or talking), a
+    /// call-in agent's own call, or a static member's leg (ringing or
+    /// talking); `None` if the queue does not know it.
+    pub fn role_of(&self, chan: &ChannelId) -> Option<QueueRole> {
+        if self.callers.iter().any(|c| &c.channel == chan) {
+            return Some(QueueRole::Caller);
+        }
+        self.agents.values().find_map(|a| {
+            if matches!(&a.kind, AgentKind::CallIn { channel, .. } if channel == chan) {
+                return Some(QueueRole::Agent);
+            }
+            match &a.activity {
+                AgentState::Busy { caller, .. } if &caller.channel == chan => {
+                    Some(QueueRole::Caller)
+                }
+                AgentState::Busy { leg: Some(leg), .. } if leg == chan => {
+                    Some(QueueRole::MemberLeg)
+                }
+                AgentState::Ringing { channel, .. } if channel == chan => {
+                    Some(QueueRole::MemberLeg)
+                }
+                _ => None,
+            }
+        })
     }
 
     /// The agent busy with `caller`, if any.

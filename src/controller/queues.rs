@@ -29,8 +29,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::rooms::Joined;
-use super::{Controller, FarmEvent, NodeRuntime};
+use super::channel::{Membership, NodeRuntime};
+use super::decide::Who;
+use super::{Controller, FarmEvent};
 use crate::ari::rest::{BridgeType, Channel};
 use crate::domain::{AgentId, ChannelId, NodeId, RoomKey, RoomKind, RoomName};
 use crate::queue::{Action, AgentState, Gone, QueueSettings, QueueState, Refused};
@@ -55,6 +56,16 @@ pub(crate) struct Runtime {
     holding: Mutex<HashMap<RoomName, (NodeId, crate::domain::Epoch)>>,
     /// The earliest wake-up armed per queue (Unix ms).
     wakeups: Mutex<HashMap<RoomName, u64>>,
+}
+
+/// Which side of a pair could not be bridged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PairFailed {
+    /// The caller hung up or left the app: it leaves the queue.
+    CallerGone,
+    /// The agent's leg (or the pair bridge) failed: the caller keeps its
+    /// place, the agent backs off.
+    AgentGone,
 }
 
 /// A queue document as this replica last saved it.
@@ -234,10 +245,10 @@ impl Controller {
         if let Some(q) = lock(&self.inner.queues.chans).get(&(node.id.clone(), chan.to_string())) {
             return Some(q.clone());
         }
-        node.channels.lock().ok().and_then(|c| {
-            c.get(chan.as_str())
-                .filter(|j| j.room.kind == RoomKind::Queue)
-                .map(|j| j.room.name.clone())
+        node.with(|s| {
+            s.membership(chan)
+                .filter(|m| m.room.kind == RoomKind::Queue)
+                .map(|m| m.room.name.clone())
         })
     }
 
@@ -250,7 +261,7 @@ impl Controller {
         chan: &ChannelId,
         channel: &Channel,
         room: &RoomKey,
-        who: super::call_path::Who,
+        who: Who,
         epoch: crate::domain::Epoch,
     ) {
         let queue = &room.name;
@@ -262,21 +273,23 @@ impl Controller {
         lock(&self.inner.queues.holding).insert(queue.clone(), (node.id.clone(), epoch));
         if let Err(e) = self.put_in_bridge(node, chan, room, Some(epoch)).await {
             tracing::info!(node = %node.id, queue = %queue, channel = %chan, reason = %e, "queue arrival gone before it was answered");
-            if let Ok(mut c) = node.channels.lock() {
-                c.insert(
-                    chan.to_string(),
-                    Joined {
+            node.with(|s| {
+                s.joined(
+                    chan,
+                    Membership {
                         room: room.clone(),
                         recorded: true,
                     },
-                );
-            }
+                )
+            });
             self.gone(node, chan).await;
             return;
         }
-        self.inner.metrics.joined(&node.id, "queue");
+        self.inner
+            .metrics
+            .joined(&node.id, crate::telemetry::JoinKind::Queue);
         let admitted = match &who {
-            super::call_path::Who::Agent(agent) => self.agent_login(node, queue, agent, chan).await,
+            Who::Agent(agent) => self.agent_login(node, queue, agent, chan).await,
             _ => {
                 let caller: String = channel.caller.number.chars().take(64).collect();
                 self.queue_update(queue, |st, now| {
@@ -338,7 +351,7 @@ impl Controller {
             Some(crate::queue::AgentKind::CallIn { channel, node: n }) if channel != chan => {
                 match self.inner.nodes.get(n) {
                     Some(rt) => {
-                        !matches!(rt.ari.channel(channel.as_str()).await, Err(e) if e.status() == Some(404))
+                        !matches!(rt.ari.channel(channel).await, Err(e) if e.status() == Some(404))
                     }
                     None => false,
                 }
@@ -376,7 +389,7 @@ impl Controller {
             _ => (None, None, None),
         };
         if let Err(e) = self
-            .ari_retry(|| node.ari.continue_in_dialplan(chan.as_str(), ctx, ext, prio))
+            .ari_retry(|| node.ari.continue_in_dialplan(chan, ctx, ext, prio))
             .await
         {
             tracing::info!(node = %node.id, channel = %chan, reason = %e, "continue refused (call gone?)");
@@ -458,9 +471,7 @@ impl Controller {
         let room = RoomKey::new(RoomKind::Queue, queue.clone());
         let detail = self.inner.store.get_room(&room).await.ok()??;
         let rt = self.inner.nodes.get(&detail.placement.node)?.clone();
-        rt.streaming
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .then_some(rt)
+        rt.link().is_streaming().then_some(rt)
     }
 
     /// Pairs waiting callers with free agents (after ending due wrap-ups
@@ -617,7 +628,8 @@ impl Controller {
                                 });
                             }
                         }
-                        Err(caller_gone) => {
+                        Err(failed) => {
+                            let caller_gone = failed == PairFailed::CallerGone;
                             tracing::info!(node = %node.id, queue = %queue, caller = %caller, agent = %agent, caller_gone, "pair not bridged: one side is gone");
                             changed = true;
                             if let Ok((more, _)) = self
@@ -647,11 +659,7 @@ impl Controller {
                     let args = format!("member,{queue},{agent}");
                     let secs = settings.ring_timeout.as_secs().max(1) as u32;
                     let cid = (!caller_id.is_empty()).then_some(caller_id.as_str());
-                    match node
-                        .ari
-                        .originate(leg.as_str(), &endpoint, &args, cid, secs)
-                        .await
-                    {
+                    match node.ari.originate(&leg, &endpoint, &args, cid, secs).await {
                         Ok(_) => {
                             tracing::debug!(node = %node.id, queue = %queue, agent = %agent, caller = %caller, endpoint = %endpoint, "ringing member");
                         }
@@ -672,7 +680,7 @@ impl Controller {
                     }
                 }
                 Action::HangupLeg { leg } => {
-                    if let Err(e) = node.ari.hangup(leg.as_str(), "normal").await
+                    if let Err(e) = node.ari.hangup(&leg, "normal").await
                         && e.status() != Some(404)
                     {
                         tracing::info!(node = %node.id, leg = %leg, reason = %e, "member leg not hung up");
@@ -703,10 +711,9 @@ impl Controller {
                         .await;
                 }
                 Action::DestroyBridge { bridge } => {
-                    if let Ok(mut b) = node.bridges.lock() {
-                        b.remove(&bridge);
-                    }
-                    if let Err(e) = node.ari.destroy_bridge(&bridge).await
+                    node.with(|s| s.bridges.remove(&bridge));
+                    if let Ok(bridge) = crate::domain::BridgeId::new(bridge.as_str())
+                        && let Err(e) = node.ari.destroy_bridge(&bridge).await
                         && e.status() != Some(404)
                     {
                         tracing::info!(node = %node.id, bridge = %bridge, reason = %e, "pair bridge not destroyed");
@@ -754,35 +761,37 @@ impl Controller {
         agent: &AgentId,
         leg: &ChannelId,
         tag: &str,
-    ) -> Result<(), bool> {
+    ) -> Result<(), PairFailed> {
         let (id, name) = self.inner.names.pair_bridge(queue, tag, agent);
-        let id = id.to_string();
         if let Err(e) = self
             .ari_retry(|| node.ari.create_bridge(&id, BridgeType::Mixing, &name))
             .await
         {
             tracing::warn!(node = %node.id, queue = %queue, reason = %e, "pair bridge not created");
-            return Err(false);
+            return Err(PairFailed::AgentGone);
         }
-        if let Ok(mut b) = node.bridges.lock() {
-            b.insert(id.clone());
-        }
-        let gone = |e: &crate::ari::Error| matches!(e.status(), Some(400 | 404 | 409 | 422));
+        node.with(|s| s.bridges.insert(id.to_string()));
         if let Err(e) = self
-            .ari_retry(|| node.ari.add_channel(&id, caller.as_str(), None))
+            .ari_retry(|| node.ari.add_channel(&id, caller, None))
             .await
         {
             tracing::debug!(reason = %e, "caller not bridged");
-            return Err(gone(&e));
+            // Gone or out of the app; any other failure is put on the agent
+            // side (the caller stays in its place).
+            return Err(if matches!(e.status(), Some(400 | 404 | 409 | 422)) {
+                PairFailed::CallerGone
+            } else {
+                PairFailed::AgentGone
+            });
         }
         if let Err(e) = self
-            .ari_retry(|| node.ari.add_channel(&id, leg.as_str(), None))
+            .ari_retry(|| node.ari.add_channel(&id, leg, None))
             .await
         {
             tracing::debug!(reason = %e, "agent not bridged");
             // The caller is in the pair bridge alone: back on hold.
             let _ = self.rehold(node, queue, caller).await;
-            return Err(false);
+            return Err(PairFailed::AgentGone);
         }
         Ok(())
     }
@@ -797,15 +806,15 @@ impl Controller {
     ) {
         tracing::debug!(node = %node.id, queue = %queue, agent = %agent, leg = %chan, "member leg answered");
         self.remember(&node.id, chan, queue);
-        if let Ok(mut c) = node.channels.lock() {
-            c.insert(
-                chan.to_string(),
-                Joined {
+        node.with(|s| {
+            s.joined(
+                chan,
+                Membership {
                     room: RoomKey::new(RoomKind::Queue, queue.clone()),
                     recorded: false,
                 },
-            );
-        }
+            )
+        });
         match self
             .queue_update(queue, |st, now| st.member_answered(agent, chan, now))
             .await
@@ -816,7 +825,7 @@ impl Controller {
             }
             Err(e) => {
                 tracing::warn!(node = %node.id, queue = %queue, agent = %agent, reason = %e, "member answered but the queue is unavailable; leg hung up");
-                let _ = node.ari.hangup(chan.as_str(), "normal").await;
+                let _ = node.ari.hangup(chan, "normal").await;
             }
         }
         self.queue_dispatch(queue).await;
@@ -848,21 +857,22 @@ impl Controller {
                 })
                 .collect();
             for chan in st.channels_on(&node.id) {
-                if live.contains(chan.as_str())
-                    || !matches!(node.ari.channel(chan.as_str()).await, Err(e) if e.status() == Some(404))
-                {
+                if live.contains(chan.as_str()) || !self.channel_gone(node, &chan).await {
                     self.remember(&node.id, &chan, &queue);
                     // A ringing leg is not in the app yet: its StasisStart
                     // (answered) must still be handled.
                     if ringing.contains(&chan) {
                         continue;
                     }
-                    if let Ok(mut c) = node.channels.lock() {
-                        c.entry(chan.to_string()).or_insert(Joined {
-                            room: room.clone(),
-                            recorded: false,
-                        });
-                    }
+                    node.with(|s| {
+                        s.follow(
+                            &chan,
+                            Membership {
+                                room: room.clone(),
+                                recorded: false,
+                            },
+                        )
+                    });
                 } else {
                     self.queue_gone(node, &queue, &chan, None).await;
                 }
@@ -911,9 +921,7 @@ impl Controller {
                         .is_some_and(|of| of.is_pair() && of.room() == &room)
                     && !used.contains(&b.id)
             }) {
-                if let Err(e) = node.ari.destroy_bridge(&b.id).await {
-                    tracing::debug!(node = %node.id, bridge = %b.id, reason = %e, "stale pair bridge not destroyed");
-                }
+                self.destroy_listed_bridge(node, &b.id).await;
             }
             // Configured members added since the queue was created.
             let settings = self.inner.cfg.queues.settings(&queue);

@@ -21,7 +21,7 @@ use crate::ari::events::EventKind;
 use crate::ari::rest::BridgeType;
 use crate::ari::stream::{self, StreamConfig, StreamItem};
 use crate::controller::{self, Controller, NodeSpec};
-use crate::domain::{NodeId, RoomKey};
+use crate::domain::{BridgeId, ChannelId, NodeId, RoomKey};
 use crate::names::BridgeNames;
 use crate::sim::{SimConfig, SimNode};
 use crate::store;
@@ -292,16 +292,21 @@ async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
                             tokio::spawn(async move {
                                 let t = Instant::now();
                                 let room = args.get(1).cloned().unwrap_or_default();
-                                let id = format!("b-{room}");
+                                let (Ok(id), Ok(chan)) = (
+                                    BridgeId::new(format!("b-{room}")),
+                                    ChannelId::new(channel.id.as_str()),
+                                ) else {
+                                    return;
+                                };
                                 let name = RoomKey::parse("conference", &room)
                                     .map(|r| BridgeNames::default().bridge_name(&r))
                                     .unwrap_or_default();
-                                let ok = ari.answer(&channel.id).await.is_ok()
+                                let ok = ari.answer(&chan).await.is_ok()
                                     && ari
                                         .create_bridge(&id, BridgeType::Mixing, &name)
                                         .await
                                         .is_ok()
-                                    && ari.add_channel(&id, &channel.id, None).await.is_ok();
+                                    && ari.add_channel(&id, &chan, None).await.is_ok();
                                 if ok {
                                     if let Ok(mut s) = samples.lock() {
                                         s.push(t.elapsed().as_micros() as u32);

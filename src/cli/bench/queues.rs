@@ -40,7 +40,7 @@ use crate::ari::events::EventKind;
 use crate::ari::rest::BridgeType;
 use crate::ari::stream::{self, StreamConfig, StreamItem};
 use crate::controller::{self, Controller, FarmEvent, QueueConfig};
-use crate::domain::{AgentId, ChannelId, RoomKey, RoomKind, RoomName};
+use crate::domain::{AgentId, BridgeId, ChannelId, RoomKey, RoomKind, RoomName};
 use crate::names::BridgeNames;
 use crate::queue::{AgentState, QueueSettings};
 use crate::sim::{SimConfig, SimNode};
@@ -477,7 +477,7 @@ struct BaseQueue {
 struct BaseApp {
     ari: AriNode,
     queue: RoomName,
-    holding: String,
+    holding: BridgeId,
     state: Mutex<BaseQueue>,
     events: broadcast::Sender<FarmEvent>,
     failures: AtomicU64,
@@ -492,10 +492,14 @@ impl BaseApp {
                     (Some("agent"), Some(agent)) => Some(agent.clone()),
                     _ => return,
                 };
-                let ok = self.ari.answer(&channel.id).await.is_ok()
+                let Ok(chan) = ChannelId::new(channel.id.as_str()) else {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let ok = self.ari.answer(&chan).await.is_ok()
                     && self
                         .ari
-                        .add_channel(&self.holding, &channel.id, None)
+                        .add_channel(&self.holding, &chan, None)
                         .await
                         .is_ok();
                 if !ok {
@@ -516,10 +520,17 @@ impl BaseApp {
                 let Some((agent, agent_chan, bridge)) = pair else {
                     return;
                 };
-                let ok = self.ari.destroy_bridge(&bridge).await.is_ok()
+                let (Ok(bridge_id), Ok(agent_id)) = (
+                    BridgeId::new(bridge.as_str()),
+                    ChannelId::new(agent_chan.as_str()),
+                ) else {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let ok = self.ari.destroy_bridge(&bridge_id).await.is_ok()
                     && self
                         .ari
-                        .add_channel(&self.holding, &agent_chan, None)
+                        .add_channel(&self.holding, &agent_id, None)
                         .await
                         .is_ok();
                 if !ok {
@@ -563,13 +574,29 @@ impl BaseApp {
                     .1
             })
             .unwrap_or_default();
+        let (Ok(bridge), Ok(caller_chan), Ok(agent_leg)) = (
+            BridgeId::new(id.as_str()),
+            ChannelId::new(caller.as_str()),
+            ChannelId::new(agent_chan.as_str()),
+        ) else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let ok = self
             .ari
-            .create_bridge(&id, BridgeType::Mixing, &name)
+            .create_bridge(&bridge, BridgeType::Mixing, &name)
             .await
             .is_ok()
-            && self.ari.add_channel(&id, &caller, None).await.is_ok()
-            && self.ari.add_channel(&id, &agent_chan, None).await.is_ok();
+            && self
+                .ari
+                .add_channel(&bridge, &caller_chan, None)
+                .await
+                .is_ok()
+            && self
+                .ari
+                .add_channel(&bridge, &agent_leg, None)
+                .await
+                .is_ok();
         let ids = ChannelId::new(caller.as_str())
             .ok()
             .zip(AgentId::new(agent.as_str()).ok());
@@ -597,7 +624,7 @@ async fn baseline(node: &SimNode, args: &Args, run: u64) -> anyhow::Result<Figur
     let app = Arc::new(BaseApp {
         ari: ari.clone(),
         queue: RoomName::new(QUEUE)?,
-        holding: format!("base-queue-{QUEUE}"),
+        holding: BridgeId::new(format!("base-queue-{QUEUE}"))?,
         state: Mutex::default(),
         events,
         failures: AtomicU64::new(0),
