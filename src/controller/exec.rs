@@ -68,14 +68,20 @@ impl Controller {
     /// none runs: the channel's work is done in order, one piece at a time.
     pub(crate) fn post(&self, node: &Arc<NodeRuntime>, chan: ChannelId, work: ChannelWork) {
         if node.mailboxes.post(&chan, work) {
-            let ctrl = self.clone();
-            let node = node.clone();
-            self.inner.tracker.spawn(async move {
-                while let Some(work) = node.mailboxes.next(&chan) {
-                    ctrl.work(&node, &chan, work).await;
-                }
-            });
+            self.start_worker(node, chan);
         }
+    }
+
+    /// Starts the worker that drains `chan`'s mailbox (owned by the
+    /// controller's tracker: a stop waits for it).
+    pub(crate) fn start_worker(&self, node: &Arc<NodeRuntime>, chan: ChannelId) {
+        let ctrl = self.clone();
+        let node = node.clone();
+        self.inner.tracker.spawn(async move {
+            while let Some(work) = node.mailboxes.next(&chan) {
+                ctrl.work(&node, &chan, work).await;
+            }
+        });
     }
 
     /// Does one piece of a channel's work (in its worker).

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{ChannelWork, Link, LinkAction, LinkEvent, NodeRuntime, StartedBy};
+use super::mailbox::Mailboxes;
 use super::{Controller, FarmEvent};
 use crate::ari::events::{Event, EventKind};
 use crate::ari::stream::{self, EVENT_QUEUE, StreamConfig, StreamItem};
@@ -185,6 +186,38 @@ fn channel_work(ev: Event) -> Option<(String, ChannelWork)> {
     }
 }
 
+/// Where [`route`] sent an event.
+#[derive(Debug, PartialEq, Eq)]
+enum Routed {
+    /// Posted to the channel's mailbox, which had no worker: start one.
+    StartWorker(ChannelId),
+    /// Posted behind the work its channel's worker has queued.
+    Queued,
+    /// A `StasisStart` whose channel id is unusable.
+    BadChannelId,
+    /// Nothing for a channel's worker.
+    Ignored,
+}
+
+/// Posts an event's channel work to `boxes`, never waiting: the
+/// dispatcher's whole decision, apart from starting workers.
+fn route(boxes: &Mailboxes<ChannelId, ChannelWork>, ev: Event) -> Routed {
+    let Some((id, work)) = channel_work(ev) else {
+        return Routed::Ignored;
+    };
+    match ChannelId::new(id) {
+        Ok(chan) => {
+            if boxes.post(&chan, work) {
+                Routed::StartWorker(chan)
+            } else {
+                Routed::Queued
+            }
+        }
+        Err(_) if matches!(work, ChannelWork::Start { .. }) => Routed::BadChannelId,
+        Err(_) => Routed::Ignored,
+    }
+}
+
 impl Controller {
     /// Routes one event: a channel's to its mailbox (in order, never
     /// waiting), a destroyed bridge out of the node's cache.
@@ -193,16 +226,13 @@ impl Controller {
             node.with(|s| s.bridges.remove(&bridge.id));
             return;
         }
-        let Some((id, work)) = channel_work(ev) else {
-            return;
-        };
-        match ChannelId::new(id) {
-            Ok(chan) => self.post(node, chan, work),
-            Err(_) if matches!(work, ChannelWork::Start { .. }) => {
+        match route(&node.mailboxes, ev) {
+            Routed::StartWorker(chan) => self.start_worker(node, chan),
+            Routed::Queued | Routed::Ignored => {}
+            Routed::BadChannelId => {
                 self.inner.metrics.bad_event(&node.id, "channel_id");
                 tracing::warn!(node = %node.id, "StasisStart with an unusable channel id ignored");
             }
-            Err(_) => {}
         }
     }
 
@@ -386,5 +416,79 @@ async fn reconcile_loop(ctrl: Controller, node: Arc<NodeRuntime>, cancel: Cancel
         if node.is_up() {
             ctrl.resync(&node).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: serde_json::Value) -> Event {
+        Event::parse(&json.to_string()).expect("a valid event")
+    }
+    fn start(id: &str, args: &[&str]) -> Event {
+        event(serde_json::json!({"type": "StasisStart", "args": args, "channel": {"id": id}}))
+    }
+    fn end(id: &str) -> Event {
+        event(serde_json::json!({"type": "StasisEnd", "channel": {"id": id}}))
+    }
+    fn state_change(id: &str) -> Event {
+        event(
+            serde_json::json!({"type": "ChannelStateChange", "channel": {"id": id, "state": "Up"}}),
+        )
+    }
+
+    fn name(w: &ChannelWork) -> String {
+        match w {
+            ChannelWork::Start { args, .. } => format!("start{args:?}"),
+            ChannelWork::End => "end".into(),
+            ChannelWork::Destroyed { .. } => "destroyed".into(),
+        }
+    }
+
+    /// A channel's events reach its worker in the order they arrived, also
+    /// when its worker is busy and events pile up: here a slow placement
+    /// while Asterisk sends 31 more events, its `StasisEnd`, then its
+    /// re-entry into the app. (Before: a full per-channel queue handed the
+    /// `StasisEnd` to a task of its own, the re-entry's `StasisStart` found
+    /// room once the worker took one event and overtook it, and the worker
+    /// saw start, start (a "duplicate", dropped), end: the re-entered call
+    /// was never placed.)
+    #[tokio::test]
+    async fn a_channels_events_keep_their_order_under_backpressure() {
+        let boxes: Mailboxes<ChannelId, ChannelWork> = Mailboxes::default();
+        let c = ChannelId::new("c1").unwrap();
+        assert_eq!(
+            route(&boxes, start("c1", &["conference", "a"])),
+            Routed::StartWorker(c.clone())
+        );
+        for _ in 0..31 {
+            assert_eq!(route(&boxes, state_change("c1")), Routed::Ignored);
+        }
+        assert_eq!(route(&boxes, end("c1")), Routed::Queued);
+        // The worker takes its first event (a slow placement)...
+        let mut seen = vec![name(&boxes.next(&c).expect("queued"))];
+        // ...while the call comes back into the app.
+        assert_eq!(
+            route(&boxes, start("c1", &["conference", "b"])),
+            Routed::Queued
+        );
+        tokio::task::yield_now().await;
+        seen.extend(std::iter::from_fn(|| boxes.next(&c)).map(|w| name(&w)));
+        assert_eq!(
+            seen,
+            vec![
+                r#"start["conference", "a"]"#.to_string(),
+                "end".into(),
+                r#"start["conference", "b"]"#.into(),
+            ]
+        );
+        // Another channel's events do not wait behind this one's.
+        assert_eq!(
+            route(&boxes, start("c2", &[])),
+            Routed::StartWorker(ChannelId::new("c2").unwrap())
+        );
+        assert_eq!(route(&boxes, start("bad id", &[])), Routed::BadChannelId);
+        assert_eq!(route(&boxes, end("bad id")), Routed::Ignored);
     }
 }
