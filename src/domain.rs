@@ -1,4 +1,5 @@
-//! The words of `DESIGN.md` as types: ids, rooms, placements, members, tokens.
+//! The words of corral (ARCHITECTURE.md, "Words") as types: ids, rooms,
+//! placements, members, tokens, node records.
 //!
 //! Everything here is plain data with validation; no I/O, no tokio. Every id
 //! that crosses a module boundary is a newtype whose constructor checks its
