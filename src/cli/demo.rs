@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controller::{self, Controller, NodeSpec};
 use crate::domain::{NodeId, NodeState};
 use crate::names::BridgeNames;
+use crate::shutdown::OwnedTask;
 use crate::sim::{SimConfig, SimNode};
 use crate::store::{self, RoomFilter};
 use crate::telemetry::Metrics;
@@ -120,7 +121,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let s = shutdown.clone();
         tokio::spawn(async move { ctrl.run(s).await })
     };
-    match tokio::net::TcpListener::bind(args.api.as_str()).await {
+    // Owned: the API and the story end with the demo.
+    let _api = match tokio::net::TcpListener::bind(args.api.as_str()).await {
         Ok(listener) => {
             let app = crate::api::router(
                 crate::api::AppState::new(ctrl.clone(), None).with_shutdown(shutdown.clone()),
@@ -130,17 +132,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "live room map: http://{}/   API: http://{}/v1/rooms   metrics: http://{}/metrics",
                 args.api, args.api, args.api
             );
-            tokio::spawn(async move {
+            Some(OwnedTask::spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move { s.cancelled().await })
                     .await
-            });
+            }))
         }
-        Err(e) => println!("(API not started: cannot listen on {}: {e})", args.api),
-    }
+        Err(e) => {
+            println!("(API not started: cannot listen on {}: {e})", args.api);
+            None
+        }
+    };
     // Tell the farm's story as it happens.
     let mut events = ctrl.subscribe();
-    tokio::spawn(async move {
+    let _story = OwnedTask::spawn(async move {
         use crate::controller::FarmEvent;
         while let Ok(ev) = events.recv().await {
             match ev {
