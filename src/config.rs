@@ -30,7 +30,8 @@ use serde::Deserialize;
 use crate::api::ServerConfig;
 use crate::domain::{AgentId, NodeId, RoomName};
 use crate::policy::Strategy;
-use crate::queue::QueueSettings;
+use crate::queue::{QueueConfig, QueueSettings};
+use crate::secret::{redact_url, secret_state};
 
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +141,7 @@ fn default_farm() -> String {
     "main".into()
 }
 fn default_app() -> String {
-    "corral".into()
+    crate::controller::Config::DEFAULT_APP.into()
 }
 
 /// `[store]`.
@@ -241,38 +242,50 @@ pub struct ControllerSection {
     /// dies is replaced after at most this long.
     #[serde(default = "default_lease_ttl")]
     pub lease_ttl_ms: u64,
+    /// On stop (SIGTERM), how long work in flight may take to finish, in
+    /// ms, before corral stops anyway; calls are never hung up either way.
+    #[serde(default = "default_drain_deadline")]
+    pub drain_deadline_ms: u64,
 }
 
+/// The controller's defaults, in the units of the file (ms).
+type Defaults = crate::controller::Config;
+
+fn ms_of(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
 fn default_lease_ttl() -> u64 {
-    10_000
+    ms_of(Defaults::DEFAULT_LEASE_TTL)
 }
-
+fn default_drain_deadline() -> u64 {
+    ms_of(Defaults::DEFAULT_DRAIN_DEADLINE)
+}
 fn default_endpoint() -> String {
-    "PJSIP/sip:{token}@{sip_host}".into()
+    Defaults::DEFAULT_ENDPOINT_TEMPLATE.into()
 }
 fn default_hop_limit() -> u32 {
-    2
+    Defaults::DEFAULT_HOP_LIMIT
 }
 fn default_token_ttl() -> u64 {
-    30_000
+    ms_of(Defaults::DEFAULT_TOKEN_TTL)
 }
 fn default_redirect_deadline() -> u64 {
-    5_000
+    ms_of(Defaults::DEFAULT_REDIRECT_DEADLINE)
 }
 fn default_linger() -> u64 {
-    10_000
+    ms_of(Defaults::DEFAULT_LINGER)
 }
 fn default_policy() -> String {
-    "least-loaded".into()
+    Defaults::DEFAULT_STRATEGY.to_string()
 }
 fn default_ping() -> u64 {
-    1_000
+    ms_of(Defaults::DEFAULT_PING_INTERVAL)
 }
 fn default_down_after() -> u32 {
-    3
+    Defaults::DEFAULT_DOWN_AFTER_FAILURES
 }
 fn default_reconcile() -> u64 {
-    5_000
+    ms_of(Defaults::DEFAULT_RECONCILE_INTERVAL)
 }
 
 impl Default for ControllerSection {
@@ -351,25 +364,6 @@ impl fmt::Debug for NodeSection {
             .field("capacity", &self.capacity)
             .field("max_rooms", &self.max_rooms)
             .finish()
-    }
-}
-
-/// How a secret shows in `Debug` output and logs: only whether it is set.
-pub fn secret_state(secret: &str) -> &'static str {
-    if secret.is_empty() { "not set" } else { "set" }
-}
-
-/// A URL with its password replaced by `***`, for logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -461,6 +455,7 @@ impl Config {
                     self.controller.reconcile_interval_ms = num(&k)?
                 }
                 "CONTROLLER_LEASE_TTL_MS" => self.controller.lease_ttl_ms = num(&k)?,
+                "CONTROLLER_DRAIN_DEADLINE_MS" => self.controller.drain_deadline_ms = num(&k)?,
                 other => {
                     if let Some(id) = other
                         .strip_prefix("NODE_")
@@ -535,6 +530,7 @@ impl Config {
             ("controller.ping_interval_ms", c.ping_interval_ms),
             ("controller.reconcile_interval_ms", c.reconcile_interval_ms),
             ("controller.lease_ttl_ms", c.lease_ttl_ms),
+            ("controller.drain_deadline_ms", c.drain_deadline_ms),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be more than 0"));
@@ -577,7 +573,7 @@ impl Config {
     ///
     /// # Errors
     /// A value out of range, named by its key.
-    pub fn queue_settings(&self) -> Result<crate::controller::QueueConfig, Error> {
+    pub fn queue_settings(&self) -> Result<QueueConfig, Error> {
         let defaults = resolve_queue(
             "queue_defaults",
             &self.queue_defaults,
@@ -592,7 +588,7 @@ impl Config {
                 std::sync::Arc::new(resolve_queue(&key, q, &defaults)?),
             );
         }
-        Ok(crate::controller::QueueConfig {
+        Ok(QueueConfig {
             defaults: std::sync::Arc::new(defaults),
             by_name,
         })
@@ -818,6 +814,46 @@ sip_host = "10.0.0.11:5060"
             )
             .unwrap_err();
         assert!(e.to_string().contains("CORRAL_CONTROLLER_LINGER_MS"), "{e}");
+    }
+
+    #[test]
+    fn file_defaults_are_the_controllers() {
+        let cfg = Config::default();
+        let c = &cfg.controller;
+        let d = crate::controller::Config::default();
+        assert_eq!(cfg.app, d.app);
+        assert_eq!(c.endpoint_template, d.endpoint_template);
+        assert_eq!(c.hop_limit, d.hop_limit);
+        assert_eq!(Config::ms(c.token_ttl_ms), d.token_ttl);
+        assert_eq!(Config::ms(c.redirect_deadline_ms), d.redirect_deadline);
+        assert_eq!(Config::ms(c.linger_ms), d.linger);
+        assert_eq!(c.policy.parse::<Strategy>().unwrap(), d.strategy);
+        assert_eq!(Config::ms(c.ping_interval_ms), d.ping_interval);
+        assert_eq!(c.down_after_failures, d.down_after_failures);
+        assert_eq!(Config::ms(c.reconcile_interval_ms), d.reconcile_interval);
+        assert_eq!(Config::ms(c.lease_ttl_ms), d.lease_ttl);
+        assert_eq!(Config::ms(c.drain_deadline_ms), d.drain_deadline);
+    }
+
+    #[test]
+    fn drain_deadline_is_a_key() {
+        let mut cfg = Config::parse("[controller]\ndrain_deadline_ms = 2500", "t").unwrap();
+        assert_eq!(cfg.controller.drain_deadline_ms, 2500);
+        cfg.apply_env(
+            [(
+                "CORRAL_CONTROLLER_DRAIN_DEADLINE_MS".to_string(),
+                "700".to_string(),
+            )]
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(cfg.controller.drain_deadline_ms, 700);
+        let cfg = Config::parse("[controller]\ndrain_deadline_ms = 0", "t").unwrap();
+        let e = cfg.validate().unwrap_err();
+        assert!(
+            e.to_string().contains("controller.drain_deadline_ms"),
+            "{e}"
+        );
     }
 
     #[test]

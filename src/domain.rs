@@ -1,4 +1,5 @@
-//! The words of `DESIGN.md` as types: ids, rooms, placements, members, tokens.
+//! The words of corral (ARCHITECTURE.md, "Words") as types: ids, rooms,
+//! placements, members, tokens, node records.
 //!
 //! Everything here is plain data with validation; no I/O, no tokio. Every id
 //! that crosses a module boundary is a newtype whose constructor checks its
@@ -225,6 +226,16 @@ id_type!(
 );
 
 id_type!(
+    /// A bridge id on one node (`corral-conference-sales-7`). corral chooses
+    /// the ids of its own bridges (`crate::names`); ids read from ARI stay
+    /// strings until corral acts on them.
+    BridgeId,
+    "bridge id",
+    128,
+    "._-@"
+);
+
+id_type!(
     /// A single-use state token: `[A-Za-z0-9]` only, because dialplan
     /// matching ignores `-` and SIP cuts the user part at `;`.
     TokenId,
@@ -323,11 +334,6 @@ impl RoomKey {
             kind: kind.parse()?,
             name: RoomName::new(name)?,
         })
-    }
-
-    /// The ARI bridge name of this room: `corral:<kind>:<name>`.
-    pub fn bridge_name(&self) -> String {
-        format!("corral:{}:{}", self.kind, self.name)
     }
 }
 
@@ -441,9 +447,45 @@ impl FromStr for Role {
     }
 }
 
+/// A node as the farm knows it: what the store keeps of it and what the
+/// placement policy chooses from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct NodeRecord {
+    /// The node.
+    pub id: NodeId,
+    /// Effective: down if unhealthy, else draining if drain flag, else up.
+    pub state: NodeState,
+    /// Health flag.
+    pub healthy: bool,
+    /// Operator's drain flag.
+    pub draining: bool,
+    /// The registered incarnation.
+    pub incarnation: Option<Incarnation>,
+    /// The SIP host other nodes redirect to.
+    pub sip_host: String,
+    /// Channels it is sized for.
+    pub capacity: u32,
+    /// Room cap.
+    pub max_rooms: Option<u32>,
+    /// Reported load (channels).
+    pub channels: u32,
+    /// Rooms it owns.
+    pub rooms: u32,
+    /// Members recorded in its rooms.
+    pub members: u32,
+    /// Last registration or report (store clock, Unix ms).
+    pub updated_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_kind_is_checked() {
+        assert!(RoomKey::parse("party", "x").is_err());
+    }
 
     #[test]
     fn ids_refuse_key_breaking_characters() {
@@ -490,12 +532,5 @@ mod tests {
         assert!(a.as_str().chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, b);
         assert_eq!(a.prefix().len(), 8);
-    }
-
-    #[test]
-    fn room_kind_and_bridge_name() {
-        let key = RoomKey::parse("conference", "sales").unwrap();
-        assert_eq!(key.bridge_name(), "corral:conference:sales");
-        assert!(RoomKey::parse("party", "x").is_err());
     }
 }

@@ -29,8 +29,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use crate::domain::{NodeId, NodeState, RoomKey};
-use crate::store::NodeRecord;
+use crate::domain::{NodeId, NodeRecord, NodeState, RoomKey};
 
 /// How a node is chosen for a new room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

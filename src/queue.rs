@@ -19,14 +19,15 @@
 //!   wrap-up for the queue's wrap-up time, then available again.
 //! - A paused agent gets no calls; a call in progress is not disturbed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AgentId, ChannelId, NodeId};
+use crate::domain::{AgentId, ChannelId, NodeId, RoomName};
 
 /// How a queue's static members are rung.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -165,6 +166,26 @@ pub fn endpoint_pattern() -> String {
         tech = ascii_class(tech_char),
         rest = ascii_class(endpoint_char)
     )
+}
+
+/// Every queue's knobs: the defaults and the queues configured by name
+/// (built from `[queue_defaults]` and `[queues.<name>]` by the config).
+#[derive(Debug, Clone, Default)]
+pub struct QueueConfig {
+    /// For queues not in `by_name`.
+    pub defaults: Arc<QueueSettings>,
+    /// `[queues.<name>]`.
+    pub by_name: HashMap<RoomName, Arc<QueueSettings>>,
+}
+
+impl QueueConfig {
+    /// The knobs of `queue`.
+    pub fn settings(&self, queue: &RoomName) -> Arc<QueueSettings> {
+        self.by_name
+            .get(queue)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.clone())
+    }
 }
 
 /// Checks a static member's dial string: `Tech/resource`, printable, no
@@ -368,6 +389,18 @@ pub struct QueueState {
     /// The static member offered last (round-robin).
     #[serde(default)]
     pub rr_last: Option<AgentId>,
+}
+
+/// What a channel is to a queue ([`QueueState::role_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRole {
+    /// A caller, waiting or talking with an agent: a member of the room.
+    Caller,
+    /// A call-in agent's own call: a member of the room.
+    Agent,
+    /// A leg corral originated to a static member: the queue's, never a
+    /// member of the room.
+    MemberLeg,
 }
 
 /// Why an arrival is not queued.
@@ -655,6 +688,32 @@ impl QueueState {
         if let Some(c) = self.callers.iter_mut().find(|c| &c.channel == caller) {
             c.offered.retain(|a| a != agent);
         }
+    }
+
+    /// What `chan` is to the queue: a caller (waiting or talking), a
+    /// call-in agent's own call, or a static member's leg (ringing or
+    /// talking); `None` if the queue does not know it.
+    pub fn role_of(&self, chan: &ChannelId) -> Option<QueueRole> {
+        if self.callers.iter().any(|c| &c.channel == chan) {
+            return Some(QueueRole::Caller);
+        }
+        self.agents.values().find_map(|a| {
+            if matches!(&a.kind, AgentKind::CallIn { channel, .. } if channel == chan) {
+                return Some(QueueRole::Agent);
+            }
+            match &a.activity {
+                AgentState::Busy { caller, .. } if &caller.channel == chan => {
+                    Some(QueueRole::Caller)
+                }
+                AgentState::Busy { leg: Some(leg), .. } if leg == chan => {
+                    Some(QueueRole::MemberLeg)
+                }
+                AgentState::Ringing { channel, .. } if channel == chan => {
+                    Some(QueueRole::MemberLeg)
+                }
+                _ => None,
+            }
+        })
     }
 
     /// The agent busy with `caller`, if any.

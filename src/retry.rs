@@ -71,6 +71,22 @@ impl Backoff {
     }
 }
 
+impl Backoff {
+    /// How long to wait before trying again after an error that says
+    /// `retry`; `None` when trying again cannot help.
+    ///
+    /// `After(d)` waits at least `d` (the other side said how long it needs);
+    /// `Reconnect` and `Now` take the next backoff step, which starts short:
+    /// a reconnect takes a moment, and "now", repeated, must not spin.
+    pub fn delay_for(&mut self, retry: Retry) -> Option<Duration> {
+        match retry {
+            Retry::Never => None,
+            Retry::After(d) => Some(d.max(self.next_delay())),
+            Retry::Now | Retry::Reconnect => Some(self.next_delay()),
+        }
+    }
+}
+
 impl Default for Backoff {
     fn default() -> Self {
         Self::new(
@@ -84,6 +100,28 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_error_says_is_honoured() {
+        let mut b = Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(40),
+            Duration::from_secs(5),
+        );
+        assert_eq!(b.delay_for(Retry::Never), None);
+        let after = b
+            .delay_for(Retry::After(Duration::from_millis(500)))
+            .unwrap();
+        assert_eq!(
+            after,
+            Duration::from_millis(500),
+            "a stated pause is waited"
+        );
+        let step = b.delay_for(Retry::Reconnect).unwrap();
+        assert!(step <= Duration::from_millis(40), "{step:?}");
+        let now = b.delay_for(Retry::Now).unwrap();
+        assert!(now <= Duration::from_millis(40), "{now:?}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn grows_to_the_cap_and_resets_after_a_stable_period() {

@@ -7,6 +7,32 @@
 
 pub use tokio_util::sync::CancellationToken;
 
+/// A spawned task owned by its handle: dropping the handle aborts the task
+/// (kube-runtime's `CancelableJoinHandle`). For sub-tasks that must die
+/// with their parent even when the parent is itself cancelled mid-await.
+#[derive(Debug)]
+pub struct OwnedTask<T>(tokio::task::JoinHandle<T>);
+
+impl<T: Send + 'static> OwnedTask<T> {
+    /// Spawns `fut` on the current runtime, owned by the returned handle.
+    pub fn spawn(fut: impl std::future::Future<Output = T> + Send + 'static) -> Self {
+        Self(tokio::spawn(fut))
+    }
+}
+
+impl<T> OwnedTask<T> {
+    /// True once the task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl<T> Drop for OwnedTask<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Returns a token that is cancelled on the first SIGTERM or Ctrl-C. A second
 /// signal exits the process at once (the forced stage of a two-stage stop).
 pub fn on_signal() -> CancellationToken {
@@ -43,5 +69,23 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dropping_an_owned_task_aborts_it() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = OwnedTask::spawn(async move {
+            let _keep = tx;
+            std::future::pending::<()>().await
+        });
+        assert!(!task.is_finished());
+        drop(task);
+        // The sender is dropped with the aborted task.
+        assert!(rx.await.is_err());
     }
 }

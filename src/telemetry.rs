@@ -143,6 +143,97 @@ pub struct TotalsSnapshot {
     pub released: u64,
 }
 
+/// How a call joined its room (`corral_joins_total{how}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// It landed on its room's node.
+    Direct,
+    /// It came with a token.
+    Token,
+    /// Without a placement (store down, no node, redirect refused).
+    Degraded,
+    /// Past the hop limit, away from its room's node.
+    Split,
+    /// A queue caller or agent on hold in the queue's holding bridge.
+    Queue,
+}
+
+impl JoinKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinKind::Direct => "direct",
+            JoinKind::Token => "token",
+            JoinKind::Degraded => "degraded",
+            JoinKind::Split => "split",
+            JoinKind::Queue => "queue",
+        }
+    }
+}
+
+/// What became of a redirect (`corral_redirects_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectOutcome {
+    /// ARI accepted it (204).
+    Sent,
+    /// Its token arrived on the destination and was consumed.
+    Confirmed,
+    /// Its token did not arrive within the redirect deadline.
+    TimedOut,
+    /// ARI refused it, or the call was gone.
+    Failed,
+}
+
+impl RedirectOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedirectOutcome::Sent => "sent",
+            RedirectOutcome::Confirmed => "confirmed",
+            RedirectOutcome::TimedOut => "timed_out",
+            RedirectOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// What happened to a token (`corral_tokens_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOutcome {
+    /// Minted for a redirect.
+    Minted,
+    /// Consumed on its node.
+    Consumed,
+    /// Presented on a node it was not minted for.
+    WrongNode,
+    /// Presented after its expiry.
+    Expired,
+    /// Not corral's (never minted, used, or long gone).
+    Unknown,
+}
+
+impl TokenOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenOutcome::Minted => "minted",
+            TokenOutcome::Consumed => "consumed",
+            TokenOutcome::WrongNode => "wrong_node",
+            TokenOutcome::Expired => "expired",
+            TokenOutcome::Unknown => "unknown",
+        }
+    }
+
+    /// The outcome of a consumption.
+    pub fn of(consumed: &crate::store::Consumed) -> Self {
+        match consumed {
+            crate::store::Consumed::Ok(_) => TokenOutcome::Consumed,
+            crate::store::Consumed::WrongNode(_) => TokenOutcome::WrongNode,
+            crate::store::Consumed::Expired(_) => TokenOutcome::Expired,
+            crate::store::Consumed::Unknown => TokenOutcome::Unknown,
+        }
+    }
+}
+
 /// Every metric of one controller.
 pub struct Metrics {
     registry: Registry,
@@ -448,15 +539,14 @@ impl Metrics {
         self.arrivals.get_or_create(&Self::no(node, kind)).inc();
     }
 
-    /// A call joined its room's bridge on `node`; `how` is `direct`,
-    /// `token`, `degraded` or `split`.
-    pub fn joined(&self, node: &NodeId, how: &str) {
+    /// A call joined its room's bridge on `node`.
+    pub fn joined(&self, node: &NodeId, how: JoinKind) {
         self.totals.joined.fetch_add(1, Ordering::Relaxed);
         match how {
-            "degraded" => {
+            JoinKind::Degraded => {
                 self.totals.degraded.fetch_add(1, Ordering::Relaxed);
             }
-            "split" => {
+            JoinKind::Split => {
                 self.totals.splits.fetch_add(1, Ordering::Relaxed);
                 self.splits_detected
                     .get_or_create(&NodeLabel {
@@ -464,9 +554,11 @@ impl Metrics {
                     })
                     .inc();
             }
-            _ => {}
+            JoinKind::Direct | JoinKind::Token | JoinKind::Queue => {}
         }
-        self.joins.get_or_create(&Self::no(node, how)).inc();
+        self.joins
+            .get_or_create(&Self::no(node, how.as_str()))
+            .inc();
     }
 
     /// A room was placed on `node`.
@@ -478,22 +570,25 @@ impl Metrics {
             .inc();
     }
 
-    /// A redirect from `node` reached `outcome` (`sent`, `confirmed`,
-    /// `timed_out`, `failed`).
-    pub fn redirect(&self, node: &NodeId, outcome: &str) {
+    /// A redirect from `node` reached `outcome`.
+    pub fn redirect(&self, node: &NodeId, outcome: RedirectOutcome) {
         let t = &self.totals;
         match outcome {
-            "sent" => t.redirected.fetch_add(1, Ordering::Relaxed),
-            "confirmed" => t.confirmed.fetch_add(1, Ordering::Relaxed),
-            "timed_out" => t.timed_out.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
+            RedirectOutcome::Sent => t.redirected.fetch_add(1, Ordering::Relaxed),
+            RedirectOutcome::Confirmed => t.confirmed.fetch_add(1, Ordering::Relaxed),
+            RedirectOutcome::TimedOut => t.timed_out.fetch_add(1, Ordering::Relaxed),
+            RedirectOutcome::Failed => 0,
         };
-        self.redirects.get_or_create(&Self::no(node, outcome)).inc();
+        self.redirects
+            .get_or_create(&Self::no(node, outcome.as_str()))
+            .inc();
     }
 
     /// A token event on `node`.
-    pub fn token(&self, node: &NodeId, outcome: &str) {
-        self.tokens.get_or_create(&Self::no(node, outcome)).inc();
+    pub fn token(&self, node: &NodeId, outcome: TokenOutcome) {
+        self.tokens
+            .get_or_create(&Self::no(node, outcome.as_str()))
+            .inc();
     }
 
     /// A degraded decision on `node` for `reason` (the join itself is

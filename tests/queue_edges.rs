@@ -344,3 +344,79 @@ async fn bad_input_loses_no_caller() {
     );
     farm.stop().await;
 }
+
+/// The resync records a queue's calls with the role the queue gives them
+/// and never records a static member's leg as a member: after resyncs with
+/// `h1` talking to member `x` in their pair bridge, the room's members are
+/// exactly `h1`, a caller. (Before: every call in a pair bridge was recorded
+/// as a `Caller`, the leg included, and the leg's member outlived its call
+/// because its hangup skipped removing it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resync_records_queue_calls_by_their_role() {
+    use corral::domain::{ChannelId, Role, RoomKey, RoomKind};
+    let mut farm = start(Backend::Memory, "resync_roles").await;
+    farm.call("queue-help", "h1").await;
+    let st = wait_queue(&farm.ctrl, "help", "x took h1", |s| {
+        busy_with(s, "x").is_some()
+    })
+    .await;
+    let (caller, leg) = match &st.agents[&agent("x")].activity {
+        AgentState::Busy {
+            caller,
+            leg: Some(leg),
+            ..
+        } => (caller.channel.clone(), leg.clone()),
+        other => panic!("x is busy with a leg, not {other:?}"),
+    };
+    let room = RoomKey::new(RoomKind::Queue, name("help"));
+    // Two resyncs of the queue's node (each reports the node's load).
+    let node = farm
+        .store
+        .get_room(&room)
+        .await
+        .unwrap()
+        .expect("help is placed")
+        .placement
+        .node;
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    eventually(WAIT, "two resyncs of the queue's node", || {
+        let store = farm.store.clone();
+        let node = node.clone();
+        let seen = seen.clone();
+        async move {
+            let n = store.list_nodes().await.ok()?;
+            let rec = n.into_iter().find(|r| r.id == node)?;
+            let mut seen = seen.lock().unwrap();
+            seen.insert(rec.updated_ms);
+            (seen.len() >= 3).then_some(())
+        }
+    })
+    .await;
+    let members: Vec<(ChannelId, Role)> = farm
+        .store
+        .get_room(&room)
+        .await
+        .unwrap()
+        .expect("help is placed")
+        .members
+        .into_iter()
+        .map(|m| (m.channel, m.role))
+        .collect();
+    assert_eq!(
+        members,
+        vec![(caller, Role::Caller)],
+        "leg {leg} is no member"
+    );
+    // The call ends: nothing of it stays in the room.
+    assert!(farm.hangup("h1").await);
+    eventually(WAIT, "the room empty", || {
+        let store = farm.store.clone();
+        let room = room.clone();
+        async move {
+            let d = store.get_room(&room).await.ok()?;
+            d.is_none_or(|d| d.members.is_empty()).then_some(())
+        }
+    })
+    .await;
+    farm.stop().await;
+}

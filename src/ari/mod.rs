@@ -52,7 +52,7 @@ impl fmt::Debug for Config {
             .field("node", &self.node)
             .field("base_url", &self.base_url)
             .field("username", &self.username)
-            .field("password", &crate::config::secret_state(&self.password))
+            .field("password", &crate::secret::secret_state(&self.password))
             .field("app", &self.app)
             .field("request_timeout", &self.request_timeout)
             .finish()

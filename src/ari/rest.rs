@@ -1,5 +1,8 @@
 //! Typed ARI REST calls, each documented with the statuses Asterisk 22 can
-//! answer and what they mean for corral (`../shared/ARI-NOTES.md`).
+//! answer and what they mean for corral (ARCHITECTURE.md, "Facts of ARI
+//! corral relies on"). Ids corral sends are newtypes ([`ChannelId`],
+//! [`BridgeId`]); ids read back from ARI stay strings until corral acts on
+//! them, so one odd id can never fail a whole listing.
 //!
 //! Only the fields corral reads are modelled; unknown fields are ignored so
 //! a newer Asterisk does not break the client.
@@ -9,6 +12,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::{AriNode, Error};
+use crate::domain::{BridgeId, ChannelId};
 
 /// Caller id as ARI shows it.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -42,7 +46,7 @@ pub struct Dialplan {
 }
 
 /// A channel, as far as corral reads it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct Channel {
     /// Unique per node only.
     pub id: String,
@@ -262,11 +266,11 @@ impl AriNode {
     }
 
     /// `GET /channels/{id}`. 404: no such channel.
-    pub async fn channel(&self, id: &str) -> Result<Channel, Error> {
+    pub async fn channel(&self, id: &ChannelId) -> Result<Channel, Error> {
         self.call(
             "channel",
             Method::GET,
-            &format!("/channels/{}", enc(id)),
+            &format!("/channels/{}", enc(id.as_str())),
             &[],
         )
         .await
@@ -275,11 +279,11 @@ impl AriNode {
     /// `POST /channels/{id}/answer`, synchronous. 404 gone, 409 not in
     /// Stasis, 412 wrong state. Answering commits the call to this node: a
     /// later redirect would be a REFER.
-    pub async fn answer(&self, id: &str) -> Result<(), Error> {
+    pub async fn answer(&self, id: &ChannelId) -> Result<(), Error> {
         self.call_void(
             "answer",
             Method::POST,
-            &format!("/channels/{}/answer", enc(id)),
+            &format!("/channels/{}/answer", enc(id.as_str())),
             &[],
         )
         .await
@@ -287,11 +291,11 @@ impl AriNode {
 
     /// `POST /channels/{id}/ring`: 180 to the caller; the state stays
     /// `Ring`, so a later redirect is still a 302.
-    pub async fn ring(&self, id: &str) -> Result<(), Error> {
+    pub async fn ring(&self, id: &ChannelId) -> Result<(), Error> {
         self.call_void(
             "ring",
             Method::POST,
-            &format!("/channels/{}/ring", enc(id)),
+            &format!("/channels/{}/ring", enc(id.as_str())),
             &[],
         )
         .await
@@ -299,11 +303,11 @@ impl AriNode {
 
     /// `DELETE /channels/{id}`: hang up. corral calls this only when a call
     /// must end (a queue's treatment), never because corral stops.
-    pub async fn hangup(&self, id: &str, reason: &str) -> Result<(), Error> {
+    pub async fn hangup(&self, id: &ChannelId, reason: &str) -> Result<(), Error> {
         self.call_void(
             "hangup",
             Method::DELETE,
-            &format!("/channels/{}", enc(id)),
+            &format!("/channels/{}", enc(id.as_str())),
             &[("reason", reason)],
         )
         .await
@@ -313,11 +317,11 @@ impl AriNode {
     /// channel) → 409 (not in Stasis) → 412 (outbound, not answered) → 400
     /// (no endpoint) → 422 (not `tech/resource`, or another tech). A 204 only
     /// means "queued": the move is confirmed when the token arrives.
-    pub async fn redirect(&self, id: &str, endpoint: &str) -> Result<(), Error> {
+    pub async fn redirect(&self, id: &ChannelId, endpoint: &str) -> Result<(), Error> {
         self.call_void(
             "redirect",
             Method::POST,
-            &format!("/channels/{}/redirect", enc(id)),
+            &format!("/channels/{}/redirect", enc(id.as_str())),
             &[("endpoint", endpoint)],
         )
         .await
@@ -327,7 +331,7 @@ impl AriNode {
     /// dialplan (at `context`/`extension`/`priority` if given). 404, 409, 412.
     pub async fn continue_in_dialplan(
         &self,
-        id: &str,
+        id: &ChannelId,
         context: Option<&str>,
         extension: Option<&str>,
         priority: Option<u32>,
@@ -346,30 +350,30 @@ impl AriNode {
         self.call_void(
             "continue",
             Method::POST,
-            &format!("/channels/{}/continue", enc(id)),
+            &format!("/channels/{}/continue", enc(id.as_str())),
             &q,
         )
         .await
     }
 
     /// `POST /channels/{id}/moh`: music on hold to one channel. 404/409/412.
-    pub async fn start_moh(&self, id: &str, class: Option<&str>) -> Result<(), Error> {
+    pub async fn start_moh(&self, id: &ChannelId, class: Option<&str>) -> Result<(), Error> {
         let q: Vec<(&str, &str)> = class.map(|c| vec![("mohClass", c)]).unwrap_or_default();
         self.call_void(
             "startMoh",
             Method::POST,
-            &format!("/channels/{}/moh", enc(id)),
+            &format!("/channels/{}/moh", enc(id.as_str())),
             &q,
         )
         .await
     }
 
     /// `DELETE /channels/{id}/moh`.
-    pub async fn stop_moh(&self, id: &str) -> Result<(), Error> {
+    pub async fn stop_moh(&self, id: &ChannelId) -> Result<(), Error> {
         self.call_void(
             "stopMoh",
             Method::DELETE,
-            &format!("/channels/{}/moh", enc(id)),
+            &format!("/channels/{}/moh", enc(id.as_str())),
             &[],
         )
         .await
@@ -380,7 +384,7 @@ impl AriNode {
     /// endpoint, 409 id in use. Its events arrive because ARI created it.
     pub async fn originate(
         &self,
-        channel_id: &str,
+        channel_id: &ChannelId,
         endpoint: &str,
         app_args: &str,
         caller_id: Option<&str>,
@@ -400,7 +404,7 @@ impl AriNode {
         self.call(
             "originate",
             Method::POST,
-            &format!("/channels/{}", enc(channel_id)),
+            &format!("/channels/{}", enc(channel_id.as_str())),
             &q,
         )
         .await
@@ -412,16 +416,21 @@ impl AriNode {
     }
 
     /// `GET /bridges/{id}`. 404: no such bridge.
-    pub async fn bridge(&self, id: &str) -> Result<Bridge, Error> {
-        self.call("bridge", Method::GET, &format!("/bridges/{}", enc(id)), &[])
-            .await
+    pub async fn bridge(&self, id: &BridgeId) -> Result<Bridge, Error> {
+        self.call(
+            "bridge",
+            Method::GET,
+            &format!("/bridges/{}", enc(id.as_str())),
+            &[],
+        )
+        .await
     }
 
     /// `POST /bridges/{id}` (createWithId). A 409 means the id is taken:
     /// with corral's deterministic ids, the bridge is already there.
     pub async fn create_bridge(
         &self,
-        id: &str,
+        id: &BridgeId,
         kind: BridgeType,
         name: &str,
     ) -> Result<Created, Error> {
@@ -429,7 +438,7 @@ impl AriNode {
             .call::<Bridge>(
                 "createBridge",
                 Method::POST,
-                &format!("/bridges/{}", enc(id)),
+                &format!("/bridges/{}", enc(id.as_str())),
                 &[("type", kind.as_str()), ("name", name)],
             )
             .await
@@ -442,11 +451,11 @@ impl AriNode {
 
     /// `DELETE /bridges/{id}`: channels inside stay in Stasis, not hung up.
     /// 404 unknown, 409 not a Stasis bridge.
-    pub async fn destroy_bridge(&self, id: &str) -> Result<(), Error> {
+    pub async fn destroy_bridge(&self, id: &BridgeId) -> Result<(), Error> {
         self.call_void(
             "destroyBridge",
             Method::DELETE,
-            &format!("/bridges/{}", enc(id)),
+            &format!("/bridges/{}", enc(id.as_str())),
             &[],
         )
         .await
@@ -456,41 +465,49 @@ impl AriNode {
     /// channel unknown, 422 channel not in Stasis, 409 not a Stasis bridge.
     pub async fn add_channel(
         &self,
-        bridge: &str,
-        channel: &str,
+        bridge: &BridgeId,
+        channel: &ChannelId,
         role: Option<&str>,
     ) -> Result<(), Error> {
-        let mut q = vec![("channel", channel)];
+        let mut q = vec![("channel", channel.as_str())];
         if let Some(r) = role {
             q.push(("role", r));
         }
         self.call_void(
             "addChannel",
             Method::POST,
-            &format!("/bridges/{}/addChannel", enc(bridge)),
+            &format!("/bridges/{}/addChannel", enc(bridge.as_str())),
             &q,
         )
         .await
     }
 
     /// `POST /bridges/{id}/removeChannel`. 422: not in this bridge.
-    pub async fn remove_channel(&self, bridge: &str, channel: &str) -> Result<(), Error> {
+    pub async fn remove_channel(
+        &self,
+        bridge: &BridgeId,
+        channel: &ChannelId,
+    ) -> Result<(), Error> {
         self.call_void(
             "removeChannel",
             Method::POST,
-            &format!("/bridges/{}/removeChannel", enc(bridge)),
-            &[("channel", channel)],
+            &format!("/bridges/{}/removeChannel", enc(bridge.as_str())),
+            &[("channel", channel.as_str())],
         )
         .await
     }
 
     /// `POST /bridges/{id}/moh`: music on hold to the whole bridge.
-    pub async fn bridge_start_moh(&self, bridge: &str, class: Option<&str>) -> Result<(), Error> {
+    pub async fn bridge_start_moh(
+        &self,
+        bridge: &BridgeId,
+        class: Option<&str>,
+    ) -> Result<(), Error> {
         let q: Vec<(&str, &str)> = class.map(|c| vec![("mohClass", c)]).unwrap_or_default();
         self.call_void(
             "bridgeStartMoh",
             Method::POST,
-            &format!("/bridges/{}/moh", enc(bridge)),
+            &format!("/bridges/{}/moh", enc(bridge.as_str())),
             &q,
         )
         .await

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::{self, Controller, NodeSpec};
 use crate::domain::{NodeId, NodeState};
+use crate::names::BridgeNames;
+use crate::shutdown::OwnedTask;
 use crate::sim::{SimConfig, SimNode};
 use crate::store::{self, RoomFilter};
 use crate::telemetry::Metrics;
@@ -100,7 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 base_url: s.base_url(),
                 username: SimConfig::DEFAULT_CREDENTIALS.into(),
                 password: SimConfig::DEFAULT_CREDENTIALS.into(),
-                app: "corral".into(),
+                app: crate::names::DEFAULT_APP.into(),
                 request_timeout: Duration::from_secs(2),
             },
             sip_host: s.addr().to_string(),
@@ -130,7 +132,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let s = shutdown.clone();
         tokio::spawn(async move { ctrl.run(s).await })
     };
-    match tokio::net::TcpListener::bind(args.api.as_str()).await {
+    // Owned: the API and the story end with the demo.
+    let _api = match tokio::net::TcpListener::bind(args.api.as_str()).await {
         Ok(listener) => {
             let app = crate::api::router(
                 crate::api::AppState::new(ctrl.clone(), None).with_shutdown(shutdown.clone()),
@@ -140,18 +143,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "live room map: http://{}/   API: http://{}/v1/rooms   metrics: http://{}/metrics",
                 args.api, args.api, args.api
             );
-            tokio::spawn(crate::api::serve(
+            Some(OwnedTask::spawn(crate::api::serve(
                 listener,
                 app,
                 crate::api::ServerConfig::default(),
                 stop,
-            ));
+            )))
         }
-        Err(e) => println!("(API not started: cannot listen on {}: {e})", args.api),
-    }
+        Err(e) => {
+            println!("(API not started: cannot listen on {}: {e})", args.api);
+            None
+        }
+    };
     // Tell the farm's story as it happens.
     let mut events = ctrl.subscribe();
-    tokio::spawn(async move {
+    let _story = OwnedTask::spawn(async move {
         use crate::controller::FarmEvent;
         while let Ok(ev) = events.recv().await {
             match ev {
@@ -545,7 +551,7 @@ async fn check_bridges(http: &reqwest::Client, farm: &Farm) -> (usize, Vec<Strin
         for b in bridges {
             let name = b["name"].as_str().unwrap_or("").to_string();
             let has_calls = b["channels"].as_array().is_some_and(|c| !c.is_empty());
-            if name.starts_with("corral:") && has_calls {
+            if BridgeNames::default().parse_bridge_name(&name).is_some() && has_calls {
                 where_.entry(name).or_default().insert(n.id().to_string());
             }
         }

@@ -42,6 +42,7 @@ pub fn controller_config(cfg: &Config) -> anyhow::Result<controller::Config> {
         reconcile_interval: Duration::from_millis(c.reconcile_interval_ms),
         replica: controller::default_replica(),
         lease_ttl: Duration::from_millis(c.lease_ttl_ms),
+        drain_deadline: Duration::from_millis(c.drain_deadline_ms),
         queues: cfg.queue_settings()?,
     })
 }

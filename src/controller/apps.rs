@@ -6,13 +6,13 @@
 //! guarantees: one atomic owner decision, tokens bound to a node and used
 //! once.
 
-use std::time::Instant;
-
 use serde::Serialize;
 
 use super::Controller;
+use super::owner::{NoOwner, Owner};
 use crate::domain::{ChannelId, Epoch, NodeId, RoomKey, TokenId};
 use crate::store::{Consumed, TokenGrant, TokenRecord};
+use crate::telemetry::{RedirectOutcome, TokenOutcome};
 
 /// Why an app's request could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,9 @@ pub enum Colocated {
 }
 
 impl Controller {
-    /// Resolves (or creates) `room`'s placement, preferring `landing`.
+    /// Resolves (or creates) `room`'s placement, preferring `landing`
+    /// (the owner decision of [`super::owner`], the same as the call
+    /// path's).
     ///
     /// # Errors
     /// [`AppError::UnknownNode`], [`AppError::NoEligibleNode`],
@@ -85,72 +87,22 @@ impl Controller {
         {
             return Err(AppError::UnknownNode(l.clone()));
         }
-        let (node, epoch, created) = self.resolve(room, landing).await?;
-        let sip_host = self.sip_host(&node).unwrap_or_default();
+        let owner = self.app_owner(room, landing).await?;
+        let sip_host = self.sip_host(&owner.node).unwrap_or_default();
         Ok(PlacementAnswer {
-            node,
+            node: owner.node,
             sip_host,
-            epoch,
-            created,
+            epoch: owner.epoch,
+            created: owner.created,
         })
     }
 
-    /// Resolves `room`'s owner: the policy chooses among fresh node records
-    /// (the landing node first when eligible), the store decides atomically.
-    /// A refused choice refreshes the records and chooses once more.
-    pub(crate) async fn resolve(
-        &self,
-        room: &RoomKey,
-        landing: Option<&NodeId>,
-    ) -> Result<(NodeId, Epoch, bool), AppError> {
-        for _ in 0..2 {
-            let choice = {
-                let view = self
-                    .inner
-                    .view
-                    .read()
-                    .map(|v| v.clone())
-                    .unwrap_or_default();
-                let mut policy = match self.inner.policy.lock() {
-                    Ok(p) => p,
-                    Err(p) => p.into_inner(),
-                };
-                policy.choose(room, landing, &view)
-            };
-            let Some(choice) = choice else {
-                self.refresh_view().await;
-                continue;
-            };
-            let started = Instant::now();
-            let resolved = self.inner.store.resolve_placement(room, &choice).await;
-            self.inner
-                .metrics
-                .store_latency("resolve_placement", started.elapsed());
-            match resolved? {
-                crate::store::Resolution::Owner {
-                    node,
-                    epoch,
-                    created,
-                    previous,
-                } => {
-                    if created {
-                        if let Ok(mut p) = self.inner.policy.lock() {
-                            p.record_placement(&node);
-                        }
-                        self.inner.metrics.placed(&node);
-                        self.emit(super::FarmEvent::RoomPlaced {
-                            room: room.clone(),
-                            node: node.clone(),
-                            epoch: epoch.0,
-                            previous,
-                        });
-                    }
-                    return Ok((node, epoch, created));
-                }
-                crate::store::Resolution::ChoiceIneligible { .. } => self.refresh_view().await,
-            }
-        }
-        Err(AppError::NoEligibleNode(room.clone()))
+    /// The owner decision, its failure as the API tells it.
+    async fn app_owner(&self, room: &RoomKey, landing: Option<&NodeId>) -> Result<Owner, AppError> {
+        self.owner(room, landing).await.map_err(|e| match e {
+            NoOwner::NoEligibleNode => AppError::NoEligibleNode(room.clone()),
+            NoOwner::StoreUnavailable(e) => AppError::Store(e),
+        })
     }
 
     /// Brings `channel` (on `node`, still ringing) to `room`'s node: says
@@ -169,7 +121,9 @@ impl Controller {
         let Some(rt) = self.inner.nodes.get(node).cloned() else {
             return Err(AppError::UnknownNode(node.clone()));
         };
-        let (owner, epoch, _) = self.resolve(room, Some(node)).await?;
+        let Owner {
+            node: owner, epoch, ..
+        } = self.app_owner(room, Some(node)).await?;
         if &owner == node {
             return Ok(Colocated::Stay { node: owner, epoch });
         }
@@ -210,16 +164,12 @@ impl Controller {
         node: &NodeId,
     ) -> Result<Consumed, AppError> {
         let c = self.inner.store.consume_token(token, node).await?;
-        let outcome = match &c {
-            Consumed::Ok(rec) => {
-                self.inner.metrics.redirect(&rec.grant.from, "confirmed");
-                "consumed"
-            }
-            Consumed::WrongNode(_) => "wrong_node",
-            Consumed::Expired(_) => "expired",
-            Consumed::Unknown => "unknown",
-        };
-        self.inner.metrics.token(node, outcome);
+        if let Consumed::Ok(rec) = &c {
+            self.inner
+                .metrics
+                .redirect(&rec.grant.from, RedirectOutcome::Confirmed);
+        }
+        self.inner.metrics.token(node, TokenOutcome::of(&c));
         Ok(c)
     }
 

@@ -4,28 +4,41 @@
 //! [`Controller`] is a cheap-clone handle; [`Controller::run`] starts and
 //! supervises every per-node task until its cancellation token fires.
 //!
+//! It is shaped like a kube-runtime controller: facts in, a decision out as
+//! a value ([`decide`]), one place that carries it out ([`exec`]).
+//!
 //! # Guarantees
-//! - Events for one channel are handled in order (one worker per channel).
+//! - Events for one channel are handled in order, one at a time, also under
+//!   load ([`mailbox`]); different channels in parallel.
 //! - A call is never hung up and a bridge never destroyed because corral
-//!   stops: on cancel, loops stop taking events, in-flight steps finish.
+//!   stops: on cancel, loops stop taking events, work in flight finishes
+//!   (within [`Config::drain_deadline`]).
 //! - Every decision goes through the store's atomic operations: what lives
-//!   here in memory is caches (bridges known to exist, channel → room) that
-//!   a resync rebuilds from ARI and the store.
+//!   here in memory ([`channel`]) is caches and guards that a resync
+//!   rebuilds from ARI and the store.
 //!
 //! # Parts
-//! - [`node`]: one node's loop: event stream, health, resync.
-//! - [`call_path`]: `StasisStart` → resolve → join or redirect; tokens.
-//! - [`rooms`]: bridges, members, linger and release.
+//! - [`node`]: one node's loop: lease, event stream, health, resync ticks.
+//! - [`channel`]: the state machines: one per channel, one per node's link.
+//! - [`mailbox`]: each channel's work, in order.
+//! - [`decide`]: the pure decisions of the call path and the resync.
+//! - [`exec`]: the executor: the ARI and store I/O those decisions ask for.
+//! - [`owner`]: the owner decision, for the call path and the apps' API.
+//! - [`rooms`]: bridges, members, linger and release, moving a call.
+//! - [`apps`]: the decisions apps ask for over the HTTP API.
 //! - [`queues`]: the queue engine: callers wait, agents are paired.
 
 pub mod apps;
-pub mod call_path;
+pub(crate) mod channel;
+pub mod decide;
+pub(crate) mod exec;
+pub(crate) mod mailbox;
 pub mod node;
+pub mod owner;
 pub mod queues;
 pub mod rooms;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -37,10 +50,17 @@ use tokio_util::task::TaskTracker;
 use crate::ari::{self, AriNode};
 use crate::domain::{NodeId, RoomKey};
 use crate::policy::{Policy, Strategy};
+pub use crate::queue::QueueConfig;
+use crate::retry::Backoff;
 use crate::store::{NodeRecord, Store};
 use crate::telemetry::SharedMetrics;
+use channel::NodeRuntime;
 
 /// The call path's knobs (`[controller]` in the configuration).
+///
+/// Every default is a `DEFAULT_*` constant here: the configuration file's
+/// defaults (`crate::config`) are these same constants, so they are written
+/// once.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The Stasis app name.
@@ -70,27 +90,42 @@ pub struct Config {
     /// Life of a node lease; renewed at a third of it. A replica that dies
     /// without releasing its leases is replaced after at most this long.
     pub lease_ttl: Duration,
+    /// On stop, how long work in flight may take to finish before corral
+    /// stops anyway (calls are never hung up either way).
+    pub drain_deadline: Duration,
     /// Queue knobs.
     pub queues: QueueConfig,
 }
 
-/// Every queue's knobs: the defaults and the queues configured by name.
-#[derive(Debug, Clone, Default)]
-pub struct QueueConfig {
-    /// For queues not in `by_name`.
-    pub defaults: Arc<crate::queue::QueueSettings>,
-    /// `[queues.<name>]`.
-    pub by_name: HashMap<crate::domain::RoomName, Arc<crate::queue::QueueSettings>>,
-}
-
-impl QueueConfig {
-    /// The knobs of `queue`.
-    pub fn settings(&self, queue: &crate::domain::RoomName) -> Arc<crate::queue::QueueSettings> {
-        self.by_name
-            .get(queue)
-            .cloned()
-            .unwrap_or_else(|| self.defaults.clone())
-    }
+impl Config {
+    /// The Stasis app every node's dialplan sends calls to.
+    pub const DEFAULT_APP: &'static str = crate::names::DEFAULT_APP;
+    /// A SIP URI whose user part is the token, sent to the owner's host.
+    pub const DEFAULT_ENDPOINT_TEMPLATE: &'static str = "PJSIP/sip:{token}@{sip_host}";
+    /// Two redirects: one to the owner, one more if the room moved while the
+    /// call was on its way; a third would mean the farm is flapping.
+    pub const DEFAULT_HOP_LIMIT: u32 = 2;
+    /// A token outlives any SIP round trip by far, yet dies before anyone
+    /// could reuse a leaked one.
+    pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(30);
+    /// A 302 and the INVITE that follows take milliseconds; five seconds
+    /// means the call is lost.
+    pub const DEFAULT_REDIRECT_DEADLINE: Duration = Duration::from_secs(5);
+    /// Long enough for a conference whose last caller dials straight back.
+    pub const DEFAULT_LINGER: Duration = Duration::from_secs(10);
+    /// Least loaded relative to capacity, the landing node first.
+    pub const DEFAULT_STRATEGY: Strategy = Strategy::LeastLoaded;
+    /// One `GET /asterisk/ping` a second per node.
+    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
+    /// Three failed pings: a node is not marked down for one lost packet.
+    pub const DEFAULT_DOWN_AFTER_FAILURES: u32 = 3;
+    /// The net for missed events runs every five seconds.
+    pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
+    /// A dead replica's nodes are taken over within ten seconds.
+    pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+    /// Steps in flight are a few store and ARI round trips: ten seconds is
+    /// plenty, and short enough for an orchestrator's stop timeout.
+    pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 }
 
 /// A replica name unique to this process: host, pid and a random suffix.
@@ -111,19 +146,20 @@ pub fn default_replica() -> String {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            app: "corral".into(),
-            endpoint_template: "PJSIP/sip:{token}@{sip_host}".into(),
-            hop_limit: 2,
-            token_ttl: Duration::from_secs(30),
-            redirect_deadline: Duration::from_secs(5),
-            linger: Duration::from_secs(10),
-            strategy: Strategy::LeastLoaded,
+            app: Self::DEFAULT_APP.into(),
+            endpoint_template: Self::DEFAULT_ENDPOINT_TEMPLATE.into(),
+            hop_limit: Self::DEFAULT_HOP_LIMIT,
+            token_ttl: Self::DEFAULT_TOKEN_TTL,
+            redirect_deadline: Self::DEFAULT_REDIRECT_DEADLINE,
+            linger: Self::DEFAULT_LINGER,
+            strategy: Self::DEFAULT_STRATEGY,
             seed: rand::random(),
-            ping_interval: Duration::from_secs(1),
-            down_after_failures: 3,
-            reconcile_interval: Duration::from_secs(5),
+            ping_interval: Self::DEFAULT_PING_INTERVAL,
+            down_after_failures: Self::DEFAULT_DOWN_AFTER_FAILURES,
+            reconcile_interval: Self::DEFAULT_RECONCILE_INTERVAL,
             replica: default_replica(),
-            lease_ttl: Duration::from_secs(10),
+            lease_ttl: Self::DEFAULT_LEASE_TTL,
+            drain_deadline: Self::DEFAULT_DRAIN_DEADLINE,
             queues: QueueConfig::default(),
         }
     }
@@ -246,41 +282,22 @@ pub const EVENT_BACKLOG: usize = 1024;
 
 /// How many times one ARI call is tried when it fails with a 5xx or a
 /// transport error: enough to ride out a blip, few enough that a call never
-/// waits long (10 + 20 + 40 ms of pauses).
+/// waits long.
 pub const ARI_ATTEMPTS: u32 = 4;
 
-/// Per-node runtime state: caches and flags, nothing that must survive.
-#[derive(Debug)]
-pub(crate) struct NodeRuntime {
-    pub(crate) id: NodeId,
-    pub(crate) ari: AriNode,
-    pub(crate) spec: NodeSpec,
-    /// The stream is up and the node registered.
-    pub(crate) healthy: AtomicBool,
-    /// The event websocket is connected (healthy or not: a node marked down
-    /// by failed pings keeps its socket and comes back when pings answer).
-    pub(crate) streaming: AtomicBool,
-    /// Marked down by failed pings (not by the socket): pings answering
-    /// again bring it back.
-    pub(crate) ping_down: AtomicBool,
-    /// Bridge ids known to exist on the node.
-    pub(crate) bridges: Mutex<std::collections::HashSet<String>>,
-    /// Channel → the room it joined here (for leaving).
-    pub(crate) channels: Mutex<HashMap<String, rooms::Joined>>,
-    /// Channels whose worker is running: a resync must not place them again.
-    pub(crate) inflight: Mutex<std::collections::HashSet<String>>,
-    /// Rooms with calls bridged here that another node owns, since when.
-    pub(crate) splits: Mutex<HashMap<RoomKey, std::time::Instant>>,
-    /// Channels the last resync found in the app but in no bridge and not
-    /// handled: placed if the next resync finds them so again.
-    pub(crate) suspects: Mutex<std::collections::HashSet<String>>,
-    /// Channels redirected away, until their `StasisEnd`: a resync must not
-    /// place them again while the 302 is on its way.
-    pub(crate) redirected: Mutex<std::collections::HashSet<String>>,
-    /// Tokens consumed here by channels not yet in their bridge: a join
-    /// retried by the resync must not consume the token again.
-    pub(crate) consumed: Mutex<HashMap<String, crate::store::TokenRecord>>,
-}
+/// First pause between two tries of an ARI call (then doubling, jittered,
+/// up to [`ARI_RETRY_MAX`]; longer when ARI's error asks for it).
+pub const ARI_RETRY_INITIAL: Duration = Duration::from_millis(10);
+
+/// Longest pause between two tries of an ARI call.
+pub const ARI_RETRY_MAX: Duration = Duration::from_millis(40);
+
+/// First pause before a store write retried until it succeeds (a node's
+/// registration or mark-down, a lease): Redis restarts in a second or two.
+pub const STORE_RETRY_INITIAL: Duration = Duration::from_millis(100);
+
+/// Longest pause between two tries of a store write.
+pub const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub(crate) struct Inner {
     pub(crate) cfg: Config,
@@ -296,6 +313,8 @@ pub(crate) struct Inner {
     pub(crate) stop: CancellationToken,
     /// Queues' runtime state (locks, channel index, wake-ups).
     pub(crate) queues: queues::Runtime,
+    /// The names of this app's bridges (`cfg.app`).
+    pub(crate) names: crate::names::BridgeNames,
 }
 
 /// The controller handle. Cheap to clone.
@@ -329,26 +348,10 @@ impl Controller {
         for spec in nodes {
             let ari = AriNode::new(spec.ari.clone(), metrics.clone())?;
             let id = spec.ari.node.clone();
-            map.insert(
-                id.clone(),
-                Arc::new(NodeRuntime {
-                    id,
-                    ari,
-                    spec,
-                    healthy: AtomicBool::new(false),
-                    streaming: AtomicBool::new(false),
-                    ping_down: AtomicBool::new(false),
-                    bridges: Mutex::new(Default::default()),
-                    channels: Mutex::new(HashMap::new()),
-                    inflight: Mutex::new(Default::default()),
-                    consumed: Mutex::new(HashMap::new()),
-                    redirected: Mutex::new(Default::default()),
-                    suspects: Mutex::new(Default::default()),
-                    splits: Mutex::new(HashMap::new()),
-                }),
-            );
+            map.insert(id.clone(), NodeRuntime::new(id, ari, spec));
         }
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        let cfg_app = cfg.app.clone();
         Ok(Self {
             inner: Arc::new(Inner {
                 policy: Mutex::new(Policy::new(cfg.strategy, cfg.seed)),
@@ -361,12 +364,13 @@ impl Controller {
                 tracker: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 queues: queues::Runtime::default(),
+                names: crate::names::BridgeNames::new(cfg_app),
             }),
         })
     }
 
     /// Runs every node's loop until `shutdown` fires, then waits for the
-    /// work in flight to finish (at most `drain`), without hanging up a call
+    /// work in flight to finish (at most [`Config::drain_deadline`]), without hanging up a call
     /// or destroying a bridge.
     pub async fn run(&self, shutdown: CancellationToken) {
         let inner = &self.inner;
@@ -387,11 +391,15 @@ impl Controller {
         inner.stop.cancel();
         tracing::info!("controller stopping: no new events taken; finishing work in flight");
         inner.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(10), inner.tracker.wait())
+        let deadline = inner.cfg.drain_deadline;
+        if tokio::time::timeout(deadline, inner.tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!("work in flight did not finish within 10 s; stopping anyway");
+            tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "work in flight did not finish within the drain deadline; stopping anyway"
+            );
         }
         tracing::info!("controller stopped");
     }
@@ -424,7 +432,7 @@ impl Controller {
             .inner
             .nodes
             .values()
-            .map(|n| (n.id.clone(), n.healthy.load(Ordering::Relaxed)))
+            .map(|n| (n.id.clone(), n.is_up()))
             .collect();
         v.sort();
         v
@@ -464,9 +472,11 @@ impl Controller {
                 for n in &nodes {
                     self.inner.metrics.node_state(&n.id, n.state);
                 }
-                if let Ok(mut v) = self.inner.view.write() {
-                    *v = nodes;
-                }
+                *self
+                    .inner
+                    .view
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = nodes;
             }
             Err(e) => tracing::debug!(reason = %e, "node view not refreshed"),
         }
@@ -502,22 +512,25 @@ impl Controller {
 
     /// Runs one ARI call, retrying what [`crate::ari::Error::retry`] says
     /// may succeed again (a 5xx, a reset connection) up to
-    /// [`ARI_ATTEMPTS`] times with a short doubling pause.
+    /// [`ARI_ATTEMPTS`] times, pausing as the error asks through the one
+    /// backoff ([`Backoff::delay_for`]).
     pub(crate) async fn ari_retry<T, F, Fut>(&self, mut call: F) -> Result<T, crate::ari::Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::ari::Error>>,
     {
-        let mut pause = Duration::from_millis(10);
+        let mut backoff = Backoff::new(ARI_RETRY_INITIAL, ARI_RETRY_MAX, ARI_RETRY_MAX);
         let mut attempt = 1;
         loop {
             match call().await {
-                Err(e) if attempt < ARI_ATTEMPTS && e.retry() != crate::retry::Retry::Never => {
-                    tracing::debug!(reason = %e, attempt, "ARI call failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                    attempt += 1;
-                }
+                Err(e) if attempt < ARI_ATTEMPTS => match backoff.delay_for(e.retry()) {
+                    Some(pause) => {
+                        tracing::debug!(reason = %e, attempt, "ARI call failed; retrying");
+                        tokio::time::sleep(pause).await;
+                        attempt += 1;
+                    }
+                    None => return Err(e),
+                },
                 other => return other,
             }
         }

@@ -2,8 +2,8 @@
 //!
 //! A room's bridge on its node has a deterministic id built from the room
 //! and its epoch (`corral-conference-sales-7`) and the ARI name
-//! `corral:<kind>:<room>`. Creating it is idempotent (a 409 means it is
-//! there), and a room re-placed on the same node gets a new epoch and so a
+//! `corral:<kind>:<room>` (both from [`crate::names`], with the app's
+//! name). Creating it is idempotent (a 409 means it is there), and a room re-placed on the same node gets a new epoch and so a
 //! new bridge: a release destroying the old one can never pull a new
 //! joiner out.
 //!
@@ -18,48 +18,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Controller, FarmEvent, NodeRuntime};
+use super::channel::{Membership, NodeRuntime};
+use super::{Controller, FarmEvent};
 use crate::ari::rest::{BridgeType, Created};
-use crate::domain::{ChannelId, Epoch, RoomKey, RoomKind};
-use crate::store::Release;
-
-/// What the controller remembers of a channel it put in a bridge.
-#[derive(Debug, Clone)]
-pub(crate) struct Joined {
-    pub(crate) room: RoomKey,
-    /// Recorded in the store (false for a degraded join).
-    pub(crate) recorded: bool,
-}
-
-/// The bridge id of `room` at `epoch` (`None`: a degraded, unrecorded room).
-pub fn bridge_id(room: &RoomKey, epoch: Option<Epoch>) -> String {
-    match epoch {
-        Some(e) => format!("corral-{}-{}-{}", room.kind, room.name, e.0),
-        None => format!("corral-{}-{}-local", room.kind, room.name),
-    }
-}
-
-/// Reads a room and epoch back from a bridge made by [`bridge_id`].
-/// A queue's pair bridges (`corral:queue:<name>:<agent>`) read as their
-/// queue.
-pub fn parse_bridge_name(name: &str) -> Option<RoomKey> {
-    let rest = name.strip_prefix("corral:")?;
-    let (kind, room) = rest.split_once(':')?;
-    let room = match room.split_once(':') {
-        Some((queue, agent)) if kind == "queue" => {
-            crate::domain::AgentId::new(agent).ok()?;
-            queue
-        }
-        _ => room,
-    };
-    RoomKey::parse(kind, room).ok()
-}
-
-/// True for a queue's pair bridge name (`corral:queue:<name>:<agent>`).
-pub fn is_pair_bridge(name: &str) -> bool {
-    name.strip_prefix("corral:queue:")
-        .is_some_and(|r| r.contains(':'))
-}
+use crate::domain::{BridgeId, ChannelId, Epoch, RoomKey, RoomKind, TokenId};
+use crate::store::{MemberRemoved, Release, TokenGrant};
+use crate::telemetry::{RedirectOutcome, TokenOutcome};
 
 fn bridge_type(kind: RoomKind) -> BridgeType {
     match kind {
@@ -82,60 +46,61 @@ impl Controller {
         channel: &ChannelId,
         room: &RoomKey,
         epoch: Option<Epoch>,
-    ) -> Result<String, crate::ari::Error> {
-        self.ari_retry(|| node.ari.answer(channel.as_str())).await?;
+    ) -> Result<BridgeId, crate::ari::Error> {
+        self.ari_retry(|| node.ari.answer(channel)).await?;
         self.bridge_channel(node, channel, room, epoch).await
     }
 
     /// Puts an answered `channel` in the room's bridge (made if needed; a
-    /// cached bridge that is gone is made again) and remembers it.
+    /// cached bridge that is gone is made again) and remembers it joined.
+    ///
+    /// # Errors
+    /// As [`Controller::put_in_bridge`].
     pub(crate) async fn bridge_channel(
         &self,
         node: &Arc<NodeRuntime>,
         channel: &ChannelId,
         room: &RoomKey,
         epoch: Option<Epoch>,
-    ) -> Result<String, crate::ari::Error> {
-        let id = bridge_id(room, epoch);
+    ) -> Result<BridgeId, crate::ari::Error> {
+        let id = self.inner.names.bridge_id(room, epoch);
         self.ensure_bridge(node, room, &id).await?;
         match self
-            .ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None))
+            .ari_retry(|| node.ari.add_channel(&id, channel, None))
             .await
         {
             Err(e) if e.status() == Some(404) => {
                 // The cache was stale: the bridge went away. Make it again.
-                if let Ok(mut b) = node.bridges.lock() {
-                    b.remove(&id);
-                }
+                node.with(|s| s.bridges.remove(id.as_str()));
                 self.ensure_bridge(node, room, &id).await?;
-                self.ari_retry(|| node.ari.add_channel(&id, channel.as_str(), None))
+                self.ari_retry(|| node.ari.add_channel(&id, channel, None))
                     .await?;
             }
             other => other?,
         }
-        if let Ok(mut c) = node.channels.lock() {
-            c.insert(
-                channel.to_string(),
-                Joined {
+        node.with(|s| {
+            s.joined(
+                channel,
+                Membership {
                     room: room.clone(),
                     recorded: epoch.is_some(),
                 },
-            );
-        }
+            )
+        });
         Ok(id)
     }
 
-    pub(crate) async fn ensure_bridge(
+    /// Makes the room's bridge `id` on `node` unless it is known to exist.
+    async fn ensure_bridge(
         &self,
         node: &Arc<NodeRuntime>,
         room: &RoomKey,
-        id: &str,
+        id: &BridgeId,
     ) -> Result<(), crate::ari::Error> {
-        let known = node.bridges.lock().map(|b| b.contains(id)).unwrap_or(false);
-        if known {
+        if node.with(|s| s.bridges.contains(id.as_str())) {
             return Ok(());
         }
-        let name = room.bridge_name();
+        let name = self.inner.names.bridge_name(room);
         match self
             .ari_retry(|| node.ari.create_bridge(id, bridge_type(room.kind), &name))
             .await?
@@ -151,27 +116,16 @@ impl Controller {
                 tracing::warn!(node = %node.id, room = %room, reason = %e, "music on hold not started in the queue's bridge");
             }
         }
-        if let Ok(mut b) = node.bridges.lock() {
-            b.insert(id.to_string());
-        }
+        node.with(|s| s.bridges.insert(id.to_string()));
         Ok(())
     }
 
-    /// A channel left the app on `node`: remove its member record; if the
-    /// room is now empty, release it after the linger.
+    /// A channel left the app on `node`: forget it, remove its member
+    /// record; if the room is now empty, release it after the linger.
     pub(crate) async fn leave(&self, node: &Arc<NodeRuntime>, channel: &ChannelId) {
-        let joined = node
-            .channels
-            .lock()
-            .ok()
-            .and_then(|mut c| c.remove(channel.as_str()));
-        if let Ok(mut m) = node.consumed.lock() {
-            m.remove(channel.as_str());
-        }
-        if let Ok(mut r) = node.redirected.lock() {
-            r.remove(channel.as_str());
-        }
-        let Some(joined) = joined else { return };
+        let Some(joined) = node.with(|s| s.leave(channel)) else {
+            return;
+        };
         if !joined.recorded {
             return;
         }
@@ -185,7 +139,7 @@ impl Controller {
             .metrics
             .store_latency("remove_member", started.elapsed());
         match result {
-            Ok(crate::store::MemberRemoved::Removed { remaining, epoch }) => {
+            Ok(MemberRemoved::Removed { remaining, epoch }) => {
                 self.emit(FarmEvent::MembersChanged {
                     room: joined.room.clone(),
                     node: node.id.clone(),
@@ -195,7 +149,7 @@ impl Controller {
                     self.schedule_release(node.clone(), joined.room, epoch);
                 }
             }
-            Ok(crate::store::MemberRemoved::NotMember) => {}
+            Ok(MemberRemoved::NotMember) => {}
             Err(e) => {
                 tracing::warn!(node = %node.id, room = %joined.room, channel = %channel, reason = %e,
                     "member not removed (store unavailable); the reconciler will remove it");
@@ -234,10 +188,8 @@ impl Controller {
                     node: node.id.clone(),
                     reason: "empty".into(),
                 });
-                let id = bridge_id(room, Some(epoch));
-                if let Ok(mut b) = node.bridges.lock() {
-                    b.remove(&id);
-                }
+                let id = self.inner.names.bridge_id(room, Some(epoch));
+                node.with(|s| s.bridges.remove(id.as_str()));
                 if let Err(e) = node.ari.destroy_bridge(&id).await
                     && e.status() != Some(404)
                 {
@@ -251,6 +203,18 @@ impl Controller {
             Err(e) => {
                 tracing::warn!(node = %node.id, room = %room, reason = %e, "room not released (store unavailable); the reconciler will retry")
             }
+        }
+    }
+
+    /// Destroys a bridge of `node` by the id ARI listed (a string until
+    /// here), forgetting it first.
+    pub(crate) async fn destroy_listed_bridge(&self, node: &Arc<NodeRuntime>, id: &str) {
+        node.with(|s| s.bridges.remove(id));
+        let Ok(bridge) = BridgeId::new(id) else {
+            return;
+        };
+        if let Err(e) = node.ari.destroy_bridge(&bridge).await {
+            tracing::debug!(node = %node.id, bridge = %bridge, reason = %e, "stale bridge not destroyed");
         }
     }
 }
@@ -268,56 +232,33 @@ impl Controller {
     /// Mints a token for `grant` and redirects its channel (on `node`) to
     /// `grant.to` at `sip_host`: the one way corral moves a call, shared by
     /// the call path, split healing and the apps' colocate. On success the
-    /// channel is remembered as redirected (a resync will not place it) and
+    /// channel is remembered as on its way (a resync will not place it) and
     /// the token and the endpoint used are returned.
     pub(crate) async fn send_with_token(
         &self,
         node: &Arc<NodeRuntime>,
-        grant: crate::store::TokenGrant,
+        grant: TokenGrant,
         sip_host: &str,
-    ) -> Result<(crate::domain::TokenId, String), MoveFailed> {
-        let token = crate::domain::TokenId::generate(&mut rand::rng());
+    ) -> Result<(TokenId, String), MoveFailed> {
+        let token = TokenId::generate(&mut rand::rng());
         self.inner
             .store
             .mint_token(&token, &grant, self.inner.cfg.token_ttl)
             .await
             .map_err(MoveFailed::Store)?;
-        self.inner.metrics.token(&node.id, "minted");
+        self.inner.metrics.token(&node.id, TokenOutcome::Minted);
         let endpoint = self
             .inner
             .cfg
             .endpoint_template
             .replace("{token}", token.as_str())
             .replace("{sip_host}", sip_host);
-        let chan = grant.channel.as_str();
+        let chan = &grant.channel;
         self.ari_retry(|| node.ari.redirect(chan, &endpoint))
             .await
             .map_err(MoveFailed::Redirect)?;
-        if let Ok(mut r) = node.redirected.lock() {
-            r.insert(chan.to_string());
-        }
-        self.inner.metrics.redirect(&node.id, "sent");
+        node.with(|s| s.redirected(chan, token.clone()));
+        self.inner.metrics.redirect(&node.id, RedirectOutcome::Sent);
         Ok((token, endpoint))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bridge_names_round_trip() {
-        let room = RoomKey::parse("conference", "sales-eu").unwrap();
-        assert_eq!(
-            bridge_id(&room, Some(Epoch(7))),
-            "corral-conference-sales-eu-7"
-        );
-        assert_eq!(parse_bridge_name(&room.bridge_name()), Some(room));
-        assert_eq!(parse_bridge_name("other:conference:x"), None);
-        let q = RoomKey::parse("queue", "support").unwrap();
-        assert_eq!(parse_bridge_name("corral:queue:support:alice"), Some(q));
-        assert!(is_pair_bridge("corral:queue:support:alice"));
-        assert!(!is_pair_bridge("corral:queue:support"));
-        assert_eq!(parse_bridge_name("corral:conference:a:b"), None);
     }
 }

@@ -24,7 +24,8 @@
 //! The room kind is one letter in keys (`c` conference, `q` queue) to keep a
 //! placement small: a million rooms is a few hundred MB at most.
 
-use crate::domain::{NodeId, RoomKey, RoomKind, RoomName, TokenId};
+use crate::domain::{NodeId, RoomKey, RoomName, TokenId};
+use crate::names;
 
 /// Builds the keys of one farm.
 #[derive(Debug, Clone)]
@@ -68,7 +69,7 @@ impl Keys {
 
     /// A room's hash.
     pub fn room(&self, room: &RoomKey) -> String {
-        format!("{}r:{}", self.prefix, room_member(room))
+        format!("{}r:{}", self.prefix, names::store_member(room))
     }
 
     /// A token's hash.
@@ -97,30 +98,6 @@ impl Keys {
     }
 }
 
-/// A room as it appears in a node's index and in its key: `<c|q>:<name>`.
-pub fn room_member(room: &RoomKey) -> String {
-    format!("{}:{}", kind_letter(room.kind), room.name)
-}
-
-/// The one-letter kind used in keys.
-pub fn kind_letter(kind: RoomKind) -> char {
-    match kind {
-        RoomKind::Conference => 'c',
-        RoomKind::Queue => 'q',
-    }
-}
-
-/// Parses `<c|q>:<name>` back into a room.
-pub fn parse_room_member(member: &str) -> Option<RoomKey> {
-    let (kind, name) = member.split_once(':')?;
-    let kind = match kind {
-        "c" => RoomKind::Conference,
-        "q" => RoomKind::Queue,
-        _ => return None,
-    };
-    Some(RoomKey::new(kind, RoomName::new(name).ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,15 +121,5 @@ mod tests {
             assert_eq!(key.matches('{').count(), 1, "{key}");
         }
         assert_eq!(keys.room(&room), "{corral:eu1}:r:q:sales");
-    }
-
-    #[test]
-    fn room_members_round_trip_and_sort_like_room_keys() {
-        let a = RoomKey::parse("conference", "b-1").unwrap();
-        let b = RoomKey::parse("queue", "a").unwrap();
-        assert_eq!(parse_room_member(&room_member(&a)), Some(a.clone()));
-        assert!(room_member(&a) < room_member(&b));
-        assert!(a < b);
-        assert_eq!(parse_room_member("x:y"), None);
     }
 }

@@ -611,7 +611,7 @@ impl Store for MemoryStore {
         let next = if more {
             rooms
                 .last()
-                .map(|p: &Placement| super::render_cursor(&p.node, &p.room))
+                .map(|p: &Placement| crate::names::cursor(&p.node, &p.room))
         } else {
             None
         };

@@ -57,6 +57,7 @@ pub mod redis;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+pub use crate::domain::NodeRecord;
 
 /// The atomic operations every backend provides with one behaviour.
 #[async_trait::async_trait]
@@ -459,36 +460,6 @@ pub struct HealthChanged {
     pub released_rooms: u32,
 }
 
-/// A node as the store knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub struct NodeRecord {
-    /// The node.
-    pub id: NodeId,
-    /// Effective: down if unhealthy, else draining if drain flag, else up.
-    pub state: NodeState,
-    /// Health flag.
-    pub healthy: bool,
-    /// Operator's drain flag.
-    pub draining: bool,
-    /// The registered incarnation.
-    pub incarnation: Option<Incarnation>,
-    /// The SIP host other nodes redirect to.
-    pub sip_host: String,
-    /// Channels it is sized for.
-    pub capacity: u32,
-    /// Room cap.
-    pub max_rooms: Option<u32>,
-    /// Reported load (channels).
-    pub channels: u32,
-    /// Rooms it owns.
-    pub rooms: u32,
-    /// Members recorded in its rooms.
-    pub members: u32,
-    /// Last registration or report (store clock, Unix ms).
-    pub updated_ms: u64,
-}
-
 /// Which rooms [`Store::list_rooms`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -755,23 +726,12 @@ pub(crate) fn check_replica(replica: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The opaque cursor of [`Store::list_rooms`]: `<node>/<kind>:<name>`, the
-/// last room of the previous page.
+/// Reads a `list_rooms` cursor ([`crate::names::cursor`]).
 pub(crate) fn parse_cursor(cursor: &str) -> Result<(NodeId, RoomKey), Error> {
-    let bad = || Error::InvalidInput {
+    crate::names::parse_cursor(cursor).ok_or_else(|| Error::InvalidInput {
         what: "cursor",
         reason: "not a cursor returned by list_rooms".into(),
-    };
-    let (node, room) = cursor.split_once('/').ok_or_else(bad)?;
-    let (kind, name) = room.split_once(':').ok_or_else(bad)?;
-    let node = NodeId::new(node).map_err(|_| bad())?;
-    let room = RoomKey::parse(kind, name).map_err(|_| bad())?;
-    Ok((node, room))
-}
-
-/// Renders a cursor for [`parse_cursor`].
-pub(crate) fn render_cursor(node: &NodeId, room: &RoomKey) -> String {
-    format!("{node}/{}:{}", room.kind, room.name)
+    })
 }
 
 /// The effective state of a node from its flags.

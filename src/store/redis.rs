@@ -33,7 +33,7 @@ use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{Cmd, RedisError, Script, ScriptInvocation, Value};
 use tracing::{debug, info, warn};
 
-use super::keys::{self, Keys};
+use super::keys::Keys;
 use super::{
     Config, Consumed, Error, HealthChanged, Member, MemberAdded, MemberRemoved, NodeRecord,
     NodeRegistration, Placement, QueueDoc, RELEASE_BATCH, Registered, Release, Resolution,
@@ -42,6 +42,7 @@ use super::{
 use crate::domain::{
     AgentId, ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
 };
+use crate::names;
 
 /// The scripts, one per operation, compiled in.
 struct Scripts {
@@ -690,7 +691,7 @@ impl Store for RedisStore {
             .key(self.keys.node(choice))
             .key(self.keys.node_rooms(choice))
             .key(self.keys.prefix())
-            .arg(keys::room_member(room))
+            .arg(names::store_member(room))
             .arg(choice.as_str());
         let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
         match string(OP, v.first())?.as_str() {
@@ -741,7 +742,7 @@ impl Store for RedisStore {
             .key(self.keys.node(node))
             .key(self.keys.node_rooms(node))
             .key(self.keys.prefix())
-            .arg(keys::room_member(room))
+            .arg(names::store_member(room))
             .arg(node.as_str())
             .arg(channel.as_str())
             .arg(role_letter(role));
@@ -801,7 +802,7 @@ impl Store for RedisStore {
         let mut inv = self.scripts.release_room.prepare_invoke();
         inv.key(self.keys.room(room))
             .key(self.keys.prefix())
-            .arg(keys::room_member(room))
+            .arg(names::store_member(room))
             .arg(epoch.0)
             .arg(ms(linger));
         let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
@@ -829,7 +830,7 @@ impl Store for RedisStore {
         inv.key(self.keys.token(token))
             .arg(ms(ttl).max(1))
             .arg(ms(TOKEN_TOMBSTONE))
-            .arg(keys::kind_letter(grant.room.kind).to_string())
+            .arg(names::kind_letter(grant.room.kind).to_string())
             .arg(grant.room.name.as_str())
             .arg(grant.from.as_str())
             .arg(grant.to.as_str())
@@ -995,7 +996,7 @@ impl Store for RedisStore {
         };
         let (kind_min, kind_max) = match filter.kind {
             Some(k) => {
-                let l = keys::kind_letter(k);
+                let l = names::kind_letter(k);
                 (format!("{l}:"), format!("{l};"))
             }
             None => (String::new(), String::new()),
@@ -1021,7 +1022,7 @@ impl Store for RedisStore {
             if let Some((an, ar)) = &after
                 && *an == node
             {
-                let m = keys::room_member(ar);
+                let m = names::store_member(ar);
                 if kind_min.is_empty() || m >= kind_min {
                     min = format!("({m}");
                 }
@@ -1035,7 +1036,7 @@ impl Store for RedisStore {
             let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
             for r in v.chunks(6) {
                 let member = string(OP, r.first())?;
-                let room = keys::parse_room_member(&member)
+                let room = names::parse_store_member(&member)
                     .ok_or_else(|| corrupt(OP, format!("bad index member {member:?}")))?;
                 let members = int(OP, r.get(4))? as u32;
                 let z = string(OP, r.get(5))?;
@@ -1059,7 +1060,7 @@ impl Store for RedisStore {
         }
         let next = if rooms.len() > limit {
             rooms.truncate(limit);
-            rooms.last().map(|p| super::render_cursor(&p.node, &p.room))
+            rooms.last().map(|p| names::cursor(&p.node, &p.room))
         } else {
             None
         };

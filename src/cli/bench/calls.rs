@@ -21,7 +21,8 @@ use crate::ari::events::EventKind;
 use crate::ari::rest::BridgeType;
 use crate::ari::stream::{self, StreamConfig, StreamItem};
 use crate::controller::{self, Controller, NodeSpec};
-use crate::domain::NodeId;
+use crate::domain::{BridgeId, ChannelId, NodeId, RoomKey};
+use crate::names::BridgeNames;
 use crate::sim::{SimConfig, SimNode};
 use crate::store;
 use crate::telemetry::Metrics;
@@ -253,7 +254,7 @@ pub(super) fn ari_config(s: &SimNode) -> anyhow::Result<crate::ari::Config> {
         base_url: s.base_url(),
         username: SimConfig::DEFAULT_CREDENTIALS.into(),
         password: SimConfig::DEFAULT_CREDENTIALS.into(),
-        app: "corral".into(),
+        app: crate::names::DEFAULT_APP.into(),
         request_timeout: Duration::from_secs(5),
     })
 }
@@ -291,17 +292,21 @@ async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
                             tokio::spawn(async move {
                                 let t = Instant::now();
                                 let room = args.get(1).cloned().unwrap_or_default();
-                                let id = format!("b-{room}");
-                                let ok = ari.answer(&channel.id).await.is_ok()
+                                let (Ok(id), Ok(chan)) = (
+                                    BridgeId::new(format!("b-{room}")),
+                                    ChannelId::new(channel.id.as_str()),
+                                ) else {
+                                    return;
+                                };
+                                let name = RoomKey::parse("conference", &room)
+                                    .map(|r| BridgeNames::default().bridge_name(&r))
+                                    .unwrap_or_default();
+                                let ok = ari.answer(&chan).await.is_ok()
                                     && ari
-                                        .create_bridge(
-                                            &id,
-                                            BridgeType::Mixing,
-                                            &format!("corral:conference:{room}"),
-                                        )
+                                        .create_bridge(&id, BridgeType::Mixing, &name)
                                         .await
                                         .is_ok()
-                                    && ari.add_channel(&id, &channel.id, None).await.is_ok();
+                                    && ari.add_channel(&id, &chan, None).await.is_ok();
                                 if ok {
                                     if let Ok(mut s) = samples.lock() {
                                         s.push(t.elapsed().as_micros() as u32);

@@ -40,7 +40,8 @@ use crate::ari::events::EventKind;
 use crate::ari::rest::BridgeType;
 use crate::ari::stream::{self, StreamConfig, StreamItem};
 use crate::controller::{self, Controller, FarmEvent, QueueConfig};
-use crate::domain::{AgentId, ChannelId, RoomName};
+use crate::domain::{AgentId, BridgeId, ChannelId, RoomKey, RoomKind, RoomName};
+use crate::names::BridgeNames;
 use crate::queue::{AgentState, QueueSettings};
 use crate::sim::{SimConfig, SimNode};
 use crate::store;
@@ -476,7 +477,7 @@ struct BaseQueue {
 struct BaseApp {
     ari: AriNode,
     queue: RoomName,
-    holding: String,
+    holding: BridgeId,
     state: Mutex<BaseQueue>,
     events: broadcast::Sender<FarmEvent>,
     failures: AtomicU64,
@@ -491,10 +492,14 @@ impl BaseApp {
                     (Some("agent"), Some(agent)) => Some(agent.clone()),
                     _ => return,
                 };
-                let ok = self.ari.answer(&channel.id).await.is_ok()
+                let Ok(chan) = ChannelId::new(channel.id.as_str()) else {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let ok = self.ari.answer(&chan).await.is_ok()
                     && self
                         .ari
-                        .add_channel(&self.holding, &channel.id, None)
+                        .add_channel(&self.holding, &chan, None)
                         .await
                         .is_ok();
                 if !ok {
@@ -515,10 +520,17 @@ impl BaseApp {
                 let Some((agent, agent_chan, bridge)) = pair else {
                     return;
                 };
-                let ok = self.ari.destroy_bridge(&bridge).await.is_ok()
+                let (Ok(bridge_id), Ok(agent_id)) = (
+                    BridgeId::new(bridge.as_str()),
+                    ChannelId::new(agent_chan.as_str()),
+                ) else {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let ok = self.ari.destroy_bridge(&bridge_id).await.is_ok()
                     && self
                         .ari
-                        .add_channel(&self.holding, &agent_chan, None)
+                        .add_channel(&self.holding, &agent_id, None)
                         .await
                         .is_ok();
                 if !ok {
@@ -555,14 +567,36 @@ impl BaseApp {
 
     async fn connect(&self, caller: String, agent: String, agent_chan: String, n: u64) {
         let id = format!("base-pair-{n}");
-        let name = format!("corral:queue:{}:{agent}", self.queue);
+        let name = AgentId::new(agent.as_str())
+            .map(|a| {
+                BridgeNames::default()
+                    .pair_bridge(&self.queue, "base", &a)
+                    .1
+            })
+            .unwrap_or_default();
+        let (Ok(bridge), Ok(caller_chan), Ok(agent_leg)) = (
+            BridgeId::new(id.as_str()),
+            ChannelId::new(caller.as_str()),
+            ChannelId::new(agent_chan.as_str()),
+        ) else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let ok = self
             .ari
-            .create_bridge(&id, BridgeType::Mixing, &name)
+            .create_bridge(&bridge, BridgeType::Mixing, &name)
             .await
             .is_ok()
-            && self.ari.add_channel(&id, &caller, None).await.is_ok()
-            && self.ari.add_channel(&id, &agent_chan, None).await.is_ok();
+            && self
+                .ari
+                .add_channel(&bridge, &caller_chan, None)
+                .await
+                .is_ok()
+            && self
+                .ari
+                .add_channel(&bridge, &agent_leg, None)
+                .await
+                .is_ok();
         let ids = ChannelId::new(caller.as_str())
             .ok()
             .zip(AgentId::new(agent.as_str()).ok());
@@ -590,7 +624,7 @@ async fn baseline(node: &SimNode, args: &Args, run: u64) -> anyhow::Result<Figur
     let app = Arc::new(BaseApp {
         ari: ari.clone(),
         queue: RoomName::new(QUEUE)?,
-        holding: format!("base-queue-{QUEUE}"),
+        holding: BridgeId::new(format!("base-queue-{QUEUE}"))?,
         state: Mutex::default(),
         events,
         failures: AtomicU64::new(0),
@@ -631,7 +665,7 @@ async fn baseline(node: &SimNode, args: &Args, run: u64) -> anyhow::Result<Figur
     ari.create_bridge(
         &app.holding,
         BridgeType::Holding,
-        &format!("corral:queue:{QUEUE}"),
+        &BridgeNames::default().bridge_name(&RoomKey::new(RoomKind::Queue, RoomName::new(QUEUE)?)),
     )
     .await
     .context("the baseline's holding bridge")?;

@@ -1,0 +1,1294 @@
+//! The controller's decisions, as pure functions: facts in, a decision out
+//! as a value. No I/O, no clock, no lock: [`super::exec`] gathers the facts
+//! (ARI, the store), calls these, and carries the decision out.
+//!
+//! # The call path
+//! A `StasisStart` is read into an [`Arrival`] ([`parse_arrival`]), which
+//! [`admit`] turns into the first piece of work: place a call, consume a
+//! token, follow a static member's leg, or hand the call back to the
+//! dialplan. A token's answer goes through [`after_token`]. Placing a call
+//! is [`place`]: the owner decision (the store's, see [`super::owner`])
+//! and the hop count give [`Step::JoinHere`], [`Step::Redirect`] with the
+//! next hop, [`Step::JoinSplit`] past the hop limit, or
+//! [`Step::Degraded`] with its reason. A redirect that fails goes through
+//! [`after_move_failed`].
+//!
+//! # The resync
+//! A snapshot of the node (`GET /bridges`, `GET /channels`) and what the
+//! store says of the rooms in it become fixes: members to record
+//! ([`bridged_fixes`]), splits to heal and announce ([`split_changes`]),
+//! stale bridges to destroy ([`stale_bridges`]), calls left unplaced to
+//! place on their second sighting ([`unhandled_fixes`]), and joined calls
+//! missing from the snapshot to check ([`missing`]).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::channel::{ChannelState, Membership};
+use crate::ari::rest::{Bridge, Channel};
+use crate::domain::{
+    AgentId, ChannelId, Epoch, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
+};
+use crate::names::{BridgeNames, BridgeOf};
+use crate::queue::{QueueRole, QueueState};
+use crate::store::{Consumed, TokenRecord};
+
+// ---- the call path ------------------------------------------------------
+
+/// What a `StasisStart`'s arguments ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrival {
+    /// `conference,<room>` or `queue,<name>`: a call for a room.
+    Room(RoomKey, Role),
+    /// `agent,<queue>,<agent>`: an agent logging in to a queue.
+    Agent(RoomKey, AgentId),
+    /// `member,<queue>,<agent>`: a static member's leg corral originated,
+    /// answered.
+    Member(RoomName, AgentId),
+    /// No arguments and an alphanumeric extension: a token arriving.
+    Token(TokenId),
+    /// Anything else: not for corral's call path.
+    Odd(String),
+}
+
+/// Reads the arguments of `Stasis(<app>,<args>)` and the channel's
+/// extension.
+pub fn parse_arrival(args: &[String], exten: &str) -> Arrival {
+    let odd = |why: &str| {
+        Arrival::Odd(format!(
+            "{why}: args {:?}",
+            args.iter().take(4).collect::<Vec<_>>()
+        ))
+    };
+    match args {
+        [] => match TokenId::new(exten) {
+            Ok(t) => Arrival::Token(t),
+            Err(_) => Arrival::Odd(format!(
+                "no arguments and extension {:?} is not a token",
+                exten.chars().take(64).collect::<String>()
+            )),
+        },
+        [kind, name] if kind == "conference" => match RoomName::new(name.as_str()) {
+            Ok(n) => Arrival::Room(RoomKey::new(RoomKind::Conference, n), Role::Participant),
+            Err(e) => odd(&e.to_string()),
+        },
+        [kind, name] if kind == "queue" => match RoomName::new(name.as_str()) {
+            Ok(n) => Arrival::Room(RoomKey::new(RoomKind::Queue, n), Role::Caller),
+            Err(e) => odd(&e.to_string()),
+        },
+        [kind, queue, agent] if kind == "agent" => {
+            match (RoomName::new(queue.as_str()), AgentId::new(agent.as_str())) {
+                (Ok(q), Ok(a)) => Arrival::Agent(RoomKey::new(RoomKind::Queue, q), a),
+                (Err(e), _) | (_, Err(e)) => odd(&e.to_string()),
+            }
+        }
+        [kind, queue, agent] if kind == "member" => {
+            match (RoomName::new(queue.as_str()), AgentId::new(agent.as_str())) {
+                (Ok(q), Ok(a)) => Arrival::Member(q, a),
+                (Err(e), _) | (_, Err(e)) => odd(&e.to_string()),
+            }
+        }
+        _ => odd("unknown arguments"),
+    }
+}
+
+/// Who joins a room: its role, and the agent id of a queue agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Who {
+    /// A conference participant.
+    Participant,
+    /// A queue caller.
+    Caller,
+    /// A queue agent logging in.
+    Agent(AgentId),
+}
+
+impl Who {
+    /// The member role it is recorded with.
+    pub(crate) fn role(&self) -> Role {
+        match self {
+            Who::Participant => Role::Participant,
+            Who::Caller => Role::Caller,
+            Who::Agent(_) => Role::Agent,
+        }
+    }
+
+    /// Who a token's call is, from its grant.
+    fn of_token(record: &TokenRecord) -> Who {
+        match (record.grant.room.kind, record.grant.agent.clone()) {
+            (RoomKind::Conference, _) => Who::Participant,
+            (RoomKind::Queue, Some(a)) => Who::Agent(a),
+            (RoomKind::Queue, None) => Who::Caller,
+        }
+    }
+
+    /// The agent id of an agent.
+    pub(crate) fn agent(&self) -> Option<&AgentId> {
+        match self {
+            Who::Agent(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// How a call reached its room's node (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum How {
+    /// It landed there.
+    Direct,
+    /// It was redirected there with a token.
+    Token,
+}
+
+/// A call to place: its room, who it is, and the redirects it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Placing {
+    /// The room.
+    pub(crate) room: RoomKey,
+    /// Its role.
+    pub(crate) who: Who,
+    /// Redirects taken so far.
+    pub(crate) hops: u32,
+    /// How it got here.
+    pub(crate) how: How,
+}
+
+/// Why a call joined where it landed without a placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DegradedReason {
+    /// The store did not answer.
+    StoreUnavailable,
+    /// No node may take a new room (all down, draining or full).
+    NoEligibleNode,
+    /// The store named an owner that is not a configured node.
+    UnknownOwner,
+    /// ARI refused the redirect for a reason other than the call being gone.
+    RedirectFailed,
+}
+
+impl DegradedReason {
+    /// The metric label (`corral_degraded_total{reason}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DegradedReason::StoreUnavailable => "store_unavailable",
+            DegradedReason::NoEligibleNode => "no_eligible_node",
+            DegradedReason::UnknownOwner => "unknown_owner",
+            DegradedReason::RedirectFailed => "redirect_failed",
+        }
+    }
+}
+
+/// Why a call goes back to the dialplan (`continue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandBack {
+    /// Its arguments make no sense to corral.
+    OddArguments(String),
+    /// Its token is not one corral minted (or it was used already).
+    UnknownToken,
+    /// The store could not check its token.
+    TokenUnchecked,
+}
+
+/// The first piece of work for an arrival.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Place a call for a room.
+    Place(Placing),
+    /// A static member's leg answered: the queue engine pairs it.
+    MemberAnswered(RoomName, AgentId),
+    /// Consume this token (or use the one the channel holds already).
+    ConsumeToken(TokenId),
+    /// Give the call back to the dialplan.
+    HandBack(HandBack),
+}
+
+/// An arrival's first piece of work.
+pub(crate) fn admit(arrival: Arrival) -> Admit {
+    match arrival {
+        Arrival::Room(room, role) => Admit::Place(Placing {
+            room,
+            who: if role == Role::Caller {
+                Who::Caller
+            } else {
+                Who::Participant
+            },
+            hops: 0,
+            how: How::Direct,
+        }),
+        Arrival::Agent(room, agent) => Admit::Place(Placing {
+            room,
+            who: Who::Agent(agent),
+            hops: 0,
+            how: How::Direct,
+        }),
+        Arrival::Member(queue, agent) => Admit::MemberAnswered(queue, agent),
+        Arrival::Token(t) => Admit::ConsumeToken(t),
+        Arrival::Odd(why) => Admit::HandBack(HandBack::OddArguments(why)),
+    }
+}
+
+/// What a token's consumption leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AfterToken {
+    /// Consumed here: join (its room was placed here when it was minted;
+    /// the member record confirms it).
+    Join(Placing),
+    /// Minted for another node, or expired: place it again, hops kept.
+    Replace(Placing),
+    /// Not corral's, or not checkable: back to the dialplan.
+    HandBack(HandBack),
+}
+
+/// What a token arrival leads to, from the store's answer (`None`: the
+/// store did not answer).
+pub(crate) fn after_token(consumed: Option<&Consumed>) -> AfterToken {
+    let placing = |rec: &TokenRecord| Placing {
+        room: rec.grant.room.clone(),
+        who: Who::of_token(rec),
+        hops: rec.grant.hops,
+        how: How::Token,
+    };
+    match consumed {
+        Some(Consumed::Ok(rec)) => AfterToken::Join(placing(rec)),
+        Some(Consumed::WrongNode(rec) | Consumed::Expired(rec)) => {
+            AfterToken::Replace(placing(rec))
+        }
+        Some(Consumed::Unknown) => AfterToken::HandBack(HandBack::UnknownToken),
+        None => AfterToken::HandBack(HandBack::TokenUnchecked),
+    }
+}
+
+/// The owner decision, as far as the call path needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnerFact<'a> {
+    /// The room lives on this node.
+    Node(&'a NodeId),
+    /// No node may take the room.
+    NoEligibleNode,
+    /// The store did not answer.
+    StoreUnavailable,
+}
+
+/// The facts a placement is decided on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlaceFacts<'a> {
+    /// Where the call is.
+    pub(crate) landing: &'a NodeId,
+    /// The room's owner, per the store.
+    pub(crate) owner: OwnerFact<'a>,
+    /// Redirects the call took so far.
+    pub(crate) hops: u32,
+    /// Redirects a call may take.
+    pub(crate) hop_limit: u32,
+    /// The owner is a configured node (its SIP host is known).
+    pub(crate) owner_known: bool,
+}
+
+/// What to do with a call now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Record the member here, answer and bridge.
+    JoinHere,
+    /// Mint a token for `to` and redirect the ringing call there; the
+    /// token carries `hops`.
+    Redirect {
+        /// The owner.
+        to: NodeId,
+        /// The hop count the token carries.
+        hops: u32,
+    },
+    /// Past the hop limit: join where it is, unrecorded; a split the resync
+    /// heals.
+    JoinSplit {
+        /// The owner the call should have reached.
+        owner: NodeId,
+    },
+    /// Join where it is, unrecorded, counted.
+    Degraded(DegradedReason),
+    /// The call is gone: nothing to do.
+    Gone,
+}
+
+/// Decides a placement from its facts.
+pub(crate) fn place(f: &PlaceFacts<'_>) -> Step {
+    match f.owner {
+        OwnerFact::StoreUnavailable => Step::Degraded(DegradedReason::StoreUnavailable),
+        OwnerFact::NoEligibleNode => Step::Degraded(DegradedReason::NoEligibleNode),
+        OwnerFact::Node(owner) if owner == f.landing => Step::JoinHere,
+        OwnerFact::Node(owner) if f.hops >= f.hop_limit => Step::JoinSplit {
+            owner: owner.clone(),
+        },
+        OwnerFact::Node(_) if !f.owner_known => Step::Degraded(DegradedReason::UnknownOwner),
+        OwnerFact::Node(owner) => Step::Redirect {
+            to: owner.clone(),
+            hops: f.hops + 1,
+        },
+    }
+}
+
+/// Why a move (mint a token, redirect) failed, as the call path sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MoveFailure {
+    /// No token: the store did not answer.
+    StoreUnavailable,
+    /// ARI says the call is gone or left the app (404, 409).
+    CallGone,
+    /// ARI refused the redirect for another reason, or did not answer.
+    Refused,
+}
+
+/// What a failed move leads to: a call that is still there joins where it
+/// is (degraded); a gone one needs nothing.
+pub(crate) fn after_move_failed(failure: MoveFailure) -> Step {
+    match failure {
+        MoveFailure::StoreUnavailable => Step::Degraded(DegradedReason::StoreUnavailable),
+        MoveFailure::CallGone => Step::Gone,
+        MoveFailure::Refused => Step::Degraded(DegradedReason::RedirectFailed),
+    }
+}
+
+// ---- the resync ---------------------------------------------------------
+
+/// Calls found in one of this app's bridges on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BridgedCalls {
+    /// The bridge's room (and agent, for a pair bridge).
+    pub(crate) of: BridgeOf,
+    /// The bridge's id.
+    pub(crate) bridge: String,
+    /// The calls in it (ids ARI gave that are not valid ids are skipped).
+    pub(crate) channels: Vec<ChannelId>,
+}
+
+/// Reads the app's bridges out of `GET /bridges`.
+pub(crate) fn bridged_calls(bridges: &[Bridge], names: &BridgeNames) -> Vec<BridgedCalls> {
+    bridges
+        .iter()
+        .filter_map(|b| {
+            let of = names.parse_bridge_name(&b.name)?;
+            Some(BridgedCalls {
+                of,
+                bridge: b.id.clone(),
+                channels: b
+                    .channels
+                    .iter()
+                    .filter_map(|c| ChannelId::new(c.as_str()).ok())
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// What the store says of one room found in the node's bridges.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RoomFacts {
+    /// Its placement (`None`: not placed, e.g. released while the node was
+    /// down): owner and epoch.
+    pub(crate) owner: Option<(NodeId, Epoch)>,
+    /// The channels the store has as members on this node.
+    pub(crate) members_here: HashSet<ChannelId>,
+    /// A queue's state (`None` for a conference, or when unreadable).
+    pub(crate) queue: Option<QueueState>,
+}
+
+/// A fix the resync makes for calls found in bridges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BridgedFix {
+    /// Record `channel` as a member with `role` (claims an unowned room).
+    Record {
+        /// The room.
+        room: RoomKey,
+        /// The call.
+        channel: ChannelId,
+        /// Its role.
+        role: Role,
+    },
+    /// Remember `channel` as in the room's bridge here (a member already,
+    /// or a static member's leg that is never one).
+    Follow {
+        /// The call.
+        channel: ChannelId,
+        /// Its room here.
+        membership: Membership,
+    },
+    /// The room lives on `owner`: move its calls bridged here there.
+    Heal {
+        /// The room.
+        room: RoomKey,
+        /// Its owner.
+        owner: NodeId,
+        /// The calls to move (a static member's leg is never moved).
+        channels: Vec<ChannelId>,
+    },
+}
+
+/// The role a call bridged in `of` is recorded with; `None` for a static
+/// member's leg, which is never a member (it is the queue's, until its call
+/// ends).
+///
+/// A conference's calls are participants. A queue's calls are what its
+/// state says (waiting or talking callers, call-in agents, member legs); a
+/// call the state does not know is a caller in the holding bridge and
+/// nothing in a pair bridge.
+pub(crate) fn role_in(of: &BridgeOf, queue: Option<&QueueState>, chan: &ChannelId) -> Option<Role> {
+    if of.room().kind == RoomKind::Conference {
+        return Some(Role::Participant);
+    }
+    match queue.and_then(|q| q.role_of(chan)) {
+        Some(QueueRole::Caller) => Some(Role::Caller),
+        Some(QueueRole::Agent) => Some(Role::Agent),
+        Some(QueueRole::MemberLeg) => None,
+        None if of.is_pair() => None,
+        None => Some(Role::Caller),
+    }
+}
+
+/// The fixes for the calls found in the node's bridges, from what the
+/// store says of their rooms (`facts`; a room missing from it is skipped).
+pub(crate) fn bridged_fixes(
+    here: &NodeId,
+    calls: &[BridgedCalls],
+    facts: &HashMap<RoomKey, RoomFacts>,
+) -> Vec<BridgedFix> {
+    let mut fixes = Vec::new();
+    let mut heal: Vec<(RoomKey, NodeId, Vec<ChannelId>)> = Vec::new();
+    for b in calls {
+        let room = b.of.room();
+        let Some(f) = facts.get(room) else { continue };
+        for chan in &b.channels {
+            let role = role_in(&b.of, f.queue.as_ref(), chan);
+            match (&f.owner, role) {
+                (Some((owner, _)), Some(_)) if owner != here => {
+                    match heal.iter_mut().find(|(r, _, _)| r == room) {
+                        Some((_, _, chans)) => chans.push(chan.clone()),
+                        None => heal.push((room.clone(), owner.clone(), vec![chan.clone()])),
+                    }
+                }
+                (Some((owner, _)), None) if owner != here => {}
+                (_, Some(_)) if f.members_here.contains(chan) => fixes.push(BridgedFix::Follow {
+                    channel: chan.clone(),
+                    membership: Membership {
+                        room: room.clone(),
+                        recorded: true,
+                    },
+                }),
+                (_, Some(role)) => fixes.push(BridgedFix::Record {
+                    room: room.clone(),
+                    channel: chan.clone(),
+                    role,
+                }),
+                (_, None) => fixes.push(BridgedFix::Follow {
+                    channel: chan.clone(),
+                    membership: Membership {
+                        room: room.clone(),
+                        recorded: false,
+                    },
+                }),
+            }
+        }
+    }
+    fixes.extend(
+        heal.into_iter()
+            .map(|(room, owner, channels)| BridgedFix::Heal {
+                room,
+                owner,
+                channels,
+            }),
+    );
+    fixes
+}
+
+/// How the node's splits change at this resync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SplitChanges {
+    /// Rooms no longer split, and how long each split lasted.
+    pub(crate) healed: Vec<(RoomKey, Duration)>,
+    /// Rooms newly split, with their owner.
+    pub(crate) detected: Vec<(RoomKey, NodeId)>,
+}
+
+/// Compares the splits known (`known`, since when) with the rooms found
+/// split now (`stray`, room → owner).
+pub(crate) fn split_changes(
+    known: &HashMap<RoomKey, Instant>,
+    stray: &HashMap<RoomKey, NodeId>,
+    now: Instant,
+) -> SplitChanges {
+    let mut out = SplitChanges::default();
+    for (room, since) in known {
+        if !stray.contains_key(room) {
+            out.healed
+                .push((room.clone(), now.saturating_duration_since(*since)));
+        }
+    }
+    for (room, owner) in stray {
+        if !known.contains_key(room) {
+            out.detected.push((room.clone(), owner.clone()));
+        }
+    }
+    out.healed.sort_by(|a, b| a.0.cmp(&b.0));
+    out.detected.sort();
+    out
+}
+
+/// Empty bridges of this app's rooms that are not their room's bridge here
+/// now (a healed split's local bridge, an earlier epoch's): destroy them.
+/// A pair bridge is the queue engine's; a bridge with calls is never
+/// touched; a room missing from `facts` is skipped (the store did not
+/// answer).
+pub(crate) fn stale_bridges(
+    here: &NodeId,
+    bridges: &[Bridge],
+    facts: &HashMap<RoomKey, RoomFacts>,
+    names: &BridgeNames,
+) -> Vec<String> {
+    bridges
+        .iter()
+        .filter(|b| b.channels.is_empty())
+        .filter_map(|b| {
+            let Some(BridgeOf::Room(room)) = names.parse_bridge_name(&b.name) else {
+                return None;
+            };
+            let f = facts.get(&room)?;
+            let current = match &f.owner {
+                Some((node, epoch)) if node == here => Some(names.bridge_id(&room, Some(*epoch))),
+                _ => None,
+            };
+            match current {
+                Some(id) if id.as_str() == b.id => None,
+                _ => Some(b.id.clone()),
+            }
+        })
+        .collect()
+}
+
+/// A fix for a call in the app but in no bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UnhandledFix {
+    /// First sighting: remember it (a `StasisStart` may merely be late).
+    Suspect(ChannelId),
+    /// Second sighting in a row: place it as if its `StasisStart` had just
+    /// arrived, with these Stasis arguments.
+    Place {
+        /// The call (as ARI listed it; boxed: the other fixes are small).
+        channel: Box<Channel>,
+        /// Its Stasis arguments after the app name.
+        args: Vec<String>,
+    },
+    /// Seen before but handled, bridged or gone now: forget the sighting.
+    Clear(ChannelId),
+}
+
+/// The Stasis arguments of a channel in `app` (`None`: not in the app).
+fn stasis_args(ch: &Channel, app: &str) -> Option<Vec<String>> {
+    if ch.dialplan.app_name.as_deref() != Some("Stasis") {
+        return None;
+    }
+    let data = ch.dialplan.app_data.as_deref()?;
+    let mut parts = data.split(',');
+    if parts.next() != Some(app) {
+        return None;
+    }
+    Some(parts.map(str::to_string).collect())
+}
+
+/// Calls in `app`, ringing or answered, in no bridge (`bridged`) and not
+/// handled (`states`): suspects on first sighting, placed on the second.
+/// A sighting is forgotten when the call is no longer unhandled.
+pub(crate) fn unhandled_fixes(
+    channels: &[Channel],
+    bridged: &HashSet<ChannelId>,
+    states: &HashMap<ChannelId, ChannelState>,
+    app: &str,
+) -> Vec<UnhandledFix> {
+    let mut fixes = Vec::new();
+    let mut unhandled = HashSet::new();
+    for ch in channels {
+        let Ok(id) = ChannelId::new(ch.id.as_str()) else {
+            continue;
+        };
+        let Some(args) = stasis_args(ch, app) else {
+            continue;
+        };
+        // Ringing: its StasisStart was lost. Answered but in no bridge: a
+        // join that failed half-way (ARI errors past the retries).
+        if !(ch.state == "Ring" || ch.state == "Up") || bridged.contains(&id) {
+            continue;
+        }
+        let seen = match states.get(&id) {
+            None => false,
+            Some(ChannelState::Suspect) => true,
+            Some(ChannelState::TokenHeld { seen, .. }) => *seen,
+            Some(
+                ChannelState::Placing { .. }
+                | ChannelState::Redirected { .. }
+                | ChannelState::Joined(_),
+            ) => continue,
+        };
+        unhandled.insert(id.clone());
+        fixes.push(if seen {
+            UnhandledFix::Place {
+                channel: Box::new(ch.clone()),
+                args,
+            }
+        } else {
+            UnhandledFix::Suspect(id)
+        });
+    }
+    for (id, state) in states {
+        let sighted = matches!(
+            state,
+            ChannelState::Suspect | ChannelState::TokenHeld { seen: true, .. }
+        );
+        if sighted && !unhandled.contains(id) {
+            fixes.push(UnhandledFix::Clear(id.clone()));
+        }
+    }
+    fixes
+}
+
+/// Joined calls absent from the snapshot (`live`): each is checked with
+/// ARI (only a 404 proves it gone: the snapshot may predate its join).
+pub(crate) fn missing(
+    states: &HashMap<ChannelId, ChannelState>,
+    live: &HashSet<ChannelId>,
+) -> Vec<ChannelId> {
+    let mut out: Vec<ChannelId> = states
+        .iter()
+        .filter(|(id, s)| matches!(s, ChannelState::Joined(_)) && !live.contains(*id))
+        .map(|(id, _)| id.clone())
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ari::rest::Dialplan;
+    use crate::queue::{Agent, AgentKind, AgentState, Caller};
+    use crate::store::TokenGrant;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+    fn node(id: &str) -> NodeId {
+        NodeId::new(id).unwrap()
+    }
+    fn chan(id: &str) -> ChannelId {
+        ChannelId::new(id).unwrap()
+    }
+    fn conf(name: &str) -> RoomKey {
+        RoomKey::parse("conference", name).unwrap()
+    }
+    fn queue(name: &str) -> RoomKey {
+        RoomKey::parse("queue", name).unwrap()
+    }
+    fn agent(id: &str) -> AgentId {
+        AgentId::new(id).unwrap()
+    }
+
+    #[test]
+    fn arrivals_are_read_from_args_and_extension() {
+        assert_eq!(
+            parse_arrival(&s(&["conference", "sales"]), "conf-sales"),
+            Arrival::Room(
+                RoomKey::parse("conference", "sales").unwrap(),
+                Role::Participant
+            )
+        );
+        assert_eq!(
+            parse_arrival(&s(&["queue", "support"]), "queue-support"),
+            Arrival::Room(RoomKey::parse("queue", "support").unwrap(), Role::Caller)
+        );
+        assert!(matches!(
+            parse_arrival(&s(&["agent", "support", "alice"]), "x"),
+            Arrival::Agent(..)
+        ));
+        assert_eq!(
+            parse_arrival(&[], "Ab12"),
+            Arrival::Token(TokenId::new("Ab12").unwrap())
+        );
+        assert!(matches!(parse_arrival(&[], "a-b"), Arrival::Odd(_)));
+        assert!(matches!(
+            parse_arrival(&s(&["conference"]), "x"),
+            Arrival::Odd(_)
+        ));
+        assert!(matches!(
+            parse_arrival(&s(&["conference", "a:b"]), "x"),
+            Arrival::Odd(_)
+        ));
+        assert!(matches!(
+            parse_arrival(&s(&["party", "x"]), "x"),
+            Arrival::Odd(_)
+        ));
+    }
+
+    #[test]
+    fn member_and_bad_agent_arrivals() {
+        assert_eq!(
+            parse_arrival(&s(&["member", "support", "alice"]), "x"),
+            Arrival::Member(RoomName::new("support").unwrap(), agent("alice"))
+        );
+        for args in [
+            ["member", "sup port", "alice"],
+            ["member", "support", "al-ice"],
+            ["agent", "support", "al-ice"],
+            ["agent", "a:b", "alice"],
+        ] {
+            assert!(
+                matches!(parse_arrival(&s(&args), "x"), Arrival::Odd(_)),
+                "{args:?}"
+            );
+        }
+        assert!(matches!(
+            parse_arrival(&s(&["queue", "a b"]), "x"),
+            Arrival::Odd(_)
+        ));
+    }
+
+    #[test]
+    fn every_arrival_is_admitted_to_its_work() {
+        assert_eq!(
+            admit(Arrival::Room(conf("sales"), Role::Participant)),
+            Admit::Place(Placing {
+                room: conf("sales"),
+                who: Who::Participant,
+                hops: 0,
+                how: How::Direct
+            })
+        );
+        assert_eq!(
+            admit(Arrival::Room(queue("support"), Role::Caller)),
+            Admit::Place(Placing {
+                room: queue("support"),
+                who: Who::Caller,
+                hops: 0,
+                how: How::Direct
+            })
+        );
+        assert_eq!(
+            admit(Arrival::Agent(queue("support"), agent("alice"))),
+            Admit::Place(Placing {
+                room: queue("support"),
+                who: Who::Agent(agent("alice")),
+                hops: 0,
+                how: How::Direct
+            })
+        );
+        let q = RoomName::new("support").unwrap();
+        assert_eq!(
+            admit(Arrival::Member(q.clone(), agent("bob"))),
+            Admit::MemberAnswered(q, agent("bob"))
+        );
+        let t = TokenId::new("Tok").unwrap();
+        assert_eq!(admit(Arrival::Token(t.clone())), Admit::ConsumeToken(t));
+        assert_eq!(
+            admit(Arrival::Odd("why".into())),
+            Admit::HandBack(HandBack::OddArguments("why".into()))
+        );
+    }
+
+    fn record(room: RoomKey, agent_id: Option<&str>, hops: u32) -> TokenRecord {
+        TokenRecord {
+            grant: TokenGrant {
+                room,
+                from: node("a"),
+                to: node("b"),
+                channel: chan("c"),
+                caller: String::new(),
+                hops,
+                agent: agent_id.map(agent),
+            },
+            minted_ms: 0,
+            expires_ms: 1,
+        }
+    }
+
+    #[test]
+    fn every_token_answer() {
+        let r = record(conf("sales"), None, 1);
+        let join = Placing {
+            room: conf("sales"),
+            who: Who::Participant,
+            hops: 1,
+            how: How::Token,
+        };
+        assert_eq!(
+            after_token(Some(&Consumed::Ok(r.clone()))),
+            AfterToken::Join(join.clone())
+        );
+        assert_eq!(
+            after_token(Some(&Consumed::WrongNode(r.clone()))),
+            AfterToken::Replace(join.clone())
+        );
+        assert_eq!(
+            after_token(Some(&Consumed::Expired(r))),
+            AfterToken::Replace(join)
+        );
+        assert_eq!(
+            after_token(Some(&Consumed::Unknown)),
+            AfterToken::HandBack(HandBack::UnknownToken)
+        );
+        assert_eq!(
+            after_token(None),
+            AfterToken::HandBack(HandBack::TokenUnchecked)
+        );
+        // The grant says who the call is.
+        let agent_call = record(queue("support"), Some("alice"), 2);
+        let AfterToken::Join(p) = after_token(Some(&Consumed::Ok(agent_call))) else {
+            panic!("consumed")
+        };
+        assert_eq!((p.who, p.hops), (Who::Agent(agent("alice")), 2));
+        let caller = record(queue("support"), None, 1);
+        let AfterToken::Join(p) = after_token(Some(&Consumed::Ok(caller))) else {
+            panic!("consumed")
+        };
+        assert_eq!(p.who, Who::Caller);
+    }
+
+    fn facts<'a>(landing: &'a NodeId, owner: OwnerFact<'a>, hops: u32) -> PlaceFacts<'a> {
+        PlaceFacts {
+            landing,
+            owner,
+            hops,
+            hop_limit: 2,
+            owner_known: true,
+        }
+    }
+
+    #[test]
+    fn every_placement_branch() {
+        let (x, y) = (node("x"), node("y"));
+        assert_eq!(place(&facts(&x, OwnerFact::Node(&x), 0)), Step::JoinHere);
+        // Owner here joins even past the hop limit.
+        assert_eq!(place(&facts(&x, OwnerFact::Node(&x), 5)), Step::JoinHere);
+        assert_eq!(
+            place(&facts(&x, OwnerFact::Node(&y), 0)),
+            Step::Redirect {
+                to: y.clone(),
+                hops: 1
+            }
+        );
+        assert_eq!(
+            place(&facts(&x, OwnerFact::Node(&y), 1)),
+            Step::Redirect {
+                to: y.clone(),
+                hops: 2
+            }
+        );
+        assert_eq!(
+            place(&facts(&x, OwnerFact::Node(&y), 2)),
+            Step::JoinSplit { owner: y.clone() }
+        );
+        let mut unknown = facts(&x, OwnerFact::Node(&y), 0);
+        unknown.owner_known = false;
+        assert_eq!(
+            place(&unknown),
+            Step::Degraded(DegradedReason::UnknownOwner)
+        );
+        assert_eq!(
+            place(&facts(&x, OwnerFact::StoreUnavailable, 0)),
+            Step::Degraded(DegradedReason::StoreUnavailable)
+        );
+        assert_eq!(
+            place(&facts(&x, OwnerFact::NoEligibleNode, 0)),
+            Step::Degraded(DegradedReason::NoEligibleNode)
+        );
+    }
+
+    #[test]
+    fn every_move_failure() {
+        assert_eq!(
+            after_move_failed(MoveFailure::StoreUnavailable),
+            Step::Degraded(DegradedReason::StoreUnavailable)
+        );
+        assert_eq!(after_move_failed(MoveFailure::CallGone), Step::Gone);
+        assert_eq!(
+            after_move_failed(MoveFailure::Refused),
+            Step::Degraded(DegradedReason::RedirectFailed)
+        );
+        for r in [
+            DegradedReason::StoreUnavailable,
+            DegradedReason::NoEligibleNode,
+            DegradedReason::UnknownOwner,
+            DegradedReason::RedirectFailed,
+        ] {
+            assert!(!r.as_str().is_empty());
+        }
+    }
+
+    fn bridge(id: &str, name: &str, chans: &[&str]) -> Bridge {
+        Bridge {
+            id: id.into(),
+            bridge_type: String::new(),
+            bridge_class: String::new(),
+            name: name.into(),
+            channels: s(chans),
+        }
+    }
+
+    /// A queue with caller `c1` waiting, call-in agent `alice` on `a1`,
+    /// and static member `bob` talking with caller `c2` on leg `leg1`.
+    fn queue_state(n: &NodeId) -> QueueState {
+        let caller = |id: &str, seq| Caller {
+            channel: chan(id),
+            node: n.clone(),
+            seq,
+            since_ms: 0,
+            caller: String::new(),
+            offered: vec![],
+        };
+        let mut st = QueueState {
+            callers: vec![caller("c1", 1)],
+            ..Default::default()
+        };
+        let base = |kind, activity| Agent {
+            kind,
+            activity,
+            paused: false,
+            idle_since_ms: 0,
+            retry_at_ms: 0,
+            answered: 0,
+            removing: false,
+            returning: false,
+        };
+        st.agents.insert(
+            agent("alice"),
+            base(
+                AgentKind::CallIn {
+                    channel: chan("a1"),
+                    node: n.clone(),
+                },
+                AgentState::Available,
+            ),
+        );
+        st.agents.insert(
+            agent("bob"),
+            base(
+                AgentKind::Static {
+                    endpoint: "PJSIP/bob".into(),
+                },
+                AgentState::Busy {
+                    caller: caller("c2", 2),
+                    bridge: "qc1".into(),
+                    leg: Some(chan("leg1")),
+                    since_ms: 0,
+                    connected: true,
+                },
+            ),
+        );
+        st
+    }
+
+    #[test]
+    fn roles_come_from_the_queue_state_and_legs_are_never_members() {
+        let n = node("x");
+        let st = queue_state(&n);
+        let holding = BridgeOf::Room(queue("support"));
+        let pair = BridgeOf::Pair {
+            queue: queue("support"),
+            agent: agent("bob"),
+        };
+        let conference = BridgeOf::Room(conf("sales"));
+        assert_eq!(
+            role_in(&conference, None, &chan("p")),
+            Some(Role::Participant)
+        );
+        assert_eq!(
+            role_in(&holding, Some(&st), &chan("c1")),
+            Some(Role::Caller)
+        );
+        assert_eq!(role_in(&holding, Some(&st), &chan("a1")), Some(Role::Agent));
+        assert_eq!(role_in(&pair, Some(&st), &chan("c2")), Some(Role::Caller));
+        assert_eq!(role_in(&pair, Some(&st), &chan("leg1")), None);
+        // Unknown to the state: a caller on hold, nothing in a pair bridge.
+        assert_eq!(
+            role_in(&holding, Some(&st), &chan("zz")),
+            Some(Role::Caller)
+        );
+        assert_eq!(role_in(&pair, Some(&st), &chan("zz")), None);
+        assert_eq!(role_in(&holding, None, &chan("zz")), Some(Role::Caller));
+        assert_eq!(role_in(&pair, None, &chan("zz")), None);
+    }
+
+    #[test]
+    fn bridged_calls_are_recorded_followed_or_healed() {
+        let (x, y) = (node("x"), node("y"));
+        let names = BridgeNames::default();
+        let bridges = vec![
+            bridge(
+                "corral-conference-sales-3",
+                "corral:conference:sales",
+                &["p1", "p2"],
+            ),
+            bridge(
+                "corral-conference-away-local",
+                "corral:conference:away",
+                &["s1"],
+            ),
+            bridge(
+                "corral-queue-support-4",
+                "corral:queue:support",
+                &["c1", "a1"],
+            ),
+            bridge(
+                "corral-queue-support-qc1",
+                "corral:queue:support:bob",
+                &["c2", "leg1"],
+            ),
+            bridge(
+                "corral-conference-gone-1",
+                "corral:conference:gone",
+                &["g1"],
+            ),
+            bridge("other", "someone:else", &["o1"]),
+            bridge("odd", "corral:conference:bad", &["bad id"]),
+        ];
+        let calls = bridged_calls(&bridges, &names);
+        assert_eq!(calls.len(), 6, "another app's bridge is not read");
+        assert!(
+            calls[5].channels.is_empty(),
+            "an unusable channel id is skipped"
+        );
+        let mut f = HashMap::new();
+        f.insert(
+            conf("sales"),
+            RoomFacts {
+                owner: Some((x.clone(), Epoch(3))),
+                members_here: [chan("p1")].into(),
+                queue: None,
+            },
+        );
+        f.insert(
+            conf("away"),
+            RoomFacts {
+                owner: Some((y.clone(), Epoch(9))),
+                ..Default::default()
+            },
+        );
+        f.insert(
+            queue("support"),
+            RoomFacts {
+                owner: None,
+                members_here: HashSet::new(),
+                queue: Some(queue_state(&x)),
+            },
+        );
+        // `gone` is not in the facts (the store did not answer): skipped.
+        let fixes = bridged_fixes(&x, &calls, &f);
+        let follow = |c: &str, room: RoomKey, recorded| BridgedFix::Follow {
+            channel: chan(c),
+            membership: Membership { room, recorded },
+        };
+        let record = |room: RoomKey, c: &str, role| BridgedFix::Record {
+            room,
+            channel: chan(c),
+            role,
+        };
+        assert_eq!(
+            fixes,
+            vec![
+                follow("p1", conf("sales"), true),
+                record(conf("sales"), "p2", Role::Participant),
+                record(queue("support"), "c1", Role::Caller),
+                record(queue("support"), "a1", Role::Agent),
+                record(queue("support"), "c2", Role::Caller),
+                follow("leg1", queue("support"), false),
+                BridgedFix::Heal {
+                    room: conf("away"),
+                    owner: y.clone(),
+                    channels: vec![chan("s1")]
+                },
+            ]
+        );
+        // A queue owned elsewhere: its callers move, a leg never does.
+        f.get_mut(&queue("support")).unwrap().owner = Some((y.clone(), Epoch(1)));
+        let fixes = bridged_fixes(&x, &calls, &f);
+        assert!(fixes.contains(&BridgedFix::Heal {
+            room: queue("support"),
+            owner: y,
+            channels: vec![chan("c1"), chan("a1"), chan("c2")]
+        }));
+        assert!(
+            !fixes.iter().any(
+                |f| matches!(f, BridgedFix::Follow { channel, .. } if channel == &chan("leg1"))
+            )
+        );
+    }
+
+    #[test]
+    fn splits_are_detected_once_and_healed_with_their_duration() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(3);
+        let mut known = HashMap::new();
+        known.insert(conf("old"), t0);
+        known.insert(conf("still"), t0);
+        let mut stray = HashMap::new();
+        stray.insert(conf("still"), node("y"));
+        stray.insert(conf("new"), node("y"));
+        let c = split_changes(&known, &stray, now);
+        assert_eq!(c.healed, vec![(conf("old"), Duration::from_secs(3))]);
+        assert_eq!(c.detected, vec![(conf("new"), node("y"))]);
+        assert_eq!(
+            split_changes(&HashMap::new(), &HashMap::new(), now),
+            SplitChanges::default()
+        );
+    }
+
+    #[test]
+    fn stale_bridges_are_empty_ones_not_their_rooms_bridge_now() {
+        let (x, y) = (node("x"), node("y"));
+        let names = BridgeNames::default();
+        let bridges = vec![
+            bridge("corral-conference-a-3", "corral:conference:a", &[]),
+            bridge("corral-conference-a-2", "corral:conference:a", &[]),
+            bridge("corral-conference-a-local", "corral:conference:a", &[]),
+            bridge("corral-conference-b-1", "corral:conference:b", &[]),
+            bridge("corral-conference-c-1", "corral:conference:c", &[]),
+            bridge("corral-conference-d-1", "corral:conference:d", &["busy"]),
+            bridge("corral-queue-q-qc1", "corral:queue:q:alice", &[]),
+            bridge("corral-conference-u-1", "corral:conference:u", &[]),
+            bridge("x", "other:conference:a", &[]),
+        ];
+        let mut f = HashMap::new();
+        f.insert(
+            conf("a"),
+            RoomFacts {
+                owner: Some((x.clone(), Epoch(3))),
+                ..Default::default()
+            },
+        );
+        f.insert(
+            conf("b"),
+            RoomFacts {
+                owner: Some((y, Epoch(1))),
+                ..Default::default()
+            },
+        );
+        f.insert(conf("c"), RoomFacts::default());
+        f.insert(conf("d"), RoomFacts::default());
+        f.insert(queue("q"), RoomFacts::default());
+        assert_eq!(
+            stale_bridges(&x, &bridges, &f, &names),
+            vec![
+                "corral-conference-a-2".to_string(),
+                "corral-conference-a-local".into(),
+                "corral-conference-b-1".into(),
+                "corral-conference-c-1".into(),
+            ]
+        );
+    }
+
+    fn channel(id: &str, state: &str, app_data: Option<&str>) -> Channel {
+        Channel {
+            id: id.into(),
+            state: state.into(),
+            dialplan: Dialplan {
+                app_name: app_data.map(|_| "Stasis".to_string()),
+                app_data: app_data.map(str::to_string),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn unhandled_calls_are_placed_on_their_second_sighting() {
+        let chans = vec![
+            channel("new", "Ring", Some("corral,conference,sales")),
+            channel("seen", "Up", Some("corral,queue,support")),
+            channel("token", "Ring", Some("corral")),
+            channel("held1", "Ring", Some("corral")),
+            channel("held2", "Ring", Some("corral")),
+            channel("placing", "Ring", Some("corral,conference,a")),
+            channel("joined", "Up", Some("corral,conference,a")),
+            channel("moving", "Ring", Some("corral,conference,a")),
+            channel("bridged", "Up", Some("corral,conference,a")),
+            channel("down", "Down", Some("corral,conference,a")),
+            channel("other", "Ring", Some("corral2,conference,a")),
+            channel("dialplan", "Ring", None),
+            channel("bad id", "Ring", Some("corral")),
+        ];
+        let rec = record(conf("a"), None, 1);
+        let mut states = HashMap::new();
+        states.insert(chan("seen"), ChannelState::Suspect);
+        states.insert(
+            chan("held1"),
+            ChannelState::TokenHeld {
+                record: rec.clone(),
+                seen: false,
+            },
+        );
+        states.insert(
+            chan("held2"),
+            ChannelState::TokenHeld {
+                record: rec.clone(),
+                seen: true,
+            },
+        );
+        states.insert(chan("placing"), ChannelState::Placing { held: None });
+        states.insert(
+            chan("joined"),
+            ChannelState::Joined(Membership {
+                room: conf("a"),
+                recorded: true,
+            }),
+        );
+        states.insert(
+            chan("moving"),
+            ChannelState::Redirected {
+                token: TokenId::new("T").unwrap(),
+                left: None,
+            },
+        );
+        states.insert(chan("vanished"), ChannelState::Suspect);
+        states.insert(
+            chan("held-gone"),
+            ChannelState::TokenHeld {
+                record: rec,
+                seen: true,
+            },
+        );
+        let bridged: HashSet<ChannelId> = [chan("bridged")].into();
+        let mut fixes = unhandled_fixes(&chans, &bridged, &states, "corral");
+        let mut clears: Vec<_> = fixes
+            .iter()
+            .filter_map(|f| match f {
+                UnhandledFix::Clear(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        clears.sort();
+        assert_eq!(clears, vec![chan("held-gone"), chan("vanished")]);
+        fixes.retain(|f| !matches!(f, UnhandledFix::Clear(_)));
+        let placed = |id: &str, args: &[&str]| UnhandledFix::Place {
+            channel: Box::new(chans.iter().find(|c| c.id == id).unwrap().clone()),
+            args: s(args),
+        };
+        assert_eq!(
+            fixes,
+            vec![
+                UnhandledFix::Suspect(chan("new")),
+                placed("seen", &["queue", "support"]),
+                UnhandledFix::Suspect(chan("token")),
+                UnhandledFix::Suspect(chan("held1")),
+                placed("held2", &[]),
+            ]
+        );
+    }
+
+    #[test]
+    fn joined_calls_missing_from_the_snapshot_are_checked() {
+        let mut states = HashMap::new();
+        let m = Membership {
+            room: conf("a"),
+            recorded: true,
+        };
+        states.insert(chan("live"), ChannelState::Joined(m.clone()));
+        states.insert(chan("gone"), ChannelState::Joined(m));
+        states.insert(chan("placing"), ChannelState::Placing { held: None });
+        let live: HashSet<ChannelId> = [chan("live")].into();
+        assert_eq!(missing(&states, &live), vec![chan("gone")]);
+    }
+}

@@ -1,0 +1,114 @@
+//! The owner decision: which node a room lives on, decided once, atomically,
+//! by the store, with the placement policy's choice.
+//!
+//! Used by the call path (a `StasisStart` for a room) and by the apps' API
+//! (`placement`, `colocate`) alike, so both get the same answer for the same
+//! room, and two replicas or two arrivals racing for a new room too.
+//!
+//! # Guarantees
+//! - The policy chooses among fresh node records (the landing node first
+//!   when eligible); the store applies the choice only if the room is still
+//!   unowned or its owner unhealthy, else answers with the owner it has.
+//! - A refused choice (the chosen node went down meanwhile) refreshes the
+//!   records and chooses once more; then the answer is
+//!   [`NoOwner::NoEligibleNode`].
+//!
+//! # Failure
+//! [`NoOwner::StoreUnavailable`] when the store does not answer: the call
+//! path joins the call where it landed (degraded), the API answers 503.
+
+use std::time::Instant;
+
+use super::{Controller, FarmEvent};
+use crate::domain::{Epoch, NodeId, RoomKey};
+use crate::store::Resolution;
+
+/// A room's owner, as the store decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The node the room lives on.
+    pub node: NodeId,
+    /// The placement's epoch.
+    pub epoch: Epoch,
+    /// True when this decision placed the room (it had no owner).
+    pub created: bool,
+}
+
+/// Why a room has no owner.
+#[derive(Debug, thiserror::Error)]
+pub enum NoOwner {
+    /// No node may take a new room (all down, draining or full).
+    #[error("no node is eligible")]
+    NoEligibleNode,
+    /// The store did not answer.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(#[source] crate::store::Error),
+}
+
+impl Controller {
+    /// The owner of `room`, placing it if it has none (preferring
+    /// `landing`).
+    ///
+    /// # Errors
+    /// [`NoOwner`]: no eligible node, or the store did not answer.
+    pub(crate) async fn owner(
+        &self,
+        room: &RoomKey,
+        landing: Option<&NodeId>,
+    ) -> Result<Owner, NoOwner> {
+        for _ in 0..2 {
+            let choice = {
+                let view = self
+                    .inner
+                    .view
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                self.inner
+                    .policy
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .choose(room, landing, &view)
+            };
+            let Some(choice) = choice else {
+                self.refresh_view().await;
+                continue;
+            };
+            let started = Instant::now();
+            let resolved = self.inner.store.resolve_placement(room, &choice).await;
+            self.inner
+                .metrics
+                .store_latency("resolve_placement", started.elapsed());
+            match resolved.map_err(NoOwner::StoreUnavailable)? {
+                Resolution::Owner {
+                    node,
+                    epoch,
+                    created,
+                    previous,
+                } => {
+                    if created {
+                        self.inner
+                            .policy
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .record_placement(&node);
+                        self.inner.metrics.placed(&node);
+                        self.emit(FarmEvent::RoomPlaced {
+                            room: room.clone(),
+                            node: node.clone(),
+                            epoch: epoch.0,
+                            previous,
+                        });
+                    }
+                    return Ok(Owner {
+                        node,
+                        epoch,
+                        created,
+                    });
+                }
+                Resolution::ChoiceIneligible { .. } => self.refresh_view().await,
+            }
+        }
+        Err(NoOwner::NoEligibleNode)
+    }
+}
