@@ -30,6 +30,7 @@ async fn conferences(backend: Backend) {
             count: 10,
             rate: 20.0,
             target: farm.kamailio.addr(),
+            domain: None,
         };
         runs.push(
             farm.sipp
@@ -460,6 +461,7 @@ async fn a_wrong_ari_password_is_named_for_its_node() {
         count: 2,
         rate: 20.0,
         target: t.farm.nodes[0].sip_addr(),
+        domain: None,
     };
     let mut run = t
         .farm

@@ -94,6 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             count: *count,
             rate: per_sec,
             target: farm.kamailio.addr(),
+            domain: None,
         };
         let run = farm
             .sipp

@@ -77,6 +77,9 @@ pub struct Calls {
     pub rate: f64,
     /// Where to send them (`127.0.0.1:5060`, the proxy).
     pub target: String,
+    /// The request URI's host (`host:port`); `None`: the target's. A node's
+    /// address here has the shipped proxy send the call straight to it.
+    pub domain: Option<String>,
 }
 
 impl Sipp {
@@ -141,6 +144,11 @@ impl Sipp {
         let port = super::free_port()?;
         let (mut cmd, logs, errors) = self.base(dir, Scenario::Caller, port, name)?;
         cmd.args(["-key", "caller", &calls.caller])
+            .args([
+                "-key",
+                "domain",
+                calls.domain.as_deref().unwrap_or(&calls.target),
+            ])
             .args(["-s", &calls.service])
             .args(["-m", &calls.count.to_string()])
             .args([

@@ -183,6 +183,7 @@ impl RealTest {
             count,
             rate: 20.0,
             target: self.farm.kamailio.addr(),
+            domain: None,
         };
         self.farm
             .sipp

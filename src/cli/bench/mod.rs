@@ -5,6 +5,7 @@ pub mod api;
 pub mod calls;
 pub mod placement;
 pub mod queues;
+pub mod real;
 pub mod sim;
 
 /// The benchmarks.
@@ -26,6 +27,10 @@ pub enum Bench {
     /// The HTTP API's placement route against the store's own
     /// `resolve_placement` at the same concurrency; then a paced run.
     Api(api::Args),
+    /// Call setup on the real farm (sipp, Kamailio, real Asterisk, corral
+    /// serve): landed and redirected calls against calls sent straight to
+    /// the room's node; the redirect share; a rate ramp.
+    Real(real::Args),
 }
 
 /// Runs one benchmark.
@@ -36,5 +41,6 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Queues(args) => queues::run(args).await,
         Bench::Sim(args) => sim::run(args).await,
         Bench::Api(args) => api::run(args).await,
+        Bench::Real(args) => real::run(args).await,
     }
 }
