@@ -61,7 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         corral.url()
     );
     println!("files and logs: {}", dir.display());
-    wait_streaming(&farm, nodes).await?;
+    farm.wait_streaming(Duration::from_secs(20)).await?;
 
     // How many calls each room gets: a few big rooms, many small ones.
     let mut per_room: BTreeMap<String, u32> = BTreeMap::new();
@@ -196,29 +196,6 @@ async fn metric(corral: &crate::testbed::CorralProcess, name: &str, label: &str)
         .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
-}
-
-async fn wait_streaming(farm: &RealFarm, nodes: usize) -> anyhow::Result<()> {
-    let corral = farm.corral.as_ref().context("corral runs")?;
-    let until = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = corral.get("/readyz").await {
-            let up = r["nodes"]
-                .as_array()
-                .map(|a| a.iter().filter(|n| n["streaming"] == true).count())
-                .unwrap_or(0);
-            if up == nodes {
-                return Ok(());
-            }
-        }
-        if tokio::time::Instant::now() > until {
-            anyhow::bail!(
-                "corral did not stream every node within 20 s; its log: {}",
-                corral.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The node with the most calls in corral's bridges, from ARI, and how many.

@@ -215,13 +215,7 @@ impl AsteriskNode {
         phone: &str,
     ) -> Result<Self, Error> {
         write_config(install, dir, &addrs, proxy_addr, phone)?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|source| Error::Http {
-                what: "building an HTTP client".into(),
-                source,
-            })?;
+        let http = super::http_client()?;
         let mut node = Self {
             install: install.clone(),
             addrs,

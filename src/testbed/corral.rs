@@ -59,13 +59,7 @@ impl CorralProcess {
             ));
         }
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|source| Error::Http {
-                what: "building an HTTP client".into(),
-                source,
-            })?;
+        let http = super::http_client()?;
         let mut me = Self {
             binary: binary.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -134,17 +128,7 @@ impl CorralProcess {
     /// # Errors
     /// [`Error::Http`] when it does not answer with JSON.
     pub async fn get(&self, path: &str) -> Result<serde_json::Value, Error> {
-        let url = format!("{}{path}", self.url());
-        let what = format!("GET {url}");
-        let r = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| Error::Http {
-                what: what.clone(),
-                source,
-            })?;
+        let (what, r) = self.send_get(path).await?;
         r.json()
             .await
             .map_err(|source| Error::Http { what, source })
@@ -155,20 +139,19 @@ impl CorralProcess {
     /// # Errors
     /// [`Error::Http`] when it does not answer.
     pub async fn metrics(&self) -> Result<String, Error> {
-        let url = format!("{}/metrics", self.url());
-        let what = format!("GET {url}");
-        let r = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| Error::Http {
-                what: what.clone(),
-                source,
-            })?;
+        let (what, r) = self.send_get("/metrics").await?;
         r.text()
             .await
             .map_err(|source| Error::Http { what, source })
+    }
+
+    async fn send_get(&self, path: &str) -> Result<(String, reqwest::Response), Error> {
+        let url = format!("{}{path}", self.url());
+        let what = format!("GET {url}");
+        match self.http.get(&url).send().await {
+            Ok(r) => Ok((what, r)),
+            Err(source) => Err(Error::Http { what, source }),
+        }
     }
 
     /// The sum of every sample of a metric whose line starts with `prefix`

@@ -140,6 +140,55 @@ impl RealFarm {
         Ok(farm)
     }
 
+    /// Waits until corral streams every node that runs (its `/readyz`).
+    ///
+    /// # Errors
+    /// [`Error::Start`] with corral's log when it does not within
+    /// `deadline`, or corral was not started by the farm.
+    pub async fn wait_streaming(&self, deadline: std::time::Duration) -> Result<(), Error> {
+        let Some(corral) = self.corral.as_ref() else {
+            return Err(Error::Start {
+                what: "corral".into(),
+                detail: "not started by the farm".into(),
+            });
+        };
+        let want: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_answering())
+            .map(|n| n.id())
+            .collect();
+        let until = tokio::time::Instant::now() + deadline;
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            if let Ok(r) = corral.get("/readyz").await {
+                let up: Vec<&str> = r["nodes"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|n| n["streaming"] == true)
+                            .filter_map(|n| n["node"].as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if want.iter().all(|w| up.contains(w)) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(Error::Start {
+                    what: "corral".into(),
+                    detail: format!(
+                        "did not stream {want:?} within {deadline:?}; log:\n{}",
+                        corral.log()
+                    ),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Where the farm keeps its files.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -138,6 +138,21 @@ pub fn rtp_range() -> (u16, u16) {
     (start, start + SIZE - 1)
 }
 
+/// The HTTP client the testbed reads nodes and corral with: every request
+/// ends within 5 s, so a frozen process cannot stall a check.
+///
+/// # Errors
+/// [`Error::Http`] when the client cannot be built.
+pub fn http_client() -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|source| Error::Http {
+            what: "building an HTTP client".into(),
+            source,
+        })
+}
+
 /// Where a program is on `PATH`.
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {

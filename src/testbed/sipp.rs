@@ -159,17 +159,7 @@ impl Sipp {
             ])
             .args(["-l", &calls.count.to_string()])
             .arg(&calls.target);
-        let process = Process::spawn(
-            &format!("sipp {name}"),
-            cmd,
-            &dir.join(format!("{name}.out")),
-        )?;
-        Ok(SippRun {
-            process,
-            logs,
-            errors,
-            port,
-        })
+        SippRun::spawn(dir, name, cmd, logs, errors, port)
     }
 
     /// A phone on `port` that answers up to `count` calls, each after
@@ -188,6 +178,19 @@ impl Sipp {
         let (mut cmd, logs, errors) = self.base(dir, Scenario::Phone, port, name)?;
         cmd.args(["-m", &count.to_string()])
             .args(["-d", &answer_after.as_millis().to_string()]);
+        SippRun::spawn(dir, name, cmd, logs, errors, port)
+    }
+}
+
+impl SippRun {
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        cmd: Command,
+        logs: PathBuf,
+        errors: PathBuf,
+        port: u16,
+    ) -> Result<SippRun, Error> {
         let process = Process::spawn(
             &format!("sipp {name}"),
             cmd,
@@ -200,9 +203,7 @@ impl Sipp {
             port,
         })
     }
-}
 
-impl SippRun {
     /// The calls this batch saw answered so far, by caller number.
     pub fn answered(&self) -> HashMap<String, Answered> {
         let text = std::fs::read_to_string(&self.logs).unwrap_or_default();

@@ -126,18 +126,9 @@ impl RealTest {
 
     /// Waits until corral streams every running node (its `/readyz`).
     pub async fn wait_streaming(&self, deadline: Duration) {
-        let corral = self.farm.corral.as_ref().expect("corral runs");
-        let want = self.farm.nodes.len();
-        super::eventually(deadline, "corral streaming every node", || async {
-            let r = corral.get("/readyz").await.ok()?;
-            let up = r["nodes"]
-                .as_array()?
-                .iter()
-                .filter(|n| n["streaming"] == true)
-                .count();
-            (up == want).then_some(())
-        })
-        .await;
+        if let Err(e) = self.farm.wait_streaming(deadline).await {
+            panic!("{e}");
+        }
     }
 
     /// Waits until the nodes' ARI shows `calls` channels in corral's rooms,

@@ -69,7 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let farm = RealFarm::start(opts)
         .await
         .context("the real farm did not start (README, \"The real farm\", says what it needs)")?;
-    wait_streaming(&farm).await?;
+    farm.wait_streaming(Duration::from_secs(20)).await?;
     println!(
         "{} real Asterisk nodes, Kamailio, corral serve on the {} store; files in {}",
         farm.nodes.len(),
@@ -273,24 +273,6 @@ async fn finish(farm: &RealFarm, mut runs: Vec<SippRun>) {
     farm.hangup_all().await;
     for r in runs.iter_mut() {
         let _ = r.wait(Duration::from_secs(20)).await;
-    }
-}
-
-async fn wait_streaming(farm: &RealFarm) -> anyhow::Result<()> {
-    let corral = farm.corral.as_ref().context("corral runs")?;
-    let until = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = corral.get("/readyz").await
-            && r["nodes"]
-                .as_array()
-                .is_some_and(|a| a.iter().all(|n| n["streaming"] == true))
-        {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > until {
-            anyhow::bail!("corral did not stream every node within 20 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
