@@ -950,7 +950,7 @@ async fn originate_outcomes_follow_every_script() {
     for (chan, cause, text) in [
         ("o-busy", 17, "User busy"),
         ("o-unavail", 20, "Subscriber absent"),
-        ("o-ring", 19, "No user responding"),
+        ("o-ring", 19, "User alerting, no answer"),
     ] {
         let d = eventually(
             std::time::Duration::from_secs(10),
