@@ -11,8 +11,9 @@
 //!   and `dialplan` position, then `POST /channels/{id}/continue` and where
 //!   the call goes from there, and the `StasisEnd` position.
 //!
-//! The real Asterisk comes from `support::real_asterisk` (never skipped:
-//! without one the test fails and says how to get one). Calls are placed
+//! The real Asterisk comes from `support::real_asterisk`, which starts it
+//! through the testbed (`Install::locate`, `AsteriskNode`), never skipped:
+//! without one the test fails and says how to get one. Calls are placed
 //! one at a time with sipp (`uac-wait-answer-bye.xml`). The table is
 //! printed; any difference fails the test.
 
@@ -25,9 +26,7 @@ use std::time::Duration;
 use corral::sim::{Dialplan, SimConfig, SimNode};
 use serde_json::Value;
 use sim_util::{Ari, Events};
-use support::real_asterisk::{
-    RealAsterisk, asterisk_tree, sipp_call, sipp_scenario, start_asterisk,
-};
+use support::real_asterisk::{RealAsterisk, sipp_call, sipp_scenario, start_asterisk};
 use support::{Poll, eventually};
 
 /// A call's deadline from INVITE to the end of its dialplan.
@@ -205,7 +204,6 @@ fn log_since(path: &Path, from: usize) -> String {
 /// corral: it reads `StasisStart` and continues the channel.
 async fn real_call(
     ast: &RealAsterisk,
-    tree: &Path,
     observer: &Events,
     exten: &str,
     corral: Option<&Events>,
@@ -214,7 +212,7 @@ async fn real_call(
     let from = log_len(&log);
     let before = corral.map_or(0, |e| e.of_type("StasisStart").len());
     let mut sipp = sipp_call(
-        &sipp_scenario(tree, "uac-wait-answer-bye.xml"),
+        &sipp_scenario(&ast.install, "uac-wait-answer-bye.xml"),
         &sip_user(exten),
         ast.sip_port,
     );
@@ -235,7 +233,7 @@ async fn real_call(
             let id = start["channel"]["id"].as_str().unwrap_or("").to_string();
             let r = http
                 .post(format!("{}/ari/channels/{id}/continue", ast.base_url()))
-                .basic_auth("corral", Some("corral"))
+                .basic_auth(ast.credentials().0, Some(ast.credentials().1))
                 .send()
                 .await
                 .expect("continue");
@@ -421,8 +419,7 @@ impl Row {
 /// Runs the cases on both sides: first every call with no websocket for
 /// `corral` (so the app was never registered), then every call with one.
 async fn compare(conf: &Path, cases: &[&str], with_websocket: bool) -> Vec<Row> {
-    let tree = asterisk_tree();
-    let ast = start_asterisk(&tree, conf);
+    let ast = start_asterisk(conf).await;
     let text = std::fs::read_to_string(conf).expect("read the dialplan");
     let dialplan =
         Dialplan::parse(&text).unwrap_or_else(|e| panic!("the simulator refuses it: {e}"));
@@ -434,7 +431,7 @@ async fn compare(conf: &Path, cases: &[&str], with_websocket: bool) -> Vec<Row> 
     let real_observer = Events::connect_url(ast.events_url("observer", true)).await;
     let mut rows: Vec<Row> = Vec::new();
     for exten in cases {
-        let real = real_call(&ast, &tree, &real_observer, exten, None).await;
+        let real = real_call(&ast, &real_observer, exten, None).await;
         let sim = sim_call(&ari, &observer, exten, None).await;
         rows.push(Row {
             exten: (*exten).to_string(),
@@ -456,7 +453,7 @@ async fn compare(conf: &Path, cases: &[&str], with_websocket: bool) -> Vec<Row> 
             || async {
                 let r = reqwest::Client::new()
                     .get(format!("{}/ari/applications/corral", ast.base_url()))
-                    .basic_auth("corral", Some("corral"))
+                    .basic_auth(ast.credentials().0, Some(ast.credentials().1))
                     .send()
                     .await
                     .ok()?;
@@ -465,7 +462,7 @@ async fn compare(conf: &Path, cases: &[&str], with_websocket: bool) -> Vec<Row> 
         )
         .await;
         for row in &mut rows {
-            let real = real_call(&ast, &tree, &real_observer, &row.exten, Some(&real_corral)).await;
+            let real = real_call(&ast, &real_observer, &row.exten, Some(&real_corral)).await;
             let sim = sim_call(&ari, &observer, &row.exten, Some(&sim_corral)).await;
             row.owned = Some((real, sim));
         }

@@ -385,8 +385,11 @@ async fn bridges_behave_like_asterisk() {
     assert_eq!(ari.delete("/ari/bridges/hold/moh").await.status, 204);
 
     assert_eq!(ari.delete("/ari/bridges/room1").await.status, 204);
-    ev.wait("BridgeDestroyed").await;
     assert_eq!(ari.get("/ari/bridges/room1").await.status, 404);
+    // The destroy took the channels out first, and with them the app's
+    // subscription to the bridge: no BridgeDestroyed for the app (as on
+    // Asterisk 22.10.1, tests/ari_fidelity.rs).
+    assert!(ev.of_type("BridgeDestroyed").is_empty());
     assert_eq!(ari.delete("/ari/bridges/room1").await.status, 404);
     // Channels stay in Stasis, outside any bridge.
     let c = ari.get(&format!("/ari/channels/{}", chans[0])).await;
@@ -519,9 +522,20 @@ async fn refer_of_an_answered_channel() {
     );
     let s = ev_b.wait("StasisStart").await;
     assert_eq!(s["channel"]["protocol_id"], call.body["call_id"]);
+    // The transferee hangs up the old call once the new one is answered.
+    assert!(ev_a.of_type("StasisEnd").is_empty());
+    let new_chan = s["channel"]["id"].as_str().expect("id");
+    assert_eq!(
+        ari_b
+            .post(&format!("/ari/channels/{new_chan}/answer"))
+            .await
+            .status,
+        204
+    );
     ev_a.wait("StasisEnd").await;
     let hr = ev_a.wait("ChannelHangupRequest").await;
-    assert!(hr.get("tech_cause").is_none());
+    // After a transfer Asterisk 22.10.1 queues that hangup without a cause.
+    assert!(hr.get("tech_cause").is_none() && hr.get("cause").is_none());
     assert_eq!(stat(&ari_a, "refers_accepted").await, 1);
     assert_eq!(stat(&ari_a, "redirects_302").await, 0);
     assert_eq!(
@@ -830,7 +844,8 @@ async fn explicit_subscription_delivers_channel_destroyed() {
         204
     );
     let d = ev.wait_for_channel("ChannelDestroyed", &chan).await;
-    assert_eq!(d["cause_txt"], "Normal Clearing");
+    // The caller gave up before the answer: a CANCEL (487, cause 127).
+    assert_eq!(d["cause_txt"], "Interworking, unspecified");
 }
 
 // ---------------------------------------------------------------------------
@@ -950,7 +965,7 @@ async fn originate_outcomes_follow_every_script() {
     for (chan, cause, text) in [
         ("o-busy", 17, "User busy"),
         ("o-unavail", 20, "Subscriber absent"),
-        ("o-ring", 19, "No user responding"),
+        ("o-ring", 19, "User alerting, no answer"),
     ] {
         let d = eventually(
             std::time::Duration::from_secs(10),
@@ -975,7 +990,14 @@ async fn originate_outcomes_follow_every_script() {
                 .count()
         };
         assert_eq!(about("StasisStart"), 0, "{chan} never entered Stasis");
-        assert_eq!(about("ChannelHangupRequest"), 0, "{chan}: a failed dial");
+        // chan_pjsip queues the hangup of a 486 with its cause; other
+        // failed dials are destroyed without a hangup request.
+        let requests = usize::from(chan == "o-busy");
+        assert_eq!(
+            about("ChannelHangupRequest"),
+            requests,
+            "{chan}: a failed dial"
+        );
     }
     assert!(
         bystander.all().is_empty(),

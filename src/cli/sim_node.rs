@@ -82,8 +82,9 @@ pub struct Args {
     /// What the far end of an originated endpoint does, as
     /// RESOURCE=SCRIPT (repeatable). SCRIPT is `answer:MS` (answer after
     /// MS), `answer:MS:HANGUP_MS` (answer, then hang up HANGUP_MS later),
-    /// `busy:MS` (cause 17), `unavailable:MS` (cause 20) or `ring` (no
-    /// answer until the originate timeout, cause 19). RESOURCE is what
+    /// `busy:MS` (cause 17), `unavailable:MS` (cause 20), `unreachable`
+    /// (silence until the originate timeout, cause 19) or `ring` (no answer until the originate
+    /// timeout, cause 19). RESOURCE is what
     /// follows `PJSIP/`; `alice` also covers `alice@host` and
     /// `sip:alice@host` unless those have their own script.
     #[arg(long = "endpoint", value_name = "RESOURCE=SCRIPT", value_parser = parse_endpoint)]

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 /// JSON form (`PUT /sim/endpoints/{resource}`), tagged by `action`:
 /// `{"action": "answer", "after_ms": 50, "hangup_after_ms": 2000}`,
 /// `{"action": "busy", "after_ms": 100}`, `{"action": "unavailable",
-/// "after_ms": 0}`, `{"action": "ring"}`. Text form (flags): see
+/// "after_ms": 0}`, `{"action": "unreachable"}`,
+/// `{"action": "ring"}`. Text form (flags): see
 /// [`EndpointScript::from_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "action", deny_unknown_fields)]
@@ -53,6 +54,11 @@ pub enum EndpointScript {
         #[serde(default)]
         after_ms: u64,
     },
+    /// Nothing answers at the endpoint's address (no phone there, UDP to a
+    /// closed port): no provisional response, no ringing; at the
+    /// originate `timeout` the dial gives up with cause 19 and
+    /// `tech_cause` 480, as Asterisk 22.10.1 does.
+    Unreachable,
     /// Rings until the originate `timeout` (cause 19) or a hangup.
     Ring,
 }
@@ -85,7 +91,7 @@ impl Default for EndpointScript {
 /// A script's text form is not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid endpoint script {given:?}: expected answer[:MS[:HANGUP_MS]], busy[:MS], unavailable[:MS] or ring"
+    "invalid endpoint script {given:?}: expected answer[:MS[:HANGUP_MS]], busy[:MS], unavailable[:MS], unreachable or ring"
 )]
 pub struct ScriptParseError {
     /// The text given.
@@ -96,7 +102,8 @@ impl FromStr for EndpointScript {
     type Err = ScriptParseError;
 
     /// Parses `answer`, `answer:50`, `answer:50:2000` (hang up 2000 ms after
-    /// answering), `busy`, `busy:100`, `unavailable`, `unavailable:0` or
+    /// answering), `busy`, `busy:100`, `unavailable`, `unavailable:0`,
+    /// `unreachable` or
     /// `ring`. A missing time is 0.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ScriptParseError {
@@ -113,6 +120,7 @@ impl FromStr for EndpointScript {
             ("answer", 2) => Ok(EndpointScript::answer_then_hangup(at(0), at(1))),
             ("busy", 0..=1) => Ok(EndpointScript::Busy { after_ms: at(0) }),
             ("unavailable", 0..=1) => Ok(EndpointScript::Unavailable { after_ms: at(0) }),
+            ("unreachable", 0) => Ok(EndpointScript::Unreachable),
             ("ring", 0) => Ok(EndpointScript::Ring),
             _ => Err(err()),
         }
@@ -133,6 +141,7 @@ impl fmt::Display for EndpointScript {
             } => write!(f, "answer:{after_ms}:{h}"),
             EndpointScript::Busy { after_ms } => write!(f, "busy:{after_ms}"),
             EndpointScript::Unavailable { after_ms } => write!(f, "unavailable:{after_ms}"),
+            EndpointScript::Unreachable => write!(f, "unreachable"),
             EndpointScript::Ring => write!(f, "ring"),
         }
     }

@@ -189,6 +189,22 @@ impl VersionProfile {
         }
     }
 
+    /// Whether events carry `tech_cause` (22.7 and later).
+    pub fn has_tech_cause(self) -> bool {
+        self != VersionProfile::Ast20_0
+    }
+
+    /// `(cause, tech_cause)` of an unanswered inbound channel whose caller
+    /// gives up (CANCEL, answered 487): `ast_sip_hangup_sip2cause(487)` is
+    /// 127 (interworking) in every profile, as Asterisk 22.10.1 shows;
+    /// `tech_cause` exists from 22.7 on.
+    pub fn cancel_cause(self) -> (i64, Option<i64>) {
+        match self {
+            VersionProfile::Ast22_10 | VersionProfile::Ast22_7 => (127, Some(487)),
+            VersionProfile::Ast20_0 => (127, None),
+        }
+    }
+
     /// Parses `22.10`, `22.7` or `20.0`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {

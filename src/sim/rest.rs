@@ -706,6 +706,18 @@ fn parse_caller_id(raw: &str) -> (String, String) {
     }
 }
 
+/// The channel drivers a node has (the testbed's Asterisk 22.10.1 loads
+/// these among its modules); an originate to any other tech fails.
+const CHANNEL_TECHS: &[&str] = &[
+    "PJSIP",
+    "Local",
+    "UnicastRTP",
+    "MulticastRTP",
+    "AudioSocket",
+    "Announcer",
+    "Recorder",
+];
+
 fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> AriResult {
     let endpoint = p
         .get("endpoint")
@@ -722,6 +734,11 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
         .split_once('/')
         .filter(|(t, r)| !t.is_empty() && !r.is_empty())
         .ok_or_else(|| AriError::new(400, "Invalid endpoint specified"))?;
+    // No channel driver of that name: `ast_dial_prerun` fails and ARI
+    // answers `ast_ari_response_alloc_failed`, a 500 whose body is `null`.
+    if !CHANNEL_TECHS.iter().any(|t| t.eq_ignore_ascii_case(tech)) {
+        return Ok((StatusCode::INTERNAL_SERVER_ERROR, axum::Json(Value::Null)).into_response());
+    }
     let timeout_s = p
         .get("timeout")
         .and_then(|t| t.parse::<i64>().ok())
@@ -792,16 +809,20 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
         protocol_id: call_id,
         caller_name,
         caller_number,
+        // Dialling, an outbound channel sits in its endpoint's context
+        // (`from-proxy` for every endpoint of the shipped pjsip.conf) at
+        // `s`, running the dialler's `AppDial2`, until it is answered.
         context: if extension.is_some() {
-            context
+            context.to_string()
+        } else if tech.eq_ignore_ascii_case("PJSIP") {
+            Dialplan::INBOUND_CONTEXT.to_string()
         } else {
-            "default"
-        }
-        .to_string(),
+            "default".to_string()
+        },
         exten: extension.clone().unwrap_or_else(|| "s".into()),
         priority: if extension.is_some() { priority } else { 1 },
-        app_name: String::new(),
-        app_data: String::new(),
+        app_name: "AppDial2".into(),
+        app_data: "(Outgoing Line)".into(),
         creationtime: super::state::now_ts(),
         stasis: None,
         subscribers: app.iter().cloned().collect(),
@@ -1154,7 +1175,13 @@ fn create_bridge_common(sh: &Shared, id: Option<String>, p: &Params) -> AriResul
         }
     }
     if (mixing && holding) || !(mixing || holding || known) {
-        return Err(AriError::new(500, "Unable to create bridge"));
+        return Err(AriError::new(
+            500,
+            format!(
+                "Unable to create bridge. Possible duplicate bridge id '{}'",
+                id.as_deref().unwrap_or("(null)")
+            ),
+        ));
     }
     let kind = if holding {
         BridgeKind::Holding
@@ -1532,7 +1559,24 @@ async fn sim_hangup_call(State(sh): State<Arc<Shared>>, Id(call_id): Id) -> AriR
         .channel_by_call(&call_id)
         .ok_or_else(|| AriError::new(404, "Call not found"))?;
     bump(&sh.common.stats.hungup_by_caller);
-    st.hangup(&chan, Hangup::normal());
+    // Before the answer the caller CANCELs (487 to its INVITE); after it,
+    // it sends BYE (cause 16).
+    let answered = st
+        .channels
+        .get(&chan)
+        .is_some_and(|c| c.state == super::state::chan_state::UP);
+    let h = if answered {
+        Hangup::normal()
+    } else {
+        let (cause, tech_cause) = sh.common.version.cancel_cause();
+        Hangup {
+            request_cause: Some(cause),
+            tech_cause,
+            cause,
+            ..Hangup::normal()
+        }
+    };
+    st.hangup(&chan, h);
     no_content()
 }
 

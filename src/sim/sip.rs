@@ -87,6 +87,41 @@ async fn invite(sh: &Shared, target: &SipTarget, caller: &str, call_id: &str) ->
     }
 }
 
+/// How long a transferee waits for the answer to the INVITE a REFER made
+/// it send (the testbed's sipp caller waits 30 s for that 200 OK).
+const REFER_ANSWER_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the call `call_id` is answered (`Up`) on the node at
+/// `target`: `false` when it ends first, the node stops answering, or
+/// [`REFER_ANSWER_WAIT`] passes.
+async fn answered(sh: &Shared, target: &SipTarget, call_id: &str) -> bool {
+    let url = format!("http://{}/sim/calls", target.hostport);
+    let until = tokio::time::Instant::now() + REFER_ANSWER_WAIT;
+    let mut pause = Duration::from_millis(2);
+    while tokio::time::Instant::now() < until {
+        let calls: serde_json::Value = match sh.common.http.get(&url).send().await {
+            Ok(resp) => resp.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        let state = calls.as_array().and_then(|a| {
+            a.iter()
+                .find(|c| c["call_id"] == call_id)
+                .map(|c| c["state"].as_str().unwrap_or("").to_string())
+        });
+        match state.as_deref() {
+            Some("Up") => return true,
+            None => return false,
+            Some(_) => {}
+        }
+        tokio::select! {
+            _ = sh.cancel.cancelled() => return false,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    false
+}
+
 /// What a redirect does once its 204 is out (the channel's Stasis thread
 /// runs `ast_transfer`).
 pub(crate) async fn redirect(sh: Arc<Shared>, chan_id: String, resource: String) {
@@ -147,10 +182,21 @@ pub(crate) async fn redirect(sh: Arc<Shared>, chan_id: String, resource: String)
                     _ = sh.cancel.cancelled() => return,
                     _ = tokio::time::sleep(upstream.follow_delay) => {}
                 }
-                if invite(&sh, &target, &caller, &call_id).await {
+                if invite(&sh, &target, &caller, &call_id).await
+                    && answered(&sh, &target, &call_id).await
+                {
                     bump(&sh.common.stats.refers_accepted);
-                    // The transferee hangs up the old dialog (BYE).
-                    sh.lock().hangup(&chan_id, Hangup::normal());
+                    // The transferee hangs up the old dialog (BYE) once the
+                    // new call is answered, as a phone does. After a
+                    // transfer Asterisk 22.10.1 queues that hangup without
+                    // a cause.
+                    sh.lock().hangup(
+                        &chan_id,
+                        Hangup {
+                            request_cause: None,
+                            ..Hangup::normal()
+                        },
+                    );
                 } else {
                     bump(&sh.common.stats.refers_failed);
                 }
@@ -167,6 +213,9 @@ enum Outcome {
     Busy,
     /// The endpoint cannot be reached (cause 20, "Subscriber absent").
     Unavailable,
+    /// Nothing answered at the endpoint's address before the timeout, not
+    /// even ringing (cause 19, `tech_cause` 480).
+    Unreachable,
     /// Nothing before the originate timeout (cause 19).
     NoAnswer,
 }
@@ -174,8 +223,10 @@ enum Outcome {
 /// The far end of an originated channel: Down → Ringing, then the
 /// endpoint's script: answer → Up → `Stasis(app, appArgs)` or the
 /// dialplan at `extension` (and, with
-/// `hangup_after_ms`, a BYE later); busy (cause 17); unavailable (cause
-/// 20); or ring until the originate timeout (cause 19). A failed channel is
+/// `hangup_after_ms`, a BYE later); busy (`ChannelHangupRequest` and
+/// `ChannelDestroyed` with cause 17, `tech_cause` 486); unavailable (cause
+/// 20); unreachable (no ringing; at the timeout cause 19, `tech_cause`
+/// 480); or ring until the originate timeout (cause 19, `tech_cause` 480). A failed channel is
 /// destroyed without `ChannelHangupRequest`; its `ChannelDestroyed` reaches
 /// the app named in `app=` through the originate's extra subscription
 /// (`ARI-NOTES.md` §2.4).
@@ -185,15 +236,21 @@ pub(crate) async fn run_originate(
     resource: String,
     timeout: Duration,
 ) {
+    let script = sh.common.endpoint_script(&resource);
+    // An unreachable far end never rings: the channel stays `Down`.
+    let dialling = if matches!(script, EndpointScript::Unreachable) {
+        chan_state::DOWN
+    } else {
+        chan_state::RINGING
+    };
     let seq = {
         let mut st = sh.lock();
-        st.set_state(&chan_id, chan_state::RINGING);
+        st.set_state(&chan_id, dialling);
         st.channels.get(&chan_id).map(|c| c.seq)
     };
     let Some(seq) = seq else {
         return;
     };
-    let script = sh.common.endpoint_script(&resource);
     let ms = Duration::from_millis;
     let (wait, outcome) = match script {
         EndpointScript::Answer {
@@ -207,9 +264,10 @@ pub(crate) async fn run_originate(
         ),
         EndpointScript::Busy { after_ms } => (ms(after_ms), Outcome::Busy),
         EndpointScript::Unavailable { after_ms } => (ms(after_ms), Outcome::Unavailable),
+        EndpointScript::Unreachable => (timeout, Outcome::Unreachable),
         EndpointScript::Ring => (timeout, Outcome::NoAnswer),
     };
-    let (wait, outcome) = if wait < timeout {
+    let (wait, outcome) = if wait < timeout || matches!(outcome, Outcome::Unreachable) {
         (wait, outcome)
     } else {
         (timeout, Outcome::NoAnswer)
@@ -224,7 +282,7 @@ pub(crate) async fn run_originate(
         let still_ringing = st
             .channels
             .get(&chan_id)
-            .is_some_and(|c| c.seq == seq && c.state == chan_state::RINGING);
+            .is_some_and(|c| c.seq == seq && c.state == dialling);
         if !still_ringing {
             return;
         }
@@ -268,8 +326,32 @@ pub(crate) async fn run_originate(
                 hangup_after
             }
             Outcome::Busy => {
+                // chan_pjsip queues the hangup of a 486 with its cause, so
+                // the app sees a `ChannelHangupRequest` first.
                 bump(&stats.originated_busy);
-                st.hangup(&chan_id, failed(17));
+                let tech_cause = sh.common.version.has_tech_cause().then_some(486);
+                st.hangup(
+                    &chan_id,
+                    Hangup {
+                        request_cause: Some(17),
+                        tech_cause,
+                        soft: false,
+                        cause: 17,
+                        request: true,
+                    },
+                );
+                return;
+            }
+            Outcome::Unreachable => {
+                bump(&stats.originated_unavailable);
+                let tech_cause = sh.common.version.has_tech_cause().then_some(480);
+                st.hangup(
+                    &chan_id,
+                    Hangup {
+                        tech_cause,
+                        ..failed(19)
+                    },
+                );
                 return;
             }
             Outcome::Unavailable => {
@@ -278,8 +360,17 @@ pub(crate) async fn run_originate(
                 return;
             }
             Outcome::NoAnswer => {
+                // The dial's timeout CANCELs the INVITE; chan_pjsip reports
+                // it as a 480 (cause 19).
                 bump(&stats.originated_no_answer);
-                st.hangup(&chan_id, failed(19));
+                let tech_cause = sh.common.version.has_tech_cause().then_some(480);
+                st.hangup(
+                    &chan_id,
+                    Hangup {
+                        tech_cause,
+                        ..failed(19)
+                    },
+                );
                 return;
             }
         }

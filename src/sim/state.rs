@@ -55,7 +55,8 @@ pub(crate) fn cause_txt(cause: i64) -> &'static str {
         1 => "Unallocated (unassigned) number",
         16 => "Normal Clearing",
         17 => "User busy",
-        19 => "No user responding",
+        18 => "No user responding",
+        19 => "User alerting, no answer",
         20 => "Subscriber absent",
         21 => "Call Rejected",
         23 => "Redirected to new destination",
@@ -64,6 +65,7 @@ pub(crate) fn cause_txt(cause: i64) -> &'static str {
         31 => "Normal, unspecified",
         34 => "Circuit/channel congestion",
         38 => "Network out of order",
+        41 => "Temporary failure",
         58 => "Bearer capability not available",
         127 => "Interworking, unspecified",
         _ => "Unknown",
@@ -168,7 +170,10 @@ pub(crate) struct Bridge {
     pub(crate) creationtime: String,
     /// The class of the MOH played to the bridge (`POST /bridges/{id}/moh`).
     pub(crate) moh: Option<String>,
-    /// Apps subscribed to the bridge (their channels were added to it).
+    /// Apps subscribed to the bridge explicitly
+    /// (`POST /applications/{app}/subscription`). The Stasis app of a
+    /// channel in the bridge follows it too, but only while the channel is
+    /// in it (see [`State::bridge_apps`]).
     pub(crate) subscribers: BTreeSet<String>,
 }
 
@@ -448,12 +453,28 @@ impl State {
     }
 
     /// Apps that receive the bridge's events.
+    ///
+    /// A channel added over ARI subscribes its Stasis app to the bridge
+    /// and leaving it unsubscribes the app again (Asterisk's
+    /// `app_subscribe_bridge` on `addChannel`, `app_unsubscribe_bridge` in
+    /// the channel's after-bridge callback, counted per channel). So a
+    /// bridge destroyed over ARI, which first takes its channels out, sends
+    /// its `BridgeDestroyed` only to explicit and `subscribeAll`
+    /// subscribers, as Asterisk 22.10.1 does.
     pub(crate) fn bridge_apps(&self, bridge_id: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .bridges
-            .get(bridge_id)
-            .map(|b| b.subscribers.iter().cloned().collect())
-            .unwrap_or_default();
+        let Some(b) = self.bridges.get(bridge_id) else {
+            let mut v = Vec::new();
+            self.subscribe_all_apps(&mut v);
+            return v;
+        };
+        let mut v: Vec<String> = b.subscribers.iter().cloned().collect();
+        for c in &b.channels {
+            if let Some(app) = self.channels.get(c).and_then(|c| c.stasis.as_ref())
+                && !v.contains(app)
+            {
+                v.push(app.clone());
+            }
+        }
         self.subscribe_all_apps(&mut v);
         v
     }
@@ -620,20 +641,16 @@ impl State {
     }
 
     /// Puts the channel into a bridge (leaving its old one first) with its
-    /// role (`addChannel?role=`); its Stasis app subscribes to the bridge.
+    /// role (`addChannel?role=`); its Stasis app follows the bridge while
+    /// it is in it.
     pub(crate) fn enter_bridge(&mut self, chan_id: &str, bridge_id: &str, role: Option<&str>) {
-        if self.channels.get(chan_id).and_then(|c| c.bridge.as_deref()) == Some(bridge_id) {
-            return;
-        }
+        // Added again to the bridge it is in, it leaves and enters again
+        // (`ChannelLeftBridge`, `ChannelEnteredBridge`), as in Asterisk.
         self.leave_bridge(chan_id);
-        let app = self.channels.get(chan_id).and_then(|c| c.stasis.clone());
         let Some(b) = self.bridges.get_mut(bridge_id) else {
             return;
         };
         b.channels.push(chan_id.to_string());
-        if let Some(app) = app {
-            b.subscribers.insert(app);
-        }
         if let Some(ch) = self.channels.get_mut(chan_id) {
             ch.bridge = Some(bridge_id.to_string());
             ch.bridge_role = role.map(String::from);
@@ -739,7 +756,14 @@ impl State {
         let mut bridges: Vec<&Bridge> = self
             .bridges
             .values()
-            .filter(|b| b.subscribers.contains(name))
+            .filter(|b| {
+                b.subscribers.contains(name)
+                    || b.channels.iter().any(|c| {
+                        self.channels
+                            .get(c)
+                            .is_some_and(|c| c.stasis.as_deref() == Some(name))
+                    })
+            })
             .collect();
         bridges.sort_by_key(|b| b.seq);
         json!({

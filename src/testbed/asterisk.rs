@@ -214,7 +214,32 @@ impl AsteriskNode {
         proxy_addr: &str,
         phone: &str,
     ) -> Result<Self, Error> {
-        write_config(install, dir, &addrs, proxy_addr, phone)?;
+        Self::start_with_dialplan(
+            install,
+            dir,
+            addrs,
+            proxy_addr,
+            phone,
+            render::EXTENSIONS_CONF,
+        )
+        .await
+    }
+
+    /// [`AsteriskNode::start`] with `extensions` as the node's
+    /// `extensions.conf` instead of the shipped one (a test's own
+    /// dialplan); every other file is the shipped one, rendered.
+    ///
+    /// # Errors
+    /// As [`AsteriskNode::start`].
+    pub async fn start_with_dialplan(
+        install: &Install,
+        dir: &Path,
+        addrs: NodeAddrs,
+        proxy_addr: &str,
+        phone: &str,
+        extensions: &str,
+    ) -> Result<Self, Error> {
+        write_config(install, dir, &addrs, proxy_addr, phone, extensions)?;
         let http = super::http_client()?;
         let mut node = Self {
             install: install.clone(),
@@ -391,6 +416,24 @@ impl AsteriskNode {
         Ok((status, body))
     }
 
+    /// The `ws://` URL of the ARI event websocket for `app`, with the
+    /// shipped ARI user's credentials in `api_key`.
+    pub fn events_url(&self, app: &str, subscribe_all: bool) -> String {
+        format!(
+            "ws://{}:{}/ari/events?app={app}&subscribeAll={subscribe_all}&api_key={}:{}",
+            self.addrs.bind,
+            self.addrs.http_port,
+            render::ARI_USER,
+            render::ARI_PASSWORD
+        )
+    }
+
+    /// The node's `log/messages.log` (notices, warnings, errors and
+    /// verbose level 3: every dialplan `Executing` line).
+    pub fn messages_log(&self) -> PathBuf {
+        self.dir.join("log/messages.log")
+    }
+
     /// Opens an ARI event websocket for `app` as the shipped ARI user (what
     /// corral does, for tests that play the app themselves).
     ///
@@ -534,6 +577,7 @@ fn write_config(
     addrs: &NodeAddrs,
     proxy_addr: &str,
     phone: &str,
+    extensions: &str,
 ) -> Result<(), Error> {
     for sub in ["etc", "log", "run", "lib", "spool", "cache", "keys"] {
         let d = dir.join(sub);
@@ -546,7 +590,7 @@ fn write_config(
     };
     let files = [
         ("asterisk.conf", render::asterisk_conf(addrs, &install.directories(dir))?),
-        ("extensions.conf", render::EXTENSIONS_CONF.to_string()),
+        ("extensions.conf", extensions.to_string()),
         ("pjsip.conf", render::pjsip_conf(addrs, proxy_addr, phone)?),
         ("http.conf", render::http_conf(addrs)?),
         ("ari.conf", render::ARI_CONF.to_string()),

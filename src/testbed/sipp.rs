@@ -17,6 +17,17 @@ pub const CALLER_XML: &str = include_str!("sipp/caller.xml");
 /// A phone: answers every INVITE after `-d` ms, then waits for a BYE.
 pub const PHONE_XML: &str = include_str!("sipp/phone.xml");
 
+/// A caller that gives up while it rings: INVITE, and a CANCEL as soon as
+/// the far end signals ringing (180). Logs `failed <caller>-<n> 487`.
+pub const CANCEL_XML: &str = include_str!("sipp/cancel.xml");
+
+/// A caller that refuses transfers: like [`CALLER_XML`] until answered,
+/// then a REFER gets 403 and the call stays. Logs `refused <caller>-<n>`.
+pub const REFUSE_REFER_XML: &str = include_str!("sipp/refuse-refer.xml");
+
+/// A busy phone: 180, then 486 Busy Here after `-d` ms.
+pub const BUSY_XML: &str = include_str!("sipp/busy.xml");
+
 /// A scenario to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -24,6 +35,12 @@ pub enum Scenario {
     Caller,
     /// [`PHONE_XML`].
     Phone,
+    /// [`CANCEL_XML`].
+    Cancel,
+    /// [`REFUSE_REFER_XML`].
+    RefuseRefer,
+    /// [`BUSY_XML`].
+    Busy,
 }
 
 impl Scenario {
@@ -31,6 +48,9 @@ impl Scenario {
         match self {
             Scenario::Caller => ("caller.xml", CALLER_XML),
             Scenario::Phone => ("phone.xml", PHONE_XML),
+            Scenario::Cancel => ("cancel.xml", CANCEL_XML),
+            Scenario::RefuseRefer => ("refuse-refer.xml", REFUSE_REFER_XML),
+            Scenario::Busy => ("busy.xml", BUSY_XML),
         }
     }
 }
@@ -141,8 +161,23 @@ impl Sipp {
     /// # Errors
     /// sipp could not be started.
     pub fn callers(&self, dir: &Path, name: &str, calls: &Calls) -> Result<SippRun, Error> {
+        self.callers_as(dir, name, Scenario::Caller, calls)
+    }
+
+    /// [`Sipp::callers`] with another caller scenario ([`Scenario::Cancel`],
+    /// [`Scenario::RefuseRefer`]).
+    ///
+    /// # Errors
+    /// sipp could not be started.
+    pub fn callers_as(
+        &self,
+        dir: &Path,
+        name: &str,
+        scenario: Scenario,
+        calls: &Calls,
+    ) -> Result<SippRun, Error> {
         let port = super::free_port()?;
-        let (mut cmd, logs, errors) = self.base(dir, Scenario::Caller, port, name)?;
+        let (mut cmd, logs, errors) = self.base(dir, scenario, port, name)?;
         cmd.args(["-key", "caller", &calls.caller])
             .args([
                 "-key",
@@ -175,7 +210,24 @@ impl Sipp {
         count: u32,
         answer_after: Duration,
     ) -> Result<SippRun, Error> {
-        let (mut cmd, logs, errors) = self.base(dir, Scenario::Phone, port, name)?;
+        self.phone_as(dir, name, Scenario::Phone, port, count, answer_after)
+    }
+
+    /// [`Sipp::phone`] with another phone scenario ([`Scenario::Busy`]:
+    /// 486 after `answer_after`).
+    ///
+    /// # Errors
+    /// sipp could not be started.
+    pub fn phone_as(
+        &self,
+        dir: &Path,
+        name: &str,
+        scenario: Scenario,
+        port: u16,
+        count: u32,
+        answer_after: Duration,
+    ) -> Result<SippRun, Error> {
+        let (mut cmd, logs, errors) = self.base(dir, scenario, port, name)?;
         cmd.args(["-m", &count.to_string()])
             .args(["-d", &answer_after.as_millis().to_string()]);
         SippRun::spawn(dir, name, cmd, logs, errors, port)
@@ -267,6 +319,16 @@ impl SippRun {
                     _ => None,
                 }
             })
+            .collect()
+    }
+
+    /// Every line the scenario logged so far (`answered ...`, `refused
+    /// ...`, `busy ...`), in order.
+    pub fn logged(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.logs)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
             .collect()
     }
 
