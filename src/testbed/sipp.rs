@@ -41,6 +41,8 @@ pub enum Scenario {
     RefuseRefer,
     /// [`BUSY_XML`].
     Busy,
+    /// [`BRIEF_XML`].
+    Brief,
 }
 
 impl Scenario {
@@ -51,9 +53,14 @@ impl Scenario {
             Scenario::Cancel => ("cancel.xml", CANCEL_XML),
             Scenario::RefuseRefer => ("refuse-refer.xml", REFUSE_REFER_XML),
             Scenario::Busy => ("busy.xml", BUSY_XML),
+            Scenario::Brief => ("brief.xml", BRIEF_XML),
         }
     }
 }
+
+/// A caller for benchmarks: like [`CALLER_XML`] until answered, then it
+/// holds the call for `-d` ms and hangs up itself.
+pub const BRIEF_XML: &str = include_str!("sipp/brief.xml");
 
 /// The sipp program.
 #[derive(Debug, Clone)]
@@ -176,9 +183,36 @@ impl Sipp {
         scenario: Scenario,
         calls: &Calls,
     ) -> Result<SippRun, Error> {
+        self.start_callers(dir, name, scenario, calls, Duration::ZERO)
+    }
+
+    /// Callers that hang up themselves `hold` after the answer
+    /// ([`BRIEF_XML`]), so that a long run keeps few calls up.
+    ///
+    /// # Errors
+    /// sipp could not be started.
+    pub fn brief_callers(
+        &self,
+        dir: &Path,
+        name: &str,
+        calls: &Calls,
+        hold: Duration,
+    ) -> Result<SippRun, Error> {
+        self.start_callers(dir, name, Scenario::Brief, calls, hold)
+    }
+
+    fn start_callers(
+        &self,
+        dir: &Path,
+        name: &str,
+        scenario: Scenario,
+        calls: &Calls,
+        hold: Duration,
+    ) -> Result<SippRun, Error> {
         let port = super::free_port()?;
         let (mut cmd, logs, errors) = self.base(dir, scenario, port, name)?;
-        cmd.args(["-key", "caller", &calls.caller])
+        cmd.args(["-d", &hold.as_millis().to_string()])
+            .args(["-key", "caller", &calls.caller])
             .args([
                 "-key",
                 "domain",

@@ -1,20 +1,21 @@
 //! `corral bench real`: call setup on the real farm (sipp → Kamailio →
 //! real Asterisk nodes → corral), as sipp measures it from INVITE to 200 OK.
 //!
-//! Three phases on one farm, in one run:
-//! 1. **Through the proxy**: callers into `--rooms` rooms through Kamailio's
-//!    round-robin; each call is classed, from the nodes' ARI, as *landed*
-//!    (it arrived on its room's node) or *redirected* (it arrived in the
-//!    token context after a 302 Kamailio followed). The redirect share.
-//! 2. **The floor**: the same number of calls into fresh rooms, each room's
-//!    calls sent by Kamailio straight to one node (the request URI names
-//!    it), so none is redirected: what setup costs without corral moving
-//!    anything.
-//! 3. **A ramp**: calls through the proxy at rising rates; the highest
+//! Two phases on one farm, in one run; every caller hangs up `--hold-ms`
+//! after the answer, so the calls up stay few:
+//! 1. **Through the proxy, against the floor, side by side**: callers into
+//!    `--rooms` rooms through Kamailio's round-robin and, at the same time
+//!    and rate, the floor: callers into other rooms, each room's calls sent
+//!    by Kamailio straight to one node (the request URI names it), so none
+//!    is redirected. Each proxy call is classed, from the nodes' ARI read
+//!    while it is up, as *landed* (it arrived on its room's node) or
+//!    *redirected* (it arrived in the token context after a 302 Kamailio
+//!    followed). The redirect share.
+//! 2. **A ramp**: calls through the proxy at rising rates; the highest
 //!    rate whose setup p99 stays within twice the first step's.
 //!
-//! Percentiles, never one timing; the phases share the machine, so their
-//! ratios are what to compare.
+//! Percentiles, never one timing; the floor runs in the same window as
+//! what it is compared with, so the machine's load is the same for both.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub struct Args {
     /// Calls per second in phases 1 and 2.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
+    /// How long each caller holds its call after the answer (ms).
+    #[arg(long, default_value_t = 2000)]
+    pub hold_ms: u64,
     /// The ramp's rates (calls/s), comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = [5.0, 10.0, 20.0, 40.0, 80.0])]
     pub ramp: Vec<f64>,
@@ -82,37 +86,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let rooms = args.rooms.max(1);
 
-    // 1. Through the proxy.
-    let names: Vec<String> = (0..rooms).map(|i| format!("bp{i}")).collect();
-    let phase = calls_into(&farm, &names, args.calls, args.rate, None, "p1").await?;
-    let (landed, redirected): (Vec<Duration>, Vec<Duration>) = {
-        let mut l = Vec::new();
-        let mut r = Vec::new();
-        for (caller, setup) in &phase.setup {
-            match phase.context.get(caller).map(String::as_str) {
-                Some("corral-token") => r.push(*setup),
-                _ => l.push(*setup),
-            }
-        }
-        (l, r)
-    };
-    let share = redirected.len() as f64 / phase.setup.len().max(1) as f64;
-    finish(&farm, phase.runs).await;
+    let hold = Duration::from_millis(args.hold_ms);
 
-    // 2. The floor: each room's calls straight to one node.
+    // 1. Through the proxy, and the floor, side by side.
+    let names: Vec<String> = (0..rooms).map(|i| format!("bp{i}")).collect();
     let floor_names: Vec<String> = (0..rooms).map(|i| format!("bf{i}")).collect();
-    let floor = calls_into(&farm, &floor_names, args.calls, args.rate, Some(()), "p2").await?;
+    let watch = Watch::start(&farm);
+    let (phase, floor) = tokio::join!(
+        calls_into(&farm, &names, args.calls, args.rate, false, hold, "p1"),
+        calls_into(&farm, &floor_names, args.calls, args.rate, true, hold, "p2"),
+    );
+    let (phase, floor) = (phase?, floor?);
+    let context = watch.stop().await;
+    let mut landed = Vec::new();
+    let mut redirected = Vec::new();
+    for (caller, setup) in &phase.setup {
+        match context.get(caller).map(String::as_str) {
+            Some("corral-token") => redirected.push(*setup),
+            _ => landed.push(*setup),
+        }
+    }
+    let share = redirected.len() as f64 / phase.setup.len().max(1) as f64;
     let floor_redirected = floor
-        .context
-        .values()
-        .filter(|c| *c == "corral-token")
+        .setup
+        .keys()
+        .filter(|c| context.get(*c).map(String::as_str) == Some("corral-token"))
         .count();
     let floor_setup: Vec<Duration> = floor.setup.values().copied().collect();
+    finish(&farm, phase.runs).await;
     finish(&farm, floor.runs).await;
 
     println!(
-        "\n== call setup, INVITE → 200 OK as sipp sees it ({} calls each at {}/s into {rooms} rooms) ==",
-        args.calls, args.rate
+        "\n== call setup, INVITE → 200 OK as sipp sees it ({} calls each at {}/s into {rooms} rooms, side by side, held {} ms) ==",
+        args.calls, args.rate, args.hold_ms
     );
     println!(
         "{:<34} {:>6} {:>10} {:>10}",
@@ -136,7 +142,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ms(pct(&redirected, 99.0)) / ms(fp99).max(1e-9),
     );
 
-    // 3. The ramp.
+    // 2. The ramp.
     println!(
         "\n== ramp through the proxy ({:.0} s of calls per step into {rooms} rooms) ==",
         args.step_secs
@@ -150,7 +156,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for (step, rate) in args.ramp.iter().enumerate() {
         let n = ((rate * args.step_secs).round() as u32).max(1);
         let names: Vec<String> = (0..rooms).map(|i| format!("br{step}x{i}")).collect();
-        let r = calls_into(&farm, &names, n, *rate, None, &format!("r{step}")).await?;
+        let r = calls_into(&farm, &names, n, *rate, false, hold, &format!("r{step}")).await?;
         let all: Vec<Duration> = r.setup.values().copied().collect();
         let p99 = ms(pct(&all, 99.0));
         let b = *base.get_or_insert(p99);
@@ -185,22 +191,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 struct Phase {
     /// Caller number → setup time (answered calls).
     setup: BTreeMap<String, Duration>,
-    /// Caller number → the dialplan context its channel is in (ARI).
-    context: HashMap<String, String>,
     failed: usize,
     runs: Vec<SippRun>,
 }
 
 /// Sends `calls` calls at `rate` into `rooms` (one sipp per room), through
-/// the proxy; with `straight`, each room's calls name one node in the
-/// request URI (room i → node i mod n). Returns once every call is
-/// answered or failed (or 60 s passed), with ARI's view of each call.
+/// the proxy, each held `hold`; with `straight`, each room's calls name one
+/// node in the request URI (room i → node i mod n). Returns once every call
+/// is answered or failed (or 60 s passed).
 async fn calls_into(
     farm: &RealFarm,
     rooms: &[String],
     calls: u32,
     rate: f64,
-    straight: Option<()>,
+    straight: bool,
+    hold: Duration,
     tag: &str,
 ) -> anyhow::Result<Phase> {
     let per = calls / rooms.len() as u32;
@@ -211,7 +216,7 @@ async fn calls_into(
         if count == 0 {
             continue;
         }
-        let domain = straight.map(|_| farm.nodes[i % farm.nodes.len()].sip_addr());
+        let domain = straight.then(|| farm.nodes[i % farm.nodes.len()].sip_addr());
         let batch = Calls {
             service: format!("conf-{room}"),
             caller: format!("{tag}{room}"),
@@ -220,10 +225,12 @@ async fn calls_into(
             target: farm.kamailio.addr(),
             domain,
         };
-        runs.push(
-            farm.sipp
-                .callers(&farm.dir().join("sipp"), &format!("{tag}-{room}"), &batch)?,
-        );
+        runs.push(farm.sipp.brief_callers(
+            &farm.dir().join("sipp"),
+            &format!("{tag}-{room}"),
+            &batch,
+            hold,
+        )?);
     }
     let until =
         tokio::time::Instant::now() + Duration::from_secs_f64(f64::from(calls) / rate + 60.0);
@@ -243,29 +250,63 @@ async fn calls_into(
         setup.extend(r.answered().into_iter().map(|(c, a)| (c, a.setup)));
         failed += r.failed().len();
     }
-    let context = farm
-        .channels()
-        .await
-        .into_iter()
-        .map(|(_, c)| {
-            (
-                c["caller"]["number"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                c["dialplan"]["context"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect();
     Ok(Phase {
         setup,
-        context,
         failed,
         runs,
     })
+}
+
+/// Reads every node's channels every 100 ms in the background, to learn
+/// how each call arrived (its dialplan context) while it is up.
+struct Watch {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<HashMap<String, String>>,
+}
+
+impl Watch {
+    fn start(farm: &RealFarm) -> Watch {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let urls: Vec<String> = farm.nodes.iter().map(|n| n.ari_url()).collect();
+        let task = tokio::spawn(async move {
+            let mut seen = HashMap::new();
+            let Ok(http) = crate::testbed::http_client() else {
+                return seen;
+            };
+            loop {
+                for url in &urls {
+                    let Ok(r) = http
+                        .get(format!("{url}/ari/channels"))
+                        .basic_auth(
+                            crate::testbed::render::ARI_USER,
+                            Some(crate::testbed::render::ARI_PASSWORD),
+                        )
+                        .send()
+                        .await
+                    else {
+                        continue;
+                    };
+                    let chans: Vec<serde_json::Value> = r.json().await.unwrap_or_default();
+                    for c in chans {
+                        let caller = c["caller"]["number"].as_str().unwrap_or_default();
+                        let ctx = c["dialplan"]["context"].as_str().unwrap_or_default();
+                        seen.insert(caller.to_string(), ctx.to_string());
+                    }
+                }
+                tokio::select! {
+                    _ = &mut stopped => return seen,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        });
+        Watch { stop, task }
+    }
+
+    /// Stops watching: caller number → the context its channel was seen in.
+    async fn stop(self) -> HashMap<String, String> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
 }
 
 /// Hangs every call up and waits for the callers to finish.
