@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Context;
+use rand::{RngExt, SeedableRng};
 
 use crate::testbed::sipp::Calls;
 use crate::testbed::{FarmOptions, RealFarm, SippRun};
@@ -46,8 +47,9 @@ pub struct Args {
     /// The ramp's rates (calls/s), comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = [5.0, 10.0, 20.0, 40.0, 80.0])]
     pub ramp: Vec<f64>,
-    /// Seconds of calls per ramp step.
-    #[arg(long, default_value_t = 4.0)]
+    /// Seconds of calls per ramp step (enough calls that p99 is not just
+    /// the slowest one).
+    #[arg(long, default_value_t = 10.0)]
     pub step_secs: f64,
     /// Run corral on this Redis instead of the memory store.
     #[arg(long)]
@@ -208,11 +210,19 @@ async fn calls_into(
     hold: Duration,
     tag: &str,
 ) -> anyhow::Result<Phase> {
-    let per = calls / rooms.len() as u32;
-    let extra = calls % rooms.len() as u32;
+    // Rooms of unequal sizes (seeded by the tag): equal rates would keep
+    // the rooms' calls in lockstep with the proxy's round-robin, so that a
+    // room's calls would always land on the same node.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        tag.bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+    );
+    let weights: Vec<f64> = rooms.iter().map(|_| rng.random_range(0.5..1.5)).collect();
+    let total: f64 = weights.iter().sum();
+    let counts = split_counts(calls, &weights);
     let mut runs = Vec::new();
     for (i, room) in rooms.iter().enumerate() {
-        let count = per + u32::from((i as u32) < extra);
+        let count = counts[i];
         if count == 0 {
             continue;
         }
@@ -221,7 +231,7 @@ async fn calls_into(
             service: format!("conf-{room}"),
             caller: format!("{tag}{room}"),
             count,
-            rate: rate / rooms.len() as f64,
+            rate: rate * weights[i] / total,
             target: farm.kamailio.addr(),
             domain,
         };
@@ -317,6 +327,20 @@ async fn finish(farm: &RealFarm, mut runs: Vec<SippRun>) {
     }
 }
 
+/// `calls` split in proportion to `weights`, summing to `calls` exactly.
+fn split_counts(calls: u32, weights: &[f64]) -> Vec<u32> {
+    let total: f64 = weights.iter().sum();
+    let mut counts: Vec<u32> = weights
+        .iter()
+        .map(|w| (f64::from(calls) * w / total).floor() as u32)
+        .collect();
+    let left = calls.saturating_sub(counts.iter().sum()) as usize;
+    for c in counts.iter_mut().take(left) {
+        *c += 1;
+    }
+    counts
+}
+
 fn row(what: &str, v: &[Duration]) {
     println!(
         "{:<34} {:>6} {:>10.2} {:>10.2}",
@@ -372,6 +396,14 @@ fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_follow_the_weights_and_sum_up() {
+        let c = split_counts(120, &[1.0, 1.0, 2.0]);
+        assert_eq!(c, vec![30, 30, 60]);
+        let c = split_counts(10, &[0.7, 1.3, 0.9]);
+        assert_eq!(c.iter().sum::<u32>(), 10);
+    }
 
     #[test]
     fn percentiles_by_nearest_rank() {
