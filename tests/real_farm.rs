@@ -129,7 +129,7 @@ async fn conferences_on_redis() {
 }
 
 /// `kamailio -c` passes on the shipped `kamailio.cfg` (rendered with only
-/// its listen address and list path filled in).
+/// its listen address, list path and corral's address filled in).
 #[test]
 fn the_shipped_kamailio_cfg_passes_kamailio_check() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +140,7 @@ fn the_shipped_kamailio_cfg_passes_kamailio_check() {
         http_port: 8160,
         entity_id: "02:00:00:00:00:01".into(),
     };
-    let out = corral::testbed::Kamailio::check(dir.path(), &[node], 5159)
+    let out = corral::testbed::Kamailio::check(dir.path(), &[node], 5159, "127.0.0.1:8159")
         .unwrap_or_else(|e| panic!("kamailio -c refused the shipped config: {e}"));
     assert!(out.contains("config file ok"), "{out}");
 }
