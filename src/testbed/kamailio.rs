@@ -160,12 +160,7 @@ fn write_config(
     std::fs::write(&list, render::dispatcher_list(nodes)?)
         .map_err(Error::io(format!("writing {}", list.display())))?;
     let cfg = dir.join("kamailio.cfg");
-    let text = render::kamailio_cfg(
-        "127.0.0.1",
-        port,
-        &list.display().to_string(),
-        corral_api,
-    )?;
+    let text = render::kamailio_cfg("127.0.0.1", port, &list.display().to_string(), corral_api)?;
     std::fs::write(&cfg, text).map_err(Error::io(format!("writing {}", cfg.display())))?;
     Ok(cfg)
 }
