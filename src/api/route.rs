@@ -78,6 +78,9 @@ pub async fn route(State(st): State<AppState>, uri: Uri) -> Response {
             None => RouteAnswer::NoOpinion(NoOpinion::UnknownLanding),
         }
     } else {
+        st.controller
+            .metrics()
+            .route_lookup(NoOpinion::Disabled.as_str());
         RouteAnswer::NoOpinion(NoOpinion::Disabled)
     };
     match answer {
