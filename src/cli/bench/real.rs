@@ -1,17 +1,24 @@
 //! `corral bench real`: call setup on the real farm (sipp → Kamailio →
 //! real Asterisk nodes → corral), as sipp measures it from INVITE to 200 OK.
 //!
-//! Three phases on one farm, in one run:
-//! 1. **Through the proxy**: callers into `--rooms` rooms through Kamailio's
-//!    round-robin; each call is classed, from the nodes' ARI, as *landed*
-//!    (it arrived on its room's node) or *redirected* (it arrived in the
-//!    token context after a 302 Kamailio followed). The redirect share.
-//! 2. **The floor**: the same number of calls into fresh rooms, each room's
+//! Four phases on one farm, in one run:
+//! 1. **Through the proxy, route ahead**: callers into `--rooms` rooms
+//!    through the shipped Kamailio, which asks corral where each room
+//!    lives before dispatching; each call is classed, from the nodes' ARI,
+//!    as *landed* (it arrived on its room's node) or *redirected* (it
+//!    arrived in the token context after a 302 Kamailio followed). The
+//!    redirect share.
+//! 2. **Through the proxy, round-robin**: the same with corral restarted
+//!    with `api.route_ahead = false` (no opinion: Kamailio's round-robin),
+//!    so most calls land away and are redirected; then corral is restarted
+//!    as it was.
+//! 3. **The floor**: the same number of calls into fresh rooms, each room's
 //!    calls sent by Kamailio straight to one node (the request URI names
 //!    it), so none is redirected: what setup costs without corral moving
 //!    anything.
-//! 3. **A ramp**: calls through the proxy at rising rates; the highest
-//!    rate whose setup p99 stays within twice the first step's.
+//! 4. **A ramp**: calls through the proxy (route ahead) at rising rates;
+//!    the highest rate whose setup p99 stays within twice the first
+//!    step's.
 //!
 //! Percentiles, never one timing; the phases share the machine, so their
 //! ratios are what to compare.
@@ -66,7 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         dir: dir.clone(),
         start_corral: true,
     };
-    let farm = RealFarm::start(opts)
+    let mut farm = RealFarm::start(opts)
         .await
         .context("the real farm did not start (README, \"The real farm\", says what it needs)")?;
     wait_streaming(&farm).await?;
@@ -82,26 +89,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let rooms = args.rooms.max(1);
 
-    // 1. Through the proxy.
+    // 1. Through the proxy, route ahead.
     let names: Vec<String> = (0..rooms).map(|i| format!("bp{i}")).collect();
     let phase = calls_into(&farm, &names, args.calls, args.rate, None, "p1").await?;
-    let (landed, redirected): (Vec<Duration>, Vec<Duration>) = {
-        let mut l = Vec::new();
-        let mut r = Vec::new();
-        for (caller, setup) in &phase.setup {
-            match phase.context.get(caller).map(String::as_str) {
-                Some("corral-token") => r.push(*setup),
-                _ => l.push(*setup),
-            }
-        }
-        (l, r)
-    };
-    let share = redirected.len() as f64 / phase.setup.len().max(1) as f64;
+    let ahead = Classed::of(&phase);
     finish(&farm, phase.runs).await;
 
-    // 2. The floor: each room's calls straight to one node.
+    // 2. Through the proxy, round-robin: corral has no opinion.
+    restart_corral(&mut farm, false).await?;
+    let names: Vec<String> = (0..rooms).map(|i| format!("bq{i}")).collect();
+    let phase = calls_into(&farm, &names, args.calls, args.rate, None, "p2").await?;
+    let rr = Classed::of(&phase);
+    finish(&farm, phase.runs).await;
+    restart_corral(&mut farm, true).await?;
+
+    // 3. The floor: each room's calls straight to one node.
     let floor_names: Vec<String> = (0..rooms).map(|i| format!("bf{i}")).collect();
-    let floor = calls_into(&farm, &floor_names, args.calls, args.rate, Some(()), "p2").await?;
+    let floor = calls_into(&farm, &floor_names, args.calls, args.rate, Some(()), "p3").await?;
     let floor_redirected = floor
         .context
         .values()
@@ -115,28 +119,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.calls, args.rate
     );
     println!(
-        "{:<34} {:>6} {:>10} {:>10}",
+        "{:<40} {:>6} {:>10} {:>10}",
         "calls", "n", "p50 ms", "p99 ms"
     );
-    row("through the proxy, landed", &landed);
-    row("through the proxy, redirected", &redirected);
+    row("route ahead, all", &ahead.all());
+    row("route ahead, landed", &ahead.landed);
+    row("route ahead, redirected", &ahead.redirected);
+    row("round-robin (no route ahead), all", &rr.all());
+    row("round-robin, landed", &rr.landed);
+    row("round-robin, redirected", &rr.redirected);
     row("straight to the room's node (floor)", &floor_setup);
     println!(
-        "redirect share through the proxy: {:.0}% ({} of {}); floor: {} redirected",
-        share * 100.0,
-        redirected.len(),
-        phase.setup.len(),
+        "redirect share: route ahead {:.1}% ({} of {}), round-robin {:.1}% ({} of {}); floor: {} redirected",
+        ahead.share() * 100.0,
+        ahead.redirected.len(),
+        ahead.total(),
+        rr.share() * 100.0,
+        rr.redirected.len(),
+        rr.total(),
         floor_redirected
     );
     let (fp50, fp99) = (pct(&floor_setup, 50.0), pct(&floor_setup, 99.0));
+    let ratio = |v: &[Duration], p: f64, f: Duration| ms(pct(v, p)) / ms(f).max(1e-9);
     println!(
-        "against the floor: landed p50 {:.2}x, redirected p50 {:.2}x p99 {:.2}x",
-        ms(pct(&landed, 50.0)) / ms(fp50).max(1e-9),
-        ms(pct(&redirected, 50.0)) / ms(fp50).max(1e-9),
-        ms(pct(&redirected, 99.0)) / ms(fp99).max(1e-9),
+        "against the floor: route ahead p50 {:.2}x p99 {:.2}x; round-robin p50 {:.2}x p99 {:.2}x",
+        ratio(&ahead.all(), 50.0, fp50),
+        ratio(&ahead.all(), 99.0, fp99),
+        ratio(&rr.all(), 50.0, fp50),
+        ratio(&rr.all(), 99.0, fp99),
     );
 
-    // 3. The ramp.
+    // 4. The ramp.
     println!(
         "\n== ramp through the proxy ({:.0} s of calls per step into {rooms} rooms) ==",
         args.step_secs
@@ -179,6 +192,54 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => println!("setup p99 doubled at the first rate"),
     }
     Ok(())
+}
+
+/// A phase's answered calls' setup times, by how they reached their room.
+struct Classed {
+    /// Arrived on the room's node.
+    landed: Vec<Duration>,
+    /// Arrived with a token, after a 302 Kamailio followed.
+    redirected: Vec<Duration>,
+}
+
+impl Classed {
+    fn of(phase: &Phase) -> Self {
+        let mut c = Classed {
+            landed: Vec::new(),
+            redirected: Vec::new(),
+        };
+        for (caller, setup) in &phase.setup {
+            match phase.context.get(caller).map(String::as_str) {
+                Some("corral-token") => c.redirected.push(*setup),
+                _ => c.landed.push(*setup),
+            }
+        }
+        c
+    }
+
+    fn all(&self) -> Vec<Duration> {
+        self.landed.iter().chain(&self.redirected).copied().collect()
+    }
+
+    fn total(&self) -> usize {
+        self.landed.len() + self.redirected.len()
+    }
+
+    fn share(&self) -> f64 {
+        self.redirected.len() as f64 / self.total().max(1) as f64
+    }
+}
+
+/// Restarts corral with route ahead on or off (`CORRAL_API_ROUTE_AHEAD`)
+/// and waits until it streams every node again.
+async fn restart_corral(farm: &mut RealFarm, ahead: bool) -> anyhow::Result<()> {
+    let corral = farm.corral.as_mut().context("corral runs")?;
+    corral.set_env(
+        "CORRAL_API_ROUTE_AHEAD",
+        if ahead { None } else { Some("false") },
+    );
+    corral.restart().await?;
+    wait_streaming(farm).await
 }
 
 /// One phase's calls and what was seen of them.
@@ -296,7 +357,7 @@ async fn wait_streaming(farm: &RealFarm) -> anyhow::Result<()> {
 
 fn row(what: &str, v: &[Duration]) {
     println!(
-        "{:<34} {:>6} {:>10.2} {:>10.2}",
+        "{:<40} {:>6} {:>10.2} {:>10.2}",
         what,
         v.len(),
         ms(pct(v, 50.0)),
