@@ -218,7 +218,11 @@ impl Classed {
     }
 
     fn all(&self) -> Vec<Duration> {
-        self.landed.iter().chain(&self.redirected).copied().collect()
+        self.landed
+            .iter()
+            .chain(&self.redirected)
+            .copied()
+            .collect()
     }
 
     fn total(&self) -> usize {
