@@ -912,6 +912,17 @@ fn check_kamailio(compose: &Compose, deploy: &Deploy) -> Vec<String> {
         }
         Err(e) => out.push(e),
     }
+    // http_client's connection takes the module's defaults when declared.
+    let at = |what: &str| deploy.kamailio_cfg.find(what);
+    let httpcon = at("modparam(\"http_client\", \"httpcon\"");
+    for param in ["connection_timeout", "keep_connections"] {
+        match (at(&format!("modparam(\"http_client\", \"{param}\"")), httpcon) {
+            (Some(p), Some(c)) if p < c => {}
+            _ => out.push(format!(
+                "kamailio.cfg sets http_client's {param} after the corral connection, which does not take it"
+            )),
+        }
+    }
     if deploy
         .kamailio_cfg
         .contains("loadmodule \"http_client.so\"")
@@ -1411,6 +1422,11 @@ fn a_proxy_that_disagrees_is_caught() {
         d.kamailio_cfg = d.kamailio_cfg.replace(from, to);
         assert_caught(&shipped_compose(), &d, "kamailio", says);
     }
+    let mut d = Deploy::shipped();
+    let line = "modparam(\"http_client\", \"keep_connections\", 1)\n";
+    assert!(d.kamailio_cfg.contains(line));
+    d.kamailio_cfg = d.kamailio_cfg.replace(line, "") + line;
+    assert_caught(&shipped_compose(), &d, "kamailio", "keep_connections after");
 }
 
 #[test]

@@ -231,17 +231,26 @@ impl RawClient {
 
     async fn request(&self, method: &str, path: &str) -> bool {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let fresh = pooled.is_none();
         let mut conn = match pooled {
             Some(c) => c,
-            None => match TcpStream::connect(self.addr).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    BufStream::new(s)
-                }
-                Err(_) => return false,
+            None => match self.connect().await {
+                Some(c) => c,
+                None => return false,
             },
         };
-        match self.exchange(&mut conn, method, path).await {
+        let mut answer = self.exchange(&mut conn, method, path).await;
+        if answer.is_err() && !fresh {
+            // The server closed a pooled connection that sat idle longer
+            // than its idle timeout: the client's doing, not an error of
+            // the route; try once on a new connection.
+            conn = match self.connect().await {
+                Some(c) => c,
+                None => return false,
+            };
+            answer = self.exchange(&mut conn, method, path).await;
+        }
+        match answer {
             Ok(ok) => {
                 if let Ok(mut p) = self.pool.lock() {
                     p.push(conn);
@@ -250,6 +259,12 @@ impl RawClient {
             }
             Err(_) => false,
         }
+    }
+
+    async fn connect(&self) -> Option<BufStream<TcpStream>> {
+        let s = TcpStream::connect(self.addr).await.ok()?;
+        let _ = s.set_nodelay(true);
+        Some(BufStream::new(s))
     }
 
     async fn exchange(
