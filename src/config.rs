@@ -177,6 +177,11 @@ pub struct ApiSection {
     /// backlog (default [`ServerConfig::DEFAULT_MAX_CONNECTIONS`]).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Whether the proxy's route-ahead lookup (`GET /v1/route/{user}`)
+    /// answers; false: it always has no opinion and every call is
+    /// dispatched round-robin and repaired by redirect (default true).
+    #[serde(default = "default_route_ahead")]
+    pub route_ahead: bool,
 }
 
 fn default_listen() -> String {
@@ -191,6 +196,9 @@ fn default_idle_timeout_ms() -> u64 {
 fn default_max_connections() -> usize {
     ServerConfig::DEFAULT_MAX_CONNECTIONS
 }
+fn default_route_ahead() -> bool {
+    true
+}
 
 impl Default for ApiSection {
     fn default() -> Self {
@@ -200,6 +208,7 @@ impl Default for ApiSection {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             idle_timeout_ms: default_idle_timeout_ms(),
             max_connections: default_max_connections(),
+            route_ahead: default_route_ahead(),
         }
     }
 }
@@ -349,6 +358,7 @@ impl fmt::Debug for ApiSection {
             .field("header_read_timeout_ms", &self.header_read_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("max_connections", &self.max_connections)
+            .field("route_ahead", &self.route_ahead)
             .finish()
     }
 }
@@ -407,7 +417,8 @@ impl Config {
 
     /// Applies `CORRAL_*` overrides: `CORRAL_FARM`, `CORRAL_APP`,
     /// `CORRAL_STORE_REDIS_URL`, `CORRAL_API_LISTEN`, `CORRAL_API_TOKEN`,
-    /// `CORRAL_API_<KEY>` for the `[api]` limits (`CORRAL_API_IDLE_TIMEOUT_MS`),
+    /// `CORRAL_API_<KEY>` for the `[api]` limits (`CORRAL_API_IDLE_TIMEOUT_MS`)
+    /// and `CORRAL_API_ROUTE_AHEAD` (`true`/`false`),
     /// `CORRAL_CONTROLLER_<KEY>` for each `[controller]` key (upper case),
     /// and `CORRAL_NODE_<ID>_PASSWORD` for a node's password (id upper case,
     /// `-` as `_`).
@@ -434,6 +445,13 @@ impl Config {
                 "API_TOKEN" => self.api.token = Some(v.clone()).filter(|s| !s.is_empty()),
                 "API_HEADER_READ_TIMEOUT_MS" => self.api.header_read_timeout_ms = num(&k)?,
                 "API_IDLE_TIMEOUT_MS" => self.api.idle_timeout_ms = num(&k)?,
+                "API_ROUTE_AHEAD" => {
+                    self.api.route_ahead = match v.as_str() {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => return Err(invalid(&k, format!("{v:?} is not true or false"))),
+                    }
+                }
                 "API_MAX_CONNECTIONS" => {
                     self.api.max_connections = usize::try_from(num(&k)?)
                         .map_err(|_| invalid(&k, format!("{v:?} is too large")))?
@@ -876,6 +894,25 @@ sip_host = "10.0.0.11:5060"
 
     /// The API server's limits: defaults from `ServerConfig`, set in
     /// `[api]` or by `CORRAL_API_*`, refused when they cannot work.
+    #[test]
+    fn route_ahead_is_on_by_default_and_switched_by_file_or_env() {
+        let cfg = Config::parse(GOOD, "t").unwrap();
+        assert!(cfg.api.route_ahead);
+        let off = GOOD.replace(
+            "listen = \"127.0.0.1:8088\"",
+            "listen = \"127.0.0.1:8088\"\nroute_ahead = false",
+        );
+        let mut cfg = Config::parse(&off, "t").unwrap();
+        assert!(!cfg.api.route_ahead);
+        cfg.apply_env([("CORRAL_API_ROUTE_AHEAD".to_string(), "true".to_string())].into_iter())
+            .unwrap();
+        assert!(cfg.api.route_ahead);
+        let err = cfg
+            .apply_env([("CORRAL_API_ROUTE_AHEAD".to_string(), "maybe".to_string())].into_iter())
+            .unwrap_err();
+        assert!(err.to_string().contains("CORRAL_API_ROUTE_AHEAD"), "{err}");
+    }
+
     #[test]
     fn api_limits_default_parse_and_are_checked() {
         let cfg = Config::parse(GOOD, "t").unwrap();

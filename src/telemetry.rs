@@ -88,6 +88,13 @@ pub struct QueueStateLabel {
     pub state: String,
 }
 
+/// Labels: an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// What happened (`answered`, or why there was no answer).
+    pub outcome: String,
+}
+
 /// Labels: one API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabel {
@@ -255,6 +262,7 @@ pub struct Metrics {
     store_latency: Family<OpLabel, Histogram>,
     call_setup: Histogram,
     api_latency: Family<ApiLabel, Histogram>,
+    route_lookups: Family<OutcomeLabel, Counter>,
     samples: std::sync::Mutex<Option<Vec<u32>>>,
     queue_waiting: Family<QueueLabel, Gauge>,
     queue_agents: Family<QueueStateLabel, Gauge>,
@@ -309,6 +317,7 @@ impl Metrics {
             store_latency: Family::new_with_constructor(latency_histogram),
             call_setup: latency_histogram(),
             api_latency: Family::new_with_constructor(latency_histogram),
+            route_lookups: Family::default(),
             samples: std::sync::Mutex::new(None),
             queue_waiting: Family::default(),
             queue_agents: Family::default(),
@@ -432,6 +441,11 @@ impl Metrics {
             "corral_api_request_duration_seconds",
             "HTTP API latency by route, method and status",
             m.api_latency.clone(),
+        );
+        registry.register(
+            "corral_route_lookups",
+            "Route-ahead lookups by the proxy, by outcome (answered, or the no-opinion reason)",
+            m.route_lookups.clone(),
         );
         Self { registry, ..m }
     }
@@ -605,6 +619,15 @@ impl Metrics {
             })
             .inc();
         self.split_duration.observe(lasted.as_secs_f64());
+    }
+
+    /// A route-ahead lookup answered (`answered`) or not (the reason).
+    pub fn route_lookup(&self, outcome: &str) {
+        self.route_lookups
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// A room was released (`empty`, `node_down`, `new_incarnation`).

@@ -15,12 +15,24 @@ use support::real::RealTest;
 
 const ROOMS: [&str; 6] = ["sales", "support", "ops", "eng", "board", "lobby"];
 
-/// 60 callers into 6 rooms through Kamailio round-robin on 3 real nodes:
-/// every room's calls in one bridge on one node; every caller answered
-/// (sipp saw the 200 OK), the redirected ones after a 302 that Kamailio
-/// followed (sipp never saw one); each token used by exactly one call.
-async fn conferences(backend: Backend) {
-    let t = RealTest::start("conferences", 3, backend, &[]).await;
+/// 60 callers into 6 rooms through Kamailio on 3 real nodes: every room's
+/// calls in one bridge on one node; every caller answered (sipp saw the
+/// 200 OK), the redirected ones after a 302 that Kamailio followed (sipp
+/// never saw one); each token used by exactly one call.
+///
+/// With route ahead (`ahead`), Kamailio asks corral before dispatching and
+/// under 2% of the calls are redirected: each lands where corral said, the
+/// room's node, and joins there; corral's answer for each room names the
+/// node its bridge is on. Without it (`api.route_ahead = false`: corral has
+/// no opinion), round-robin lands about 2 of 3 calls away from their room
+/// and the redirect repairs them.
+async fn conferences(backend: Backend, ahead: bool) {
+    let env: &[(&str, &str)] = if ahead {
+        &[]
+    } else {
+        &[("CORRAL_API_ROUTE_AHEAD", "false")]
+    };
+    let t = RealTest::start("conferences", 3, backend, env).await;
     let farm = &t.farm;
     let mut runs = Vec::new();
     for room in ROOMS {
@@ -91,17 +103,44 @@ async fn conferences(backend: Backend) {
         answered.keys().all(|a| callers.contains_key(a)),
         "sipp's callers and ARI's channels differ"
     );
-    // Round-robin over 3 nodes: about 2 of 3 calls land away from their
-    // room at first; far fewer than that would mean the redirect path was
-    // not exercised.
-    assert!(redirected >= 10, "only {redirected} of 60 calls redirected");
+    let corral = farm.corral.as_ref().unwrap();
+    let answered_ahead = corral
+        .metric_sum("corral_route_lookups_total{outcome=\"answered\"}")
+        .await
+        .unwrap();
+    if ahead {
+        // Under 2%: each call went where corral said, its room's node.
+        assert!(
+            redirected * 50 < 60,
+            "{redirected} of 60 calls redirected with route ahead\n{}",
+            t.diagnose().await
+        );
+        assert_eq!(answered_ahead, 60.0, "one answered lookup per call");
+        // The route's answer and the StasisStart agree: corral names, for
+        // each room, the node its bridge is on (what ARI shows).
+        for room in ROOMS {
+            let (status, node, sip) = support::real::route(&t.api(), &format!("conf-{room}")).await;
+            let truth = rooms[&format!("corral:conference:{room}")]
+                .whole_on()
+                .unwrap();
+            assert_eq!((status, node.as_str()), (200, truth), "{room}");
+            let i = farm.index_of(truth).unwrap();
+            assert_eq!(sip, format!("sip:{}", farm.nodes[i].sip_addr()));
+        }
+    } else {
+        // Round-robin over 3 nodes: about 2 of 3 calls land away from their
+        // room at first; far fewer than that would mean the redirect path
+        // was not exercised.
+        assert!(redirected >= 10, "only {redirected} of 60 calls redirected");
+        assert_eq!(answered_ahead, 0.0, "corral had no opinion");
+    }
     let followed = farm.kamailio.log().matches("302 followed").count();
     assert_eq!(
         followed, redirected,
         "Kamailio followed {followed} 302s; {redirected} calls arrived with a token"
     );
     eprintln!(
-        "conferences ({backend:?}): 60 answered, {redirected} after a 302 Kamailio followed, 6 rooms whole"
+        "conferences ({backend:?}, route ahead {ahead}): 60 answered, {redirected} after a 302 Kamailio followed, 6 rooms whole"
     );
 
     // The far end hangs up: every sipp call completes its scenario.
@@ -120,16 +159,21 @@ async fn conferences(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conferences_on_the_memory_store() {
-    conferences(Backend::Memory).await;
+    conferences(Backend::Memory, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conferences_on_redis() {
-    conferences(Backend::Redis).await;
+    conferences(Backend::Redis, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conferences_without_route_ahead_are_repaired_by_redirect() {
+    conferences(Backend::Memory, false).await;
 }
 
 /// `kamailio -c` passes on the shipped `kamailio.cfg` (rendered with only
-/// its listen address and list path filled in).
+/// its listen address, list path and corral's address filled in).
 #[test]
 fn the_shipped_kamailio_cfg_passes_kamailio_check() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +184,7 @@ fn the_shipped_kamailio_cfg_passes_kamailio_check() {
         http_port: 8160,
         entity_id: "02:00:00:00:00:01".into(),
     };
-    let out = corral::testbed::Kamailio::check(dir.path(), &[node], 5159)
+    let out = corral::testbed::Kamailio::check(dir.path(), &[node], 5159, "127.0.0.1:8159")
         .unwrap_or_else(|e| panic!("kamailio -c refused the shipped config: {e}"));
     assert!(out.contains("config file ok"), "{out}");
 }

@@ -109,7 +109,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let app = crate::api::router(
         crate::api::AppState::new(ctrl.clone(), cfg.api.token.clone())
-            .with_shutdown(shutdown.clone()),
+            .with_shutdown(shutdown.clone())
+            .with_route_ahead(cfg.api.route_ahead),
     );
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(crate::api::serve(listener, app, limits, api_shutdown));

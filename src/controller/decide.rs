@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use super::channel::{ChannelState, Membership};
 use crate::ari::rest::{Bridge, Channel};
 use crate::domain::{
-    AgentId, ChannelId, Epoch, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
+    AgentId, ChannelId, Epoch, NodeId, NodeState, Role, RoomKey, RoomKind, RoomName, TokenId,
 };
 use crate::names::{BridgeNames, BridgeOf};
 use crate::queue::{QueueRole, QueueState};
@@ -344,6 +344,279 @@ pub(crate) fn after_move_failed(failure: MoveFailure) -> Step {
         MoveFailure::StoreUnavailable => Step::Degraded(DegradedReason::StoreUnavailable),
         MoveFailure::CallGone => Step::Gone,
         MoveFailure::Refused => Step::Degraded(DegradedReason::RedirectFailed),
+    }
+}
+
+// ---- route ahead ----------------------------------------------------------
+
+/// The longest extension a channel keeps (`AST_MAX_EXTENSION - 1`):
+/// chan_pjsip cuts a longer request URI user part, so corral has no
+/// opinion on one.
+pub const MAX_EXTEN: usize = 79;
+
+/// The room a call whose request URI user part is `user` is for, read the
+/// way the shipped dialplan (`deploy/asterisk/extensions.conf`) reads it:
+/// `conf-<room>`, `queue-<name>`, `agent-<queue>-<agent>` (the agent id is
+/// the part after the last `-`), then the arguments checked as a
+/// `StasisStart`'s are ([`parse_arrival`]). Anything else, a token among
+/// them, is no room's call: `None`.
+pub fn route_target(user: &str) -> Option<RoomKey> {
+    if user.len() > MAX_EXTEN {
+        return None;
+    }
+    // Asterisk skips `-` in a dialled string when it matches a pattern:
+    // `_co[n]f-.` needs a character other than `-` after `conf`.
+    let only_dashes = |rest: &str| rest.bytes().all(|b| b == b'-');
+    let args: Vec<&str> = if let Some(room) = user.strip_prefix("conf-") {
+        vec!["conference", room]
+    } else if let Some(name) = user.strip_prefix("queue-") {
+        vec!["queue", name]
+    } else if let Some(rest) = user.strip_prefix("agent-") {
+        let (queue, agent) = rest.rsplit_once('-')?;
+        vec!["agent", queue, agent]
+    } else {
+        return None;
+    };
+    if args.iter().skip(1).all(|a| only_dashes(a)) {
+        return None;
+    }
+    let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+    match parse_arrival(&args, user) {
+        Arrival::Room(room, _) | Arrival::Agent(room, _) => Some(room),
+        _ => None,
+    }
+}
+
+/// What corral tells the proxy before it dispatches a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAnswer {
+    /// Send the call to this node: its room lives there.
+    Node(NodeId),
+    /// Dispatch as usual (round-robin); a call that lands away from its
+    /// room is redirected as ever.
+    NoOpinion(NoOpinion),
+}
+
+/// Why corral has no opinion about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoOpinion {
+    /// The user part is no room's call (a token, anything the dialplan
+    /// does not place).
+    NotARoom,
+    /// The proxy named a landing node that is not configured.
+    UnknownLanding,
+    /// Route-ahead is switched off (`api.route_ahead = false`).
+    Disabled,
+    /// A new room, and no node may take it (all down, draining or full).
+    NoEligibleNode,
+    /// The store did not answer.
+    StoreUnavailable,
+    /// The room lives on a draining node: running rooms keep their
+    /// joiners, by redirect, but the proxy is never sent to one.
+    OwnerDraining,
+    /// The room's node is down.
+    OwnerDown,
+    /// The owner is not a node corral knows the state of.
+    UnknownOwner,
+}
+
+impl NoOpinion {
+    /// The reason as the API and the metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoOpinion::NotARoom => "not_a_room",
+            NoOpinion::UnknownLanding => "unknown_landing",
+            NoOpinion::Disabled => "disabled",
+            NoOpinion::NoEligibleNode => "no_eligible_node",
+            NoOpinion::StoreUnavailable => "store_unavailable",
+            NoOpinion::OwnerDraining => "owner_draining",
+            NoOpinion::OwnerDown => "owner_down",
+            NoOpinion::UnknownOwner => "unknown_owner",
+        }
+    }
+}
+
+/// The answer for a room, from the owner decision (the same one a
+/// `StasisStart` makes) and the owner's state: only an up node is ever
+/// named.
+pub(crate) fn route(owner: OwnerFact<'_>, owner_state: Option<NodeState>) -> RouteAnswer {
+    match (owner, owner_state) {
+        (OwnerFact::StoreUnavailable, _) => RouteAnswer::NoOpinion(NoOpinion::StoreUnavailable),
+        (OwnerFact::NoEligibleNode, _) => RouteAnswer::NoOpinion(NoOpinion::NoEligibleNode),
+        (OwnerFact::Node(node), Some(NodeState::Up)) => RouteAnswer::Node(node.clone()),
+        (OwnerFact::Node(_), Some(NodeState::Draining)) => {
+            RouteAnswer::NoOpinion(NoOpinion::OwnerDraining)
+        }
+        (OwnerFact::Node(_), Some(NodeState::Down)) => RouteAnswer::NoOpinion(NoOpinion::OwnerDown),
+        (OwnerFact::Node(_), None) => RouteAnswer::NoOpinion(NoOpinion::UnknownOwner),
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    fn room(kind: &str, name: &str) -> Option<RoomKey> {
+        Some(RoomKey::parse(kind, name).unwrap())
+    }
+
+    #[test]
+    fn user_parts_are_read_as_the_dialplan_reads_them() {
+        for (user, want) in [
+            ("conf-sales", room("conference", "sales")),
+            ("conf-a-b", room("conference", "a-b")),
+            ("conf--x", room("conference", "-x")),
+            ("queue-help", room("queue", "help")),
+            ("queue-my_q", room("queue", "my_q")),
+            ("agent-help-a1", room("queue", "help")),
+            ("agent-my-q-a1", room("queue", "my-q")),
+            ("agent-q--a", room("queue", "q-")),
+            // No room: the dialplan hands these back or never places them.
+            ("conf-", None),
+            ("conf", None),
+            ("CONF-sales", None),
+            ("Conf-sales", None),
+            ("conf-a b", None),
+            ("conf-a,b", None),
+            ("conf-a;b", None),
+            ("conf-%41", None),
+            ("conf-é", None),
+            ("queue-", None),
+            ("conf--", None),
+            ("queue---", None),
+            ("agent---", None),
+            ("agent-help", None),
+            ("agent-help-", None),
+            ("agent--a1", None),
+            ("agent-a-b-c,d", None),
+            ("Zz0123456789abcdefghij", None),
+            ("", None),
+            ("s", None),
+            ("co-nf-sales", None),
+        ] {
+            assert_eq!(route_target(user), want, "{user:?}");
+        }
+        // 64 characters is the longest room name; the whole user part
+        // must also fit in an extension.
+        let long = format!("conf-{}", "a".repeat(64));
+        assert_eq!(route_target(&long), room("conference", &"a".repeat(64)));
+        assert_eq!(route_target(&format!("conf-{}", "a".repeat(65))), None);
+        let agent = format!("agent-{}-{}", "q".repeat(40), "a".repeat(40));
+        assert!(agent.len() > MAX_EXTEN);
+        assert_eq!(route_target(&agent), None, "cut by chan_pjsip");
+    }
+
+    /// What the shipped dialplan makes of `user`: the room its
+    /// `StasisStart` would be placed in, if any.
+    fn dialplan_room(dp: &crate::sim::Dialplan, user: &str) -> Option<RoomKey> {
+        let entry = dp.stasis_entry(user)?;
+        match parse_arrival(&entry.args, &entry.exten) {
+            Arrival::Room(room, _) | Arrival::Agent(room, _) => Some(room),
+            _ => None,
+        }
+    }
+
+    /// The route reads every user part as the shipped dialplan (run by the
+    /// simulator with Asterisk 22's rules) and the call path do: a table,
+    /// then seeded random strings over the characters that matter. Past
+    /// an extension's length corral only ever says less (no opinion).
+    #[test]
+    fn the_route_and_the_shipped_dialplan_agree() {
+        let dp = crate::sim::Dialplan::shipped();
+        let mut users: Vec<String> = [
+            "conf-sales",
+            "conf-a-b",
+            "conf--",
+            "conf-",
+            "confx-sales",
+            "co-nf-sales",
+            "queue-q",
+            "queue--",
+            "queuex",
+            "agent-q-a",
+            "agent-q-",
+            "agent--a",
+            "agent-q",
+            "agent-q-a-b",
+            "agent-q--a",
+            "age-nt-q-a",
+            "Zz0123456789abcdefghij",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let prefixes = [
+            "conf-", "queue-", "agent-", "conf", "agent-q-", "co-nf-", "",
+        ];
+        let alphabet: Vec<char> = "abqAZ09_-,;.%é ".chars().collect();
+        for _ in 0..5000 {
+            let mut u = prefixes[rng.random_range(0..prefixes.len())].to_string();
+            for _ in 0..rng.random_range(0..12) {
+                u.push(alphabet[rng.random_range(0..alphabet.len())]);
+            }
+            users.push(u);
+        }
+        for len in [60, 75, 79, 80, 90] {
+            users.push(format!("conf-{}", "r".repeat(len - 5)));
+            users.push(format!("agent-{}-a", "q".repeat(len - 8)));
+        }
+        let mut placed = 0;
+        for user in &users {
+            let dialplan = dialplan_room(&dp, user);
+            let route = route_target(user);
+            if user.len() <= MAX_EXTEN {
+                assert_eq!(route, dialplan, "{user:?}");
+            } else {
+                assert!(route.is_none() || route == dialplan, "{user:?}: {route:?}");
+            }
+            placed += usize::from(route.is_some());
+        }
+        assert!(placed > 200, "only {placed} user parts named a room");
+    }
+
+    #[test]
+    fn only_an_up_owner_is_named() {
+        let x = NodeId::new("ast1").unwrap();
+        assert_eq!(
+            route(OwnerFact::Node(&x), Some(NodeState::Up)),
+            RouteAnswer::Node(x.clone())
+        );
+        for (state, why) in [
+            (Some(NodeState::Draining), NoOpinion::OwnerDraining),
+            (Some(NodeState::Down), NoOpinion::OwnerDown),
+            (None, NoOpinion::UnknownOwner),
+        ] {
+            assert_eq!(
+                route(OwnerFact::Node(&x), state),
+                RouteAnswer::NoOpinion(why)
+            );
+        }
+        for state in [None, Some(NodeState::Up)] {
+            assert_eq!(
+                route(OwnerFact::NoEligibleNode, state),
+                RouteAnswer::NoOpinion(NoOpinion::NoEligibleNode)
+            );
+            assert_eq!(
+                route(OwnerFact::StoreUnavailable, state),
+                RouteAnswer::NoOpinion(NoOpinion::StoreUnavailable)
+            );
+        }
+        let names: std::collections::HashSet<&str> = [
+            NoOpinion::NotARoom,
+            NoOpinion::UnknownLanding,
+            NoOpinion::Disabled,
+            NoOpinion::NoEligibleNode,
+            NoOpinion::StoreUnavailable,
+            NoOpinion::OwnerDraining,
+            NoOpinion::OwnerDown,
+            NoOpinion::UnknownOwner,
+        ]
+        .iter()
+        .map(|n| n.as_str())
+        .collect();
+        assert_eq!(names.len(), 8, "each reason has its own name");
     }
 }
 

@@ -26,8 +26,10 @@
 //! - [`owner`]: the owner decision, for the call path and the apps' API.
 //! - [`rooms`]: bridges, members, linger and release, moving a call.
 //! - [`apps`]: the decisions apps ask for over the HTTP API.
+//! - [`ahead`]: route ahead, the proxy's lookup before it dispatches.
 //! - [`queues`]: the queue engine: callers wait, agents are paired.
 
+pub mod ahead;
 pub mod apps;
 pub(crate) mod channel;
 pub mod decide;

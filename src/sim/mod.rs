@@ -57,7 +57,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-pub use dialplan::{Admission, Dialplan, DialplanError};
+pub use dialplan::{Admission, Dialplan, DialplanError, StasisEntry};
 pub use endpoint::{EndpointScript, ScriptParseError};
 pub use rest::{AriRoute, routes};
 

@@ -184,6 +184,15 @@ impl CorralProcess {
         }
     }
 
+    /// Sets (`Some`) or removes (`None`) a variable of its environment
+    /// for its next start ([`CorralProcess::restart`]).
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
     /// Starts it again with the same config and environment.
     ///
     /// # Errors

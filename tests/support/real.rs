@@ -221,6 +221,32 @@ impl RealTest {
     }
 }
 
+/// `GET /v1/route/<user>` on corral's API at `api` as the proxy asks it
+/// (no credential): the status, the `Corral-Node` header (or the
+/// `Corral-No-Opinion` reason) and the body.
+pub async fn route(api: &str, user: &str) -> (u16, String, String) {
+    let r = reqwest::Client::new()
+        .get(format!("{api}/v1/route/{user}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("corral answers the lookup");
+    let status = r.status().as_u16();
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let node = if status == 200 {
+        header("corral-node")
+    } else {
+        header("corral-no-opinion")
+    };
+    (status, node, r.text().await.unwrap_or_default())
+}
+
 impl Drop for RealTest {
     fn drop(&mut self) {
         let keep = std::thread::panicking() || std::env::var_os("CORRAL_KEEP_TESTBED").is_some();
