@@ -264,3 +264,84 @@ async fn splits_are_healed_by_moving_the_stray_calls() {
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
     farm.stop().await;
 }
+
+/// Waits for the node to go down and come back up (same incarnation).
+async fn down_then_up(events: &mut tokio::sync::broadcast::Receiver<FarmEvent>) {
+    let mut seen_down = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("node down then up")
+            .unwrap();
+        match ev {
+            FarmEvent::NodeDown { .. } => seen_down = true,
+            FarmEvent::NodeUp {
+                new_incarnation, ..
+            } if seen_down => {
+                assert!(!new_incarnation);
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A node blip (its websocket cut, or the node hung for a while) releases
+/// its rooms; the resync after it records the bridged calls again under a
+/// new epoch. The room's later callers must join the same bridge as the
+/// earlier ones: a room's calls on one node are always in one bridge
+/// (before: the later callers got the new epoch's bridge, and the two
+/// halves of the conference could not hear each other, for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_blip_leaves_each_room_in_one_bridge() {
+    let seed = seed("blip_one_bridge");
+    let mut farm = TestFarm::start(1, Backend::Memory, seed).await;
+    for i in 0..3 {
+        farm.call("conf-blip", &format!("b{i}")).await;
+    }
+    bridged(&farm, 3).await;
+    let mut events = farm.ctrl.subscribe();
+    let r = farm
+        .http
+        .put(format!("{}/sim/faults", farm.sims[0].base_url()))
+        .json(&serde_json::json!({"close_websockets": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    down_then_up(&mut events).await;
+    // The node paused: pings fail, it is marked down, then comes back.
+    farm.sims[0].hang();
+    let ctrl = farm.ctrl.clone();
+    eventually(Duration::from_secs(5), "the hung node marked down", || {
+        let ctrl = ctrl.clone();
+        async move { (!ctrl.nodes_streaming()[0].1).then_some(()) }
+    })
+    .await;
+    farm.sims[0].resume();
+    down_then_up(&mut events).await;
+    let room = RoomKey::parse("conference", "blip").unwrap();
+    let store = farm.store.clone();
+    eventually(Duration::from_secs(10), "members back after resync", || {
+        let store = store.clone();
+        let room = room.clone();
+        async move {
+            let d = store.get_room(&room).await.ok()??;
+            (d.placement.members == 3).then_some(())
+        }
+    })
+    .await;
+    for i in 3..6 {
+        farm.call("conf-blip", &format!("b{i}")).await;
+    }
+    bridged(&farm, 6).await;
+    eventually(
+        Duration::from_secs(2),
+        "the room's calls in one bridge",
+        || async { farm.rooms_not_whole().await.is_empty().then_some(()) },
+    )
+    .await;
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0, "seed {seed}");
+    farm.stop().await;
+}

@@ -498,6 +498,54 @@ pub(crate) fn bridged_fixes(
     fixes
 }
 
+/// A room's calls found here in a bridge that is not the room's bridge now
+/// (an earlier epoch's, after a blip released the room and the resync
+/// claimed it again; or a degraded join's `-local` one): they move into the
+/// room's bridge, a local `addChannel`, so a room's calls on one node are
+/// always in one bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Merge {
+    /// The room.
+    pub(crate) room: RoomKey,
+    /// Its epoch now: its bridge is `bridge_id(room, epoch)`.
+    pub(crate) epoch: Epoch,
+    /// The bridge the calls are in.
+    pub(crate) from: String,
+    /// The calls to move.
+    pub(crate) channels: Vec<ChannelId>,
+}
+
+/// The merges for the calls found in the node's bridges, from the rooms'
+/// owners as the resync left them (`facts`, updated by the members it
+/// recorded). Only rooms owned here are merged (stray calls are healed by
+/// moving them to their owner); a pair bridge is the queue engine's; a room
+/// missing from `facts` is skipped (the store did not answer).
+pub(crate) fn merges(
+    here: &NodeId,
+    calls: &[BridgedCalls],
+    facts: &HashMap<RoomKey, RoomFacts>,
+    names: &BridgeNames,
+) -> Vec<Merge> {
+    calls
+        .iter()
+        .filter(|b| !b.channels.is_empty())
+        .filter_map(|b| {
+            let BridgeOf::Room(room) = &b.of else {
+                return None;
+            };
+            let (owner, epoch) = facts.get(room)?.owner.as_ref()?;
+            (owner == here && names.bridge_id(room, Some(*epoch)).as_str() != b.bridge).then(|| {
+                Merge {
+                    room: room.clone(),
+                    epoch: *epoch,
+                    from: b.bridge.clone(),
+                    channels: b.channels.clone(),
+                }
+            })
+        })
+        .collect()
+}
+
 /// How the node's splits change at this resync.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SplitChanges {
@@ -1114,6 +1162,59 @@ mod tests {
             !fixes.iter().any(
                 |f| matches!(f, BridgedFix::Follow { channel, .. } if channel == &chan("leg1"))
             )
+        );
+    }
+
+    #[test]
+    fn a_rooms_calls_in_another_bridge_here_are_merged_into_its_bridge() {
+        let (x, y) = (node("x"), node("y"));
+        let names = BridgeNames::default();
+        let bridges = vec![
+            // An earlier epoch's bridge, the room claimed again at 7.
+            bridge(
+                "corral-conference-a-5",
+                "corral:conference:a",
+                &["a1", "a2"],
+            ),
+            // The room's bridge now: nothing to do.
+            bridge("corral-conference-a-7", "corral:conference:a", &["a3"]),
+            // A degraded join's bridge.
+            bridge("corral-conference-a-local", "corral:conference:a", &["a4"]),
+            // Empty: the stale sweep's, not a merge.
+            bridge("corral-conference-a-6", "corral:conference:a", &[]),
+            // Owned elsewhere: healed by a move, not merged.
+            bridge("corral-conference-b-1", "corral:conference:b", &["b1"]),
+            // Not placed (the store forgot it): not merged.
+            bridge("corral-conference-c-1", "corral:conference:c", &["c1"]),
+            // A pair bridge is the queue engine's.
+            bridge("corral-queue-q-qc1", "corral:queue:q:alice", &["q1"]),
+            bridge("corral-queue-q-2", "corral:queue:q", &["q2"]),
+            // Not in the facts (the store did not answer).
+            bridge("corral-conference-d-1", "corral:conference:d", &["d1"]),
+        ];
+        let calls = bridged_calls(&bridges, &names);
+        let owned = |n: &NodeId, e| RoomFacts {
+            owner: Some((n.clone(), Epoch(e))),
+            ..Default::default()
+        };
+        let mut f = HashMap::new();
+        f.insert(conf("a"), owned(&x, 7));
+        f.insert(conf("b"), owned(&y, 1));
+        f.insert(conf("c"), RoomFacts::default());
+        f.insert(queue("q"), owned(&x, 3));
+        let merge = |from: &str, room: RoomKey, epoch, chans: &[&str]| Merge {
+            room,
+            epoch: Epoch(epoch),
+            from: from.into(),
+            channels: chans.iter().map(|c| chan(c)).collect(),
+        };
+        assert_eq!(
+            merges(&x, &calls, &f, &names),
+            vec![
+                merge("corral-conference-a-5", conf("a"), 7, &["a1", "a2"]),
+                merge("corral-conference-a-local", conf("a"), 7, &["a4"]),
+                merge("corral-queue-q-2", queue("q"), 3, &["q2"]),
+            ]
         );
     }
 

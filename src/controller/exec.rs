@@ -468,7 +468,7 @@ impl Controller {
         }
         let calls = decide::bridged_calls(&bridges, &self.inner.names);
         node.with(|s| s.bridges.extend(calls.iter().map(|c| c.bridge.clone())));
-        let facts = match self.room_facts(&node.id, &calls).await {
+        let mut facts = match self.room_facts(&node.id, &calls).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(node = %node.id, reason = %e, "resync stopped (store unavailable)");
@@ -489,7 +489,14 @@ impl Controller {
                     .add_member(&room, &node.id, &channel, role)
                     .await
                 {
-                    Ok(MemberAdded::Added { .. } | MemberAdded::AlreadyMember { .. }) => {
+                    Ok(
+                        MemberAdded::Added { epoch, .. } | MemberAdded::AlreadyMember { epoch, .. },
+                    ) => {
+                        // The room is here at `epoch` now (claimed, maybe,
+                        // under a new one): what the merges go by.
+                        if let Some(f) = facts.get_mut(&room) {
+                            f.owner = Some((node.id.clone(), epoch));
+                        }
                         node.with(|s| {
                             s.follow(
                                 &channel,
@@ -548,6 +555,9 @@ impl Controller {
                         .extend(channels);
                 }
             }
+        }
+        for merge in decide::merges(&node.id, &calls, &facts, &self.inner.names) {
+            self.merge_bridge(node, merge).await;
         }
         self.heal_splits(node, stray).await;
         for bridge in decide::stale_bridges(&node.id, &bridges, &facts, &self.inner.names) {
@@ -704,6 +714,31 @@ impl Controller {
                     }
                 }
             }
+        }
+    }
+
+    /// Moves a room's calls from another bridge here into the room's bridge
+    /// (a local `addChannel`; the channel leaves its old bridge), then
+    /// destroys the old one if all moved.
+    async fn merge_bridge(&self, node: &Arc<NodeRuntime>, m: decide::Merge) {
+        tracing::info!(node = %node.id, room = %m.room, from = %m.from, calls = m.channels.len(),
+            "room in two bridges on one node; moving its calls into the room's bridge");
+        let mut all = true;
+        for chan in &m.channels {
+            if node.with(|s| s.is_moving(chan)) {
+                all = false;
+                continue;
+            }
+            if let Err(e) = self
+                .bridge_channel(node, chan, &m.room, Some(m.epoch))
+                .await
+            {
+                all = false;
+                tracing::info!(node = %node.id, room = %m.room, channel = %chan, reason = %e, "call not moved into its room's bridge");
+            }
+        }
+        if all {
+            self.destroy_listed_bridge(node, &m.from).await;
         }
     }
 

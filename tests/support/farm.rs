@@ -340,6 +340,26 @@ impl TestFarm {
         split
     }
 
+    /// The whole invariant, read from ARI: rooms whose live calls sit in
+    /// more than one bridge, on one node or on several. Each comes with its
+    /// bridges as `(node index, bridge id, calls)`.
+    pub async fn rooms_not_whole(&self) -> Vec<(String, Vec<(usize, String, usize)>)> {
+        let mut rooms: HashMap<String, Vec<(usize, String, usize)>> = HashMap::new();
+        for (i, b) in self.bridges().await {
+            let name = b["name"].as_str().unwrap_or_default().to_string();
+            let calls = b["channels"].as_array().map_or(0, Vec::len);
+            // A pair bridge (`corral:queue:<q>:<agent>`) is a queue's call
+            // with one agent, not the queue's room.
+            if name.starts_with("corral:") && name.matches(':').count() == 2 && calls > 0 {
+                let id = b["id"].as_str().unwrap_or_default().to_string();
+                rooms.entry(name).or_default().push((i, id, calls));
+            }
+        }
+        let mut out: Vec<_> = rooms.into_iter().filter(|(_, b)| b.len() > 1).collect();
+        out.sort();
+        out
+    }
+
     /// Sum of one counter of `GET /sim/stats` over every node ever started.
     pub fn sim_stat(&self, f: impl Fn(&corral::sim::SimStats) -> u64) -> u64 {
         self.sims.iter().map(|s| f(&s.stats())).sum()
