@@ -113,8 +113,8 @@ pub struct Totals {
     pub confirmed: AtomicU64,
     /// Redirects whose token never arrived in time.
     pub timed_out: AtomicU64,
-    /// Calls joined where they landed because the room could not be
-    /// reached (split: hop limit, or degraded: store down, no node).
+    /// Splits detected: rooms whose calls were found in more than one
+    /// bridge (on several nodes, or on one), each counted once.
     pub splits: AtomicU64,
     /// Joins in degraded mode (store down or no eligible node).
     pub degraded: AtomicU64,
@@ -135,7 +135,7 @@ pub struct TotalsSnapshot {
     pub confirmed: u64,
     /// Redirects timed out.
     pub timed_out: u64,
-    /// Split joins.
+    /// Splits detected, each once.
     pub splits: u64,
     /// Degraded joins.
     pub degraded: u64,
@@ -380,7 +380,7 @@ impl Metrics {
         );
         registry.register(
             "corral_splits_detected",
-            "Rooms seen on more than one node",
+            "Splits detected, each once: rooms whose calls were found in more than one bridge (on several nodes, or two on one node)",
             m.splits_detected.clone(),
         );
         registry.register(
@@ -546,15 +546,7 @@ impl Metrics {
             JoinKind::Degraded => {
                 self.totals.degraded.fetch_add(1, Ordering::Relaxed);
             }
-            JoinKind::Split => {
-                self.totals.splits.fetch_add(1, Ordering::Relaxed);
-                self.splits_detected
-                    .get_or_create(&NodeLabel {
-                        node: node.to_string(),
-                    })
-                    .inc();
-            }
-            JoinKind::Direct | JoinKind::Token | JoinKind::Queue => {}
+            JoinKind::Split | JoinKind::Direct | JoinKind::Token | JoinKind::Queue => {}
         }
         self.joins
             .get_or_create(&Self::no(node, how.as_str()))
@@ -595,6 +587,19 @@ impl Metrics {
     /// counted by [`Metrics::joined`]).
     pub fn degraded(&self, node: &NodeId, reason: &str) {
         self.degraded.get_or_create(&Self::no(node, reason)).inc();
+    }
+
+    /// A split was detected on `node` (its stray calls are there): counted
+    /// once per split, however it was made (a join past the hop limit, a
+    /// resync finding calls on a node that does not own their room, or a
+    /// room's calls in two bridges of one node).
+    pub fn split_detected(&self, node: &NodeId) {
+        self.totals.splits.fetch_add(1, Ordering::Relaxed);
+        self.splits_detected
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .inc();
     }
 
     /// A split healed after `lasted`.

@@ -345,3 +345,77 @@ async fn a_node_blip_leaves_each_room_in_one_bridge() {
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0, "seed {seed}");
     farm.stop().await;
 }
+
+/// The sum of a counter family in the Prometheus text (`name` without
+/// `_total`).
+fn counter_sum(farm: &TestFarm, name: &str) -> u64 {
+    let prefix = format!("{name}_total");
+    farm.metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A split the resync finds (not a join past the hop limit) is counted:
+/// the room's node hangs, is marked down (its room released), the room's
+/// next caller lands on the other node and places it there, the hung node
+/// comes back with its calls: a split, detected by the resync, counted
+/// once, healed. (Before: `corral_splits_detected_total` counted only
+/// hop-limit joins and read 0 here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_found_by_the_resync_is_counted_once() {
+    let seed = seed("split_counted");
+    let farm = TestFarm::start(2, Backend::Memory, seed).await;
+    for i in 0..3 {
+        farm.call_on(0, "conf-count", &format!("c{i}")).await;
+    }
+    bridged(&farm, 3).await;
+    let mut events = farm.ctrl.subscribe();
+    farm.sims[0].hang();
+    let ctrl = farm.ctrl.clone();
+    eventually(Duration::from_secs(5), "the hung node marked down", || {
+        let ctrl = ctrl.clone();
+        async move {
+            let s = ctrl.nodes_streaming();
+            (!s[0].1 && s[1].1).then_some(())
+        }
+    })
+    .await;
+    farm.call_on(1, "conf-count", "c3").await;
+    let m = farm.metrics.clone();
+    eventually(
+        Duration::from_secs(5),
+        "the call on the other node joined",
+        || {
+            let m = m.clone();
+            async move { (m.snapshot().joined == 4).then_some(()) }
+        },
+    )
+    .await;
+    farm.sims[0].resume();
+    let (mut detected, mut healed) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while healed == 0 {
+        match tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("split detected and healed")
+            .unwrap()
+        {
+            FarmEvent::SplitDetected { .. } => detected += 1,
+            FarmEvent::SplitHealed { .. } => healed += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(detected, 1, "seed {seed}");
+    farm.wait_all_bridged(4, Duration::from_secs(10)).await;
+    assert_eq!(
+        counter_sum(&farm, "corral_splits_detected"),
+        1,
+        "seed {seed}"
+    );
+    assert_eq!(farm.metrics.snapshot().splits, 1, "seed {seed}");
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    farm.stop().await;
+}

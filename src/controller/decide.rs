@@ -498,7 +498,7 @@ pub(crate) fn bridged_fixes(
     fixes
 }
 
-/// A room's calls found here in a bridge that is not the room's bridge now
+/// A room's calls found here in bridges that are not the room's bridge now
 /// (an earlier epoch's, after a blip released the room and the resync
 /// claimed it again; or a degraded join's `-local` one): they move into the
 /// room's bridge, a local `addChannel`, so a room's calls on one node are
@@ -509,41 +509,57 @@ pub(crate) struct Merge {
     pub(crate) room: RoomKey,
     /// Its epoch now: its bridge is `bridge_id(room, epoch)`.
     pub(crate) epoch: Epoch,
-    /// The bridge the calls are in.
-    pub(crate) from: String,
-    /// The calls to move.
-    pub(crate) channels: Vec<ChannelId>,
+    /// The bridges the calls are in, with their calls.
+    pub(crate) from: Vec<(String, Vec<ChannelId>)>,
+    /// True when the room's calls here are in more than one bridge (a
+    /// split, counted), false when they are all in one bridge of another
+    /// epoch (the room's bridge now has nobody yet: only renamed).
+    pub(crate) split: bool,
 }
 
-/// The merges for the calls found in the node's bridges, from the rooms'
-/// owners as the resync left them (`facts`, updated by the members it
-/// recorded). Only rooms owned here are merged (stray calls are healed by
-/// moving them to their owner); a pair bridge is the queue engine's; a room
-/// missing from `facts` is skipped (the store did not answer).
+/// The merges for the calls found in the node's bridges, one per room, from
+/// the rooms' owners as the resync left them (`facts`, updated by the
+/// members it recorded). Only rooms owned here are merged (stray calls are
+/// healed by moving them to their owner); a pair bridge is the queue
+/// engine's; a room missing from `facts` is skipped (the store did not
+/// answer).
 pub(crate) fn merges(
     here: &NodeId,
     calls: &[BridgedCalls],
     facts: &HashMap<RoomKey, RoomFacts>,
     names: &BridgeNames,
 ) -> Vec<Merge> {
-    calls
-        .iter()
-        .filter(|b| !b.channels.is_empty())
-        .filter_map(|b| {
-            let BridgeOf::Room(room) = &b.of else {
-                return None;
-            };
-            let (owner, epoch) = facts.get(room)?.owner.as_ref()?;
-            (owner == here && names.bridge_id(room, Some(*epoch)).as_str() != b.bridge).then(|| {
-                Merge {
-                    room: room.clone(),
-                    epoch: *epoch,
-                    from: b.bridge.clone(),
-                    channels: b.channels.clone(),
-                }
-            })
-        })
-        .collect()
+    let mut out: Vec<Merge> = Vec::new();
+    let mut current_busy: HashSet<RoomKey> = HashSet::new();
+    for b in calls.iter().filter(|b| !b.channels.is_empty()) {
+        let BridgeOf::Room(room) = &b.of else {
+            continue;
+        };
+        let Some((owner, epoch)) = facts.get(room).and_then(|f| f.owner.as_ref()) else {
+            continue;
+        };
+        if owner != here {
+            continue;
+        }
+        if names.bridge_id(room, Some(*epoch)).as_str() == b.bridge {
+            current_busy.insert(room.clone());
+            continue;
+        }
+        let from = (b.bridge.clone(), b.channels.clone());
+        match out.iter_mut().find(|m| &m.room == room) {
+            Some(m) => m.from.push(from),
+            None => out.push(Merge {
+                room: room.clone(),
+                epoch: *epoch,
+                from: vec![from],
+                split: false,
+            }),
+        }
+    }
+    for m in &mut out {
+        m.split = m.from.len() > 1 || current_busy.contains(&m.room);
+    }
+    out
 }
 
 /// How the node's splits change at this resync.
@@ -1202,20 +1218,38 @@ mod tests {
         f.insert(conf("b"), owned(&y, 1));
         f.insert(conf("c"), RoomFacts::default());
         f.insert(queue("q"), owned(&x, 3));
-        let merge = |from: &str, room: RoomKey, epoch, chans: &[&str]| Merge {
-            room,
-            epoch: Epoch(epoch),
-            from: from.into(),
-            channels: chans.iter().map(|c| chan(c)).collect(),
+        let from = |id: &str, chans: &[&str]| {
+            (
+                id.to_string(),
+                chans.iter().map(|c| chan(c)).collect::<Vec<_>>(),
+            )
         };
         assert_eq!(
             merges(&x, &calls, &f, &names),
             vec![
-                merge("corral-conference-a-5", conf("a"), 7, &["a1", "a2"]),
-                merge("corral-conference-a-local", conf("a"), 7, &["a4"]),
-                merge("corral-queue-q-2", queue("q"), 3, &["q2"]),
+                Merge {
+                    room: conf("a"),
+                    epoch: Epoch(7),
+                    from: vec![
+                        from("corral-conference-a-5", &["a1", "a2"]),
+                        from("corral-conference-a-local", &["a4"]),
+                    ],
+                    split: true,
+                },
+                // Its calls all in one bridge of another epoch: only renamed.
+                Merge {
+                    room: queue("q"),
+                    epoch: Epoch(3),
+                    from: vec![from("corral-queue-q-2", &["q2"])],
+                    split: false,
+                },
             ]
         );
+        // Calls in the room's bridge now and in one other: a split.
+        let two = bridged_calls(&bridges[1..3], &names);
+        assert!(merges(&x, &two, &f, &names)[0].split);
+        let one = bridged_calls(&bridges[..1], &names);
+        assert!(!merges(&x, &one, &f, &names)[0].split);
     }
 
     #[test]

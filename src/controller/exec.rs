@@ -336,18 +336,7 @@ impl Controller {
     async fn join_split(&self, call: Call<'_>, room: &RoomKey, owner: &NodeId) {
         let node = call.node;
         tracing::warn!(node = %node.id, room = %room, owner = %owner, "hop limit reached; joining where the call is (split)");
-        let first = node.with(|s| {
-            let first = !s.splits.contains_key(room);
-            s.splits.entry(room.clone()).or_insert_with(Instant::now);
-            first
-        });
-        if first {
-            self.emit(FarmEvent::SplitDetected {
-                room: room.clone(),
-                owner: owner.clone(),
-                node: node.id.clone(),
-            });
-        }
+        self.split_began(node, room, owner, Instant::now());
         self.join_unrecorded(call, room, JoinKind::Split).await;
     }
 
@@ -661,33 +650,14 @@ impl Controller {
             .iter()
             .map(|(r, (o, _))| (r.clone(), o.clone()))
             .collect();
-        let changes = node.with(|s| {
-            let changes = decide::split_changes(&s.splits, &owners, now);
-            for (room, _) in &changes.healed {
-                s.splits.remove(room);
-            }
-            for (room, _) in &changes.detected {
-                s.splits.insert(room.clone(), now);
-            }
-            changes
-        });
-        for (room, lasted) in changes.healed {
-            self.inner.metrics.split_healed(&node.id, lasted);
-            tracing::info!(node = %node.id, room = %room, lasted_ms = lasted.as_millis() as u64, "split healed");
-            self.emit(FarmEvent::SplitHealed {
-                room,
-                node: node.id.clone(),
-                lasted_ms: lasted.as_millis() as u64,
-            });
+        let changes = node.with(|s| decide::split_changes(&s.splits, &owners, now));
+        for (room, _) in changes.healed {
+            self.split_ended(node, &room, now);
         }
         for (room, owner) in changes.detected {
             let calls = stray.get(&room).map(|(_, c)| c.len()).unwrap_or(0);
             tracing::warn!(node = %node.id, room = %room, owner = %owner, calls, "split: calls bridged on a node that does not own their room; moving them to the owner");
-            self.emit(FarmEvent::SplitDetected {
-                room,
-                owner,
-                node: node.id.clone(),
-            });
+            self.split_began(node, &room, &owner, now);
         }
         for (room, (owner, chans)) in stray {
             let Some(target) = self.sip_host(&owner) else {
@@ -717,29 +687,75 @@ impl Controller {
         }
     }
 
-    /// Moves a room's calls from another bridge here into the room's bridge
+    /// Moves a room's calls from other bridges here into the room's bridge
     /// (a local `addChannel`; the channel leaves its old bridge), then
-    /// destroys the old one if all moved.
+    /// destroys each old one whose calls all moved. Calls in two bridges
+    /// at once are a split: counted, and healed here.
     async fn merge_bridge(&self, node: &Arc<NodeRuntime>, m: decide::Merge) {
-        tracing::info!(node = %node.id, room = %m.room, from = %m.from, calls = m.channels.len(),
-            "room in two bridges on one node; moving its calls into the room's bridge");
-        let mut all = true;
-        for chan in &m.channels {
-            if node.with(|s| s.is_moving(chan)) {
-                all = false;
-                continue;
-            }
-            if let Err(e) = self
-                .bridge_channel(node, chan, &m.room, Some(m.epoch))
-                .await
-            {
-                all = false;
-                tracing::info!(node = %node.id, room = %m.room, channel = %chan, reason = %e, "call not moved into its room's bridge");
-            }
+        let started = Instant::now();
+        if m.split {
+            tracing::warn!(node = %node.id, room = %m.room, bridges = m.from.len() + 1,
+                "split: a room's calls in several bridges of one node; moving them into the room's bridge");
+            self.split_began(node, &m.room, &node.id, started);
         }
-        if all {
-            self.destroy_listed_bridge(node, &m.from).await;
+        let mut whole = true;
+        for (from, chans) in &m.from {
+            let mut all = true;
+            for chan in chans {
+                if node.with(|s| s.is_moving(chan)) {
+                    all = false;
+                    continue;
+                }
+                if let Err(e) = self
+                    .bridge_channel(node, chan, &m.room, Some(m.epoch))
+                    .await
+                {
+                    all = false;
+                    tracing::info!(node = %node.id, room = %m.room, channel = %chan, reason = %e, "call not moved into its room's bridge");
+                }
+            }
+            if all {
+                self.destroy_listed_bridge(node, from).await;
+            }
+            whole &= all;
         }
+        if m.split && whole {
+            self.split_ended(node, &m.room, Instant::now());
+        }
+    }
+
+    /// A split of `room` with stray calls on `node` (`owner` has the room)
+    /// was found at `since`: counted and announced once, until it ends.
+    fn split_began(&self, node: &Arc<NodeRuntime>, room: &RoomKey, owner: &NodeId, since: Instant) {
+        let first = node.with(|s| {
+            let first = !s.splits.contains_key(room);
+            s.splits.entry(room.clone()).or_insert(since);
+            first
+        });
+        if first {
+            self.inner.metrics.split_detected(&node.id);
+            self.emit(FarmEvent::SplitDetected {
+                room: room.clone(),
+                owner: owner.clone(),
+                node: node.id.clone(),
+            });
+        }
+    }
+
+    /// The split of `room` on `node` is healed: reported with how long it
+    /// lasted (nothing if none was known).
+    fn split_ended(&self, node: &Arc<NodeRuntime>, room: &RoomKey, now: Instant) {
+        let Some(since) = node.with(|s| s.splits.remove(room)) else {
+            return;
+        };
+        let lasted = now.saturating_duration_since(since);
+        self.inner.metrics.split_healed(&node.id, lasted);
+        tracing::info!(node = %node.id, room = %room, lasted_ms = lasted.as_millis() as u64, "split healed");
+        self.emit(FarmEvent::SplitHealed {
+            room: room.clone(),
+            node: node.id.clone(),
+            lasted_ms: lasted.as_millis() as u64,
+        });
     }
 
     /// True only when ARI says the channel does not exist (404): a snapshot
