@@ -22,7 +22,7 @@ use std::time::Instant;
 use super::NodeSpec;
 use super::mailbox::Mailboxes;
 use crate::ari::AriNode;
-use crate::domain::{ChannelId, NodeId, RoomKey, TokenId};
+use crate::domain::{ChannelId, Incarnation, NodeId, RoomKey, TokenId};
 use crate::store::TokenRecord;
 
 /// A channel's room, once it is in (or on its way into) a bridge here.
@@ -159,6 +159,10 @@ pub(crate) enum LinkEvent {
     PingAnswered,
     /// The stream session ended (lease lost, or stopping).
     SessionEnded,
+    /// The store no longer has the node registered and up while its link
+    /// is up (Redis restarted empty, or failed over to a replica that had
+    /// not seen it): register it again.
+    Forgotten,
 }
 
 /// What the node loop must do after a link step.
@@ -186,6 +190,7 @@ impl Link {
             (Registering, Registered) => (Up, LinkAction::None),
             (Registering, RegisterFailed) => (Unregistered, LinkAction::None),
             (Up, PingsFailed) => (PingDown, LinkAction::MarkDown),
+            (Up, Forgotten) => (Registering, LinkAction::Register),
             (PingDown | Unregistered, PingAnswered) => (Registering, LinkAction::Register),
             (state, _) => (state, LinkAction::None),
         }
@@ -217,6 +222,10 @@ pub(crate) struct NodeState {
     /// Rooms with calls bridged here that another node owns, since when
     /// the split was detected (for its duration when healed).
     pub(crate) splits: HashMap<RoomKey, Instant>,
+    /// The node's incarnation this replica last registered: a store that
+    /// says "new" for the same one has lost its records, the node did not
+    /// restart.
+    pub(crate) incarnation: Option<Incarnation>,
 }
 
 impl NodeState {
@@ -226,6 +235,7 @@ impl NodeState {
             channels: HashMap::new(),
             bridges: HashSet::new(),
             splits: HashMap::new(),
+            incarnation: None,
         }
     }
 
@@ -381,6 +391,10 @@ pub(crate) struct NodeRuntime {
     state: Mutex<NodeState>,
     /// Each channel's work, in order ([`super::mailbox`]).
     pub(crate) mailboxes: Mailboxes<ChannelId, ChannelWork>,
+    /// Held by the node's resync: two resyncs at once (a periodic one, one
+    /// after a registration, one when the store answers again) would both
+    /// find a stray call not moving yet and move it twice.
+    pub(crate) resync: tokio::sync::Mutex<()>,
 }
 
 impl NodeRuntime {
@@ -391,6 +405,7 @@ impl NodeRuntime {
             spec,
             state: Mutex::new(NodeState::new()),
             mailboxes: Mailboxes::default(),
+            resync: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -473,6 +488,10 @@ mod tests {
         assert_eq!(Up.step(PingsFailed), (PingDown, A::MarkDown));
         assert_eq!(PingDown.step(PingAnswered), (Registering, A::Register));
         assert_eq!(Unregistered.step(PingAnswered), (Registering, A::Register));
+        assert_eq!(Up.step(Forgotten), (Registering, A::Register));
+        for s in [Connecting, Registering, Unregistered, PingDown, Down] {
+            assert_eq!(s.step(Forgotten), (s, A::None), "{s:?}");
+        }
         // Everything else changes nothing.
         for (s, e) in [
             (Up, PingAnswered),

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use super::channel::{ChannelState, Membership};
 use crate::ari::rest::{Bridge, Channel};
 use crate::domain::{
-    AgentId, ChannelId, Epoch, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
+    AgentId, ChannelId, Epoch, Incarnation, NodeId, NodeRecord, Role, RoomKey, RoomKind, RoomName,
+    TokenId,
 };
 use crate::names::{BridgeNames, BridgeOf};
 use crate::queue::{QueueRole, QueueState};
@@ -345,6 +346,35 @@ pub(crate) fn after_move_failed(failure: MoveFailure) -> Step {
         MoveFailure::CallGone => Step::Gone,
         MoveFailure::Refused => Step::Degraded(DegradedReason::RedirectFailed),
     }
+}
+
+// ---- the store's memory of the nodes -----------------------------------
+
+/// Nodes whose link was up here before and after the store listed its
+/// nodes (`up`), that the list does not have as up: the store lost them
+/// (Redis restarted empty, or failed over to a replica that had not seen
+/// them). Each is registered again, which claims its rooms back from ARI.
+pub(crate) fn forgotten(up: &[NodeId], records: &[NodeRecord]) -> Vec<NodeId> {
+    up.iter()
+        .filter(|id| {
+            !records
+                .iter()
+                .any(|r| &r.id == *id && r.state != crate::domain::NodeState::Down)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether a registration met a restarted Asterisk: the store says the
+/// incarnation is new (`store_says_new`) and it is not the one this
+/// replica registered last (`known`). A store that lost its records says
+/// "new" for a node that only kept running: its calls are still there.
+pub(crate) fn restarted(
+    known: Option<&Incarnation>,
+    now: &Incarnation,
+    store_says_new: bool,
+) -> bool {
+    store_says_new && known != Some(now)
 }
 
 // ---- the resync ---------------------------------------------------------
@@ -980,6 +1010,47 @@ mod tests {
         ] {
             assert!(!r.as_str().is_empty());
         }
+    }
+
+    #[test]
+    fn nodes_the_store_forgot_are_registered_again() {
+        use crate::domain::NodeState;
+        let rec = |id: &str, state| NodeRecord {
+            id: node(id),
+            state,
+            healthy: state != NodeState::Down,
+            draining: state == NodeState::Draining,
+            incarnation: None,
+            sip_host: String::new(),
+            capacity: 1,
+            max_rooms: None,
+            channels: 0,
+            rooms: 0,
+            members: 0,
+            updated_ms: 0,
+        };
+        let up = [node("a"), node("b"), node("c"), node("d")];
+        let records = vec![
+            rec("a", NodeState::Up),
+            rec("b", NodeState::Draining),
+            rec("c", NodeState::Down),
+        ];
+        // `d` is missing, `c` is down while its link is up here.
+        assert_eq!(forgotten(&up, &records), vec![node("c"), node("d")]);
+        assert!(forgotten(&[], &records).is_empty());
+    }
+
+    #[test]
+    fn a_store_that_forgot_is_not_a_restarted_node() {
+        let inc = |s: &str| Incarnation {
+            asterisk_id: "e".into(),
+            started: s.into(),
+        };
+        assert!(!restarted(Some(&inc("1")), &inc("1"), true), "store lost");
+        assert!(restarted(Some(&inc("1")), &inc("2"), true), "restarted");
+        assert!(restarted(None, &inc("1"), true), "first seen");
+        assert!(!restarted(None, &inc("1"), false));
+        assert!(!restarted(Some(&inc("1")), &inc("2"), false));
     }
 
     fn bridge(id: &str, name: &str, chans: &[&str]) -> Bridge {

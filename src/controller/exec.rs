@@ -439,6 +439,7 @@ impl Controller {
 
     /// Compares the node's ARI with the store and heals the difference.
     pub(crate) async fn resync(&self, node: &Arc<NodeRuntime>) {
+        let _one_at_a_time = node.resync.lock().await;
         let (bridges, channels) = match tokio::try_join!(node.ari.bridges(), node.ari.channels()) {
             Ok(v) => v,
             Err(e) => {

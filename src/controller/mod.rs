@@ -461,8 +461,9 @@ impl Controller {
         let _ = self.inner.events.send(ev);
     }
 
-    /// Reloads the node view the policy chooses from.
-    pub(crate) async fn refresh_view(&self) {
+    /// Reloads the node view the policy chooses from; returns it, or
+    /// `None` when the store did not answer.
+    pub(crate) async fn refresh_view(&self) -> Option<Vec<NodeRecord>> {
         let started = std::time::Instant::now();
         match self.inner.store.list_nodes().await {
             Ok(nodes) => {
@@ -476,20 +477,74 @@ impl Controller {
                     .inner
                     .view
                     .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = nodes;
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = nodes.clone();
+                Some(nodes)
             }
-            Err(e) => tracing::debug!(reason = %e, "node view not refreshed"),
+            Err(e) => {
+                tracing::debug!(reason = %e, "node view not refreshed");
+                None
+            }
         }
     }
 
+    /// The node view, refreshed every 500 ms; also how corral notices the
+    /// store coming back (every streamed node is resynced at once, so the
+    /// calls joined where they landed meanwhile are recorded, merged and
+    /// healed in a moment, not at the next periodic resync) and the store
+    /// having lost nodes this replica streams (Redis restarted empty: they
+    /// are registered again, which claims their rooms back from ARI).
     async fn refresh_view_loop(&self, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut store_was_down = false;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tick.tick() => self.refresh_view().await,
+                _ = tick.tick() => {}
+            }
+            let up_before = self.up_nodes();
+            let Some(records) = self.refresh_view().await else {
+                store_was_down = true;
+                continue;
+            };
+            let up: Vec<NodeId> = self
+                .up_nodes()
+                .into_iter()
+                .filter(|id| up_before.contains(id))
+                .collect();
+            let forgotten = decide::forgotten(&up, &records);
+            for id in &forgotten {
+                let Some(node) = self.inner.nodes.get(id).cloned() else {
+                    continue;
+                };
+                tracing::warn!(node = %id, "the store lost this node's registration (restarted empty?); registering it again");
+                let ctrl = self.clone();
+                self.inner
+                    .tracker
+                    .spawn(async move { ctrl.node_forgotten(&node).await });
+            }
+            if std::mem::take(&mut store_was_down) {
+                for node in self.inner.nodes.values() {
+                    if !node.is_up() || forgotten.contains(&node.id) {
+                        continue;
+                    }
+                    tracing::info!(node = %node.id, "store answers again; resyncing");
+                    let (ctrl, node) = (self.clone(), node.clone());
+                    self.inner
+                        .tracker
+                        .spawn(async move { ctrl.resync(&node).await });
+                }
             }
         }
+    }
+
+    /// The nodes whose link is up here (streamed and registered).
+    fn up_nodes(&self) -> Vec<NodeId> {
+        self.inner
+            .nodes
+            .values()
+            .filter(|n| n.is_up())
+            .map(|n| n.id.clone())
+            .collect()
     }
 
     /// Marks `node` drained (no new rooms) or not.

@@ -258,6 +258,12 @@ impl Controller {
         }
     }
 
+    /// The store lost `node`'s registration while its link is up: steps
+    /// the link (`Forgotten`) and registers it again.
+    pub(crate) async fn node_forgotten(&self, node: &Arc<NodeRuntime>) {
+        self.link(node, LinkEvent::Forgotten, "").await;
+    }
+
     /// Registers the node (a new incarnation starts empty), marks it up,
     /// then resyncs; a failure leaves it unregistered until a ping answers.
     async fn register(&self, node: &Arc<NodeRuntime>) {
@@ -297,7 +303,11 @@ impl Controller {
                 }
             }
         };
-        if registered.new_incarnation {
+        // A store that lost its records says "new" for a node that only
+        // kept running: its calls are still there, and the resync below
+        // records them again.
+        let known = node.with(|s| s.incarnation.replace(incarnation.clone()));
+        if super::decide::restarted(known.as_ref(), &incarnation, registered.new_incarnation) {
             // A restarted Asterisk has no calls: its queue callers and
             // agents are gone.
             self.queues_node_lost(&node.id).await;

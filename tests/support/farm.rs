@@ -373,6 +373,16 @@ impl TestFarm {
             .kill();
     }
 
+    /// Starts the farm's Redis again on the same port, empty (after
+    /// [`TestFarm::kill_redis`], or in place of the running one: a restart
+    /// without persistence).
+    pub fn restart_redis(&mut self) {
+        self._redis
+            .as_mut()
+            .expect("restart_redis needs Backend::PrivateRedis")
+            .restart();
+    }
+
     /// Node specs for another controller on the same nodes.
     pub fn specs(&self) -> Vec<NodeSpec> {
         specs_for(&self.sims)
