@@ -226,3 +226,36 @@ async fn empty_rooms_are_released_and_their_bridges_destroyed() {
     assert_eq!(farm.metrics.snapshot().released, 1);
     farm.stop().await;
 }
+
+/// A moved call whose answer fails (ARI 500 on every try) on its room's
+/// node is not lost: only a 404 for the channel proves a call gone, so the
+/// join is tried again, and the call, still ringing, keeps its member
+/// record and its consumed token until it joins. (Before: "call gone
+/// before it joined" was logged while the call still rang, its token entry
+/// was erased, and the resync later found it, read its token as unknown
+/// and handed it back to the dialplan, which hung it up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_call_whose_answer_fails_still_joins() {
+    let seed = seed("answer_fails");
+    let farm = TestFarm::start(2, Backend::Memory, seed).await;
+    farm.call_on(1, "conf-ans", "first").await;
+    all_bridged(&farm, 1).await;
+    // Every try of the next answer on the room's node fails (corral tries
+    // an ARI call 4 times; 6 failures outlast one round of tries).
+    farm.sims[1].set_faults(corral::sim::Faults {
+        rest_rule: Some(corral::sim::RestRule {
+            method: "POST".into(),
+            path_suffix: "/answer".into(),
+            delay_ms: 0,
+            fail: 6,
+        }),
+        ..Default::default()
+    });
+    farm.call_on(0, "conf-ans", "moved").await;
+    let calls = all_bridged(&farm, 2).await;
+    assert!(calls.iter().all(|(i, _)| *i == 1), "seed {seed}: {calls:?}");
+    assert_eq!(farm.sims[1].stats().rest_faults, 6, "seed {seed}");
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    assert_eq!(farm.metrics.snapshot().joined, 2);
+    farm.stop().await;
+}

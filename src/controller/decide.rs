@@ -348,6 +348,42 @@ pub(crate) fn after_move_failed(failure: MoveFailure) -> Step {
     }
 }
 
+/// What ARI said when a call could not be answered and bridged on its
+/// room's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JoinError {
+    /// 409 or 422: the call left the app (its `StasisEnd` follows).
+    LeftApp,
+    /// `GET /channels/{id}` answered 404: the call is gone.
+    Gone,
+    /// Anything else (a 5xx past the retries, no answer): the call may well
+    /// be there, still ringing.
+    Unknown,
+}
+
+/// What a failed join leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterJoinFailed {
+    /// The call is not ours any more: undo its member record.
+    Undo,
+    /// Try the join again after a pause.
+    Retry,
+    /// Leave it, member record and consumed token kept: the resync retries
+    /// it (a call in the app, in no bridge, seen twice).
+    LeaveToResync,
+}
+
+/// A failed join: a call is gone only when ARI says 404 for it; one that
+/// may be there is tried again (`retries_left`), then left to the resync,
+/// never forgotten (its consumed token is its only way in).
+pub(crate) fn after_join_failed(err: JoinError, retries_left: bool) -> AfterJoinFailed {
+    match err {
+        JoinError::LeftApp | JoinError::Gone => AfterJoinFailed::Undo,
+        JoinError::Unknown if retries_left => AfterJoinFailed::Retry,
+        JoinError::Unknown => AfterJoinFailed::LeaveToResync,
+    }
+}
+
 // ---- the store's memory of the nodes -----------------------------------
 
 /// Nodes whose link was up here before and after the store listed its
@@ -1010,6 +1046,17 @@ mod tests {
         ] {
             assert!(!r.as_str().is_empty());
         }
+    }
+
+    #[test]
+    fn a_failed_join_is_undone_only_for_a_call_that_is_gone() {
+        use AfterJoinFailed::*;
+        for left in [true, false] {
+            assert_eq!(after_join_failed(JoinError::Gone, left), Undo);
+            assert_eq!(after_join_failed(JoinError::LeftApp, left), Undo);
+        }
+        assert_eq!(after_join_failed(JoinError::Unknown, true), Retry);
+        assert_eq!(after_join_failed(JoinError::Unknown, false), LeaveToResync);
     }
 
     #[test]

@@ -50,8 +50,19 @@ use super::rooms::MoveFailed;
 use super::{Controller, FarmEvent};
 use crate::ari::rest::Channel;
 use crate::domain::{ChannelId, NodeId, RoomKey, RoomKind, TokenId};
+use crate::retry::Backoff;
 use crate::store::{Consumed, MemberAdded, RoomFilter, TokenGrant};
 use crate::telemetry::{JoinKind, RedirectOutcome, TokenOutcome};
+
+/// A join whose ARI calls failed past their own retries while the call is
+/// still there is tried this many more times, pausing from
+/// [`JOIN_RETRY_INITIAL`] up to [`JOIN_RETRY_MAX`] (about 1.5 s in all),
+/// then left to the resync, which retries it for as long as the call lives.
+const JOIN_RETRIES: u32 = 3;
+/// First pause before a failed join is tried again.
+const JOIN_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Longest pause before a failed join is tried again.
+const JOIN_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One call being handled: where it is and since when.
 #[derive(Clone, Copy)]
@@ -285,37 +296,65 @@ impl Controller {
             });
             return None;
         }
-        match self.put_in_bridge(node, chan, room, Some(epoch)).await {
-            Ok(_) => {
-                let how = match p.how {
-                    How::Direct => JoinKind::Direct,
-                    How::Token => JoinKind::Token,
-                };
-                self.inner.metrics.joined(&node.id, how);
-                self.inner.metrics.call_setup(call.started.elapsed());
-                self.emit(FarmEvent::MembersChanged {
-                    room: room.clone(),
-                    node: node.id.clone(),
-                    members,
-                });
-            }
-            Err(e) => {
-                // The caller hung up (404/400) or the channel left Stasis
-                // (409/422) while we worked: undo the member.
-                tracing::info!(node = %node.id, room = %room, channel = %chan, reason = %e, "call gone before it joined");
-                node.with(|s| {
-                    s.joined(
-                        chan,
-                        Membership {
-                            room: room.clone(),
-                            recorded: true,
-                        },
-                    )
-                });
-                self.leave(node, chan).await;
+        let mut backoff = Backoff::new(JOIN_RETRY_INITIAL, JOIN_RETRY_MAX, JOIN_RETRY_MAX);
+        let mut retries = JOIN_RETRIES;
+        loop {
+            let e = match self.put_in_bridge(node, chan, room, Some(epoch)).await {
+                Ok(_) => {
+                    let how = match p.how {
+                        How::Direct => JoinKind::Direct,
+                        How::Token => JoinKind::Token,
+                    };
+                    self.inner.metrics.joined(&node.id, how);
+                    self.inner.metrics.call_setup(call.started.elapsed());
+                    self.emit(FarmEvent::MembersChanged {
+                        room: room.clone(),
+                        node: node.id.clone(),
+                        members,
+                    });
+                    return None;
+                }
+                Err(e) => e,
+            };
+            let err = if matches!(e.status(), Some(409 | 422)) {
+                decide::JoinError::LeftApp
+            } else if self.channel_gone(node, chan).await {
+                decide::JoinError::Gone
+            } else {
+                decide::JoinError::Unknown
+            };
+            match decide::after_join_failed(err, retries > 0) {
+                decide::AfterJoinFailed::Undo => {
+                    // The caller hung up, or the channel left Stasis, while
+                    // we worked: undo the member.
+                    tracing::info!(node = %node.id, room = %room, channel = %chan, reason = %e, "call gone before it joined");
+                    node.with(|s| {
+                        s.joined(
+                            chan,
+                            Membership {
+                                room: room.clone(),
+                                recorded: true,
+                            },
+                        )
+                    });
+                    self.leave(node, chan).await;
+                    return None;
+                }
+                decide::AfterJoinFailed::Retry => {
+                    retries -= 1;
+                    tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e, "join failed; the call is still there: trying again");
+                    let pause = backoff.delay_for(e.retry()).unwrap_or(JOIN_RETRY_MAX);
+                    if !self.sleep_unless_stopped(pause).await {
+                        return None;
+                    }
+                }
+                decide::AfterJoinFailed::LeaveToResync => {
+                    tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e,
+                        "join failed again; the call keeps its member record and token, the resync retries it");
+                    return None;
+                }
             }
         }
-        None
     }
 
     /// Joins the call where it is, without a member record.
