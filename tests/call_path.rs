@@ -245,7 +245,7 @@ async fn a_moved_call_whose_answer_fails_still_joins() {
     farm.sims[1].set_faults(corral::sim::Faults {
         rest_rule: Some(corral::sim::RestRule {
             method: "POST".into(),
-            path_suffix: "/answer".into(),
+            path: "/ari/channels/*/answer".into(),
             delay_ms: 0,
             fail: 6,
         }),

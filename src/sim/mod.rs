@@ -218,17 +218,18 @@ pub struct Faults {
     pub rest_rule: Option<RestRule>,
 }
 
-/// A fault on one ARI operation: requests with this method whose path ends
-/// with `path_suffix` wait `delay_ms` before they are served, then, while
-/// `fail` is above zero, fail with a 500 without taking effect (each one
-/// counts `fail` down).
+/// A fault on one ARI operation: requests with this method and path (`*`
+/// stands for one segment: `/ari/channels/*/answer`) wait `delay_ms` before
+/// they are served, then, while `fail` is above zero, fail with a 500
+/// without taking effect (each one counts `fail` down).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct RestRule {
     /// `GET`, `POST`, `DELETE`, ...
     pub method: String,
-    /// The end of the path, e.g. `/answer` or `/ari/channels`.
-    pub path_suffix: String,
+    /// The path, `*` for one segment: `/ari/channels/*` is an originate
+    /// with an id, `/ari/channels/*/answer` an answer.
+    pub path: String,
     /// How long each matching request waits first.
     pub delay_ms: u64,
     /// How many matching requests fail next.

@@ -607,7 +607,15 @@ async fn guard(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respo
 fn rest_rule(sh: &Shared, method: &str, path: &str) -> Option<(Duration, bool)> {
     let mut f = lock(&sh.common.faults);
     let rule = f.rest_rule.as_mut()?;
-    if !rule.method.eq_ignore_ascii_case(method) || !path.ends_with(rule.path_suffix.as_str()) {
+    let (mut want, mut got) = (rule.path.split('/'), path.split('/'));
+    let same_path = loop {
+        match (want.next(), got.next()) {
+            (None, None) => break true,
+            (Some(w), Some(g)) if w == "*" || w == g => {}
+            _ => break false,
+        }
+    };
+    if !rule.method.eq_ignore_ascii_case(method) || !same_path {
         return None;
     }
     let fail = rule.fail > 0;
