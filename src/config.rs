@@ -221,6 +221,10 @@ pub struct ControllerSection {
     /// How long corral waits for a redirected call's token to arrive, in ms.
     #[serde(default = "default_redirect_deadline")]
     pub redirect_deadline_ms: u64,
+    /// How long a token arriving while the store does not answer waits for
+    /// it, in ms.
+    #[serde(default = "default_token_store_wait")]
+    pub token_store_wait_ms: u64,
     /// How long an empty room keeps its node and bridge, in ms.
     #[serde(default = "default_linger")]
     pub linger_ms: u64,
@@ -271,6 +275,9 @@ fn default_token_ttl() -> u64 {
 }
 fn default_redirect_deadline() -> u64 {
     ms_of(Defaults::DEFAULT_REDIRECT_DEADLINE)
+}
+fn default_token_store_wait() -> u64 {
+    ms_of(Defaults::DEFAULT_TOKEN_STORE_WAIT)
 }
 fn default_linger() -> u64 {
     ms_of(Defaults::DEFAULT_LINGER)
@@ -444,6 +451,7 @@ impl Config {
                 "CONTROLLER_REDIRECT_DEADLINE_MS" => {
                     self.controller.redirect_deadline_ms = num(&k)?
                 }
+                "CONTROLLER_TOKEN_STORE_WAIT_MS" => self.controller.token_store_wait_ms = num(&k)?,
                 "CONTROLLER_LINGER_MS" => self.controller.linger_ms = num(&k)?,
                 "CONTROLLER_POLICY" => self.controller.policy = v.clone(),
                 "CONTROLLER_SEED" => self.controller.seed = Some(num(&k)?),
@@ -826,6 +834,7 @@ sip_host = "10.0.0.11:5060"
         assert_eq!(c.hop_limit, d.hop_limit);
         assert_eq!(Config::ms(c.token_ttl_ms), d.token_ttl);
         assert_eq!(Config::ms(c.redirect_deadline_ms), d.redirect_deadline);
+        assert_eq!(Config::ms(c.token_store_wait_ms), d.token_store_wait);
         assert_eq!(Config::ms(c.linger_ms), d.linger);
         assert_eq!(c.policy.parse::<Strategy>().unwrap(), d.strategy);
         assert_eq!(Config::ms(c.ping_interval_ms), d.ping_interval);

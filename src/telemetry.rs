@@ -209,6 +209,11 @@ pub enum TokenOutcome {
     Expired,
     /// Not corral's (never minted, used, or long gone).
     Unknown,
+    /// Arrived while the store did not answer: joined on the grant this
+    /// replica kept.
+    UsedLocally,
+    /// Arrived while the store did not answer: waited for it.
+    WaitedForStore,
 }
 
 impl TokenOutcome {
@@ -220,6 +225,8 @@ impl TokenOutcome {
             TokenOutcome::WrongNode => "wrong_node",
             TokenOutcome::Expired => "expired",
             TokenOutcome::Unknown => "unknown",
+            TokenOutcome::UsedLocally => "used_locally",
+            TokenOutcome::WaitedForStore => "waited_for_store",
         }
     }
 

@@ -95,6 +95,7 @@ conformance!(
     unplaced_room_is_claimed_by_a_joiner_but_not_a_down_one,
     release_only_empty_unchanged_rooms_after_linger,
     tokens_are_used_once_only_on_their_node,
+    a_token_consumed_by_a_channel_is_its_again_on_a_retry,
     tokens_expire_and_stay_distinguishable,
     registration_keeps_drain_and_new_incarnation_releases_rooms,
     down_releases_every_room_in_batches,
@@ -469,6 +470,41 @@ async fn tokens_are_used_once_only_on_their_node(s: Arc<dyn Store>) {
         s.consume_token(&never, &node("b")).await.unwrap(),
         Consumed::Unknown
     );
+}
+
+/// A token consumed by a named channel is that channel's: consuming it
+/// again by the same channel on the same node (a retry after a timeout that
+/// may have consumed it) gets it again; any other consumer, or the same
+/// channel on another node, gets Unknown, and nobody can peek at it.
+async fn a_token_consumed_by_a_channel_is_its_again_on_a_retry(s: Arc<dyn Store>) {
+    let t = TokenId::generate(&mut rand::rng());
+    let g = grant(&conf("r"), "a", "b");
+    s.mint_token(&t, &g, Duration::from_secs(30)).await.unwrap();
+    let (me, other) = (ChannelId::new("me").unwrap(), ChannelId::new("o").unwrap());
+    assert!(matches!(
+        s.consume_token_as(&t, &node("c"), &me).await.unwrap(),
+        Consumed::WrongNode(_)
+    ));
+    let first = match s.consume_token_as(&t, &node("b"), &me).await.unwrap() {
+        Consumed::Ok(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.grant, g);
+    assert_eq!(
+        s.consume_token_as(&t, &node("b"), &me).await.unwrap(),
+        Consumed::Ok(first)
+    );
+    for (n, c) in [("b", &other), ("c", &me)] {
+        assert_eq!(
+            s.consume_token_as(&t, &node(n), c).await.unwrap(),
+            Consumed::Unknown
+        );
+    }
+    assert_eq!(
+        s.consume_token(&t, &node("b")).await.unwrap(),
+        Consumed::Unknown
+    );
+    assert!(s.peek_token(&t).await.unwrap().is_none());
 }
 
 /// Past its ttl a token is Expired (not consumed, not Unknown) during the

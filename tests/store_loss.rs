@@ -7,9 +7,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use corral::domain::NodeState;
+use corral::domain::{ChannelId, NodeId, NodeState, RoomKey, TokenId};
+use corral::sim::Upstream;
+use corral::store::TokenGrant;
 use support::farm::{Backend, TestFarm};
-use support::{Poll, seed};
+use support::{Poll, eventually, seed};
 
 /// Redis restarts empty while calls sit in rooms on three nodes, and calls
 /// keep coming while it is down and after. Within 5 s of Redis being back
@@ -58,5 +60,94 @@ async fn redis_restarted_empty_costs_seconds_not_the_farm() {
     assert!(nodes.iter().all(|n| n.state == NodeState::Up), "{nodes:?}");
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0, "seed {seed}");
     assert_eq!(farm.sim_stat(|s| s.stasis_failed), 0, "seed {seed}");
+    farm.stop().await;
+}
+
+/// How many tokens ended with `outcome` (`corral_tokens_total`).
+fn tokens(farm: &TestFarm, outcome: &str) -> u64 {
+    let label = format!("outcome=\"{outcome}\"");
+    farm.metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("corral_tokens_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A redirected call whose token arrives while Redis is down joins its
+/// room where it landed, like any call while the store is down: this
+/// replica minted the token and kept its grant. It joins the room's bridge
+/// on that node, so the room stays whole. (Before: the token could not be
+/// checked, the call was handed back to the dialplan, whose fallback hung
+/// it up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_arriving_while_redis_is_down_joins_on_the_kept_grant() {
+    let seed = seed("token_redis_down");
+    let mut farm = TestFarm::start(2, Backend::PrivateRedis, seed).await;
+    farm.call_on(1, "conf-tok", "first").await;
+    farm.wait_all_bridged(1, Duration::from_secs(10)).await;
+    farm.sims[0].set_upstream(Upstream {
+        follow_delay: Duration::from_millis(800),
+        ..Upstream::follow()
+    });
+    farm.call_on(0, "conf-tok", "moved").await;
+    let sim = farm.sims[0].clone();
+    eventually(Duration::from_secs(5), "the call redirected", || {
+        let sim = sim.clone();
+        async move { (sim.stats().redirects_302 == 1).then_some(()) }
+    })
+    .await;
+    farm.kill_redis();
+    // The 302 is followed 0.8 s later, onto the room's node.
+    let calls = farm.wait_all_bridged(2, Duration::from_secs(10)).await;
+    assert!(calls.iter().all(|(i, _)| *i == 1), "seed {seed}: {calls:?}");
+    assert_eq!(farm.rooms_not_whole().await, vec![], "seed {seed}");
+    assert_eq!(tokens(&farm, "used_locally"), 1);
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    farm.restart_redis();
+    farm.stop().await;
+}
+
+/// A token this replica did not mint (another replica's redirect) arriving
+/// while Redis does not answer waits in Stasis, still ringing, and asks
+/// again until Redis answers: then it is consumed and the call joins its
+/// room. (Before: handed back to the dialplan and hung up at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_arriving_while_redis_hangs_waits_for_it() {
+    let seed = seed("token_redis_hangs");
+    let farm = TestFarm::start(2, Backend::PrivateRedis, seed).await;
+    farm.call_on(1, "conf-wait", "first").await;
+    farm.wait_all_bridged(1, Duration::from_secs(10)).await;
+    let token = TokenId::generate(&mut rand::rng());
+    let grant = TokenGrant {
+        room: RoomKey::parse("conference", "wait").unwrap(),
+        from: NodeId::new("ast1").unwrap(),
+        to: NodeId::new("ast2").unwrap(),
+        channel: ChannelId::new("elsewhere").unwrap(),
+        caller: String::new(),
+        hops: 1,
+        agent: None,
+    };
+    farm.store
+        .mint_token(&token, &grant, Duration::from_secs(30))
+        .await
+        .unwrap();
+    farm.pause_redis();
+    farm.call_on(1, token.as_str(), "moved").await;
+    eventually(
+        Duration::from_secs(10),
+        "the token waiting for Redis",
+        || {
+            let waiting = tokens(&farm, "waited_for_store");
+            async move { (waiting == 1).then_some(()) }
+        },
+    )
+    .await;
+    farm.resume_redis();
+    let calls = farm.wait_all_bridged(2, Duration::from_secs(10)).await;
+    assert!(calls.iter().all(|(i, _)| *i == 1), "seed {seed}: {calls:?}");
+    assert_eq!(farm.rooms_not_whole().await, vec![], "seed {seed}");
+    assert_eq!(tokens(&farm, "consumed"), 1);
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
     farm.stop().await;
 }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use super::NodeSpec;
 use super::mailbox::Mailboxes;
 use crate::ari::AriNode;
-use crate::domain::{ChannelId, Incarnation, NodeId, RoomKey, TokenId};
+use crate::domain::{BridgeId, ChannelId, Incarnation, NodeId, RoomKey, TokenId};
 use crate::store::TokenRecord;
 
 /// A channel's room, once it is in (or on its way into) a bridge here.
@@ -219,6 +219,9 @@ pub(crate) struct NodeState {
     pub(crate) channels: HashMap<ChannelId, ChannelState>,
     /// Bridge ids known to exist on the node (a cache: a 404 drops one).
     pub(crate) bridges: HashSet<String>,
+    /// The bridge each room's calls were last put in here: where a
+    /// degraded join of a conference goes (the store cannot say the epoch).
+    pub(crate) room_bridges: HashMap<RoomKey, BridgeId>,
     /// Rooms with calls bridged here that another node owns, since when
     /// the split was detected (for its duration when healed).
     pub(crate) splits: HashMap<RoomKey, Instant>,
@@ -234,6 +237,7 @@ impl NodeState {
             link: Link::Connecting,
             channels: HashMap::new(),
             bridges: HashSet::new(),
+            room_bridges: HashMap::new(),
             splits: HashMap::new(),
             incarnation: None,
         }
@@ -376,6 +380,7 @@ impl NodeState {
     /// bridges (placements running now belong to the new one).
     pub(crate) fn forget_calls(&mut self) {
         self.bridges.clear();
+        self.room_bridges.clear();
         self.channels
             .retain(|_, s| matches!(s, ChannelState::Placing { .. }));
     }

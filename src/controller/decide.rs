@@ -32,7 +32,7 @@ use crate::domain::{
 };
 use crate::names::{BridgeNames, BridgeOf};
 use crate::queue::{QueueRole, QueueState};
-use crate::store::{Consumed, TokenRecord};
+use crate::store::{Consumed, TokenGrant};
 
 // ---- the call path ------------------------------------------------------
 
@@ -115,8 +115,8 @@ impl Who {
     }
 
     /// Who a token's call is, from its grant.
-    fn of_token(record: &TokenRecord) -> Who {
-        match (record.grant.room.kind, record.grant.agent.clone()) {
+    fn of_grant(grant: &TokenGrant) -> Who {
+        match (grant.room.kind, grant.agent.clone()) {
             (RoomKind::Conference, _) => Who::Participant,
             (RoomKind::Queue, Some(a)) => Who::Agent(a),
             (RoomKind::Queue, None) => Who::Caller,
@@ -236,26 +236,69 @@ pub(crate) enum AfterToken {
     Join(Placing),
     /// Minted for another node, or expired: place it again, hops kept.
     Replace(Placing),
+    /// The store is down but this replica minted the token: join its room
+    /// where the call is, unrecorded (degraded), like any call that
+    /// arrives while the store is down.
+    Degraded(Placing),
     /// Not corral's, or not checkable: back to the dialplan.
     HandBack(HandBack),
 }
 
-/// What a token arrival leads to, from the store's answer (`None`: the
-/// store did not answer).
-pub(crate) fn after_token(consumed: Option<&Consumed>) -> AfterToken {
-    let placing = |rec: &TokenRecord| Placing {
-        room: rec.grant.room.clone(),
-        who: Who::of_token(rec),
-        hops: rec.grant.hops,
+/// What is known of an arriving token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenAnswer<'a> {
+    /// The store's answer.
+    Store(&'a Consumed),
+    /// The store did not answer; this replica minted it (its grant).
+    Local(&'a TokenGrant),
+    /// The store did not answer within the wait, and this replica did not
+    /// mint it.
+    Unchecked,
+}
+
+/// What a token arrival leads to.
+pub(crate) fn after_token(answer: TokenAnswer<'_>) -> AfterToken {
+    let placing = |grant: &TokenGrant| Placing {
+        room: grant.room.clone(),
+        who: Who::of_grant(grant),
+        hops: grant.hops,
         how: How::Token,
     };
-    match consumed {
-        Some(Consumed::Ok(rec)) => AfterToken::Join(placing(rec)),
-        Some(Consumed::WrongNode(rec) | Consumed::Expired(rec)) => {
-            AfterToken::Replace(placing(rec))
+    match answer {
+        TokenAnswer::Store(Consumed::Ok(rec)) => AfterToken::Join(placing(&rec.grant)),
+        TokenAnswer::Store(Consumed::WrongNode(rec) | Consumed::Expired(rec)) => {
+            AfterToken::Replace(placing(&rec.grant))
         }
-        Some(Consumed::Unknown) => AfterToken::HandBack(HandBack::UnknownToken),
-        None => AfterToken::HandBack(HandBack::TokenUnchecked),
+        TokenAnswer::Store(Consumed::Unknown) => AfterToken::HandBack(HandBack::UnknownToken),
+        TokenAnswer::Local(grant) => AfterToken::Degraded(placing(grant)),
+        TokenAnswer::Unchecked => AfterToken::HandBack(HandBack::TokenUnchecked),
+    }
+}
+
+/// What a token arrival does while the store does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreSilent {
+    /// This replica minted it: use its grant.
+    UseLocal,
+    /// Wait in Stasis, still ringing, and ask the store again.
+    Wait,
+    /// Waited `token_store_wait` already: give up.
+    GiveUp,
+}
+
+/// A token arrival the store did not answer: its grant if this replica
+/// minted it (`known_here`), else a wait, bounded by `bound`.
+pub(crate) fn token_store_silent(
+    known_here: bool,
+    waited: Duration,
+    bound: Duration,
+) -> StoreSilent {
+    if known_here {
+        StoreSilent::UseLocal
+    } else if waited < bound {
+        StoreSilent::Wait
+    } else {
+        StoreSilent::GiveUp
     }
 }
 
@@ -797,7 +840,7 @@ mod tests {
     use super::*;
     use crate::ari::rest::Dialplan;
     use crate::queue::{Agent, AgentKind, AgentState, Caller};
-    use crate::store::TokenGrant;
+    use crate::store::{TokenGrant, TokenRecord};
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -944,37 +987,56 @@ mod tests {
             hops: 1,
             how: How::Token,
         };
+        let store = |c: &Consumed| after_token(TokenAnswer::Store(c));
         assert_eq!(
-            after_token(Some(&Consumed::Ok(r.clone()))),
+            store(&Consumed::Ok(r.clone())),
             AfterToken::Join(join.clone())
         );
         assert_eq!(
-            after_token(Some(&Consumed::WrongNode(r.clone()))),
+            store(&Consumed::WrongNode(r.clone())),
             AfterToken::Replace(join.clone())
         );
         assert_eq!(
-            after_token(Some(&Consumed::Expired(r))),
-            AfterToken::Replace(join)
+            store(&Consumed::Expired(r.clone())),
+            AfterToken::Replace(join.clone())
         );
         assert_eq!(
-            after_token(Some(&Consumed::Unknown)),
+            store(&Consumed::Unknown),
             AfterToken::HandBack(HandBack::UnknownToken)
         );
         assert_eq!(
-            after_token(None),
+            after_token(TokenAnswer::Local(&r.grant)),
+            AfterToken::Degraded(join)
+        );
+        assert_eq!(
+            after_token(TokenAnswer::Unchecked),
             AfterToken::HandBack(HandBack::TokenUnchecked)
         );
         // The grant says who the call is.
         let agent_call = record(queue("support"), Some("alice"), 2);
-        let AfterToken::Join(p) = after_token(Some(&Consumed::Ok(agent_call))) else {
+        let AfterToken::Join(p) = store(&Consumed::Ok(agent_call)) else {
             panic!("consumed")
         };
         assert_eq!((p.who, p.hops), (Who::Agent(agent("alice")), 2));
         let caller = record(queue("support"), None, 1);
-        let AfterToken::Join(p) = after_token(Some(&Consumed::Ok(caller))) else {
+        let AfterToken::Join(p) = store(&Consumed::Ok(caller)) else {
             panic!("consumed")
         };
         assert_eq!(p.who, Who::Caller);
+    }
+
+    #[test]
+    fn a_token_the_store_does_not_check_waits_or_uses_the_local_grant() {
+        let bound = Duration::from_secs(10);
+        let (zero, later) = (Duration::ZERO, Duration::from_secs(3));
+        assert_eq!(token_store_silent(true, zero, bound), StoreSilent::UseLocal);
+        assert_eq!(
+            token_store_silent(true, bound, bound),
+            StoreSilent::UseLocal
+        );
+        assert_eq!(token_store_silent(false, zero, bound), StoreSilent::Wait);
+        assert_eq!(token_store_silent(false, later, bound), StoreSilent::Wait);
+        assert_eq!(token_store_silent(false, bound, bound), StoreSilent::GiveUp);
     }
 
     fn facts<'a>(landing: &'a NodeId, owner: OwnerFact<'a>, hops: u32) -> PlaceFacts<'a> {

@@ -64,6 +64,16 @@ const JOIN_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis
 /// Longest pause before a failed join is tried again.
 const JOIN_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What [`Controller::check_token`] learnt of a token.
+enum Checked {
+    /// The store's answer.
+    Store(Consumed),
+    /// The store did not answer; the grant this replica kept.
+    Local(TokenGrant),
+    /// The store did not answer in time.
+    Unchecked,
+}
+
 /// One call being handled: where it is and since when.
 #[derive(Clone, Copy)]
 struct Call<'a> {
@@ -157,32 +167,18 @@ impl Controller {
         // token is this channel's already.
         let held = node.with(|s| s.held_token(call.chan));
         let retry = held.is_some();
-        let consumed = match held {
-            Some(rec) => Some(Consumed::Ok(rec)),
-            None => {
-                let t = Instant::now();
-                let c = self.inner.store.consume_token(token, &node.id).await;
-                self.inner
-                    .metrics
-                    .store_latency("consume_token", t.elapsed());
-                match c {
-                    Ok(c) => {
-                        if let Consumed::Ok(rec) = &c {
-                            node.with(|s| s.hold_token(call.chan, rec.clone()));
-                        }
-                        self.inner.metrics.token(&node.id, TokenOutcome::of(&c));
-                        Some(c)
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = %node.id, channel = %call.chan, reason = %e, "token not checked (store unavailable)");
-                        None
-                    }
-                }
-            }
+        let checked = match held {
+            Some(rec) => Checked::Store(Consumed::Ok(rec)),
+            None => self.check_token(call, token).await,
         };
-        match decide::after_token(consumed.as_ref()) {
+        let answer = match &checked {
+            Checked::Store(c) => decide::TokenAnswer::Store(c),
+            Checked::Local(g) => decide::TokenAnswer::Local(g),
+            Checked::Unchecked => decide::TokenAnswer::Unchecked,
+        };
+        match decide::after_token(answer) {
             AfterToken::Join(p) => {
-                if let (false, Some(Consumed::Ok(rec))) = (retry, &consumed) {
+                if let (false, Checked::Store(Consumed::Ok(rec))) = (retry, &checked) {
                     self.inner
                         .metrics
                         .redirect(&rec.grant.from, RedirectOutcome::Confirmed);
@@ -193,7 +189,90 @@ impl Controller {
                 tracing::info!(node = %node.id, room = %p.room, token = token.prefix(), "token re-resolved");
                 self.place(call, p).await;
             }
+            AfterToken::Degraded(p) => {
+                tracing::warn!(node = %node.id, room = %p.room, token = token.prefix(),
+                    "store unavailable; token minted here: joining its room where the call landed");
+                self.carry_out(
+                    call,
+                    &p,
+                    Step::Degraded(decide::DegradedReason::StoreUnavailable),
+                )
+                .await;
+            }
             AfterToken::HandBack(why) => self.hand_back(call, &why).await,
+        }
+    }
+
+    /// Consumes `token` on the call's node. While the store does not
+    /// answer, a token this replica minted is used from its memory; any
+    /// other waits in Stasis, still ringing (a 180 is sent once), asking
+    /// again with backoff, for at most `token_store_wait`
+    /// ([`decide::token_store_silent`]).
+    async fn check_token(&self, call: Call<'_>, token: &TokenId) -> Checked {
+        let node = call.node;
+        let started = Instant::now();
+        let mut backoff = self.store_backoff();
+        let mut waiting = false;
+        loop {
+            let t = Instant::now();
+            // By this channel: a retry after a timeout that consumed the
+            // token anyway gets it again.
+            let c = self
+                .inner
+                .store
+                .consume_token_as(token, &node.id, call.chan)
+                .await;
+            self.inner
+                .metrics
+                .store_latency("consume_token", t.elapsed());
+            let e = match c {
+                Ok(c) => {
+                    self.inner.minted.forget(token);
+                    if let Consumed::Ok(rec) = &c {
+                        node.with(|s| s.hold_token(call.chan, rec.clone()));
+                    }
+                    self.inner.metrics.token(&node.id, TokenOutcome::of(&c));
+                    return Checked::Store(c);
+                }
+                Err(e) => e,
+            };
+            let known = self.inner.minted.take(token, Instant::now());
+            match decide::token_store_silent(
+                known.is_some(),
+                started.elapsed(),
+                self.inner.cfg.token_store_wait,
+            ) {
+                decide::StoreSilent::UseLocal => {
+                    self.inner
+                        .metrics
+                        .token(&node.id, TokenOutcome::UsedLocally);
+                    return known.map_or(Checked::Unchecked, Checked::Local);
+                }
+                decide::StoreSilent::Wait => {
+                    if !waiting {
+                        waiting = true;
+                        self.inner
+                            .metrics
+                            .token(&node.id, TokenOutcome::WaitedForStore);
+                        tracing::warn!(node = %node.id, channel = %call.chan, reason = %e,
+                            "token not checked (store unavailable); the call waits, ringing");
+                        if let Err(e) = node.ari.ring(call.chan).await {
+                            tracing::debug!(node = %node.id, channel = %call.chan, reason = %e, "ring refused");
+                        }
+                    }
+                    let pause = backoff
+                        .delay_for(e.retry())
+                        .unwrap_or(super::STORE_RETRY_INITIAL);
+                    if !self.sleep_unless_stopped(pause).await {
+                        return Checked::Unchecked;
+                    }
+                }
+                decide::StoreSilent::GiveUp => {
+                    tracing::warn!(node = %node.id, channel = %call.chan, reason = %e,
+                        waited_ms = started.elapsed().as_millis() as u64, "token not checked (store unavailable)");
+                    return Checked::Unchecked;
+                }
+            }
         }
     }
 

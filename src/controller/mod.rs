@@ -33,6 +33,7 @@ pub(crate) mod channel;
 pub mod decide;
 pub(crate) mod exec;
 pub(crate) mod mailbox;
+pub(crate) mod minted;
 pub mod node;
 pub mod owner;
 pub mod queues;
@@ -73,6 +74,10 @@ pub struct Config {
     pub token_ttl: Duration,
     /// How long a redirected call's token has to arrive.
     pub redirect_deadline: Duration,
+    /// How long a token arriving while the store does not answer waits in
+    /// Stasis, still ringing, for the store (a token this replica minted
+    /// does not wait: its grant is kept here).
+    pub token_store_wait: Duration,
     /// How long an empty room keeps its node and bridge.
     pub linger: Duration,
     /// Placement strategy.
@@ -111,6 +116,9 @@ impl Config {
     /// A 302 and the INVITE that follows take milliseconds; five seconds
     /// means the call is lost.
     pub const DEFAULT_REDIRECT_DEADLINE: Duration = Duration::from_secs(5);
+    /// Redis restarts, or a Sentinel fails over, within ten seconds; a
+    /// caller hears ringing meanwhile.
+    pub const DEFAULT_TOKEN_STORE_WAIT: Duration = Duration::from_secs(10);
     /// Long enough for a conference whose last caller dials straight back.
     pub const DEFAULT_LINGER: Duration = Duration::from_secs(10);
     /// Least loaded relative to capacity, the landing node first.
@@ -151,6 +159,7 @@ impl Default for Config {
             hop_limit: Self::DEFAULT_HOP_LIMIT,
             token_ttl: Self::DEFAULT_TOKEN_TTL,
             redirect_deadline: Self::DEFAULT_REDIRECT_DEADLINE,
+            token_store_wait: Self::DEFAULT_TOKEN_STORE_WAIT,
             linger: Self::DEFAULT_LINGER,
             strategy: Self::DEFAULT_STRATEGY,
             seed: rand::random(),
@@ -315,6 +324,9 @@ pub(crate) struct Inner {
     pub(crate) queues: queues::Runtime,
     /// The names of this app's bridges (`cfg.app`).
     pub(crate) names: crate::names::BridgeNames,
+    /// The grants of the tokens this replica minted, for arrivals while
+    /// the store is down.
+    pub(crate) minted: minted::Minted,
 }
 
 /// The controller handle. Cheap to clone.
@@ -365,6 +377,7 @@ impl Controller {
                 stop: CancellationToken::new(),
                 queues: queues::Runtime::default(),
                 names: crate::names::BridgeNames::new(cfg_app),
+                minted: minted::Minted::default(),
             }),
         })
     }

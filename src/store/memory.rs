@@ -82,9 +82,47 @@ struct Room {
 struct Token {
     record: TokenRecord,
     gone_ms: u64,
+    /// Consumed by this (node, channel); kept so that it may retry.
+    used_by: Option<(NodeId, ChannelId)>,
 }
 
 impl MemoryStore {
+    /// Consumes `token` on `node`, by `by` (kept, marked used) or by nobody
+    /// (deleted): the rule of `consume_token.lua`.
+    fn consume(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        by: Option<&ChannelId>,
+    ) -> Result<Consumed, Error> {
+        let now = self.now_ms();
+        let mut st = self.lock();
+        let Some(t) = st.tokens.get_mut(token).filter(|t| t.gone_ms > now) else {
+            st.tokens.remove(token);
+            return Ok(Consumed::Unknown);
+        };
+        if let Some((n, c)) = &t.used_by {
+            return Ok(match by {
+                Some(by) if n == node && c == by => Consumed::Ok(t.record.clone()),
+                _ => Consumed::Unknown,
+            });
+        }
+        let record = t.record.clone();
+        if now >= record.expires_ms {
+            return Ok(Consumed::Expired(record));
+        }
+        if record.grant.to != *node {
+            return Ok(Consumed::WrongNode(record));
+        }
+        match by {
+            Some(by) => t.used_by = Some((node.clone(), by.clone())),
+            None => {
+                st.tokens.remove(token);
+            }
+        }
+        Ok(Consumed::Ok(record))
+    }
+
     /// An empty store for `farm`.
     ///
     /// # Errors
@@ -430,6 +468,7 @@ impl Store for MemoryStore {
                     expires_ms,
                 },
                 gone_ms: expires_ms + TOKEN_TOMBSTONE.as_millis() as u64,
+                used_by: None,
             },
         );
         Ok(())
@@ -441,26 +480,21 @@ impl Store for MemoryStore {
         Ok(st
             .tokens
             .get(token)
-            .filter(|t| t.gone_ms > now)
+            .filter(|t| t.gone_ms > now && t.used_by.is_none())
             .map(|t| t.record.clone()))
     }
 
     async fn consume_token(&self, token: &TokenId, node: &NodeId) -> Result<Consumed, Error> {
-        let now = self.now_ms();
-        let mut st = self.lock();
-        let Some(t) = st.tokens.get(token).filter(|t| t.gone_ms > now) else {
-            st.tokens.remove(token);
-            return Ok(Consumed::Unknown);
-        };
-        let record = t.record.clone();
-        if now >= record.expires_ms {
-            return Ok(Consumed::Expired(record));
-        }
-        if record.grant.to != *node {
-            return Ok(Consumed::WrongNode(record));
-        }
-        st.tokens.remove(token);
-        Ok(Consumed::Ok(record))
+        self.consume(token, node, None)
+    }
+
+    async fn consume_token_as(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        by: &ChannelId,
+    ) -> Result<Consumed, Error> {
+        self.consume(token, node, Some(by))
     }
 
     async fn register_node(&self, reg: &NodeRegistration) -> Result<Registered, Error> {

@@ -273,6 +273,25 @@ fn is_connectivity(err: &RedisError) -> bool {
 }
 
 impl RedisStore {
+    /// `consume_token.lua`, by `by` (a channel id) or by nobody (`""`).
+    async fn consume(&self, token: &TokenId, node: &NodeId, by: &str) -> Result<Consumed, Error> {
+        const OP: &str = "consume_token";
+        let mut inv = self.scripts.consume_token.prepare_invoke();
+        inv.key(self.keys.token(token)).arg(node.as_str()).arg(by);
+        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
+        let status = string(OP, v.first())?;
+        if status == "unknown" {
+            return Ok(Consumed::Unknown);
+        }
+        let record = parse_token(&fields(OP, &v[1..])?)?;
+        match status.as_str() {
+            "ok" => Ok(Consumed::Ok(record)),
+            "wrong_node" => Ok(Consumed::WrongNode(record)),
+            "expired" => Ok(Consumed::Expired(record)),
+            other => Err(corrupt(OP, format!("unknown status {other:?}"))),
+        }
+    }
+
     /// Connects, loads every script, and returns the store.
     ///
     /// # Errors
@@ -858,25 +877,25 @@ impl Store for RedisStore {
         if v.is_empty() {
             return Ok(None);
         }
-        Ok(Some(parse_token(&fields("peek_token", &v)?)?))
+        let f = fields("peek_token", &v)?;
+        if field(&f, "u").is_some() {
+            // Used (kept only so its consumer may retry).
+            return Ok(None);
+        }
+        Ok(Some(parse_token(&f)?))
     }
 
     async fn consume_token(&self, token: &TokenId, node: &NodeId) -> Result<Consumed, Error> {
-        const OP: &str = "consume_token";
-        let mut inv = self.scripts.consume_token.prepare_invoke();
-        inv.key(self.keys.token(token)).arg(node.as_str());
-        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
-        let status = string(OP, v.first())?;
-        if status == "unknown" {
-            return Ok(Consumed::Unknown);
-        }
-        let record = parse_token(&fields(OP, &v[1..])?)?;
-        match status.as_str() {
-            "ok" => Ok(Consumed::Ok(record)),
-            "wrong_node" => Ok(Consumed::WrongNode(record)),
-            "expired" => Ok(Consumed::Expired(record)),
-            other => Err(corrupt(OP, format!("unknown status {other:?}"))),
-        }
+        self.consume(token, node, "").await
+    }
+
+    async fn consume_token_as(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        by: &ChannelId,
+    ) -> Result<Consumed, Error> {
+        self.consume(token, node, by.as_str()).await
     }
 
     async fn register_node(&self, reg: &NodeRegistration) -> Result<Registered, Error> {

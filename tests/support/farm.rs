@@ -383,6 +383,23 @@ impl TestFarm {
             .restart();
     }
 
+    /// Freezes the farm's Redis (SIGSTOP): it keeps its data, answers
+    /// nothing.
+    pub fn pause_redis(&self) {
+        self._redis
+            .as_ref()
+            .expect("pause_redis needs Backend::PrivateRedis")
+            .pause();
+    }
+
+    /// Thaws the farm's Redis (SIGCONT).
+    pub fn resume_redis(&self) {
+        self._redis
+            .as_ref()
+            .expect("resume_redis needs Backend::PrivateRedis")
+            .resume();
+    }
+
     /// Node specs for another controller on the same nodes.
     pub fn specs(&self) -> Vec<NodeSpec> {
         specs_for(&self.sims)
