@@ -80,6 +80,11 @@ pub struct Config {
     /// The Stasis app name corral registers on every node.
     #[serde(default = "default_app")]
     pub app: String,
+    /// The standby Stasis app: a replica that does not stream a node holds
+    /// it there, and the dialplan falls back to it when `Stasis(<app>)`
+    /// fails (a replica crash). Empty: no standby.
+    #[serde(default = "default_standby_app")]
+    pub standby_app: String,
     /// Where placements live.
     #[serde(default)]
     pub store: StoreSection,
@@ -142,6 +147,9 @@ fn default_farm() -> String {
 }
 fn default_app() -> String {
     crate::controller::Config::DEFAULT_APP.into()
+}
+fn default_standby_app() -> String {
+    crate::controller::Config::DEFAULT_STANDBY_APP.into()
 }
 
 /// `[store]`.
@@ -434,6 +442,7 @@ impl Config {
             match rest {
                 "FARM" => self.farm = v.clone(),
                 "APP" => self.app = v.clone(),
+                "STANDBY_APP" => self.standby_app = v.clone(),
                 "STORE_REDIS_URL" => {
                     self.store.redis_url = Some(v.clone()).filter(|s| !s.is_empty())
                 }
@@ -493,6 +502,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         RoomName::new(self.farm.as_str()).map_err(|e| invalid("farm", e))?;
         RoomName::new(self.app.as_str()).map_err(|e| invalid("app", e))?;
+        if !self.standby_app.is_empty() {
+            RoomName::new(self.standby_app.as_str()).map_err(|e| invalid("standby_app", e))?;
+            if self.standby_app == self.app {
+                return Err(invalid("standby_app", "must differ from app"));
+            }
+        }
         self.api_listen()?;
         self.api_server()?;
         if let Some(url) = &self.store.redis_url {
@@ -830,6 +845,7 @@ sip_host = "10.0.0.11:5060"
         let c = &cfg.controller;
         let d = crate::controller::Config::default();
         assert_eq!(cfg.app, d.app);
+        assert_eq!(cfg.standby_app, d.standby_app);
         assert_eq!(c.endpoint_template, d.endpoint_template);
         assert_eq!(c.hop_limit, d.hop_limit);
         assert_eq!(Config::ms(c.token_ttl_ms), d.token_ttl);

@@ -392,6 +392,9 @@ impl NodeState {
 pub(crate) struct NodeRuntime {
     pub(crate) id: NodeId,
     pub(crate) ari: AriNode,
+    /// The node's ARI under the standby app's name (its websocket only;
+    /// REST goes through `ari`), if a standby app is configured.
+    pub(crate) standby: Option<AriNode>,
     pub(crate) spec: NodeSpec,
     state: Mutex<NodeState>,
     /// Each channel's work, in order ([`super::mailbox`]).
@@ -403,10 +406,16 @@ pub(crate) struct NodeRuntime {
 }
 
 impl NodeRuntime {
-    pub(crate) fn new(id: NodeId, ari: AriNode, spec: NodeSpec) -> Arc<Self> {
+    pub(crate) fn new(
+        id: NodeId,
+        ari: AriNode,
+        standby: Option<AriNode>,
+        spec: NodeSpec,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id,
             ari,
+            standby,
             spec,
             state: Mutex::new(NodeState::new()),
             mailboxes: Mailboxes::default(),

@@ -752,27 +752,31 @@ pub(crate) enum UnhandledFix {
     Clear(ChannelId),
 }
 
-/// The Stasis arguments of a channel in `app` (`None`: not in the app).
-fn stasis_args(ch: &Channel, app: &str) -> Option<Vec<String>> {
+/// The Stasis arguments of a channel in one of `apps` (`None`: in none).
+fn stasis_args(ch: &Channel, apps: &[&str]) -> Option<Vec<String>> {
     if ch.dialplan.app_name.as_deref() != Some("Stasis") {
         return None;
     }
     let data = ch.dialplan.app_data.as_deref()?;
     let mut parts = data.split(',');
-    if parts.next() != Some(app) {
+    if !parts
+        .next()
+        .is_some_and(|a| !a.is_empty() && apps.contains(&a))
+    {
         return None;
     }
     Some(parts.map(str::to_string).collect())
 }
 
-/// Calls in `app`, ringing or answered, in no bridge (`bridged`) and not
-/// handled (`states`): suspects on first sighting, placed on the second.
-/// A sighting is forgotten when the call is no longer unhandled.
+/// Calls in one of `apps` (corral's, and its standby), ringing or
+/// answered, in no bridge (`bridged`) and not handled (`states`): suspects
+/// on first sighting, placed on the second. A sighting is forgotten when
+/// the call is no longer unhandled.
 pub(crate) fn unhandled_fixes(
     channels: &[Channel],
     bridged: &HashSet<ChannelId>,
     states: &HashMap<ChannelId, ChannelState>,
-    app: &str,
+    apps: &[&str],
 ) -> Vec<UnhandledFix> {
     let mut fixes = Vec::new();
     let mut unhandled = HashSet::new();
@@ -780,7 +784,7 @@ pub(crate) fn unhandled_fixes(
         let Ok(id) = ChannelId::new(ch.id.as_str()) else {
             continue;
         };
-        let Some(args) = stasis_args(ch, app) else {
+        let Some(args) = stasis_args(ch, apps) else {
             continue;
         };
         // Ringing: its StasisStart was lost. Answered but in no bridge: a
@@ -1522,6 +1526,7 @@ mod tests {
             channel("bridged", "Up", Some("corral,conference,a")),
             channel("down", "Down", Some("corral,conference,a")),
             channel("other", "Ring", Some("corral2,conference,a")),
+            channel("standby", "Ring", Some("corral-standby,conference,b")),
             channel("dialplan", "Ring", None),
             channel("bad id", "Ring", Some("corral")),
         ];
@@ -1566,7 +1571,7 @@ mod tests {
             },
         );
         let bridged: HashSet<ChannelId> = [chan("bridged")].into();
-        let mut fixes = unhandled_fixes(&chans, &bridged, &states, "corral");
+        let mut fixes = unhandled_fixes(&chans, &bridged, &states, &["corral", "corral-standby"]);
         let mut clears: Vec<_> = fixes
             .iter()
             .filter_map(|f| match f {
@@ -1589,6 +1594,7 @@ mod tests {
                 UnhandledFix::Suspect(chan("token")),
                 UnhandledFix::Suspect(chan("held1")),
                 placed("held2", &[]),
+                UnhandledFix::Suspect(chan("standby")),
             ]
         );
     }

@@ -676,9 +676,9 @@ impl Controller {
             .iter()
             .flat_map(|c| c.channels.iter().cloned())
             .collect();
-        let fixes = node.with(|s| {
-            decide::unhandled_fixes(&channels, &bridged, &s.channels, &self.inner.cfg.app)
-        });
+        let cfg = &self.inner.cfg;
+        let apps = [cfg.app.as_str(), cfg.standby_app.as_str()];
+        let fixes = node.with(|s| decide::unhandled_fixes(&channels, &bridged, &s.channels, &apps));
         for fix in fixes {
             match fix {
                 UnhandledFix::Suspect(id) => node.with(|s| s.sighted(&id)),

@@ -66,6 +66,12 @@ use channel::NodeRuntime;
 pub struct Config {
     /// The Stasis app name.
     pub app: String,
+    /// The standby Stasis app name (empty: none). A replica that does not
+    /// hold a node's stream holds this app on the node instead (one
+    /// replica per node, by a lease of its own), and the dialplan sends a
+    /// call there when `Stasis(<app>)` fails: the stream's replica died,
+    /// and its lease has not expired yet.
+    pub standby_app: String,
     /// Redirect target template with `{token}` and `{sip_host}`.
     pub endpoint_template: String,
     /// Redirects one call may take before it joins where it is.
@@ -105,6 +111,8 @@ pub struct Config {
 impl Config {
     /// The Stasis app every node's dialplan sends calls to.
     pub const DEFAULT_APP: &'static str = crate::names::DEFAULT_APP;
+    /// The standby app the shipped dialplan falls back to.
+    pub const DEFAULT_STANDBY_APP: &'static str = "corral-standby";
     /// A SIP URI whose user part is the token, sent to the owner's host.
     pub const DEFAULT_ENDPOINT_TEMPLATE: &'static str = "PJSIP/sip:{token}@{sip_host}";
     /// Two redirects: one to the owner, one more if the room moved while the
@@ -155,6 +163,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             app: Self::DEFAULT_APP.into(),
+            standby_app: Self::DEFAULT_STANDBY_APP.into(),
             endpoint_template: Self::DEFAULT_ENDPOINT_TEMPLATE.into(),
             hop_limit: Self::DEFAULT_HOP_LIMIT,
             token_ttl: Self::DEFAULT_TOKEN_TTL,
@@ -359,8 +368,18 @@ impl Controller {
         let mut map = HashMap::new();
         for spec in nodes {
             let ari = AriNode::new(spec.ari.clone(), metrics.clone())?;
+            let standby = match cfg.standby_app.as_str() {
+                "" => None,
+                app => Some(AriNode::new(
+                    ari::Config {
+                        app: app.to_string(),
+                        ..spec.ari.clone()
+                    },
+                    metrics.clone(),
+                )?),
+            };
             let id = spec.ari.node.clone();
-            map.insert(id.clone(), NodeRuntime::new(id, ari, spec));
+            map.insert(id.clone(), NodeRuntime::new(id, ari, standby, spec));
         }
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let cfg_app = cfg.app.clone();

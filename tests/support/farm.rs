@@ -49,6 +49,8 @@ pub struct TestFarm {
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
     pub dead: HashSet<usize>,
+    /// How to reach the farm's store (for more replicas).
+    pub store_cfg: store::Config,
     shutdown: CancellationToken,
     run: Option<tokio::task::JoinHandle<()>>,
     _redis: Option<RedisProcess>,
@@ -98,13 +100,12 @@ impl TestFarm {
                 (Some(r), Some(url))
             }
         };
-        let store = store::connect(&store::Config {
+        let store_cfg = store::Config {
             farm: super::redis::unique_farm("farm"),
             redis_url: url,
             ..store::Config::default()
-        })
-        .await
-        .expect("store connects");
+        };
+        let store = store::connect(&store_cfg).await.expect("store connects");
         let metrics = Arc::new(Metrics::new());
         let specs = specs_for(&sims);
         let mut cfg = test_config(seed);
@@ -123,6 +124,7 @@ impl TestFarm {
             metrics,
             http: reqwest::Client::new(),
             dead: HashSet::new(),
+            store_cfg,
             shutdown,
             run: Some(run),
             _redis: redis,
