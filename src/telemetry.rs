@@ -253,6 +253,7 @@ pub struct Metrics {
     tokens: Family<NodeOutcome, Counter>,
     splits_detected: Family<NodeLabel, Counter>,
     splits_healed: Family<NodeLabel, Counter>,
+    heal_moves_failed: Family<NodeLabel, Counter>,
     split_duration: Histogram,
     degraded: Family<NodeOutcome, Counter>,
     released: Family<NodeOutcome, Counter>,
@@ -305,6 +306,7 @@ impl Metrics {
             tokens: Family::default(),
             splits_detected: Family::default(),
             splits_healed: Family::default(),
+            heal_moves_failed: Family::default(),
             split_duration: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 14),
             ),
@@ -394,6 +396,11 @@ impl Metrics {
             "corral_splits_healed",
             "Splits healed",
             m.splits_healed.clone(),
+        );
+        registry.register(
+            "corral_heal_moves_failed",
+            "Moves of stray calls whose token never arrived (a refused REFER): each is tried again with backoff, the call never hung up",
+            m.heal_moves_failed.clone(),
         );
         registry.register(
             "corral_split_duration_seconds",
@@ -603,6 +610,15 @@ impl Metrics {
     pub fn split_detected(&self, node: &NodeId) {
         self.totals.splits.fetch_add(1, Ordering::Relaxed);
         self.splits_detected
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .inc();
+    }
+
+    /// A stray call's move on `node` failed (its token never arrived).
+    pub fn heal_move_failed(&self, node: &NodeId) {
+        self.heal_moves_failed
             .get_or_create(&NodeLabel {
                 node: node.to_string(),
             })

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use corral::controller::FarmEvent;
 use corral::domain::{NodeState, RoomKey};
-use corral::sim::Upstream;
+use corral::sim::{OnRefer, Upstream};
 use support::farm::{Backend, TestFarm};
 use support::{eventually, seed};
 
@@ -417,5 +417,62 @@ async fn a_split_found_by_the_resync_is_counted_once() {
     );
     assert_eq!(farm.metrics.snapshot().splits, 1, "seed {seed}");
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    farm.stop().await;
+}
+
+/// A split healed by REFER whose far ends refuse it: nothing shows on ARI
+/// and the calls stay where they are. corral gives each move the redirect
+/// deadline, counts it failed, and moves the call again with backoff,
+/// never hanging it up; once the far ends accept, the split heals. (Before:
+/// the calls were marked "on their way" forever and never moved again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refer_is_retried_with_backoff() {
+    let seed = seed("refer_refused");
+    let mut farm = TestFarm::start_with(3, Backend::Memory, seed, |c| {
+        c.hop_limit = 0;
+        c.redirect_deadline = Duration::from_millis(300);
+    })
+    .await;
+    let refuse = Upstream {
+        on_refer: OnRefer::Reject,
+        ..Upstream::follow()
+    };
+    for s in &farm.sims {
+        s.set_upstream(refuse);
+    }
+    for i in 0..6 {
+        farm.call("conf-refuse", &format!("r{i}")).await;
+    }
+    farm.wait_all_bridged(6, Duration::from_secs(10)).await;
+    // Refused, then tried again: more REFERs than stray calls.
+    eventually(
+        Duration::from_secs(10),
+        "the refused moves tried again",
+        || async {
+            let failed = counter_sum(&farm, "corral_heal_moves_failed");
+            let refers = farm.sim_stat(|s| s.refers_failed);
+            (failed >= 2 && refers > failed).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(farm.live_calls().await.len(), 6, "no call hung up");
+    assert_eq!(farm.sim_stat(|s| s.refers_accepted), 0);
+    // The far ends accept now: the next try heals the split.
+    for s in &farm.sims {
+        s.set_upstream(Upstream::follow());
+    }
+    eventually(
+        Duration::from_secs(15),
+        "the room whole after a retry",
+        || async {
+            let calls = farm.live_calls().await;
+            let bridged = calls.iter().filter(|(_, c)| !c["bridge"].is_null()).count();
+            (calls.len() == 6 && bridged == 6 && farm.rooms_not_whole().await.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(farm.sim_stat(|s| s.refers_accepted) > 0);
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0, "seed {seed}");
     farm.stop().await;
 }

@@ -69,6 +69,10 @@ pub(crate) enum ChannelState {
         token: TokenId,
         /// Its room before the move, if it was in a bridge.
         left: Option<Membership>,
+        /// When it was redirected: a move whose token has not arrived
+        /// within `redirect_deadline` failed (a refused REFER shows
+        /// nothing on ARI).
+        since: Instant,
     },
     /// In its room's bridge here.
     Joined(Membership),
@@ -225,6 +229,9 @@ pub(crate) struct NodeState {
     /// Rooms with calls bridged here that another node owns, since when
     /// the split was detected (for its duration when healed).
     pub(crate) splits: HashMap<RoomKey, Instant>,
+    /// Channels whose moves away failed: how many, and when the last one
+    /// was found failed (the next try waits a backoff from there).
+    pub(crate) move_failures: HashMap<ChannelId, (u32, Instant)>,
     /// The node's incarnation this replica last registered: a store that
     /// says "new" for the same one has lost its records, the node did not
     /// restart.
@@ -239,6 +246,7 @@ impl NodeState {
             bridges: HashSet::new(),
             room_bridges: HashMap::new(),
             splits: HashMap::new(),
+            move_failures: HashMap::new(),
             incarnation: None,
         }
     }
@@ -351,11 +359,41 @@ impl NodeState {
         )
     }
 
-    /// `chan` was redirected away with `token`.
-    pub(crate) fn redirected(&mut self, chan: &ChannelId, token: TokenId) {
+    /// `chan` was redirected away with `token` at `since`.
+    pub(crate) fn redirected(&mut self, chan: &ChannelId, token: TokenId, since: Instant) {
         let left = self.membership(chan).cloned();
-        self.channels
-            .insert(chan.clone(), ChannelState::Redirected { token, left });
+        self.channels.insert(
+            chan.clone(),
+            ChannelState::Redirected { token, left, since },
+        );
+    }
+
+    /// `chan`'s move away, if it is moving: its token and since when.
+    pub(crate) fn moving(&self, chan: &ChannelId) -> Option<(TokenId, Instant)> {
+        match self.channels.get(chan) {
+            Some(ChannelState::Redirected { token, since, .. }) => Some((token.clone(), *since)),
+            _ => None,
+        }
+    }
+
+    /// `chan`'s move failed at `now` (its token never arrived, e.g. the far
+    /// end refused the REFER): it is back in its room's bridge here, and
+    /// its failures are counted for the next try's backoff. Returns how
+    /// many moves of it failed.
+    pub(crate) fn move_failed(&mut self, chan: &ChannelId, now: Instant) -> u32 {
+        if let Some(ChannelState::Redirected { left, .. }) = self.channels.get(chan) {
+            match left.clone() {
+                Some(m) => {
+                    self.channels.insert(chan.clone(), ChannelState::Joined(m));
+                }
+                None => {
+                    self.channels.remove(chan);
+                }
+            }
+        }
+        let f = self.move_failures.entry(chan.clone()).or_insert((0, now));
+        *f = (f.0 + 1, now);
+        f.0
     }
 
     /// The room `chan` is in here, if any (also while it is moved away).
@@ -369,6 +407,7 @@ impl NodeState {
 
     /// `chan` left: forgets it and returns the room its leave must undo.
     pub(crate) fn leave(&mut self, chan: &ChannelId) -> Option<Membership> {
+        self.move_failures.remove(chan);
         match self.channels.remove(chan) {
             Some(ChannelState::Joined(m))
             | Some(ChannelState::Redirected { left: Some(m), .. }) => Some(m),
@@ -380,6 +419,7 @@ impl NodeState {
     /// bridges (placements running now belong to the new one).
     pub(crate) fn forget_calls(&mut self) {
         self.bridges.clear();
+        self.move_failures.clear();
         self.room_bridges.clear();
         self.channels
             .retain(|_, s| matches!(s, ChannelState::Placing { .. }));
@@ -587,7 +627,7 @@ mod tests {
                 recorded: false,
             },
         );
-        s.redirected(&c, TokenId::new("T0k").unwrap());
+        s.redirected(&c, TokenId::new("T0k").unwrap(), Instant::now());
         assert!(matches!(s.begin_placing(&c), Begin::Handled));
         assert_eq!(s.leave(&c), Some(m));
         assert!(s.channels.is_empty());
@@ -605,7 +645,7 @@ mod tests {
             recorded: true,
         };
         s.begin_placing(&chan("p"));
-        s.redirected(&chan("r"), TokenId::new("T").unwrap());
+        s.redirected(&chan("r"), TokenId::new("T").unwrap(), Instant::now());
         s.channels.insert(chan("s"), ChannelState::Suspect);
         for c in ["p", "r", "s", "new"] {
             s.follow(&chan(c), m.clone());

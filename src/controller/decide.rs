@@ -704,6 +704,48 @@ pub(crate) fn split_changes(
     out
 }
 
+/// What a stray call's move needs at a resync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HealStep {
+    /// Move it (first try, or its backoff after a failed one is over).
+    Move,
+    /// Its move is on its way (within `redirect_deadline`).
+    OnItsWay,
+    /// Its move is past the deadline: failed unless its token arrived (a
+    /// refused REFER shows nothing on ARI; the token is the only proof).
+    Overdue,
+    /// A move of it failed: the next waits out its backoff.
+    NotYet,
+}
+
+/// The step for a stray call: `moving_since` when a move is on its way,
+/// `failures` (how many, the last when) of its earlier moves.
+pub(crate) fn heal_step(
+    moving_since: Option<Instant>,
+    failures: Option<(u32, Instant)>,
+    now: Instant,
+    deadline: Duration,
+) -> HealStep {
+    match (moving_since, failures) {
+        (Some(since), _) if now.saturating_duration_since(since) < deadline => HealStep::OnItsWay,
+        (Some(_), _) => HealStep::Overdue,
+        (None, Some((n, at))) if now.saturating_duration_since(at) < heal_backoff(n, deadline) => {
+            HealStep::NotYet
+        }
+        (None, _) => HealStep::Move,
+    }
+}
+
+/// The longest pause between two moves of one stray call.
+pub(crate) const HEAL_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The pause after `failures` failed moves of a stray call: `base` (the
+/// redirect deadline), doubling, at most [`HEAL_BACKOFF_MAX`].
+pub(crate) fn heal_backoff(failures: u32, base: Duration) -> Duration {
+    let doubled = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(HEAL_BACKOFF_MAX)
+}
+
 /// Empty bridges of this app's rooms that are not their room's bridge here
 /// now (a healed split's local bridge, an earlier epoch's): destroy them.
 /// A pair bridge is the queue engine's; a bridge with calls is never
@@ -1456,6 +1498,39 @@ mod tests {
     }
 
     #[test]
+    fn a_heal_move_has_a_deadline_then_retries_with_backoff() {
+        let t0 = Instant::now();
+        let d = Duration::from_secs(5);
+        let s = Duration::from_secs;
+        assert_eq!(heal_step(None, None, t0, d), HealStep::Move);
+        assert_eq!(heal_step(Some(t0), None, t0 + s(4), d), HealStep::OnItsWay);
+        assert_eq!(heal_step(Some(t0), None, t0 + s(5), d), HealStep::Overdue);
+        // One failure: 5 s; two: 10 s; then doubling up to a minute.
+        assert_eq!(
+            heal_step(None, Some((1, t0)), t0 + s(4), d),
+            HealStep::NotYet
+        );
+        assert_eq!(heal_step(None, Some((1, t0)), t0 + s(5), d), HealStep::Move);
+        assert_eq!(
+            heal_step(None, Some((2, t0)), t0 + s(9), d),
+            HealStep::NotYet
+        );
+        assert_eq!(
+            heal_step(None, Some((2, t0)), t0 + s(10), d),
+            HealStep::Move
+        );
+        assert_eq!(heal_backoff(1, d), s(5));
+        assert_eq!(heal_backoff(3, d), s(20));
+        assert_eq!(heal_backoff(9, d), HEAL_BACKOFF_MAX);
+        assert_eq!(heal_backoff(u32::MAX, d), HEAL_BACKOFF_MAX);
+        // A move on its way is never started again.
+        assert_eq!(
+            heal_step(Some(t0), Some((3, t0)), t0, d),
+            HealStep::OnItsWay
+        );
+    }
+
+    #[test]
     fn stale_bridges_are_empty_ones_not_their_rooms_bridge_now() {
         let (x, y) = (node("x"), node("y"));
         let names = BridgeNames::default();
@@ -1560,6 +1635,7 @@ mod tests {
             ChannelState::Redirected {
                 token: TokenId::new("T").unwrap(),
                 left: None,
+                since: Instant::now(),
             },
         );
         states.insert(chan("vanished"), ChannelState::Suspect);

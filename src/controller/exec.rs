@@ -778,13 +778,30 @@ impl Controller {
             tracing::warn!(node = %node.id, room = %room, owner = %owner, calls, "split: calls bridged on a node that does not own their room; moving them to the owner");
             self.split_began(node, &room, &owner, now);
         }
+        let deadline = self.inner.cfg.redirect_deadline;
         for (room, (owner, chans)) in stray {
             let Some(target) = self.sip_host(&owner) else {
                 continue;
             };
             for chan in chans {
-                if node.with(|s| s.is_moving(&chan)) {
-                    continue;
+                let (moving, failures) =
+                    node.with(|s| (s.moving(&chan), s.move_failures.get(&chan).copied()));
+                match decide::heal_step(moving.as_ref().map(|m| m.1), failures, now, deadline) {
+                    decide::HealStep::Move => {}
+                    decide::HealStep::OnItsWay | decide::HealStep::NotYet => continue,
+                    decide::HealStep::Overdue => {
+                        let Some((token, _)) = moving else { continue };
+                        // The token still unused: the far end never
+                        // followed (a refused REFER shows nothing on ARI).
+                        if let Ok(Some(_)) = self.inner.store.peek_token(&token).await {
+                            let n = node.with(|s| s.move_failed(&chan, now));
+                            self.inner.metrics.heal_move_failed(&node.id);
+                            tracing::warn!(node = %node.id, room = %room, channel = %chan, token = token.prefix(), failures = n,
+                                retry_in_ms = decide::heal_backoff(n, deadline).as_millis() as u64,
+                                "stray call not moved (its REFER refused?); it stays bridged here and is moved again later");
+                        }
+                        continue;
+                    }
                 }
                 let grant = TokenGrant {
                     room: room.clone(),

@@ -278,7 +278,7 @@ impl Controller {
         self.ari_retry(|| node.ari.redirect(chan, &endpoint))
             .await
             .map_err(MoveFailed::Redirect)?;
-        node.with(|s| s.redirected(chan, token.clone()));
+        node.with(|s| s.redirected(chan, token.clone(), std::time::Instant::now()));
         self.inner.metrics.redirect(&node.id, RedirectOutcome::Sent);
         Ok((token, endpoint))
     }
