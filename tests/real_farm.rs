@@ -497,7 +497,11 @@ async fn a_refused_refer_is_retried_and_never_hangs_up_on_real_asterisk() {
         "refused REFERs per caller: {refused:?}; heal moves failed: {:?}",
         failed_moves().await
     );
-    assert_eq!(refused.len(), 3, "every stray caller got a REFER: {refused:?}");
+    assert_eq!(
+        refused.len(),
+        3,
+        "every stray caller got a REFER: {refused:?}"
+    );
     // Nobody was hung up: the six calls are up, the refusing ones still
     // bridged on the old node.
     assert_eq!(t.farm.channels().await.len(), 6, "{}", t.diagnose().await);

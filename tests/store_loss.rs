@@ -151,3 +151,67 @@ async fn a_token_arriving_while_redis_hangs_waits_for_it() {
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
     farm.stop().await;
 }
+
+/// The same with two replicas on the Redis (each node's stream held by
+/// one, the other standing by): whichever renews its leases first after
+/// the restart, the nodes are registered again and the rooms whole within
+/// 5 s. (Before: the replica that held the leases renewed them first and
+/// never registered the nodes again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_under_two_replicas() {
+    use std::sync::Arc;
+
+    use corral::controller::{self, Controller};
+    use corral::telemetry::Metrics;
+    use tokio_util::sync::CancellationToken;
+
+    let seed = seed("redis_empty_two");
+    let mut farm = TestFarm::start(3, Backend::PrivateRedis, seed).await;
+    let store_b = corral::store::connect(&farm.store_cfg).await.unwrap();
+    let cfg_b = controller::Config {
+        replica: "replica-b".into(),
+        ..support::farm::test_config(seed ^ 1)
+    };
+    let b = Controller::new(cfg_b, store_b, farm.specs(), Arc::new(Metrics::new())).unwrap();
+    let stop_b = CancellationToken::new();
+    let run_b = {
+        let (b, s) = (b.clone(), stop_b.clone());
+        tokio::spawn(async move { b.run(s).await })
+    };
+    let rooms = ["conf-t0", "conf-t1", "conf-t2"];
+    for i in 0..9 {
+        farm.call(rooms[i % 3], &format!("a{i}")).await;
+    }
+    farm.wait_all_bridged(9, Duration::from_secs(10)).await;
+    farm.kill_redis();
+    for i in 0..3 {
+        farm.call(rooms[i % 3], &format!("d{i}")).await;
+    }
+    farm.wait_all_bridged(12, Duration::from_secs(10)).await;
+    farm.restart_redis();
+    let back = Instant::now();
+    for i in 0..3 {
+        farm.call(rooms[i % 3], &format!("b{i}")).await;
+    }
+    let mut poll = Poll::new(Duration::from_secs(5));
+    loop {
+        let calls = farm.live_calls().await;
+        let bridged = calls.iter().filter(|(_, c)| !c["bridge"].is_null()).count();
+        let broken = farm.rooms_not_whole().await;
+        if calls.len() == 15 && bridged == 15 && broken.is_empty() {
+            break;
+        }
+        assert!(
+            poll.next().await,
+            "5 s after Redis came back: {} calls live, {bridged} bridged, rooms not whole {broken:?}; seed {seed}",
+            calls.len()
+        );
+    }
+    eprintln!("rooms whole {:?} after Redis came back", back.elapsed());
+    let nodes = farm.store.list_nodes().await.unwrap();
+    assert!(nodes.iter().all(|n| n.state == NodeState::Up), "{nodes:?}");
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0, "seed {seed}");
+    stop_b.cancel();
+    let _ = run_b.await;
+    farm.stop().await;
+}
