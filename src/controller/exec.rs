@@ -59,6 +59,9 @@ use crate::telemetry::{JoinKind, RedirectOutcome, TokenOutcome};
 /// [`JOIN_RETRY_INITIAL`] up to [`JOIN_RETRY_MAX`] (about 1.5 s in all),
 /// then left to the resync, which retries it for as long as the call lives.
 const JOIN_RETRIES: u32 = 3;
+/// After the retries of a failed join, its placement is posted again this
+/// much later (and so on, while the call lives).
+const JOIN_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// First pause before a failed join is tried again.
 const JOIN_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Longest pause before a failed join is tried again.
@@ -80,6 +83,8 @@ struct Call<'a> {
     node: &'a Arc<NodeRuntime>,
     chan: &'a ChannelId,
     channel: &'a Channel,
+    /// Its Stasis arguments (for a placement tried again later).
+    args: &'a [String],
     /// When its `StasisStart` was taken up (for the setup-time metric).
     started: Instant,
 }
@@ -123,9 +128,10 @@ impl Controller {
                             node,
                             chan,
                             channel: &channel,
+                            args: &args,
                             started: Instant::now(),
                         };
-                        self.arrive(call, &args).await;
+                        self.arrive(call).await;
                         node.with(|s| s.end_placing(chan));
                     }
                 }
@@ -137,8 +143,8 @@ impl Controller {
 
     /// Handles a call entering the app (its `StasisStart`, or a resync
     /// placing it).
-    async fn arrive(&self, call: Call<'_>, args: &[String]) {
-        let arrival = decide::parse_arrival(args, &call.channel.dialplan.exten);
+    async fn arrive(&self, call: Call<'_>) {
+        let arrival = decide::parse_arrival(call.args, &call.channel.dialplan.exten);
         let kind = match &arrival {
             Arrival::Room(room, _) => Some(room.kind.as_str()),
             Arrival::Agent(..) => Some("agent"),
@@ -429,11 +435,30 @@ impl Controller {
                 }
                 decide::AfterJoinFailed::LeaveToResync => {
                     tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e,
-                        "join failed again; the call keeps its member record and token, the resync retries it");
+                        "join failed again; the call keeps its member record and token, and is placed again shortly");
+                    self.place_again_later(call);
                     return None;
                 }
             }
         }
+    }
+
+    /// Posts the call's placement again after [`JOIN_AGAIN_AFTER`] (its
+    /// worker then finds it with its consumed token, or placed meanwhile
+    /// by a resync, or gone), so a call whose join failed does not wait
+    /// for two resyncs.
+    fn place_again_later(&self, call: Call<'_>) {
+        let (ctrl, node, chan) = (self.clone(), call.node.clone(), call.chan.clone());
+        let work = ChannelWork::Start {
+            args: call.args.to_vec(),
+            channel: Box::new(call.channel.clone()),
+            by: StartedBy::Resync,
+        };
+        self.inner.tracker.spawn(async move {
+            if ctrl.sleep_unless_stopped(JOIN_AGAIN_AFTER).await {
+                ctrl.post(&node, chan, work);
+            }
+        });
     }
 
     /// Joins the call where it is, without a member record.
