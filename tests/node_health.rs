@@ -476,3 +476,40 @@ async fn a_refused_refer_is_retried_with_backoff() {
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0, "seed {seed}");
     farm.stop().await;
 }
+
+/// A hung node (SIGSTOP) stops taking new rooms within seconds: its first
+/// failed ping marks it suspect in the store, which refuses it as the
+/// choice for a new room, while its rooms stay until it is marked down
+/// (`down_after_failures` pings in a row). Default pings (1 s): refused
+/// within 2.5 s of the hang. (Before: only the mark-down stopped it, 3 to
+/// 4 s after the hang.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_stops_taking_new_rooms_within_seconds() {
+    use corral::domain::NodeId;
+    use corral::store::Resolution;
+    let seed = seed("hung_no_new_rooms");
+    let farm = TestFarm::start_with(2, Backend::Memory, seed, |c| {
+        c.ping_interval = Duration::from_secs(1);
+    })
+    .await;
+    let hung = NodeId::new(farm.sims[0].id()).unwrap();
+    farm.sims[0].hang();
+    let t0 = std::time::Instant::now();
+    let mut poll = support::Poll::new(Duration::from_secs(10));
+    let mut i = 0;
+    loop {
+        i += 1;
+        let probe = RoomKey::parse("conference", &format!("probe{i}")).unwrap();
+        if let Resolution::ChoiceIneligible { .. } =
+            farm.store.resolve_placement(&probe, &hung).await.unwrap()
+        {
+            break;
+        }
+        assert!(poll.next().await, "the hung node still takes rooms");
+    }
+    let took = t0.elapsed();
+    eprintln!("a hung node stopped taking new rooms {took:?} after the hang");
+    assert!(took < Duration::from_millis(2500), "{took:?}; seed {seed}");
+    farm.sims[0].resume();
+    farm.stop().await;
+}

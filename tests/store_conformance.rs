@@ -89,6 +89,7 @@ macro_rules! conformance {
 conformance!(
     resolve_places_the_choice_once_and_keeps_it,
     resolve_refuses_ineligible_choices,
+    a_suspect_node_takes_no_new_room_but_keeps_its_rooms,
     resolve_replaces_a_down_owner_with_a_larger_epoch,
     epochs_only_grow_across_release_and_replacement,
     members_join_only_on_the_owner,
@@ -190,6 +191,43 @@ async fn resolve_places_the_choice_once_and_keeps_it(s: Arc<dyn Store>) {
     let (qn, qe, qc, _) = owner(s.resolve_placement(&q, &node("b")).await.unwrap());
     assert_eq!((qn, qc), (node("b"), true));
     assert!(qe > e);
+}
+
+/// A suspect node (a failed health check) is refused as a choice for a new
+/// room, keeps the rooms it has and their joiners, shows as suspect, and a
+/// registration (or clearing the mark) makes it eligible again.
+async fn a_suspect_node_takes_no_new_room_but_keeps_its_rooms(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let (kept, new) = (conf("kept"), conf("new"));
+    owner(s.resolve_placement(&kept, &node("a")).await.unwrap());
+    s.set_node_suspect(&node("a"), true).await.unwrap();
+    assert_eq!(
+        s.resolve_placement(&new, &node("a")).await.unwrap(),
+        Resolution::ChoiceIneligible { node: node("a") }
+    );
+    let (n, _, created, _) = owner(s.resolve_placement(&kept, &node("b")).await.unwrap());
+    assert_eq!((n, created), (node("a"), false), "its room stays");
+    assert!(matches!(
+        s.add_member(&kept, &node("a"), &chan("j1"), Role::Participant)
+            .await
+            .unwrap(),
+        MemberAdded::Added { .. }
+    ));
+    let a = s.list_nodes().await.unwrap().remove(0);
+    assert!(a.suspect && a.healthy, "{a:?}");
+    assert_eq!(a.state, NodeState::Up);
+    s.set_node_suspect(&node("a"), false).await.unwrap();
+    owner(s.resolve_placement(&new, &node("a")).await.unwrap());
+    s.set_node_suspect(&node("a"), true).await.unwrap();
+    nodes(&s, &["a"]).await;
+    assert!(
+        !s.list_nodes().await.unwrap()[0].suspect,
+        "registered again"
+    );
+    assert!(matches!(
+        s.set_node_suspect(&node("zz"), true).await.unwrap_err(),
+        Error::UnknownNode { .. }
+    ));
 }
 
 /// An unknown, draining, down or full node is never applied as a choice,

@@ -444,6 +444,19 @@ pub(crate) fn forgotten(up: &[NodeId], records: &[NodeRecord]) -> Vec<NodeId> {
         .collect()
 }
 
+/// How a node's suspect mark changes after a health ping (`answered`, the
+/// failures in a row now, the mark now): set at the first failure, so the
+/// node takes no new room from then on (a hung node must stop taking rooms
+/// within seconds); cleared by an answer. Its rooms go only when it is
+/// marked down (`down_after_failures` in a row).
+pub(crate) fn suspect_after_ping(answered: bool, failures: u32, suspect: bool) -> Option<bool> {
+    match (answered, suspect) {
+        (true, true) => Some(false),
+        (false, false) if failures >= 1 => Some(true),
+        _ => None,
+    }
+}
+
 /// Whether a registration met a restarted Asterisk: the store says the
 /// incarnation is new (`store_says_new`) and it is not the one this
 /// replica registered last (`known`). A store that lost its records says
@@ -1175,6 +1188,7 @@ mod tests {
             state,
             healthy: state != NodeState::Down,
             draining: state == NodeState::Draining,
+            suspect: false,
             incarnation: None,
             sip_host: String::new(),
             capacity: 1,
@@ -1193,6 +1207,15 @@ mod tests {
         // `d` is missing, `c` is down while its link is up here.
         assert_eq!(forgotten(&up, &records), vec![node("c"), node("d")]);
         assert!(forgotten(&[], &records).is_empty());
+    }
+
+    #[test]
+    fn a_node_is_suspect_from_its_first_failed_ping_until_one_answers() {
+        assert_eq!(suspect_after_ping(false, 1, false), Some(true));
+        assert_eq!(suspect_after_ping(false, 2, true), None);
+        assert_eq!(suspect_after_ping(true, 0, true), Some(false));
+        assert_eq!(suspect_after_ping(true, 0, false), None);
+        assert_eq!(suspect_after_ping(false, 0, false), None);
     }
 
     #[test]

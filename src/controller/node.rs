@@ -523,6 +523,7 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
     let mut tick = tokio::time::interval(ctrl.inner.cfg.ping_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
+    let mut suspect = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -535,6 +536,26 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
         )
         .await
         .is_ok_and(|r| r.is_ok());
+        let failed_now = if ok { 0 } else { failures + 1 };
+        if let Some(mark) = super::decide::suspect_after_ping(ok, failed_now, suspect) {
+            suspect = mark;
+            // Not awaited here: the pings keep their pace while the store
+            // is slow.
+            let (ctrl, node) = (ctrl.clone(), node.clone());
+            ctrl.inner.tracker.clone().spawn(async move {
+                match ctrl.inner.store.set_node_suspect(&node.id, mark).await {
+                    Ok(()) => {
+                        if mark {
+                            tracing::warn!(node = %node.id, "ping failed; the node takes no new room until it answers");
+                        }
+                        ctrl.refresh_view().await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = %node.id, reason = %e, "suspect mark not written")
+                    }
+                }
+            });
+        }
         if ok {
             failures = 0;
             // Marked down by pings, or not registered, while its socket

@@ -58,6 +58,7 @@ struct State {
 struct Node {
     healthy: bool,
     draining: bool,
+    suspect: bool,
     incarnation: Option<Incarnation>,
     generation: u64,
     sip_host: String,
@@ -167,7 +168,7 @@ impl State {
 
     fn eligible(&self, node: &NodeId) -> Option<u64> {
         let n = self.nodes.get(node)?;
-        if !n.healthy || n.draining {
+        if !n.healthy || n.draining || n.suspect {
             return None;
         }
         if let Some(max) = n.max_rooms {
@@ -264,6 +265,7 @@ impl State {
             state: super::effective_state(n.healthy, n.draining),
             healthy: n.healthy,
             draining: n.draining,
+            suspect: n.suspect,
             incarnation: n.incarnation.clone(),
             sip_host: n.sip_host.clone(),
             capacity: n.capacity,
@@ -509,6 +511,7 @@ impl Store for MemoryStore {
                     n.generation += 1;
                 }
                 n.healthy = true;
+                n.suspect = false;
                 n.incarnation = Some(reg.incarnation.clone());
                 n.sip_host = reg.sip_host.clone();
                 n.capacity = reg.capacity;
@@ -522,6 +525,7 @@ impl Store for MemoryStore {
                     Node {
                         healthy: true,
                         draining: false,
+                        suspect: false,
                         incarnation: Some(reg.incarnation.clone()),
                         generation: 1,
                         sip_host: reg.sip_host.clone(),
@@ -581,6 +585,15 @@ impl Store for MemoryStore {
         n.updated_ms = now;
         let n = n.clone();
         Ok(st.record(node, &n))
+    }
+
+    async fn set_node_suspect(&self, node: &NodeId, suspect: bool) -> Result<(), Error> {
+        let mut st = self.lock();
+        let Some(n) = st.nodes.get_mut(node) else {
+            return Err(Error::UnknownNode { node: node.clone() });
+        };
+        n.suspect = suspect;
+        Ok(())
     }
 
     async fn report_load(&self, node: &NodeId, channels: u32) -> Result<(), Error> {

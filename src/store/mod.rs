@@ -149,6 +149,12 @@ pub trait Store: Send + Sync + 'static {
     /// take joiners.
     async fn set_node_drain(&self, node: &NodeId, draining: bool) -> Result<NodeRecord, Error>;
 
+    /// Marks the node suspect (a health check of it failed) or clears the
+    /// mark: a suspect node takes no new room ([`Store::resolve_placement`]
+    /// refuses it as a choice) but keeps its rooms and their joiners. A
+    /// registration clears it.
+    async fn set_node_suspect(&self, node: &NodeId, suspect: bool) -> Result<(), Error>;
+
     /// Records the node's reported load (channels).
     async fn report_load(&self, node: &NodeId, channels: u32) -> Result<(), Error>;
 
