@@ -513,3 +513,29 @@ async fn a_hung_node_stops_taking_new_rooms_within_seconds() {
     farm.sims[0].resume();
     farm.stop().await;
 }
+
+/// A crashed node's rooms are released within half a second: its event
+/// websocket closes with the process, which marks it down at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_nodes_rooms_are_released_within_half_a_second() {
+    let seed = seed("crash_release");
+    let mut farm = TestFarm::start(2, Backend::Memory, seed).await;
+    for i in 0..3 {
+        farm.call_on(0, "conf-gone", &format!("g{i}")).await;
+    }
+    bridged(&farm, 3).await;
+    let room = RoomKey::parse("conference", "gone").unwrap();
+    let t0 = std::time::Instant::now();
+    farm.kill(0).await;
+    let store = farm.store.clone();
+    eventually(Duration::from_secs(5), "the room released", || {
+        let store = store.clone();
+        let room = room.clone();
+        async move { store.get_room(&room).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    let took = t0.elapsed();
+    eprintln!("a crashed node's rooms released {took:?} after the crash");
+    assert!(took < Duration::from_millis(500), "{took:?}; seed {seed}");
+    farm.stop().await;
+}
