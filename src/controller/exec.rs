@@ -600,7 +600,13 @@ impl Controller {
             tracing::debug!(node = %node.id, reason = %e, "load not reported");
         }
         let calls = decide::bridged_calls(&bridges, &self.inner.names);
-        node.with(|s| s.bridges.extend(calls.iter().map(|c| c.bridge.clone())));
+        let listed: HashSet<&str> = bridges.iter().map(|b| b.id.as_str()).collect();
+        node.with(|s| {
+            s.bridges.extend(calls.iter().map(|c| c.bridge.clone()));
+            // Rooms whose bridge is gone from the node are forgotten (the
+            // map stays as small as the node's bridges).
+            s.room_bridges.retain(|_, id| listed.contains(id.as_str()));
+        });
         let mut facts = match self.room_facts(&node.id, &calls).await {
             Ok(f) => f,
             Err(e) => {
