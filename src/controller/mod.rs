@@ -18,12 +18,15 @@
 //!   rebuilds from ARI and the store.
 //!
 //! # Parts
-//! - [`node`]: one node's loop: lease, event stream, health, resync ticks.
+//! - [`node`]: one node's loop: lease, event stream, health, resync ticks;
+//!   the standby stream while another replica holds the node.
 //! - [`channel`]: the state machines: one per channel, one per node's link.
 //! - [`mailbox`]: each channel's work, in order.
 //! - [`decide`]: the pure decisions of the call path and the resync.
 //! - [`exec`]: the executor: the ARI and store I/O those decisions ask for.
 //! - [`owner`]: the owner decision, for the call path and the apps' API.
+//! - [`minted`]: the grants of the tokens this replica minted, for token
+//!   arrivals while the store is down.
 //! - [`rooms`]: bridges, members, linger and release, moving a call.
 //! - [`apps`]: the decisions apps ask for over the HTTP API.
 //! - [`queues`]: the queue engine: callers wait, agents are paired.
