@@ -80,6 +80,11 @@ pub struct Config {
     /// The Stasis app name corral registers on every node.
     #[serde(default = "default_app")]
     pub app: String,
+    /// The standby Stasis app: a replica that does not stream a node holds
+    /// it there, and the dialplan falls back to it when `Stasis(<app>)`
+    /// fails (a replica crash). Empty: no standby.
+    #[serde(default = "default_standby_app")]
+    pub standby_app: String,
     /// Where placements live.
     #[serde(default)]
     pub store: StoreSection,
@@ -142,6 +147,9 @@ fn default_farm() -> String {
 }
 fn default_app() -> String {
     crate::controller::Config::DEFAULT_APP.into()
+}
+fn default_standby_app() -> String {
+    crate::controller::Config::DEFAULT_STANDBY_APP.into()
 }
 
 /// `[store]`.
@@ -230,6 +238,10 @@ pub struct ControllerSection {
     /// How long corral waits for a redirected call's token to arrive, in ms.
     #[serde(default = "default_redirect_deadline")]
     pub redirect_deadline_ms: u64,
+    /// How long a token arriving while the store does not answer waits for
+    /// it, in ms.
+    #[serde(default = "default_token_store_wait")]
+    pub token_store_wait_ms: u64,
     /// How long an empty room keeps its node and bridge, in ms.
     #[serde(default = "default_linger")]
     pub linger_ms: u64,
@@ -280,6 +292,9 @@ fn default_token_ttl() -> u64 {
 }
 fn default_redirect_deadline() -> u64 {
     ms_of(Defaults::DEFAULT_REDIRECT_DEADLINE)
+}
+fn default_token_store_wait() -> u64 {
+    ms_of(Defaults::DEFAULT_TOKEN_STORE_WAIT)
 }
 fn default_linger() -> u64 {
     ms_of(Defaults::DEFAULT_LINGER)
@@ -438,6 +453,7 @@ impl Config {
             match rest {
                 "FARM" => self.farm = v.clone(),
                 "APP" => self.app = v.clone(),
+                "STANDBY_APP" => self.standby_app = v.clone(),
                 "STORE_REDIS_URL" => {
                     self.store.redis_url = Some(v.clone()).filter(|s| !s.is_empty())
                 }
@@ -462,6 +478,7 @@ impl Config {
                 "CONTROLLER_REDIRECT_DEADLINE_MS" => {
                     self.controller.redirect_deadline_ms = num(&k)?
                 }
+                "CONTROLLER_TOKEN_STORE_WAIT_MS" => self.controller.token_store_wait_ms = num(&k)?,
                 "CONTROLLER_LINGER_MS" => self.controller.linger_ms = num(&k)?,
                 "CONTROLLER_POLICY" => self.controller.policy = v.clone(),
                 "CONTROLLER_SEED" => self.controller.seed = Some(num(&k)?),
@@ -503,6 +520,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         RoomName::new(self.farm.as_str()).map_err(|e| invalid("farm", e))?;
         RoomName::new(self.app.as_str()).map_err(|e| invalid("app", e))?;
+        if !self.standby_app.is_empty() {
+            RoomName::new(self.standby_app.as_str()).map_err(|e| invalid("standby_app", e))?;
+            if self.standby_app == self.app {
+                return Err(invalid("standby_app", "must differ from app"));
+            }
+        }
         self.api_listen()?;
         self.api_server()?;
         if let Some(url) = &self.store.redis_url {
@@ -840,10 +863,12 @@ sip_host = "10.0.0.11:5060"
         let c = &cfg.controller;
         let d = crate::controller::Config::default();
         assert_eq!(cfg.app, d.app);
+        assert_eq!(cfg.standby_app, d.standby_app);
         assert_eq!(c.endpoint_template, d.endpoint_template);
         assert_eq!(c.hop_limit, d.hop_limit);
         assert_eq!(Config::ms(c.token_ttl_ms), d.token_ttl);
         assert_eq!(Config::ms(c.redirect_deadline_ms), d.redirect_deadline);
+        assert_eq!(Config::ms(c.token_store_wait_ms), d.token_store_wait);
         assert_eq!(Config::ms(c.linger_ms), d.linger);
         assert_eq!(c.policy.parse::<Strategy>().unwrap(), d.strategy);
         assert_eq!(Config::ms(c.ping_interval_ms), d.ping_interval);

@@ -120,8 +120,8 @@ pub struct Totals {
     pub confirmed: AtomicU64,
     /// Redirects whose token never arrived in time.
     pub timed_out: AtomicU64,
-    /// Calls joined where they landed because the room could not be
-    /// reached (split: hop limit, or degraded: store down, no node).
+    /// Splits detected: rooms whose calls were found in more than one
+    /// bridge (on several nodes, or on one), each counted once.
     pub splits: AtomicU64,
     /// Joins in degraded mode (store down or no eligible node).
     pub degraded: AtomicU64,
@@ -142,7 +142,7 @@ pub struct TotalsSnapshot {
     pub confirmed: u64,
     /// Redirects timed out.
     pub timed_out: u64,
-    /// Split joins.
+    /// Splits detected, each once.
     pub splits: u64,
     /// Degraded joins.
     pub degraded: u64,
@@ -216,6 +216,11 @@ pub enum TokenOutcome {
     Expired,
     /// Not corral's (never minted, used, or long gone).
     Unknown,
+    /// Arrived while the store did not answer: joined on the grant this
+    /// replica kept.
+    UsedLocally,
+    /// Arrived while the store did not answer: waited for it.
+    WaitedForStore,
 }
 
 impl TokenOutcome {
@@ -227,6 +232,8 @@ impl TokenOutcome {
             TokenOutcome::WrongNode => "wrong_node",
             TokenOutcome::Expired => "expired",
             TokenOutcome::Unknown => "unknown",
+            TokenOutcome::UsedLocally => "used_locally",
+            TokenOutcome::WaitedForStore => "waited_for_store",
         }
     }
 
@@ -253,6 +260,7 @@ pub struct Metrics {
     tokens: Family<NodeOutcome, Counter>,
     splits_detected: Family<NodeLabel, Counter>,
     splits_healed: Family<NodeLabel, Counter>,
+    heal_moves_failed: Family<NodeLabel, Counter>,
     split_duration: Histogram,
     degraded: Family<NodeOutcome, Counter>,
     released: Family<NodeOutcome, Counter>,
@@ -306,6 +314,7 @@ impl Metrics {
             tokens: Family::default(),
             splits_detected: Family::default(),
             splits_healed: Family::default(),
+            heal_moves_failed: Family::default(),
             split_duration: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 14),
             ),
@@ -389,13 +398,18 @@ impl Metrics {
         );
         registry.register(
             "corral_splits_detected",
-            "Rooms seen on more than one node",
+            "Splits detected, each once: rooms whose calls were found in more than one bridge (on several nodes, or two on one node)",
             m.splits_detected.clone(),
         );
         registry.register(
             "corral_splits_healed",
             "Splits healed",
             m.splits_healed.clone(),
+        );
+        registry.register(
+            "corral_heal_moves_failed",
+            "Moves of stray calls whose token never arrived (a refused REFER): each is tried again with backoff, the call never hung up",
+            m.heal_moves_failed.clone(),
         );
         registry.register(
             "corral_split_duration_seconds",
@@ -560,15 +574,7 @@ impl Metrics {
             JoinKind::Degraded => {
                 self.totals.degraded.fetch_add(1, Ordering::Relaxed);
             }
-            JoinKind::Split => {
-                self.totals.splits.fetch_add(1, Ordering::Relaxed);
-                self.splits_detected
-                    .get_or_create(&NodeLabel {
-                        node: node.to_string(),
-                    })
-                    .inc();
-            }
-            JoinKind::Direct | JoinKind::Token | JoinKind::Queue => {}
+            JoinKind::Split | JoinKind::Direct | JoinKind::Token | JoinKind::Queue => {}
         }
         self.joins
             .get_or_create(&Self::no(node, how.as_str()))
@@ -609,6 +615,28 @@ impl Metrics {
     /// counted by [`Metrics::joined`]).
     pub fn degraded(&self, node: &NodeId, reason: &str) {
         self.degraded.get_or_create(&Self::no(node, reason)).inc();
+    }
+
+    /// A split was detected on `node` (its stray calls are there): counted
+    /// once per split, however it was made (a join past the hop limit, a
+    /// resync finding calls on a node that does not own their room, or a
+    /// room's calls in two bridges of one node).
+    pub fn split_detected(&self, node: &NodeId) {
+        self.totals.splits.fetch_add(1, Ordering::Relaxed);
+        self.splits_detected
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .inc();
+    }
+
+    /// A stray call's move on `node` failed (its token never arrived).
+    pub fn heal_move_failed(&self, node: &NodeId) {
+        self.heal_moves_failed
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .inc();
     }
 
     /// A split healed after `lasted`.

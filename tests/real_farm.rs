@@ -466,6 +466,102 @@ async fn a_split_is_healed_by_refer_on_real_asterisk() {
     }
 }
 
+/// A split healed by REFER whose callers refuse every REFER (603, as many
+/// carriers do): Asterisk shows nothing and the calls stay where they are.
+/// corral gives each move its redirect deadline, counts it failed
+/// (`corral_heal_moves_failed_total`), and moves the call again with
+/// backoff; it never hangs a call up. (Before: the calls were marked "on
+/// their way" for good and never moved again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refer_is_retried_and_never_hangs_up_on_real_asterisk() {
+    let mut t = RealTest::start(
+        "referrefused",
+        3,
+        Backend::Memory,
+        &[
+            ("CORRAL_CONTROLLER_REDIRECT_DEADLINE_MS", "1500"),
+            ("CORRAL_CONTROLLER_RECONCILE_INTERVAL_MS", "1000"),
+        ],
+    )
+    .await;
+    let mut first = t.call_room_refusing_refer("sales", "ra", 3);
+    let before = t.wait_whole(1, 3, Duration::from_secs(30)).await;
+    let x = before["corral:conference:sales"]
+        .whole_on()
+        .unwrap()
+        .to_string();
+    let xi = t.farm.index_of(&x).unwrap();
+    t.farm.nodes[xi].pause();
+    let corral = t.farm.corral.as_ref().unwrap();
+    support::eventually(
+        Duration::from_secs(20),
+        "corral marks the frozen node down",
+        || async {
+            let nodes = corral.get("/v1/nodes").await.ok()?;
+            nodes["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["id"] == x.as_str() && n["state"] == "down")
+                .then_some(())
+        },
+    )
+    .await;
+    let mut second = t.call_room("sales", "rb", 3);
+    t.wait_whole(1, 3, Duration::from_secs(30)).await;
+    t.farm.nodes[xi].resume();
+    // Each stray call's move is refused, counted failed after the deadline,
+    // and tried again after its backoff: two failures per call.
+    let failed_moves = || async {
+        let metrics = corral.metrics().await.ok()?;
+        let failed: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("corral_heal_moves_failed_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        Some(failed as u64)
+    };
+    let mut poll = support::Poll::new(Duration::from_secs(40));
+    loop {
+        if failed_moves().await.is_some_and(|n| n >= 6) {
+            break;
+        }
+        if !poll.next().await {
+            let log = corral.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "heal moves failed: {:?}; refused REFERs {:?}\n{}\ncorral: {tail:#?}",
+                failed_moves().await,
+                first.refused_refers(),
+                t.diagnose().await
+            );
+        }
+    }
+    let refused = first.refused_refers();
+    eprintln!(
+        "refused REFERs per caller: {refused:?}; heal moves failed: {:?}",
+        failed_moves().await
+    );
+    assert_eq!(
+        refused.len(),
+        3,
+        "every stray caller got a REFER: {refused:?}"
+    );
+    // Nobody was hung up: the six calls are up, the refusing ones still
+    // bridged on the old node.
+    assert_eq!(t.farm.channels().await.len(), 6, "{}", t.diagnose().await);
+    assert!(first.answered().values().all(|a| !a.ended && !a.moved));
+    assert_eq!(t.farm.hangup_all().await, 6);
+    for r in [&mut first, &mut second] {
+        let s = r.wait(Duration::from_secs(30)).await;
+        assert!(
+            s.is_some_and(|s| s.success()),
+            "{}\n{}",
+            r.output(),
+            r.errors()
+        );
+    }
+}
+
 /// A wrong ARI password for one node: corral says so, naming the node and
 /// the key to fix, keeps serving the other nodes, and never logs the
 /// password.

@@ -89,12 +89,14 @@ macro_rules! conformance {
 conformance!(
     resolve_places_the_choice_once_and_keeps_it,
     resolve_refuses_ineligible_choices,
+    a_suspect_node_takes_no_new_room_but_keeps_its_rooms,
     resolve_replaces_a_down_owner_with_a_larger_epoch,
     epochs_only_grow_across_release_and_replacement,
     members_join_only_on_the_owner,
     unplaced_room_is_claimed_by_a_joiner_but_not_a_down_one,
     release_only_empty_unchanged_rooms_after_linger,
     tokens_are_used_once_only_on_their_node,
+    a_token_consumed_by_a_channel_is_its_again_on_a_retry,
     tokens_expire_and_stay_distinguishable,
     registration_keeps_drain_and_new_incarnation_releases_rooms,
     down_releases_every_room_in_batches,
@@ -189,6 +191,43 @@ async fn resolve_places_the_choice_once_and_keeps_it(s: Arc<dyn Store>) {
     let (qn, qe, qc, _) = owner(s.resolve_placement(&q, &node("b")).await.unwrap());
     assert_eq!((qn, qc), (node("b"), true));
     assert!(qe > e);
+}
+
+/// A suspect node (a failed health check) is refused as a choice for a new
+/// room, keeps the rooms it has and their joiners, shows as suspect, and a
+/// registration (or clearing the mark) makes it eligible again.
+async fn a_suspect_node_takes_no_new_room_but_keeps_its_rooms(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let (kept, new) = (conf("kept"), conf("new"));
+    owner(s.resolve_placement(&kept, &node("a")).await.unwrap());
+    s.set_node_suspect(&node("a"), true).await.unwrap();
+    assert_eq!(
+        s.resolve_placement(&new, &node("a")).await.unwrap(),
+        Resolution::ChoiceIneligible { node: node("a") }
+    );
+    let (n, _, created, _) = owner(s.resolve_placement(&kept, &node("b")).await.unwrap());
+    assert_eq!((n, created), (node("a"), false), "its room stays");
+    assert!(matches!(
+        s.add_member(&kept, &node("a"), &chan("j1"), Role::Participant)
+            .await
+            .unwrap(),
+        MemberAdded::Added { .. }
+    ));
+    let a = s.list_nodes().await.unwrap().remove(0);
+    assert!(a.suspect && a.healthy, "{a:?}");
+    assert_eq!(a.state, NodeState::Up);
+    s.set_node_suspect(&node("a"), false).await.unwrap();
+    owner(s.resolve_placement(&new, &node("a")).await.unwrap());
+    s.set_node_suspect(&node("a"), true).await.unwrap();
+    nodes(&s, &["a"]).await;
+    assert!(
+        !s.list_nodes().await.unwrap()[0].suspect,
+        "registered again"
+    );
+    assert!(matches!(
+        s.set_node_suspect(&node("zz"), true).await.unwrap_err(),
+        Error::UnknownNode { .. }
+    ));
 }
 
 /// An unknown, draining, down or full node is never applied as a choice,
@@ -469,6 +508,41 @@ async fn tokens_are_used_once_only_on_their_node(s: Arc<dyn Store>) {
         s.consume_token(&never, &node("b")).await.unwrap(),
         Consumed::Unknown
     );
+}
+
+/// A token consumed by a named channel is that channel's: consuming it
+/// again by the same channel on the same node (a retry after a timeout that
+/// may have consumed it) gets it again; any other consumer, or the same
+/// channel on another node, gets Unknown, and nobody can peek at it.
+async fn a_token_consumed_by_a_channel_is_its_again_on_a_retry(s: Arc<dyn Store>) {
+    let t = TokenId::generate(&mut rand::rng());
+    let g = grant(&conf("r"), "a", "b");
+    s.mint_token(&t, &g, Duration::from_secs(30)).await.unwrap();
+    let (me, other) = (ChannelId::new("me").unwrap(), ChannelId::new("o").unwrap());
+    assert!(matches!(
+        s.consume_token_as(&t, &node("c"), &me).await.unwrap(),
+        Consumed::WrongNode(_)
+    ));
+    let first = match s.consume_token_as(&t, &node("b"), &me).await.unwrap() {
+        Consumed::Ok(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.grant, g);
+    assert_eq!(
+        s.consume_token_as(&t, &node("b"), &me).await.unwrap(),
+        Consumed::Ok(first)
+    );
+    for (n, c) in [("b", &other), ("c", &me)] {
+        assert_eq!(
+            s.consume_token_as(&t, &node(n), c).await.unwrap(),
+            Consumed::Unknown
+        );
+    }
+    assert_eq!(
+        s.consume_token(&t, &node("b")).await.unwrap(),
+        Consumed::Unknown
+    );
+    assert!(s.peek_token(&t).await.unwrap().is_none());
 }
 
 /// Past its ttl a token is Expired (not consumed, not Unknown) during the

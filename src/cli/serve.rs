@@ -27,10 +27,12 @@ pub fn controller_config(cfg: &Config) -> anyhow::Result<controller::Config> {
     let c = &cfg.controller;
     Ok(controller::Config {
         app: cfg.app.clone(),
+        standby_app: cfg.standby_app.clone(),
         endpoint_template: c.endpoint_template.clone(),
         hop_limit: c.hop_limit,
         token_ttl: Duration::from_millis(c.token_ttl_ms),
         redirect_deadline: Duration::from_millis(c.redirect_deadline_ms),
+        token_store_wait: Duration::from_millis(c.token_store_wait_ms),
         linger: Duration::from_millis(c.linger_ms),
         strategy: c
             .policy

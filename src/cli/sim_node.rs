@@ -165,6 +165,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         event_delay_ms: args.event_delay_ms,
         duplicate_events: share("duplicate-events", args.duplicate_events)?,
         rest_error_rate: share("rest-error-rate", args.rest_error_rate)?,
+        rest_rule: None,
     };
     cfg.endpoints = args.endpoints.into_iter().collect();
     cfg.default_endpoint = args.default_endpoint;

@@ -58,6 +58,7 @@ struct State {
 struct Node {
     healthy: bool,
     draining: bool,
+    suspect: bool,
     incarnation: Option<Incarnation>,
     generation: u64,
     sip_host: String,
@@ -82,9 +83,47 @@ struct Room {
 struct Token {
     record: TokenRecord,
     gone_ms: u64,
+    /// Consumed by this (node, channel); kept so that it may retry.
+    used_by: Option<(NodeId, ChannelId)>,
 }
 
 impl MemoryStore {
+    /// Consumes `token` on `node`, by `by` (kept, marked used) or by nobody
+    /// (deleted): the rule of `consume_token.lua`.
+    fn consume(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        by: Option<&ChannelId>,
+    ) -> Result<Consumed, Error> {
+        let now = self.now_ms();
+        let mut st = self.lock();
+        let Some(t) = st.tokens.get_mut(token).filter(|t| t.gone_ms > now) else {
+            st.tokens.remove(token);
+            return Ok(Consumed::Unknown);
+        };
+        if let Some((n, c)) = &t.used_by {
+            return Ok(match by {
+                Some(by) if n == node && c == by => Consumed::Ok(t.record.clone()),
+                _ => Consumed::Unknown,
+            });
+        }
+        let record = t.record.clone();
+        if now >= record.expires_ms {
+            return Ok(Consumed::Expired(record));
+        }
+        if record.grant.to != *node {
+            return Ok(Consumed::WrongNode(record));
+        }
+        match by {
+            Some(by) => t.used_by = Some((node.clone(), by.clone())),
+            None => {
+                st.tokens.remove(token);
+            }
+        }
+        Ok(Consumed::Ok(record))
+    }
+
     /// An empty store for `farm`.
     ///
     /// # Errors
@@ -129,7 +168,7 @@ impl State {
 
     fn eligible(&self, node: &NodeId) -> Option<u64> {
         let n = self.nodes.get(node)?;
-        if !n.healthy || n.draining {
+        if !n.healthy || n.draining || n.suspect {
             return None;
         }
         if let Some(max) = n.max_rooms {
@@ -226,6 +265,7 @@ impl State {
             state: super::effective_state(n.healthy, n.draining),
             healthy: n.healthy,
             draining: n.draining,
+            suspect: n.suspect,
             incarnation: n.incarnation.clone(),
             sip_host: n.sip_host.clone(),
             capacity: n.capacity,
@@ -430,6 +470,7 @@ impl Store for MemoryStore {
                     expires_ms,
                 },
                 gone_ms: expires_ms + TOKEN_TOMBSTONE.as_millis() as u64,
+                used_by: None,
             },
         );
         Ok(())
@@ -441,26 +482,21 @@ impl Store for MemoryStore {
         Ok(st
             .tokens
             .get(token)
-            .filter(|t| t.gone_ms > now)
+            .filter(|t| t.gone_ms > now && t.used_by.is_none())
             .map(|t| t.record.clone()))
     }
 
     async fn consume_token(&self, token: &TokenId, node: &NodeId) -> Result<Consumed, Error> {
-        let now = self.now_ms();
-        let mut st = self.lock();
-        let Some(t) = st.tokens.get(token).filter(|t| t.gone_ms > now) else {
-            st.tokens.remove(token);
-            return Ok(Consumed::Unknown);
-        };
-        let record = t.record.clone();
-        if now >= record.expires_ms {
-            return Ok(Consumed::Expired(record));
-        }
-        if record.grant.to != *node {
-            return Ok(Consumed::WrongNode(record));
-        }
-        st.tokens.remove(token);
-        Ok(Consumed::Ok(record))
+        self.consume(token, node, None)
+    }
+
+    async fn consume_token_as(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        by: &ChannelId,
+    ) -> Result<Consumed, Error> {
+        self.consume(token, node, Some(by))
     }
 
     async fn register_node(&self, reg: &NodeRegistration) -> Result<Registered, Error> {
@@ -475,6 +511,7 @@ impl Store for MemoryStore {
                     n.generation += 1;
                 }
                 n.healthy = true;
+                n.suspect = false;
                 n.incarnation = Some(reg.incarnation.clone());
                 n.sip_host = reg.sip_host.clone();
                 n.capacity = reg.capacity;
@@ -488,6 +525,7 @@ impl Store for MemoryStore {
                     Node {
                         healthy: true,
                         draining: false,
+                        suspect: false,
                         incarnation: Some(reg.incarnation.clone()),
                         generation: 1,
                         sip_host: reg.sip_host.clone(),
@@ -547,6 +585,15 @@ impl Store for MemoryStore {
         n.updated_ms = now;
         let n = n.clone();
         Ok(st.record(node, &n))
+    }
+
+    async fn set_node_suspect(&self, node: &NodeId, suspect: bool) -> Result<(), Error> {
+        let mut st = self.lock();
+        let Some(n) = st.nodes.get_mut(node) else {
+            return Err(Error::UnknownNode { node: node.clone() });
+        };
+        n.suspect = suspect;
+        Ok(())
     }
 
     async fn report_load(&self, node: &NodeId, channels: u32) -> Result<(), Error> {

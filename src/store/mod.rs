@@ -124,6 +124,18 @@ pub trait Store: Send + Sync + 'static {
     /// minted, already consumed, or long gone): `Unknown`.
     async fn consume_token(&self, token: &TokenId, node: &NodeId) -> Result<Consumed, Error>;
 
+    /// [`Store::consume_token`] by one consumer, the channel `by`, and
+    /// idempotent for it: the token is kept, marked used by (`node`,
+    /// `by`), until it would have gone, so a retry by the same channel
+    /// (after a timeout that may have consumed it) gets `Ok` again, while
+    /// anyone else gets `Unknown` and [`Store::peek_token`] sees nothing.
+    async fn consume_token_as(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        by: &ChannelId,
+    ) -> Result<Consumed, Error>;
+
     /// Creates/updates the node (sip_host, capacity, max_rooms), marks it
     /// healthy. A changed incarnation releases every room the node owned (a
     /// restarted Asterisk starts empty). Keeps the operator's drain flag.
@@ -136,6 +148,12 @@ pub trait Store: Send + Sync + 'static {
     /// Operator drain flag: draining = no new rooms, running rooms still
     /// take joiners.
     async fn set_node_drain(&self, node: &NodeId, draining: bool) -> Result<NodeRecord, Error>;
+
+    /// Marks the node suspect (a health check of it failed) or clears the
+    /// mark: a suspect node takes no new room ([`Store::resolve_placement`]
+    /// refuses it as a choice) but keeps its rooms and their joiners. A
+    /// registration clears it.
+    async fn set_node_suspect(&self, node: &NodeId, suspect: bool) -> Result<(), Error>;
 
     /// Records the node's reported load (channels).
     async fn report_load(&self, node: &NodeId, channels: u32) -> Result<(), Error>;

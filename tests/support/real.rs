@@ -165,6 +165,32 @@ impl RealTest {
         self.call(&format!("conf-{room}"), prefix, count)
     }
 
+    /// [`RealTest::call_room`] with callers that refuse every REFER.
+    pub fn call_room_refusing_refer(
+        &self,
+        room: &str,
+        prefix: &str,
+        count: u32,
+    ) -> corral::testbed::SippRun {
+        let calls = corral::testbed::sipp::Calls {
+            service: format!("conf-{room}"),
+            caller: prefix.to_string(),
+            count,
+            rate: 20.0,
+            target: self.farm.kamailio.addr(),
+            domain: None,
+        };
+        self.farm
+            .sipp
+            .callers_as(
+                &self.farm.dir().join("sipp"),
+                prefix,
+                corral::testbed::sipp::Scenario::CallerRefusingRefer,
+                &calls,
+            )
+            .expect("sipp starts")
+    }
+
     /// Starts `count` calls to `service` (the request URI's user), callers
     /// `<prefix>-1` ..., at 20/s through Kamailio.
     pub fn call(&self, service: &str, prefix: &str, count: u32) -> corral::testbed::SippRun {
