@@ -522,6 +522,55 @@ impl SimFarm {
         Ok(())
     }
 
+    /// True when a running replica's `/v1/nodes` (the store's view) shows
+    /// every node `up` within `deadline`.
+    pub async fn nodes_up_in_store(&self, deadline: Duration) -> bool {
+        let t0 = tokio::time::Instant::now();
+        loop {
+            for (i, r) in self.replicas.iter().enumerate() {
+                if self.replica_down[i] {
+                    continue;
+                }
+                let v: Option<Value> = match self
+                    .http
+                    .get(format!("{}/v1/nodes", r.url()))
+                    .timeout(Duration::from_millis(500))
+                    .send()
+                    .await
+                {
+                    Ok(resp) if resp.status().is_success() => resp.json().await.ok(),
+                    _ => None,
+                };
+                let up = v
+                    .as_ref()
+                    .and_then(|v| v["nodes"].as_array())
+                    .map_or(0, |a| a.iter().filter(|n| n["state"] == "up").count());
+                if up >= self.nodes.len() {
+                    return true;
+                }
+            }
+            if t0.elapsed() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Restarts every replica, one after the other (SIGTERM, then a new
+    /// process): they register the nodes again.
+    ///
+    /// # Errors
+    /// A replica did not start.
+    pub async fn restart_replicas(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.replicas.len() {
+            unregister(self.replicas[i].pid());
+            self.replicas[i].restart().await?;
+            register(self.replicas[i].pid());
+            self.replica_down[i] = false;
+        }
+        Ok(())
+    }
+
     /// Waits until every node's stream is held by one running replica.
     ///
     /// # Errors

@@ -34,7 +34,8 @@ pub enum Fault {
     /// Every node answers a share of ARI requests with 500 for
     /// `--fault-secs`.
     Rest5xx,
-    /// Every node delays its events for `--fault-secs`.
+    /// Every node delivers its events late (`event_latency_ms`: latency,
+    /// not a slower stream) for `--fault-secs`.
     EventDelay,
     /// Every node sends a share of its events twice for `--fault-secs`.
     EventDup,
@@ -326,8 +327,8 @@ pub async fn inject(
                 ),
                 Fault::EventDelay => (
                     "/sim/faults",
-                    json!({"event_delay_ms": s.event_delay_ms}),
-                    json!({"event_delay_ms": 0}),
+                    json!({"event_latency_ms": s.event_delay_ms}),
+                    json!({"event_latency_ms": 0}),
                 ),
                 Fault::EventDup => (
                     "/sim/faults",

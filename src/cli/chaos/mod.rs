@@ -102,7 +102,8 @@ pub struct Args {
     /// Share of ARI requests answered 500 during rest-5xx.
     #[arg(long, default_value_t = 0.3)]
     pub rest_error_rate: f64,
-    /// Event delay during event-delay, ms.
+    /// Event latency during event-delay, ms (each event arrives this much
+    /// later, the stream is not slowed).
     #[arg(long, default_value_t = 300)]
     pub event_delay_ms: u64,
     /// Share of events sent twice during event-dup.
@@ -408,6 +409,19 @@ async fn phase(
     farm.heal_nodes().await?;
     farm.heal_replicas().await?;
     farm.wait_streamed(Duration::from_secs(30)).await?;
+    let mut reset = false;
+    if !farm.nodes_up_in_store(Duration::from_secs(5)).await {
+        // What the last fault left behind (e.g. a store that lost its
+        // nodes) must not be charged to this one: restart the replicas.
+        reset = true;
+        farm.restart_replicas().await?;
+        farm.wait_streamed(Duration::from_secs(30)).await?;
+        anyhow::ensure!(
+            farm.nodes_up_in_store(Duration::from_secs(10)).await,
+            "before {}: the nodes are not up in the store even after the replicas restarted",
+            fault.name()
+        );
+    }
     let prefix = format!("p{k}r");
     let load = Duration::from_secs_f64(load_secs(args, fault));
     let hold = Duration::from_millis(args.hold_ms);
@@ -428,6 +442,21 @@ async fn phase(
     callers.spawn(caller::run(cfg, nodes.clone(), stop.clone(), deadline));
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     let inj = faults::inject(fault, farm, observer, &prefix, settings).await?;
+    // A replica's crash: how long until the survivors stream every node.
+    let mut takeover = tokio::task::JoinSet::new();
+    if fault == Fault::ReplicaKill {
+        let survivors: Vec<String> = farm
+            .replicas()
+            .into_iter()
+            .filter(|(_, up)| *up)
+            .map(|(u, _)| u)
+            .collect();
+        takeover.spawn(watch_takeover(
+            survivors,
+            node_ids.len(),
+            Duration::from_secs(40),
+        ));
+    }
     tokio::time::sleep_until(t0 + load).await;
     let load_end = now_ms();
     stop.cancel();
@@ -435,22 +464,49 @@ async fn phase(
         Some(Ok(r)) => r,
         _ => Vec::new(),
     };
+    let recovered_at = match takeover.join_next().await {
+        Some(Ok(t)) => t,
+        _ => None,
+    };
     observer.settle().await;
     let o = observer.lock();
     let counts = o.counts().minus(counts_start);
-    Ok(report::judge(
-        &report::PhaseData {
-            inj: &inj,
-            calls: &records,
-            logs: &o.calls,
-            samples: &o.samples,
-            events: &o.events,
-            counts,
-            prefix: &prefix,
-            began,
-            load_end,
-            node_ids,
-        },
-        promises,
-    ))
+    let data = report::PhaseData {
+        inj: &inj,
+        calls: &records,
+        logs: &o.calls,
+        samples: &o.samples,
+        events: &o.events,
+        counts,
+        prefix: &prefix,
+        began,
+        load_end,
+        node_ids,
+        recovered_at,
+    };
+    let mut row = report::judge(&data, promises);
+    row.reset = reset;
+    let file = farm.dir().join(format!("phase{k}-{}.txt", fault.name()));
+    if let Err(e) = std::fs::write(&file, report::dump(&data)) {
+        tracing::warn!(file = %file.display(), cause = %e, "phase dump not written");
+    }
+    Ok(row)
+}
+
+/// Polls the surviving replicas' `/readyz` until together they stream
+/// `nodes` nodes; the time (Unix ms), or `None` within `deadline`.
+async fn watch_takeover(survivors: Vec<String>, nodes: usize, deadline: Duration) -> Option<i64> {
+    let http = reqwest::Client::new();
+    let until = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < until {
+        let mut held = 0;
+        for url in &survivors {
+            held += farm::streams_of(&http, url).await.unwrap_or(0);
+        }
+        if held >= nodes {
+            return Some(now_ms());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }

@@ -58,6 +58,9 @@ pub struct Row {
     pub broken: Vec<String>,
     /// Why calls were lost by corral: reason → count.
     pub reasons: BTreeMap<String, usize>,
+    /// The replicas had to be restarted before this phase (the previous
+    /// fault left the store without its nodes).
+    pub reset: bool,
 }
 
 /// Everything a phase's judgement needs.
@@ -82,6 +85,8 @@ pub struct PhaseData<'a> {
     pub load_end: i64,
     /// Node ids by index.
     pub node_ids: &'a [String],
+    /// When the survivors streamed every node again (a replica's crash).
+    pub recovered_at: Option<i64>,
 }
 
 fn secs(ms: i64) -> String {
@@ -271,24 +276,10 @@ pub fn judge(d: &PhaseData<'_>, p: &Promises) -> Row {
             let up = first_event(d.events, "node_up", &node, inj.start, end_of_run);
             format!("up {}", up.map_or("never".into(), |t| secs(t - inj.start)))
         }
-        Fault::ReplicaKill => {
-            let mut last: BTreeMap<String, i64> = BTreeMap::new();
-            for e in d
-                .events
-                .iter()
-                .filter(|e| e.kind == "node_up" && e.at >= inj.start)
-            {
-                if let Some(n) = e.data["node"].as_str() {
-                    last.entry(n.to_string()).or_insert(e.at);
-                }
-            }
-            if last.len() >= d.node_ids.len() {
-                let t = last.values().copied().max().unwrap_or(inj.start);
-                format!("takeover {}", secs(t - inj.start))
-            } else {
-                format!("takeover {}/{} nodes", last.len(), d.node_ids.len())
-            }
-        }
+        Fault::ReplicaKill => match d.recovered_at {
+            Some(t) => format!("takeover {}", secs(t - inj.start)),
+            None => "takeover none".into(),
+        },
         Fault::RedisRestart => {
             let back = inj.back.unwrap_or(inj.end);
             // The first moment from which no room of the phase is split.
@@ -370,6 +361,9 @@ pub fn line(r: &Row) -> String {
 /// unknown end, failovers, why calls were lost by corral.
 pub fn details(r: &Row) -> String {
     let mut parts = Vec::new();
+    if r.reset {
+        parts.push("replicas restarted before it (the store had lost its nodes)".to_string());
+    }
     if r.failovers.is_empty() {
         parts.push("no failover".to_string());
     }
@@ -386,6 +380,64 @@ pub fn details(r: &Row) -> String {
         parts.push(format!("{n} lost by corral: {why}"));
     }
     format!("{}: {}", r.fault, parts.join("; "))
+}
+
+/// Every call that did not end bridged, with what the nodes logged about
+/// it (times in ms from the fault's start), for whoever fixes what broke.
+pub fn dump(d: &PhaseData<'_>) -> String {
+    use std::fmt::Write;
+    let t = |ms: i64| ms - d.inj.start;
+    let name = |i: usize| d.node_ids.get(i).map_or("?", String::as_str);
+    let mut out = format!(
+        "{} on {}: from +0 to +{} ms{}; load ended at +{} ms\n",
+        d.inj.fault.name(),
+        d.inj.target,
+        t(d.inj.end),
+        d.inj
+            .back
+            .map_or(String::new(), |b| format!(", back at +{}", t(b))),
+        t(d.load_end)
+    );
+    for c in d.calls {
+        let mut evs = d.logs.get(&c.call_id).cloned().unwrap_or_default();
+        evs.sort_by_key(|e| e.at);
+        let f = fate(c, &evs, d.inj, d.node_ids);
+        if f == Fate::Bridged {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "{} {} offered +{} {:?}",
+            c.call_id,
+            c.room,
+            t(c.offered_at),
+            f
+        );
+        if let Some(tk) = &c.taken {
+            let _ = write!(
+                out,
+                " taken {} +{} stasis={}",
+                name(tk.node),
+                t(tk.at),
+                tk.stasis
+            );
+        }
+        let _ = writeln!(out, " hangup {:?}", c.hangup);
+        for e in &evs {
+            let _ = writeln!(
+                out,
+                "    +{} {} {:?}{}{}",
+                t(e.at),
+                name(e.node),
+                e.what,
+                e.bridge_name
+                    .as_deref()
+                    .map_or(String::new(), |b| format!(" {b}")),
+                e.cause.map_or(String::new(), |c| format!(" cause {c}"))
+            );
+        }
+    }
+    out
 }
 
 /// What each column means, printed under the table.
