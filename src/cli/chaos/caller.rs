@@ -83,13 +83,17 @@ pub enum HangupResult {
     Found {
         /// Node index.
         node: usize,
-        /// When (Unix ms).
+        /// When the request that found it was sent (Unix ms).
         at: i64,
     },
     /// No running node had it any more.
     Gone {
         /// When the caller looked (Unix ms).
         at: i64,
+        /// Hangups sent to a node that did not answer in time (a stopped
+        /// node serves them when it resumes): `(node, sent at)`. A call
+        /// that such a hangup ended was hung up by its caller.
+        late: Vec<(usize, i64)>,
     },
     /// Some node that might have had it never answered before the end.
     Unreachable,
@@ -368,7 +372,9 @@ impl OneCall {
     /// moment later (a 302 may be on its way).
     async fn hang_up(&self, call_id: &str) -> HangupResult {
         let mut misses = 0;
+        let mut late = Vec::new();
         loop {
+            let sent = now_ms();
             let asks = self.nodes.iter().enumerate().map(|(i, n)| {
                 let req = self
                     .http
@@ -382,29 +388,29 @@ impl OneCall {
             for (i, a) in answers {
                 match a {
                     Ok(r) if r.status().as_u16() == 204 => {
-                        return HangupResult::Found {
-                            node: i,
-                            at: now_ms(),
-                        };
+                        return HangupResult::Found { node: i, at: sent };
                     }
                     Ok(r) if r.status().as_u16() == 404 => {}
                     Ok(_) => unreachable = true,
                     // Refused: the process is gone, and its calls with it.
                     Err(e) if e.is_connect() => {}
-                    Err(_) => unreachable = true,
+                    Err(_) => {
+                        unreachable = true;
+                        late.push((i, sent));
+                    }
                 }
             }
             if tokio::time::Instant::now() >= self.deadline {
                 return if unreachable {
                     HangupResult::Unreachable
                 } else {
-                    HangupResult::Gone { at: now_ms() }
+                    HangupResult::Gone { at: now_ms(), late }
                 };
             }
             if !unreachable {
                 misses += 1;
                 if misses >= 2 {
-                    return HangupResult::Gone { at: now_ms() };
+                    return HangupResult::Gone { at: now_ms(), late };
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             } else {

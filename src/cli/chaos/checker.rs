@@ -568,7 +568,18 @@ pub fn fate(rec: &CallRecord, evs: &[CallEvent], inj: &Injected, node_ids: &[Str
     let bridged = evs
         .iter()
         .any(|e| e.what == What::EnterBridge && in_room(e));
-    match &rec.hangup {
+    // A hangup the caller sent to a stopped node, served when it resumed,
+    // is the caller's own: the call was found there.
+    let hangup = match &rec.hangup {
+        HangupResult::Gone { late, .. } => evs
+            .last()
+            .filter(|e| e.what == What::Hangup)
+            .and_then(|e| late.iter().find(|(n, t)| *n == e.node && *t <= e.at))
+            .map(|&(node, at)| HangupResult::Found { node, at }),
+        _ => None,
+    }
+    .unwrap_or_else(|| rec.hangup.clone());
+    match &hangup {
         HangupResult::NotTried => Fate::Unknown,
         HangupResult::Unreachable => {
             if bridged {
@@ -578,16 +589,10 @@ pub fn fate(rec: &CallRecord, evs: &[CallEvent], inj: &Injected, node_ids: &[Str
             }
         }
         HangupResult::Found { node, at } => {
-            // The state before the caller's own hangup on that node (which
-            // logs `leave_bridge` then `hangup` in the same millisecond).
-            let own = evs
-                .iter()
-                .rev()
-                .find(|e| e.node == *node && e.what == What::Hangup)
-                .map_or(*at, |e| e.at);
+            // The state on that node when the caller sent its hangup.
             let last_bridge = evs.iter().rfind(|e| {
                 e.node == *node
-                    && e.at < own - 5
+                    && e.at < *at
                     && matches!(e.what, What::EnterBridge | What::LeaveBridge)
             });
             match last_bridge {
@@ -607,7 +612,7 @@ pub fn fate(rec: &CallRecord, evs: &[CallEvent], inj: &Injected, node_ids: &[Str
                 )),
             }
         }
-        HangupResult::Gone { at } => match evs.last() {
+        HangupResult::Gone { at, .. } => match evs.last() {
             Some(e) if e.what == What::Hangup => match e.cause {
                 Some(23) => {
                     if inj.redirect_loss_covers(e.at) {
@@ -750,6 +755,113 @@ mod tests {
         assert_eq!(k, "node_down");
         assert_eq!(v["node"], "ast1");
         assert!(parse_sse(": keep-alive\n\n").is_none());
+    }
+
+    fn call(taken: Option<(usize, bool)>, hangup: HangupResult) -> CallRecord {
+        CallRecord {
+            call_id: "p1c1".into(),
+            room: "p1r0".into(),
+            offered_at: 1000,
+            attempts: Vec::new(),
+            taken: taken.map(|(node, stasis)| super::super::caller::Taken {
+                node,
+                at: 1000,
+                stasis,
+            }),
+            hangup,
+        }
+    }
+
+    fn ev(node: usize, at: i64, what: What, cause: Option<i64>) -> CallEvent {
+        CallEvent {
+            node,
+            at,
+            what,
+            bridge_name: matches!(what, What::EnterBridge | What::LeaveBridge)
+                .then(|| "corral:conference:p1r0".to_string()),
+            cause,
+        }
+    }
+
+    #[test]
+    fn fates_follow_what_the_nodes_logged() {
+        let ids: Vec<String> = vec!["ast1".into(), "ast2".into()];
+        let mut inj =
+            Injected::new_at(super::super::faults::Fault::NodeKill, "ast2", Some(1), 5000);
+        inj.kills.push((1, 5000));
+        inj.redirect_loss.push((5000, 5500));
+        let found = HangupResult::Found { node: 0, at: 9000 };
+        let gone = HangupResult::Gone {
+            at: 9000,
+            late: Vec::new(),
+        };
+        let bridged = [
+            ev(0, 1010, What::Answer, None),
+            ev(0, 1011, What::EnterBridge, None),
+            ev(0, 9001, What::LeaveBridge, None),
+            ev(0, 9001, What::Hangup, Some(16)),
+        ];
+        assert_eq!(
+            fate(&call(None, HangupResult::NotTried), &[], &inj, &ids),
+            Fate::NotOffered
+        );
+        assert!(matches!(
+            fate(&call(Some((0, false)), HangupResult::NotTried), &[], &inj, &ids),
+            Fate::LostByCorral(w) if w.contains("Stasis() failed on ast1")
+        ));
+        assert_eq!(
+            fate(&call(Some((0, true)), found.clone()), &bridged, &inj, &ids),
+            Fate::Bridged
+        );
+        // Left its bridge before its caller hung up.
+        let left = [
+            ev(0, 1011, What::EnterBridge, None),
+            ev(0, 4000, What::LeaveBridge, None),
+        ];
+        assert!(matches!(
+            fate(&call(Some((0, true)), found.clone()), &left, &inj, &ids),
+            Fate::LostByCorral(w) if w.contains("out of its room's bridge")
+        ));
+        assert!(matches!(
+            fate(&call(Some((0, true)), found), &[], &inj, &ids),
+            Fate::LostByCorral(w) if w.contains("never bridged")
+        ));
+        // On the node that crashed, nothing logged after.
+        let on_dead = [ev(1, 1011, What::EnterBridge, None)];
+        assert!(matches!(
+            fate(&call(Some((1, true)), gone.clone()), &on_dead, &inj, &ids),
+            Fate::LostWithFault(_)
+        ));
+        // A 302 inside the crash window, and one after it.
+        let in_window = [ev(0, 5200, What::Hangup, Some(23))];
+        assert!(matches!(
+            fate(&call(Some((0, true)), gone.clone()), &in_window, &inj, &ids),
+            Fate::LostWithFault(_)
+        ));
+        let after = [ev(0, 6000, What::Hangup, Some(23))];
+        assert!(matches!(
+            fate(&call(Some((0, true)), gone.clone()), &after, &inj, &ids),
+            Fate::LostByCorral(w) if w.contains("302")
+        ));
+        let fallback = [ev(0, 1200, What::Hangup, Some(41))];
+        assert!(matches!(
+            fate(&call(Some((0, true)), gone), &fallback, &inj, &ids),
+            Fate::LostByCorral(w) if w.contains("fallback")
+        ));
+        // The caller's own hangup, sent to a stopped node and served late.
+        let late = HangupResult::Gone {
+            at: 9000,
+            late: vec![(0, 7000)],
+        };
+        let served_late = [
+            ev(0, 1011, What::EnterBridge, None),
+            ev(0, 8000, What::LeaveBridge, None),
+            ev(0, 8000, What::Hangup, Some(16)),
+        ];
+        assert_eq!(
+            fate(&call(Some((0, true)), late), &served_late, &inj, &ids),
+            Fate::Bridged
+        );
     }
 
     fn sample(at: i64, rooms: &[(&str, &[(usize, &str)])]) -> Sample {

@@ -193,14 +193,14 @@ pub fn judge(d: &PhaseData<'_>, p: &Promises) -> Row {
             .filter(|_| inj.fault == Fault::RedisRestart)
             .unwrap_or(inj.end);
         row.broken.push(format!(
-            "{} rooms not whole {} after the fault ended (allowed {}): e.g. {} in {} bridges on {} nodes {}",
+            "{} rooms not whole {} after the fault ended (allowed {}): e.g. {} in {} bridges on {} nodes{}",
             late.len(),
             secs(worst.to - since),
             secs(allowed),
             worst.room,
             worst.bridges,
             worst.nodes,
-            if worst.open { "until the end" } else { "" }
+            if worst.open { " until the end" } else { "" }
         ));
     }
 
