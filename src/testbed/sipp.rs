@@ -151,11 +151,13 @@ impl Sipp {
             ])
             .args(["-s", &calls.service])
             .args(["-m", &calls.count.to_string()])
+            // `-r N -rp M`: N calls every M ms; a thousandth of a call per
+            // second is the resolution (N = rate × 1000 every 1000 s).
             .args([
                 "-r",
-                &format!("{}", (calls.rate * 1000.0).round() as u64),
+                &format!("{}", ((calls.rate * 1000.0).round() as u64).max(1)),
                 "-rp",
-                "1000",
+                "1000000",
             ])
             .args(["-l", &calls.count.to_string()])
             .arg(&calls.target);
