@@ -168,11 +168,24 @@ pub async fn phase(args: &Args, _seed: u64, dir: &Path, p: &Promises) -> anyhow:
         target: inj.target.clone(),
         ..Row::default()
     };
+    let mut dump = format!(
+        "real-node-kill of {} at +0; load ended at +{} ms\n",
+        inj.target,
+        load_end - inj.start
+    );
     for (room, _) in &runs {
         for n in 1..=count {
             let caller = format!("c{room}-{n}");
             let started = began + (f64::from(n - 1) / per_room * 1000.0) as i64;
             let was_on_victim = victim_calls.contains(&caller);
+            dump.push_str(&format!(
+                "{caller} started +{} answered={:?} failed={:?} last node={:?} bridged={} on victim={was_on_victim}\n",
+                started - inj.start,
+                answered.get(&caller).map(|a| (a.setup, a.ended)),
+                failed.get(&caller),
+                on_node.get(&caller).and_then(|i| node_ids.get(*i)),
+                bridged.contains(&caller),
+            ));
             match (answered.get(&caller), failed.get(&caller)) {
                 (Some(a), _) => {
                     row.offered += 1;
@@ -221,6 +234,9 @@ pub async fn phase(args: &Args, _seed: u64, dir: &Path, p: &Promises) -> anyhow:
                 }
             }
         }
+    }
+    if let Err(e) = std::fs::write(dir.join("calls.txt"), dump) {
+        tracing::warn!(cause = %e, "real phase dump not written");
     }
     let prefix = "x";
     let (sp, whole) = super::checker::splits(&samples, prefix, began, load_end);
