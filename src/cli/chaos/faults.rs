@@ -119,7 +119,7 @@ pub struct Settings {
 pub struct Injected {
     /// Which fault.
     pub fault: Fault,
-    /// What it hit (`ast2`, `corral-a`, `redis`, `every node`).
+    /// What it hit (`ast2`, `corral-a`, `redis`, `all-nodes`).
     pub target: String,
     /// The node it hit, if one.
     pub node: Option<usize>,
@@ -341,7 +341,7 @@ pub async fn inject(
                     json!({"on_302": "follow"}),
                 ),
             };
-            let mut inj = Injected::new(fault, "every node", None);
+            let mut inj = Injected::new(fault, "all-nodes", None);
             let set = put_all(&http, &nodes, path, on).await;
             anyhow::ensure!(
                 set == nodes.len(),
