@@ -579,6 +579,14 @@ pub fn fate(rec: &CallRecord, evs: &[CallEvent], inj: &Injected, node_ids: &[Str
         _ => None,
     }
     .unwrap_or_else(|| rec.hangup.clone());
+    // Sent into the fault: its last 302 fell in a span where a lost 302 is
+    // the fault's, and nothing after it happened anywhere but on the node
+    // the fault hit (a stopped node serves the INVITE when it resumes).
+    let into_fault = evs
+        .iter()
+        .rposition(|e| e.what == What::Hangup && e.cause == Some(23))
+        .filter(|&i| inj.redirect_loss_covers(evs[i].at))
+        .is_some_and(|i| evs[i + 1..].iter().all(|e| Some(e.node) == inj.node));
     match &hangup {
         HangupResult::NotTried => Fate::Unknown,
         HangupResult::Unreachable => {
@@ -598,7 +606,9 @@ pub fn fate(rec: &CallRecord, evs: &[CallEvent], inj: &Injected, node_ids: &[Str
             match last_bridge {
                 Some(e) if e.what == What::EnterBridge && in_room(e) => Fate::Bridged,
                 _ if !bridged => {
-                    if inj.paused_during(*node, rec.offered_at, *at)
+                    if into_fault {
+                        Fate::LostWithFault("redirected (302) into the fault".into())
+                    } else if inj.paused_during(*node, rec.offered_at, *at)
                         || inj.paused_during(taken.node, rec.offered_at, *at)
                     {
                         Fate::LostWithFault("never bridged; its node was stopped".into())
@@ -611,6 +621,9 @@ pub fn fate(rec: &CallRecord, evs: &[CallEvent], inj: &Injected, node_ids: &[Str
                     name(*node)
                 )),
             }
+        }
+        HangupResult::Gone { .. } if into_fault && !bridged => {
+            Fate::LostWithFault("redirected (302) into the fault".into())
         }
         HangupResult::Gone { at, .. } => match evs.last() {
             Some(e) if e.what == What::Hangup => match e.cause {
@@ -847,6 +860,38 @@ mod tests {
         assert!(matches!(
             fate(&call(Some((0, true)), gone), &fallback, &inj, &ids),
             Fate::LostByCorral(w) if w.contains("fallback")
+        ));
+        // Sent by 302 to a stopped node, served on resume by the fallback.
+        let mut stop =
+            Injected::new_at(super::super::faults::Fault::NodeStop, "ast2", Some(1), 5000);
+        stop.pauses.push((1, 5000, 9000));
+        stop.redirect_loss.push((4000, 8000));
+        let into_stopped = [
+            ev(0, 5100, What::Hangup, Some(23)),
+            ev(1, 9001, What::Answer, None),
+            ev(1, 9001, What::Hangup, Some(41)),
+        ];
+        let gone = HangupResult::Gone {
+            at: 9500,
+            late: Vec::new(),
+        };
+        assert!(matches!(
+            fate(
+                &call(Some((0, true)), gone.clone()),
+                &into_stopped,
+                &stop,
+                &ids
+            ),
+            Fate::LostWithFault(_)
+        ));
+        // ... but a 302 to another node that then loses it is corral's.
+        let elsewhere = [
+            ev(1, 5100, What::Hangup, Some(23)),
+            ev(0, 5200, What::Hangup, Some(41)),
+        ];
+        assert!(matches!(
+            fate(&call(Some((1, true)), gone), &elsewhere, &stop, &ids),
+            Fate::LostByCorral(_)
         ));
         // The caller's own hangup, sent to a stopped node and served late.
         let late = HangupResult::Gone {

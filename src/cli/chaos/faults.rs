@@ -96,6 +96,11 @@ impl Fault {
     }
 }
 
+/// A 302 sent this long before a node died or stopped may still have been
+/// on its way to it (the follow is an HTTP request on a loaded machine):
+/// its loss is the fault's too.
+const IN_FLIGHT_MS: i64 = 1000;
+
 /// How strong the faults are.
 #[derive(Debug, Clone)]
 pub struct Settings {
