@@ -257,7 +257,7 @@ pub async fn inject(
             farm.kill_node(target);
             inj.kills.push((target, inj.start));
             inj.redirect_loss
-                .push((inj.start, inj.start + s.crash_detect_ms));
+                .push((inj.start - IN_FLIGHT_MS, inj.start + s.crash_detect_ms));
             inj
         }
         Fault::NodeRestart => {
@@ -265,7 +265,7 @@ pub async fn inject(
             farm.kill_node(target);
             inj.kills.push((target, inj.start));
             inj.redirect_loss
-                .push((inj.start, inj.start + s.crash_detect_ms));
+                .push((inj.start - IN_FLIGHT_MS, inj.start + s.crash_detect_ms));
             // Down for a second: long enough for corral to notice.
             tokio::time::sleep(Duration::from_secs(1)).await;
             farm.restart_node(target).await?;
@@ -282,7 +282,7 @@ pub async fn inject(
             inj.back = Some(inj.end);
             inj.pauses.push((target, inj.start, inj.end));
             inj.redirect_loss
-                .push((inj.start, inj.start + s.hung_stop_ms));
+                .push((inj.start - IN_FLIGHT_MS, inj.start + s.hung_stop_ms));
             inj
         }
         Fault::WsCut => {
