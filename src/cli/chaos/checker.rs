@@ -37,6 +37,11 @@ use crate::shutdown::OwnedTask;
 /// `names.rs`; read here as an outside tool would).
 pub const CONFERENCE_BRIDGE: &str = "corral:conference:";
 
+/// A bridged call moved to another node (REFER) and answered there less
+/// than this before its caller hung up is counted bridged: it was on its
+/// way into its room's bridge.
+const MOVING_MS: i64 = 1000;
+
 /// How often the bridges are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -615,6 +620,17 @@ pub fn fate(rec: &CallRecord, evs: &[CallEvent], inj: &Injected, node_ids: &[Str
                     } else {
                         Fate::LostByCorral(format!("never bridged on {} in its hold", name(*node)))
                     }
+                }
+                // Bridged before, and moved here (a REFER) less than a
+                // second before its caller hung up: on its way back in.
+                _ if evs.iter().any(|e| {
+                    e.node == *node
+                        && e.what == What::Answer
+                        && e.at <= *at
+                        && *at - e.at < MOVING_MS
+                }) =>
+                {
+                    Fate::Bridged
                 }
                 _ => Fate::LostByCorral(format!(
                     "out of its room's bridge on {} when its caller hung up",
