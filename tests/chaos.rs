@@ -164,7 +164,7 @@ fn a_short_fault_matrix_keeps_every_promise() {
         "--warmup",
         "1",
         "--fault-secs",
-        "2",
+        "4",
         "--seed",
         "11",
         "--timeout",
