@@ -222,8 +222,14 @@ impl VersionProfile {
 #[serde(default)]
 pub struct Faults {
     /// Every event waits this long before it is written to its websocket
-    /// (order is kept).
+    /// (order is kept). The writer waits for each event in turn, so this
+    /// also caps a socket at `1000 / event_delay_ms` events a second: a
+    /// slow link.
     pub event_delay_ms: u64,
+    /// Every event reaches its websocket this long after it happened,
+    /// without slowing the events behind it (order is kept): a link with
+    /// latency but no less throughput.
+    pub event_latency_ms: u64,
     /// Share (0.0 to 1.0) of events written twice.
     pub duplicate_events: f64,
     /// Share (0.0 to 1.0) of ARI REST requests (not the websocket) that fail

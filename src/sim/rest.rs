@@ -1620,6 +1620,7 @@ async fn sim_get_faults(State(sh): State<Arc<Shared>>) -> AriResult {
 #[serde(deny_unknown_fields)]
 struct FaultsPatch {
     event_delay_ms: Option<u64>,
+    event_latency_ms: Option<u64>,
     duplicate_events: Option<f64>,
     rest_error_rate: Option<f64>,
     /// A rule object sets it; `null` clears it; absent keeps it.
@@ -1655,6 +1656,9 @@ async fn sim_put_faults(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -
         }
         if let Some(v) = patch.event_delay_ms {
             f.event_delay_ms = v.min(60_000);
+        }
+        if let Some(v) = patch.event_latency_ms {
+            f.event_latency_ms = v.min(60_000);
         }
         if let Some(v) = patch.duplicate_events {
             f.duplicate_events = v;

@@ -113,6 +113,11 @@ impl CorralProcess {
         format!("http://{}", self.api)
     }
 
+    /// The process id (also its process group's), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(Process::pid)
+    }
+
     /// The rendered config file.
     pub fn config(&self) -> &Path {
         &self.config
