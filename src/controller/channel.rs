@@ -236,9 +236,45 @@ pub(crate) struct NodeState {
     /// says "new" for the same one has lost its records, the node did not
     /// restart.
     pub(crate) incarnation: Option<Incarnation>,
+    /// Bridges a join is putting a call in (how many now) or last put one
+    /// in (when it finished): a resync that listed a bridge empty before
+    /// then must not destroy it ([`NodeState::bridge_in_use_since`]).
+    pub(crate) bridge_use: HashMap<String, (u32, Instant)>,
 }
 
 impl NodeState {
+    /// A join starts putting a call in bridge `id`.
+    pub(crate) fn bridge_join_started(&mut self, id: &str) {
+        let now = Instant::now();
+        self.bridge_use
+            .entry(id.to_string())
+            .and_modify(|u| u.0 += 1)
+            .or_insert((1, now));
+    }
+
+    /// A join into bridge `id` is over (done or failed).
+    pub(crate) fn bridge_join_ended(&mut self, id: &str) {
+        let now = Instant::now();
+        if let Some(u) = self.bridge_use.get_mut(id) {
+            *u = (u.0.saturating_sub(1), now);
+        }
+    }
+
+    /// Whether a join was putting a call in bridge `id` at or after
+    /// `listed` (when a resync listed the node's bridges): the listing may
+    /// show it empty while it is not.
+    pub(crate) fn bridge_in_use_since(&self, id: &str, listed: Instant) -> bool {
+        self.bridge_use
+            .get(id)
+            .is_some_and(|&(busy, last)| busy > 0 || last >= listed)
+    }
+
+    /// Forgets the join marks of bridges idle since before `before`.
+    pub(crate) fn forget_bridge_use(&mut self, before: Instant) {
+        self.bridge_use
+            .retain(|_, &mut (busy, last)| busy > 0 || last >= before);
+    }
+
     fn new() -> Self {
         Self {
             link: Link::Connecting,
@@ -248,6 +284,7 @@ impl NodeState {
             splits: HashMap::new(),
             move_failures: HashMap::new(),
             incarnation: None,
+            bridge_use: HashMap::new(),
         }
     }
 
@@ -523,6 +560,31 @@ mod tests {
 
     fn room() -> RoomKey {
         RoomKey::parse("conference", "sales").unwrap()
+    }
+
+    #[test]
+    fn a_bridge_a_join_used_after_the_listing_is_not_destroyed() {
+        let mut s = NodeState::new();
+        let listed = Instant::now();
+        assert!(!s.bridge_in_use_since("b", listed), "never used");
+        s.bridge_join_started("b");
+        assert!(s.bridge_in_use_since("b", listed), "a join in flight");
+        s.bridge_join_ended("b");
+        assert!(
+            s.bridge_in_use_since("b", listed),
+            "joined after the listing"
+        );
+        let later = Instant::now() + std::time::Duration::from_millis(1);
+        assert!(
+            !s.bridge_in_use_since("b", later),
+            "idle since before a later listing"
+        );
+        s.forget_bridge_use(later);
+        assert!(s.bridge_use.is_empty());
+        // In flight across the listing: kept, and not forgotten.
+        s.bridge_join_started("c");
+        s.forget_bridge_use(later);
+        assert!(s.bridge_in_use_since("c", later));
     }
 
     #[test]

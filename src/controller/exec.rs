@@ -67,6 +67,8 @@ const JOIN_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// so a split is healed about this long after its cause ends rather than
 /// at the next periodic resync.
 const HEAL_SOON: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a join's mark on a bridge is kept (longer than any resync).
+const BRIDGE_USE_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 /// First pause before a failed join is tried again.
 const JOIN_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Longest pause before a failed join is tried again.
@@ -627,6 +629,10 @@ impl Controller {
     /// Compares the node's ARI with the store and heals the difference.
     pub(crate) async fn resync(&self, node: &Arc<NodeRuntime>) {
         let _one_at_a_time = node.resync.lock().await;
+        // Before the listing: a bridge a join uses from now on is not
+        // destroyed as empty on the listing's word.
+        let listed_at = Instant::now();
+        node.with(|s| s.forget_bridge_use(listed_at - BRIDGE_USE_KEPT));
         let (bridges, channels) = match tokio::try_join!(node.ari.bridges(), node.ari.channels()) {
             Ok(v) => v,
             Err(e) => {
@@ -740,11 +746,11 @@ impl Controller {
             }
         }
         for merge in decide::merges(&node.id, &calls, &facts, &self.inner.names) {
-            self.merge_bridge(node, merge).await;
+            self.merge_bridge(node, merge, listed_at).await;
         }
         self.heal_splits(node, stray).await;
         for bridge in decide::stale_bridges(&node.id, &bridges, &facts, &self.inner.names) {
-            self.destroy_listed_bridge(node, &bridge).await;
+            self.destroy_listed_bridge(node, &bridge, listed_at).await;
         }
         // Calls in corral's app but in no bridge.
         let bridged: HashSet<ChannelId> = calls
@@ -787,7 +793,7 @@ impl Controller {
         }
         let live: HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();
         self.sweep_store_members(node, &live).await;
-        self.queue_resync(node, &live, &bridges).await;
+        self.queue_resync(node, &live, &bridges, listed_at).await;
     }
 
     /// What the store says of every room found in the node's bridges: its
@@ -912,7 +918,7 @@ impl Controller {
     /// (a local `addChannel`; the channel leaves its old bridge), then
     /// destroys each old one whose calls all moved. Calls in two bridges
     /// at once are a split: counted, and healed here.
-    async fn merge_bridge(&self, node: &Arc<NodeRuntime>, m: decide::Merge) {
+    async fn merge_bridge(&self, node: &Arc<NodeRuntime>, m: decide::Merge, listed_at: Instant) {
         let started = Instant::now();
         if m.split {
             tracing::warn!(node = %node.id, room = %m.room, bridges = m.from.len() + 1,
@@ -936,7 +942,7 @@ impl Controller {
                 }
             }
             if all {
-                self.destroy_listed_bridge(node, from).await;
+                self.destroy_listed_bridge(node, from, listed_at).await;
             }
             whole &= all;
         }

@@ -73,20 +73,12 @@ impl Controller {
                 .unwrap_or_else(|| self.inner.names.bridge_id(room, None)),
             None => self.inner.names.bridge_id(room, None),
         };
-        self.ensure_bridge(node, room, &id).await?;
-        match self
-            .ari_retry(|| node.ari.add_channel(&id, channel, None))
-            .await
-        {
-            Err(e) if e.status() == Some(404) => {
-                // The cache was stale: the bridge went away. Make it again.
-                node.with(|s| s.bridges.remove(id.as_str()));
-                self.ensure_bridge(node, room, &id).await?;
-                self.ari_retry(|| node.ari.add_channel(&id, channel, None))
-                    .await?;
-            }
-            other => other?,
-        }
+        // A resync that lists this bridge empty meanwhile must not destroy
+        // it under the call.
+        node.with(|s| s.bridge_join_started(id.as_str()));
+        let joined = self.add_to_bridge(node, channel, room, &id).await;
+        node.with(|s| s.bridge_join_ended(id.as_str()));
+        joined?;
         node.with(|s| {
             s.room_bridges.insert(room.clone(), id.clone());
             s.joined(
@@ -98,6 +90,30 @@ impl Controller {
             )
         });
         Ok(id)
+    }
+
+    /// Puts `channel` in the room's bridge `id`, made first if needed.
+    async fn add_to_bridge(
+        &self,
+        node: &Arc<NodeRuntime>,
+        channel: &ChannelId,
+        room: &RoomKey,
+        id: &BridgeId,
+    ) -> Result<(), crate::ari::Error> {
+        self.ensure_bridge(node, room, id).await?;
+        match self
+            .ari_retry(|| node.ari.add_channel(id, channel, None))
+            .await
+        {
+            Err(e) if e.status() == Some(404) => {
+                // The cache was stale: the bridge went away. Make it again.
+                node.with(|s| s.bridges.remove(id.as_str()));
+                self.ensure_bridge(node, room, id).await?;
+                self.ari_retry(|| node.ari.add_channel(id, channel, None))
+                    .await
+            }
+            other => other,
+        }
     }
 
     /// Makes the room's bridge `id` on `node` unless it is known to exist.
@@ -223,7 +239,17 @@ impl Controller {
 
     /// Destroys a bridge of `node` by the id ARI listed (a string until
     /// here), forgetting it first.
-    pub(crate) async fn destroy_listed_bridge(&self, node: &Arc<NodeRuntime>, id: &str) {
+    pub(crate) async fn destroy_listed_bridge(
+        &self,
+        node: &Arc<NodeRuntime>,
+        id: &str,
+        listed: Instant,
+    ) {
+        if node.with(|s| s.bridge_in_use_since(id, listed)) {
+            // A join put a call in it after the listing: not empty.
+            tracing::debug!(node = %node.id, bridge = id, "bridge in use since it was listed; kept");
+            return;
+        }
         node.with(|s| s.bridges.remove(id));
         let Ok(bridge) = BridgeId::new(id) else {
             return;

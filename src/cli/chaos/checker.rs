@@ -586,12 +586,17 @@ pub fn fate(rec: &CallRecord, evs: &[CallEvent], inj: &Injected, node_ids: &[Str
     .unwrap_or_else(|| rec.hangup.clone());
     // Sent into the fault: its last 302 fell in a span where a lost 302 is
     // the fault's, and nothing after it happened anywhere but on the node
-    // the fault hit (a stopped node serves the INVITE when it resumes).
+    // the fault hit until the fault ended (a stopped node serves the
+    // INVITE when it resumes, and may pass it on to another node then).
     let into_fault = evs
         .iter()
         .rposition(|e| e.what == What::Hangup && e.cause == Some(23))
         .filter(|&i| inj.redirect_loss_covers(evs[i].at))
-        .is_some_and(|i| evs[i + 1..].iter().all(|e| Some(e.node) == inj.node));
+        .is_some_and(|i| {
+            evs[i + 1..]
+                .iter()
+                .all(|e| Some(e.node) == inj.node || e.at >= inj.end)
+        });
     match &hangup {
         HangupResult::NotTried => Fate::Unknown,
         HangupResult::Unreachable => {
@@ -894,6 +899,7 @@ mod tests {
         let mut stop =
             Injected::new_at(super::super::faults::Fault::NodeStop, "ast2", Some(1), 5000);
         stop.pauses.push((1, 5000, 9000));
+        stop.end = 9000;
         stop.redirect_loss.push((4000, 8000));
         let into_stopped = [
             ev(0, 5100, What::Hangup, Some(23)),
@@ -919,8 +925,24 @@ mod tests {
             ev(0, 5200, What::Hangup, Some(41)),
         ];
         assert!(matches!(
-            fate(&call(Some((1, true)), gone), &elsewhere, &stop, &ids),
+            fate(
+                &call(Some((1, true)), gone.clone()),
+                &elsewhere,
+                &stop,
+                &ids
+            ),
             Fate::LostByCorral(_)
+        ));
+        // Stuck in the stopped node until it resumed, then refused there
+        // (no corral app yet) and passed on by the proxy, too late.
+        let stuck = [
+            ev(0, 5100, What::Hangup, Some(23)),
+            ev(1, 9001, What::Hangup, Some(34)),
+            ev(2, 9010, What::Hangup, Some(127)),
+        ];
+        assert!(matches!(
+            fate(&call(Some((0, true)), gone), &stuck, &stop, &ids),
+            Fate::LostWithFault(_)
         ));
         // The caller's own hangup, sent to a stopped node and served late.
         let late = HangupResult::Gone {

@@ -23,6 +23,7 @@ impl Controller {
         node: &Arc<NodeRuntime>,
         live: &std::collections::HashSet<&str>,
         bridges: &[crate::ari::rest::Bridge],
+        listed_at: std::time::Instant,
     ) {
         let Ok(queues) = self.inner.store.list_queues().await else {
             return;
@@ -116,7 +117,7 @@ impl Controller {
                         .is_some_and(|of| of.is_pair() && of.room() == &room)
                     && !used.contains(&b.id)
             }) {
-                self.destroy_listed_bridge(node, &b.id).await;
+                self.destroy_listed_bridge(node, &b.id, listed_at).await;
             }
             // Configured members added since the queue was created.
             let settings = self.inner.cfg.queues.settings(&queue);
