@@ -217,3 +217,75 @@ async fn a_replica_crash_costs_no_call() {
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
     drop(b);
 }
+
+/// A call whose `StasisStart` was on its way to the streaming replica when
+/// it crashed is stranded in `corral`'s app: no replica will ever get that
+/// event, and the standby takes the node's stream over only when the lease
+/// expires (20 s here). The next call on that node fails `Stasis(corral)`
+/// and lands in `corral-standby`, which tells the standby that no replica
+/// streams the node: it looks for calls in corral's app in no bridge (two
+/// looks 300 ms apart) and places them, long before the lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_stranded_by_a_replica_crash_is_placed_by_the_standby() {
+    let seed = seed("stranded");
+    let mut farm = TestFarm::start(2, Backend::PrivateRedis, seed).await;
+    farm.stop_controller().await;
+    let lease = Duration::from_secs(20);
+    let cfg = |name: &str, seed| controller::Config {
+        replica: name.into(),
+        lease_ttl: lease,
+        ..support::farm::test_config(seed)
+    };
+    let a = Replica::start(cfg("replica-a", seed), &farm);
+    let a_ctrl = a.ctrl.clone();
+    eventually(
+        Duration::from_secs(10),
+        "replica A streams every node",
+        || {
+            let a = a_ctrl.clone();
+            async move { a.nodes_streaming().iter().all(|(_, up)| *up).then_some(()) }
+        },
+    )
+    .await;
+    let b = Replica::start(cfg("replica-b", seed ^ 1), &farm);
+    // B holds the standby app on node 0: a call there is placed by B when
+    // corral's socket is gone. Until then, hold the stranded call's
+    // StasisStart back, and crash A before it is delivered.
+    let held = corral::sim::Faults {
+        event_latency_ms: 5_000,
+        ..Default::default()
+    };
+    farm.sims[0].set_faults(held);
+    farm.call_on(0, "conf-strand", "stranded").await;
+    let crashed = std::time::Instant::now();
+    a.crash();
+    farm.sims[0].set_faults(corral::sim::Faults::default());
+    let mut k = 0;
+    eventually(
+        Duration::from_secs(5),
+        "a call on node 0 fails Stasis(corral) (A's socket is gone)",
+        || {
+            k += 1;
+            let call = format!("next{k}");
+            let farm = &farm;
+            async move {
+                farm.call_on(0, "conf-strand", &call).await;
+                (farm.sim_stat(|s| s.stasis_failed) > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    let live = farm.wait_all_bridged(k + 1, Duration::from_secs(5)).await;
+    assert!(
+        live.iter().any(|(_, c)| c["call_id"] == "stranded"),
+        "the stranded call is bridged: {live:?}"
+    );
+    let took = crashed.elapsed();
+    eprintln!("the stranded call was placed {took:?} after the crash (lease {lease:?})");
+    assert!(
+        b.ctrl.nodes_streaming().iter().all(|(_, up)| !*up),
+        "placed by the standby's look, not by a takeover"
+    );
+    assert!(farm.rooms_not_whole().await.is_empty());
+    drop(b);
+}

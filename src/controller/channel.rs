@@ -483,6 +483,10 @@ pub(crate) struct NodeRuntime {
     /// A resync to heal a split is scheduled ([`super::Controller::heal_soon`]):
     /// one at a time, however many calls joined split meanwhile.
     pub(crate) heal_pending: std::sync::atomic::AtomicBool,
+    /// A standby replica's look for calls stranded in the app of a
+    /// replica that stopped streaming the node is scheduled
+    /// ([`super::Controller::rescue_soon`]).
+    pub(crate) rescue_pending: std::sync::atomic::AtomicBool,
 }
 
 impl NodeRuntime {
@@ -501,6 +505,7 @@ impl NodeRuntime {
             mailboxes: Mailboxes::default(),
             resync: tokio::sync::Mutex::new(()),
             heal_pending: std::sync::atomic::AtomicBool::new(false),
+            rescue_pending: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

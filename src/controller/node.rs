@@ -208,7 +208,16 @@ async fn standby_session(
         };
         match item {
             None => break,
-            Some(StreamItem::Event(ev)) => ctrl.dispatch(&node, *ev),
+            Some(StreamItem::Event(ev)) => {
+                // A call in the standby app: `Stasis(corral)` failed on the
+                // node, so no replica streams it now. Calls that entered
+                // corral's app just before (their StasisStart went to a
+                // replica that died) are stranded there: look for them.
+                if matches!(ev.kind, EventKind::StasisStart { .. }) {
+                    ctrl.rescue_soon(&node);
+                }
+                ctrl.dispatch(&node, *ev)
+            }
             Some(StreamItem::Malformed) => ctrl.inner.metrics.bad_event(&node.id, "malformed"),
             Some(StreamItem::Replaced) => {
                 tracing::error!(node = %node.id, app = %ctrl.inner.cfg.standby_app,
@@ -578,6 +587,30 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
             )
             .await;
         }
+    }
+}
+
+impl Controller {
+    /// On a node this replica does not stream, resyncs it twice
+    /// [`RESYNC_SECOND_LOOK`] apart (one look pending at a time): calls in
+    /// corral's app but in no bridge, seen on both looks, are placed (REST
+    /// works on any app's channel), so a call whose StasisStart went to a
+    /// replica that crashed is not left ringing until the leases expire.
+    pub(crate) fn rescue_soon(&self, node: &Arc<NodeRuntime>) {
+        use std::sync::atomic::Ordering;
+        if node.is_up() || node.rescue_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (ctrl, node) = (self.clone(), node.clone());
+        self.inner.tracker.spawn(async move {
+            for _ in 0..2 {
+                if !ctrl.sleep_unless_stopped(RESYNC_SECOND_LOOK).await || node.is_up() {
+                    break;
+                }
+                ctrl.resync(&node).await;
+            }
+            node.rescue_pending.store(false, Ordering::Release);
+        });
     }
 }
 
