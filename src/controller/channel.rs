@@ -217,6 +217,10 @@ pub(crate) struct NodeState {
     /// Rooms with calls bridged here that another node owns, since when
     /// the split was detected (for its duration when healed).
     pub(crate) splits: HashMap<RoomKey, Instant>,
+    /// Tokens of redirects from this node whose arrival is awaited, true
+    /// once this replica consumed one on its destination: the redirect's
+    /// watcher then needs no store read to confirm it.
+    pub(crate) redirects: HashMap<TokenId, bool>,
 }
 
 impl NodeState {
@@ -226,6 +230,7 @@ impl NodeState {
             channels: HashMap::new(),
             bridges: HashSet::new(),
             splits: HashMap::new(),
+            redirects: HashMap::new(),
         }
     }
 

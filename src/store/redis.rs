@@ -191,6 +191,10 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Arc<Scripts>,
     deadline: Duration,
+    /// Requests sent per operation (each one round trip), for benchmarks:
+    /// Redis counts the commands a script runs like top-level ones, so only
+    /// the client can tell how many plain commands it sent.
+    requests: Arc<Mutex<std::collections::HashMap<&'static str, u64>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -350,6 +354,7 @@ impl RedisStore {
             keys: Keys::new(&cfg.farm),
             scripts: Arc::new(Scripts::new()),
             deadline,
+            requests: Arc::default(),
         };
         store.load_scripts().await?;
         info!(farm = %cfg.farm, "redis store ready");
@@ -398,7 +403,27 @@ impl RedisStore {
         self.run("raw", Request::Cmd(cmd)).await
     }
 
+    /// How many requests (round trips) each operation sent so far, sorted
+    /// by operation (scripts by their name, plain commands by theirs).
+    pub fn requests(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<_> = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        v.sort();
+        v
+    }
+
     async fn run(&self, op: &'static str, req: Request<'_>) -> Result<Value, Error> {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(op)
+            .or_default() += 1;
         let call = async {
             match &self.conn {
                 Conn::Single(m) => req.run_on(&mut m.clone()).await,
