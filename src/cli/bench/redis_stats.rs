@@ -150,7 +150,7 @@ impl RedisCounters {
             evalsha_us
         );
         let mut by_calls: Vec<_> = self.cmds.iter().collect();
-        by_calls.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+        by_calls.sort_by_key(|(_, (c, _))| std::cmp::Reverse(*c));
         let top: Vec<String> = by_calls
             .iter()
             .take(10)
