@@ -15,7 +15,8 @@ use corral::domain::{
 };
 use corral::store::{
     self, CallArrival, CallPlaced, Config, Consumed, Error, MemberAdded, MemberRemoved,
-    NodeRegistration, RedirectToken, Release, Resolution, RoomFilter, Store, TokenGrant, TokenJoin,
+    NodeRegistration, QueueSave, RedirectToken, Release, Resolution, RoomFilter, Store, TokenGrant,
+    TokenJoin,
 };
 use support::eventually;
 use support::redis::{Mode, RedisProcess, unique_farm};
@@ -116,6 +117,7 @@ conformance!(
     join_with_token_follows_the_member_rules,
     race_many_placed_calls_one_owner_every_member_there,
     race_two_token_joins_one_winner,
+    queue_saves_on_a_node_check_it_owns_the_queue,
 );
 
 fn node(s: &str) -> NodeId {
@@ -1673,4 +1675,62 @@ async fn race_two_token_joins_one_winner(s: Arc<dyn Store>) {
         assert_eq!(wins, 1);
     }
     assert_eq!(s.get_room(&room).await.unwrap().unwrap().members.len(), 20);
+}
+
+/// The queue engine's save on a node is the compare-and-set of
+/// `save_queue_parts` plus an owner check in the same step: written only
+/// while that node owns the queue's room and is up; else nothing changes
+/// and the answer names the owner now.
+async fn queue_saves_on_a_node_check_it_owns_the_queue(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let q = qname("line");
+    let room = RoomKey::new(RoomKind::Queue, q.clone());
+    let add = [(1u64, "{\"c\":1}".to_owned())];
+    assert_eq!(
+        s.save_queue_on(&q, &node("a"), 0, "{}", &[], &add)
+            .await
+            .unwrap(),
+        QueueSave::Moved(None),
+        "an unplaced queue"
+    );
+    s.resolve_placement(&room, &node("a")).await.unwrap();
+    assert_eq!(
+        s.save_queue_on(&q, &node("b"), 0, "{}", &[], &add)
+            .await
+            .unwrap(),
+        QueueSave::Moved(Some(node("a")))
+    );
+    assert_eq!(s.load_queue(&q).await.unwrap(), None);
+    assert_eq!(
+        s.save_queue_on(&q, &node("a"), 0, "{\"v\":1}", &[], &add)
+            .await
+            .unwrap(),
+        QueueSave::Saved(1)
+    );
+    assert_eq!(
+        s.save_queue_on(&q, &node("a"), 0, "{\"v\":2}", &[], &[])
+            .await
+            .unwrap(),
+        QueueSave::Conflict
+    );
+    assert_eq!(
+        s.save_queue_on(&q, &node("a"), 1, "{\"v\":2}", &[1], &[])
+            .await
+            .unwrap(),
+        QueueSave::Saved(2)
+    );
+    let d = s.load_queue(&q).await.unwrap().unwrap();
+    assert_eq!(
+        (d.version, d.doc.as_str(), d.callers.len()),
+        (2, "{\"v\":2}", 0)
+    );
+    // The owner down: nothing is saved.
+    s.set_node_health(&node("a"), false).await.unwrap();
+    assert!(matches!(
+        s.save_queue_on(&q, &node("a"), 2, "{\"v\":3}", &[], &[])
+            .await
+            .unwrap(),
+        QueueSave::Moved(_)
+    ));
+    assert_eq!(s.queue_version(&q).await.unwrap(), 2);
 }

@@ -25,10 +25,12 @@ use tokio::time::Instant;
 
 use super::{
     CallArrival, CallPlaced, Consumed, Error, HealthChanged, Member, MemberAdded, MemberRemoved,
-    NodeRecord, NodeRegistration, Placement, QueueDoc, Registered, Release, Resolution, RoomDetail,
-    RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant, TokenJoin, TokenRecord,
+    NodeRecord, NodeRegistration, Placement, QueueDoc, QueueSave, Registered, Release, Resolution,
+    RoomDetail, RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant, TokenJoin, TokenRecord,
 };
-use crate::domain::{ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomName, TokenId};
+use crate::domain::{
+    ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
+};
 
 /// How many mints between two sweeps of dead tokens.
 const SWEEP_EVERY: u64 = 1024;
@@ -344,6 +346,34 @@ impl State {
         }
         self.tokens.remove(token);
         Consumed::Ok(record)
+    }
+
+    /// The compare-and-set of a queue's document (`Store::save_queue_parts`).
+    fn save_queue(
+        &mut self,
+        queue: &RoomName,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Option<u64> {
+        let current = self.queues.get(queue).map_or(0, |q| q.0);
+        if current != expected {
+            return None;
+        }
+        let entry = self
+            .queues
+            .entry(queue.clone())
+            .or_insert_with(|| (0, String::new(), BTreeMap::new()));
+        entry.0 = current + 1;
+        entry.1 = doc.to_owned();
+        for seq in removed {
+            entry.2.remove(seq);
+        }
+        for (seq, e) in added {
+            entry.2.insert(*seq, e.clone());
+        }
+        Some(current + 1)
     }
 
     fn placement(key: &RoomKey, room: &Room) -> Placement {
@@ -782,24 +812,30 @@ impl Store for MemoryStore {
         added: &[(u64, String)],
     ) -> Result<Option<u64>, Error> {
         super::check_queue_doc(doc, added)?;
+        Ok(self.lock().save_queue(queue, expected, doc, removed, added))
+    }
+
+    async fn save_queue_on(
+        &self,
+        queue: &RoomName,
+        owner: &NodeId,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Result<QueueSave, Error> {
+        super::check_queue_doc(doc, added)?;
         let mut st = self.lock();
-        let current = st.queues.get(queue).map_or(0, |q| q.0);
-        if current != expected {
-            return Ok(None);
+        let room = RoomKey::new(RoomKind::Queue, queue.clone());
+        match st.rooms.get(&room) {
+            Some(r) if r.node == *owner && st.owner_healthy(r) => {}
+            Some(r) if r.node != *owner => return Ok(QueueSave::Moved(Some(r.node.clone()))),
+            _ => return Ok(QueueSave::Moved(None)),
         }
-        let entry = st
-            .queues
-            .entry(queue.clone())
-            .or_insert_with(|| (0, String::new(), BTreeMap::new()));
-        entry.0 = current + 1;
-        entry.1 = doc.to_owned();
-        for seq in removed {
-            entry.2.remove(seq);
-        }
-        for (seq, e) in added {
-            entry.2.insert(*seq, e.clone());
-        }
-        Ok(Some(current + 1))
+        Ok(match st.save_queue(queue, expected, doc, removed, added) {
+            Some(v) => QueueSave::Saved(v),
+            None => QueueSave::Conflict,
+        })
     }
 
     async fn queue_version(&self, queue: &RoomName) -> Result<u64, Error> {

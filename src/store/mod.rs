@@ -211,6 +211,20 @@ pub trait Store: Send + Sync + 'static {
         added: &[(u64, String)],
     ) -> Result<Option<u64>, Error>;
 
+    /// [`Store::save_queue_parts`] for the queue's engine on `owner`, in
+    /// one atomic step with an owner check: written only while `owner` owns
+    /// the queue's room and is healthy; else nothing is written and the
+    /// answer is [`QueueSave::Moved`].
+    async fn save_queue_on(
+        &self,
+        queue: &RoomName,
+        owner: &NodeId,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Result<QueueSave, Error>;
+
     /// [`Store::save_queue_parts`] with no caller entry changed.
     async fn save_queue(
         &self,
@@ -230,6 +244,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Round trip to the store (for `/readyz`).
     async fn ping(&self) -> Result<(), Error>;
+}
+
+/// The answer of [`Store::save_queue_on`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueSave {
+    /// Written: the new version.
+    Saved(u64),
+    /// Another writer got there first (reload and retry).
+    Conflict,
+    /// The node no longer owns the queue's room (or it is down): the owner
+    /// now, if the room is placed.
+    Moved(Option<NodeId>),
 }
 
 /// A queue's stored state: an opaque JSON document, its version and the

@@ -36,9 +36,9 @@ use tracing::{debug, info, warn};
 use super::keys::Keys;
 use super::{
     CallArrival, CallPlaced, Config, Consumed, Error, HealthChanged, Member, MemberAdded,
-    MemberRemoved, NodeRecord, NodeRegistration, Placement, QueueDoc, RELEASE_BATCH, Registered,
-    Release, Resolution, RoomDetail, RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant,
-    TokenJoin, TokenRecord,
+    MemberRemoved, NodeRecord, NodeRegistration, Placement, QueueDoc, QueueSave, RELEASE_BATCH,
+    Registered, Release, Resolution, RoomDetail, RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE,
+    TokenGrant, TokenJoin, TokenRecord,
 };
 use crate::domain::{
     AgentId, ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
@@ -455,6 +455,45 @@ impl RedisStore {
                 script: op,
                 source: e,
             }),
+        }
+    }
+
+    /// `save_queue.lua`, with the owner check when `owner` is given.
+    async fn save_queue_with(
+        &self,
+        queue: &RoomName,
+        owner: Option<&NodeId>,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Result<QueueSave, Error> {
+        const OP: &str = "save_queue";
+        super::check_queue_doc(doc, added)?;
+        let room = RoomKey::new(RoomKind::Queue, queue.clone());
+        let mut inv = self.scripts.save_queue.prepare_invoke();
+        inv.key(self.keys.queue(queue))
+            .key(self.keys.queues())
+            .key(self.keys.queue_callers(queue))
+            .key(self.keys.room(&room))
+            .key(self.keys.prefix())
+            .arg(expected)
+            .arg(doc)
+            .arg(queue.as_str())
+            .arg(owner.map(NodeId::as_str).unwrap_or(""))
+            .arg(removed.len());
+        for seq in removed {
+            inv.arg(*seq);
+        }
+        for (seq, e) in added {
+            inv.arg(*seq).arg(e.as_str());
+        }
+        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
+        match int(OP, v.first())? {
+            1 => Ok(QueueSave::Saved(int(OP, v.get(1))?)),
+            0 => Ok(QueueSave::Conflict),
+            2 => Ok(QueueSave::Moved(opt_node_id(OP, v.get(1))?)),
+            other => Err(corrupt(OP, format!("unknown status {other}"))),
         }
     }
 
@@ -1291,28 +1330,26 @@ impl Store for RedisStore {
         removed: &[u64],
         added: &[(u64, String)],
     ) -> Result<Option<u64>, Error> {
-        const OP: &str = "save_queue";
-        super::check_queue_doc(doc, added)?;
-        let mut inv = self.scripts.save_queue.prepare_invoke();
-        inv.key(self.keys.queue(queue))
-            .key(self.keys.queues())
-            .key(self.keys.queue_callers(queue))
-            .arg(expected)
-            .arg(doc)
-            .arg(queue.as_str())
-            .arg(removed.len());
-        for seq in removed {
-            inv.arg(*seq);
+        match self
+            .save_queue_with(queue, None, expected, doc, removed, added)
+            .await?
+        {
+            QueueSave::Saved(v) => Ok(Some(v)),
+            _ => Ok(None),
         }
-        for (seq, e) in added {
-            inv.arg(*seq).arg(e.as_str());
-        }
-        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
-        if int(OP, v.first())? == 1 {
-            Ok(Some(int(OP, v.get(1))? as u64))
-        } else {
-            Ok(None)
-        }
+    }
+
+    async fn save_queue_on(
+        &self,
+        queue: &RoomName,
+        owner: &NodeId,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Result<QueueSave, Error> {
+        self.save_queue_with(queue, Some(owner), expected, doc, removed, added)
+            .await
     }
 
     async fn queue_version(&self, queue: &RoomName) -> Result<u64, Error> {
