@@ -58,12 +58,12 @@ impl Controller {
     ) -> Result<Owner, NoOwner> {
         for _ in 0..2 {
             let choice = {
+                // Read in place (no copy of the node records per decision).
                 let view = self
                     .inner
                     .view
                     .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 self.inner
                     .policy
                     .lock()

@@ -103,6 +103,15 @@ impl RedisCounters {
             .sum()
     }
 
+    /// One script's cost over `calls` calls of it alone: `EVALSHA`'s
+    /// execution µs per call, and the server's CPU µs per call (socket I/O
+    /// included).
+    pub(super) fn script_cost(&self, calls: u64) -> (f64, f64) {
+        let calls = calls.max(1) as f64;
+        let exec = self.cmds.get("evalsha").map_or(0.0, |(_, u)| *u as f64);
+        (exec / calls, self.cpu_s * 1e6 / calls)
+    }
+
     /// Every command Redis ran (scripts' commands included).
     pub(super) fn commands(&self) -> u64 {
         self.cmds.values().map(|(c, _)| c).sum()
