@@ -17,8 +17,11 @@
 --        claimed 0|1} | {'already', epoch, members} | {'moved', owner,
 --        epoch} | {'unavailable'}
 --
--- Rule: consume_token's rule (a token is used once, deleted by the winner,
--- only on its node, never after its expiry by Redis's clock), then
+-- Rule: consume_token's rule for a named consumer, the arriving channel (a
+-- token is used once, only on its node, never after its expiry by Redis's
+-- clock; the winner keeps it marked used (`u`) until it would have gone,
+-- so the same channel on the same node gets 'ok' again, a retry after a
+-- timeout that may have consumed it, and anyone else 'unknown'), then
 -- add_member's rule for the token's room (one room, one node: a healthy
 -- owner elsewhere answers 'moved'; a room without a healthy owner is
 -- claimed by the node unless it is down or unknown), with the role the
@@ -32,23 +35,30 @@ local tok = {}
 for i = 1, #f, 2 do
   tok[f[i]] = f[i + 1]
 end
+local consumer = ARGV[1] .. '/' .. ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expires = tonumber(tok['x'])
-local status
-if expires == nil or now >= expires then
-  status = 'expired'
-elseif tok['t'] ~= ARGV[1] then
-  status = 'wrong_node'
+if tok['u'] then
+  if tok['u'] ~= consumer then
+    return {'unknown', {}}
+  end
 else
-  status = 'ok'
+  local expires = tonumber(tok['x'])
+  local status
+  if expires == nil or now >= expires then
+    status = 'expired'
+  elseif tok['t'] ~= ARGV[1] then
+    status = 'wrong_node'
+  else
+    status = 'ok'
+  end
+  if status ~= 'ok' then
+    table.insert(f, 1, {})
+    table.insert(f, 1, status)
+    return f
+  end
+  redis.call('HSET', KEYS[1], 'u', consumer)
 end
-if status ~= 'ok' then
-  table.insert(f, 1, {})
-  table.insert(f, 1, status)
-  return f
-end
-redis.call('DEL', KEYS[1])
 
 local function reply(member)
   table.insert(f, 1, member)

@@ -20,8 +20,9 @@
 --      | {'ineligible'}
 --
 -- Rule: resolve_placement's rule decides the owner: a healthy owner stays;
--- else the caller's choice, only if known, up, not draining and under
--- max_rooms (the script never chooses), with a fresh epoch and no members.
+-- else the caller's choice, only if known, up, not draining, not suspect
+-- (a failed health check) and under max_rooms (the script never chooses),
+-- with a fresh epoch and no members.
 -- In the same step add_member's rule records the member when the owner is
 -- the landing node (a member only ever lives on the owner), or
 -- mint_token's rule stores a token bound to the owner (expiry by Redis's
@@ -47,8 +48,8 @@ end
 
 local created, previous = 0, ''
 if not healthy then
-  local c = redis.call('HMGET', KEYS[3], 'h', 'd', 'g', 'max')
-  if c[1] ~= '1' or c[2] == '1' then
+  local c = redis.call('HMGET', KEYS[3], 'h', 'd', 'g', 'max', 's')
+  if c[1] ~= '1' or c[2] == '1' or c[5] == '1' then
     return {'ineligible'}
   end
   if c[4] and redis.call('ZCARD', KEYS[4]) >= tonumber(c[4]) then

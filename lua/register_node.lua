@@ -29,7 +29,7 @@ else
     release = 1
   end
 end
-redis.call('HSET', KEYS[1], 'h', 1, 'aid', ARGV[2], 'ast', ARGV[3], 'sip', ARGV[4],
+redis.call('HSET', KEYS[1], 'h', 1, 's', 0, 'aid', ARGV[2], 'ast', ARGV[3], 'sip', ARGV[4],
   'cap', ARGV[5], 'u', now)
 if ARGV[6] == '' then
   redis.call('HDEL', KEYS[1], 'max')

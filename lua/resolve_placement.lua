@@ -14,8 +14,8 @@
 -- Rule: an existing owner that is healthy (health flag set and the
 -- placement's generation is the node's current one; draining is healthy) is
 -- returned untouched. Only otherwise is the caller's choice applied, and
--- only if the chosen node is known, healthy, not draining and under its
--- max_rooms. The script never chooses a node. A new placement takes a fresh
+-- only if the chosen node is known, healthy, not draining, not suspect (a
+-- failed health check) and under its max_rooms. The script never chooses a node. A new placement takes a fresh
 -- epoch from the farm-wide sequence (epochs only grow) and starts empty
 -- (no `k` means 0 members, no `z` means empty since `c`, to keep it small):
 -- members of a dead owner are dropped with the old placement.
@@ -30,8 +30,8 @@ if owner then
   end
 end
 
-local c = redis.call('HMGET', KEYS[3], 'h', 'd', 'g', 'max')
-if c[1] ~= '1' or c[2] == '1' then
+local c = redis.call('HMGET', KEYS[3], 'h', 'd', 'g', 'max', 's')
+if c[1] ~= '1' or c[2] == '1' or c[5] == '1' then
   return {'ineligible'}
 end
 if c[4] and redis.call('ZCARD', KEYS[4]) >= tonumber(c[4]) then

@@ -80,6 +80,11 @@ pub struct Config {
     /// The Stasis app name corral registers on every node.
     #[serde(default = "default_app")]
     pub app: String,
+    /// The standby Stasis app: a replica that does not stream a node holds
+    /// it there, and the dialplan falls back to it when `Stasis(<app>)`
+    /// fails (a replica crash). Empty: no standby.
+    #[serde(default = "default_standby_app")]
+    pub standby_app: String,
     /// Where placements live.
     #[serde(default)]
     pub store: StoreSection,
@@ -143,6 +148,9 @@ fn default_farm() -> String {
 fn default_app() -> String {
     crate::controller::Config::DEFAULT_APP.into()
 }
+fn default_standby_app() -> String {
+    crate::controller::Config::DEFAULT_STANDBY_APP.into()
+}
 
 /// `[store]`.
 #[derive(Clone, Default, Deserialize)]
@@ -177,6 +185,11 @@ pub struct ApiSection {
     /// backlog (default [`ServerConfig::DEFAULT_MAX_CONNECTIONS`]).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Whether the proxy's route-ahead lookup (`GET /v1/route/{user}`)
+    /// answers; false: it always has no opinion and every call is
+    /// dispatched round-robin and repaired by redirect (default true).
+    #[serde(default = "default_route_ahead")]
+    pub route_ahead: bool,
 }
 
 fn default_listen() -> String {
@@ -191,6 +204,9 @@ fn default_idle_timeout_ms() -> u64 {
 fn default_max_connections() -> usize {
     ServerConfig::DEFAULT_MAX_CONNECTIONS
 }
+fn default_route_ahead() -> bool {
+    true
+}
 
 impl Default for ApiSection {
     fn default() -> Self {
@@ -200,6 +216,7 @@ impl Default for ApiSection {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             idle_timeout_ms: default_idle_timeout_ms(),
             max_connections: default_max_connections(),
+            route_ahead: default_route_ahead(),
         }
     }
 }
@@ -221,6 +238,10 @@ pub struct ControllerSection {
     /// How long corral waits for a redirected call's token to arrive, in ms.
     #[serde(default = "default_redirect_deadline")]
     pub redirect_deadline_ms: u64,
+    /// How long a token arriving while the store does not answer waits for
+    /// it, in ms.
+    #[serde(default = "default_token_store_wait")]
+    pub token_store_wait_ms: u64,
     /// How long an empty room keeps its node and bridge, in ms.
     #[serde(default = "default_linger")]
     pub linger_ms: u64,
@@ -271,6 +292,9 @@ fn default_token_ttl() -> u64 {
 }
 fn default_redirect_deadline() -> u64 {
     ms_of(Defaults::DEFAULT_REDIRECT_DEADLINE)
+}
+fn default_token_store_wait() -> u64 {
+    ms_of(Defaults::DEFAULT_TOKEN_STORE_WAIT)
 }
 fn default_linger() -> u64 {
     ms_of(Defaults::DEFAULT_LINGER)
@@ -349,6 +373,7 @@ impl fmt::Debug for ApiSection {
             .field("header_read_timeout_ms", &self.header_read_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("max_connections", &self.max_connections)
+            .field("route_ahead", &self.route_ahead)
             .finish()
     }
 }
@@ -407,7 +432,8 @@ impl Config {
 
     /// Applies `CORRAL_*` overrides: `CORRAL_FARM`, `CORRAL_APP`,
     /// `CORRAL_STORE_REDIS_URL`, `CORRAL_API_LISTEN`, `CORRAL_API_TOKEN`,
-    /// `CORRAL_API_<KEY>` for the `[api]` limits (`CORRAL_API_IDLE_TIMEOUT_MS`),
+    /// `CORRAL_API_<KEY>` for the `[api]` limits (`CORRAL_API_IDLE_TIMEOUT_MS`)
+    /// and `CORRAL_API_ROUTE_AHEAD` (`true`/`false`),
     /// `CORRAL_CONTROLLER_<KEY>` for each `[controller]` key (upper case),
     /// and `CORRAL_NODE_<ID>_PASSWORD` for a node's password (id upper case,
     /// `-` as `_`).
@@ -427,6 +453,7 @@ impl Config {
             match rest {
                 "FARM" => self.farm = v.clone(),
                 "APP" => self.app = v.clone(),
+                "STANDBY_APP" => self.standby_app = v.clone(),
                 "STORE_REDIS_URL" => {
                     self.store.redis_url = Some(v.clone()).filter(|s| !s.is_empty())
                 }
@@ -434,6 +461,13 @@ impl Config {
                 "API_TOKEN" => self.api.token = Some(v.clone()).filter(|s| !s.is_empty()),
                 "API_HEADER_READ_TIMEOUT_MS" => self.api.header_read_timeout_ms = num(&k)?,
                 "API_IDLE_TIMEOUT_MS" => self.api.idle_timeout_ms = num(&k)?,
+                "API_ROUTE_AHEAD" => {
+                    self.api.route_ahead = match v.as_str() {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => return Err(invalid(&k, format!("{v:?} is not true or false"))),
+                    }
+                }
                 "API_MAX_CONNECTIONS" => {
                     self.api.max_connections = usize::try_from(num(&k)?)
                         .map_err(|_| invalid(&k, format!("{v:?} is too large")))?
@@ -444,6 +478,7 @@ impl Config {
                 "CONTROLLER_REDIRECT_DEADLINE_MS" => {
                     self.controller.redirect_deadline_ms = num(&k)?
                 }
+                "CONTROLLER_TOKEN_STORE_WAIT_MS" => self.controller.token_store_wait_ms = num(&k)?,
                 "CONTROLLER_LINGER_MS" => self.controller.linger_ms = num(&k)?,
                 "CONTROLLER_POLICY" => self.controller.policy = v.clone(),
                 "CONTROLLER_SEED" => self.controller.seed = Some(num(&k)?),
@@ -485,6 +520,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         RoomName::new(self.farm.as_str()).map_err(|e| invalid("farm", e))?;
         RoomName::new(self.app.as_str()).map_err(|e| invalid("app", e))?;
+        if !self.standby_app.is_empty() {
+            RoomName::new(self.standby_app.as_str()).map_err(|e| invalid("standby_app", e))?;
+            if self.standby_app == self.app {
+                return Err(invalid("standby_app", "must differ from app"));
+            }
+        }
         self.api_listen()?;
         self.api_server()?;
         if let Some(url) = &self.store.redis_url {
@@ -822,10 +863,12 @@ sip_host = "10.0.0.11:5060"
         let c = &cfg.controller;
         let d = crate::controller::Config::default();
         assert_eq!(cfg.app, d.app);
+        assert_eq!(cfg.standby_app, d.standby_app);
         assert_eq!(c.endpoint_template, d.endpoint_template);
         assert_eq!(c.hop_limit, d.hop_limit);
         assert_eq!(Config::ms(c.token_ttl_ms), d.token_ttl);
         assert_eq!(Config::ms(c.redirect_deadline_ms), d.redirect_deadline);
+        assert_eq!(Config::ms(c.token_store_wait_ms), d.token_store_wait);
         assert_eq!(Config::ms(c.linger_ms), d.linger);
         assert_eq!(c.policy.parse::<Strategy>().unwrap(), d.strategy);
         assert_eq!(Config::ms(c.ping_interval_ms), d.ping_interval);
@@ -876,6 +919,25 @@ sip_host = "10.0.0.11:5060"
 
     /// The API server's limits: defaults from `ServerConfig`, set in
     /// `[api]` or by `CORRAL_API_*`, refused when they cannot work.
+    #[test]
+    fn route_ahead_is_on_by_default_and_switched_by_file_or_env() {
+        let cfg = Config::parse(GOOD, "t").unwrap();
+        assert!(cfg.api.route_ahead);
+        let off = GOOD.replace(
+            "listen = \"127.0.0.1:8088\"",
+            "listen = \"127.0.0.1:8088\"\nroute_ahead = false",
+        );
+        let mut cfg = Config::parse(&off, "t").unwrap();
+        assert!(!cfg.api.route_ahead);
+        cfg.apply_env([("CORRAL_API_ROUTE_AHEAD".to_string(), "true".to_string())].into_iter())
+            .unwrap();
+        assert!(cfg.api.route_ahead);
+        let err = cfg
+            .apply_env([("CORRAL_API_ROUTE_AHEAD".to_string(), "maybe".to_string())].into_iter())
+            .unwrap_err();
+        assert!(err.to_string().contains("CORRAL_API_ROUTE_AHEAD"), "{err}");
+    }
+
     #[test]
     fn api_limits_default_parse_and_are_checked() {
         let cfg = Config::parse(GOOD, "t").unwrap();

@@ -460,6 +460,9 @@ pub struct NodeRecord {
     pub healthy: bool,
     /// Operator's drain flag.
     pub draining: bool,
+    /// A health check of it failed: no new rooms (its rooms stay) until a
+    /// check answers or it is marked down.
+    pub suspect: bool,
     /// The registered incarnation.
     pub incarnation: Option<Incarnation>,
     /// The SIP host other nodes redirect to.

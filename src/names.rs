@@ -162,6 +162,13 @@ pub fn parse_cursor(cursor: &str) -> Option<(NodeId, RoomKey)> {
     Some((NodeId::new(node).ok()?, RoomKey::parse(kind, name).ok()?))
 }
 
+/// The lease of a node's standby stream: a lease like a node's own, under
+/// the node's id and `--standby` (`None` when that is longer than an id
+/// may be: that node has no standby stream).
+pub fn standby_lease(node: &NodeId) -> Option<NodeId> {
+    NodeId::new(format!("{node}--standby")).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,7 +224,7 @@ impl Policy {
     }
 
     fn eligible(&self, n: &NodeRecord) -> bool {
-        if n.state != NodeState::Up || !n.healthy || n.draining {
+        if n.state != NodeState::Up || !n.healthy || n.draining || n.suspect {
             return false;
         }
         match n.max_rooms {
@@ -333,6 +333,7 @@ mod tests {
             state: NodeState::Up,
             healthy: true,
             draining: false,
+            suspect: false,
             incarnation: None,
             sip_host: format!("{id}.example"),
             capacity,

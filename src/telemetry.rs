@@ -88,6 +88,13 @@ pub struct QueueStateLabel {
     pub state: String,
 }
 
+/// Labels: an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// What happened (`answered`, or why there was no answer).
+    pub outcome: String,
+}
+
 /// Labels: one API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabel {
@@ -113,8 +120,8 @@ pub struct Totals {
     pub confirmed: AtomicU64,
     /// Redirects whose token never arrived in time.
     pub timed_out: AtomicU64,
-    /// Calls joined where they landed because the room could not be
-    /// reached (split: hop limit, or degraded: store down, no node).
+    /// Splits detected: rooms whose calls were found in more than one
+    /// bridge (on several nodes, or on one), each counted once.
     pub splits: AtomicU64,
     /// Joins in degraded mode (store down or no eligible node).
     pub degraded: AtomicU64,
@@ -135,7 +142,7 @@ pub struct TotalsSnapshot {
     pub confirmed: u64,
     /// Redirects timed out.
     pub timed_out: u64,
-    /// Split joins.
+    /// Splits detected, each once.
     pub splits: u64,
     /// Degraded joins.
     pub degraded: u64,
@@ -209,6 +216,11 @@ pub enum TokenOutcome {
     Expired,
     /// Not corral's (never minted, used, or long gone).
     Unknown,
+    /// Arrived while the store did not answer: joined on the grant this
+    /// replica kept.
+    UsedLocally,
+    /// Arrived while the store did not answer: waited for it.
+    WaitedForStore,
 }
 
 impl TokenOutcome {
@@ -220,6 +232,8 @@ impl TokenOutcome {
             TokenOutcome::WrongNode => "wrong_node",
             TokenOutcome::Expired => "expired",
             TokenOutcome::Unknown => "unknown",
+            TokenOutcome::UsedLocally => "used_locally",
+            TokenOutcome::WaitedForStore => "waited_for_store",
         }
     }
 
@@ -246,6 +260,7 @@ pub struct Metrics {
     tokens: Family<NodeOutcome, Counter>,
     splits_detected: Family<NodeLabel, Counter>,
     splits_healed: Family<NodeLabel, Counter>,
+    heal_moves_failed: Family<NodeLabel, Counter>,
     split_duration: Histogram,
     degraded: Family<NodeOutcome, Counter>,
     released: Family<NodeOutcome, Counter>,
@@ -255,6 +270,7 @@ pub struct Metrics {
     store_latency: Family<OpLabel, Histogram>,
     call_setup: Histogram,
     api_latency: Family<ApiLabel, Histogram>,
+    route_lookups: Family<OutcomeLabel, Counter>,
     samples: std::sync::Mutex<Option<Vec<u32>>>,
     queue_waiting: Family<QueueLabel, Gauge>,
     queue_agents: Family<QueueStateLabel, Gauge>,
@@ -298,6 +314,7 @@ impl Metrics {
             tokens: Family::default(),
             splits_detected: Family::default(),
             splits_healed: Family::default(),
+            heal_moves_failed: Family::default(),
             split_duration: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 14),
             ),
@@ -309,6 +326,7 @@ impl Metrics {
             store_latency: Family::new_with_constructor(latency_histogram),
             call_setup: latency_histogram(),
             api_latency: Family::new_with_constructor(latency_histogram),
+            route_lookups: Family::default(),
             samples: std::sync::Mutex::new(None),
             queue_waiting: Family::default(),
             queue_agents: Family::default(),
@@ -380,13 +398,18 @@ impl Metrics {
         );
         registry.register(
             "corral_splits_detected",
-            "Rooms seen on more than one node",
+            "Splits detected, each once: rooms whose calls were found in more than one bridge (on several nodes, or two on one node)",
             m.splits_detected.clone(),
         );
         registry.register(
             "corral_splits_healed",
             "Splits healed",
             m.splits_healed.clone(),
+        );
+        registry.register(
+            "corral_heal_moves_failed",
+            "Moves of stray calls whose token never arrived (a refused REFER): each is tried again with backoff, the call never hung up",
+            m.heal_moves_failed.clone(),
         );
         registry.register(
             "corral_split_duration_seconds",
@@ -432,6 +455,11 @@ impl Metrics {
             "corral_api_request_duration_seconds",
             "HTTP API latency by route, method and status",
             m.api_latency.clone(),
+        );
+        registry.register(
+            "corral_route_lookups",
+            "Route-ahead lookups by the proxy, by outcome (answered, or the no-opinion reason)",
+            m.route_lookups.clone(),
         );
         Self { registry, ..m }
     }
@@ -546,15 +574,7 @@ impl Metrics {
             JoinKind::Degraded => {
                 self.totals.degraded.fetch_add(1, Ordering::Relaxed);
             }
-            JoinKind::Split => {
-                self.totals.splits.fetch_add(1, Ordering::Relaxed);
-                self.splits_detected
-                    .get_or_create(&NodeLabel {
-                        node: node.to_string(),
-                    })
-                    .inc();
-            }
-            JoinKind::Direct | JoinKind::Token | JoinKind::Queue => {}
+            JoinKind::Split | JoinKind::Direct | JoinKind::Token | JoinKind::Queue => {}
         }
         self.joins
             .get_or_create(&Self::no(node, how.as_str()))
@@ -597,6 +617,28 @@ impl Metrics {
         self.degraded.get_or_create(&Self::no(node, reason)).inc();
     }
 
+    /// A split was detected on `node` (its stray calls are there): counted
+    /// once per split, however it was made (a join past the hop limit, a
+    /// resync finding calls on a node that does not own their room, or a
+    /// room's calls in two bridges of one node).
+    pub fn split_detected(&self, node: &NodeId) {
+        self.totals.splits.fetch_add(1, Ordering::Relaxed);
+        self.splits_detected
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .inc();
+    }
+
+    /// A stray call's move on `node` failed (its token never arrived).
+    pub fn heal_move_failed(&self, node: &NodeId) {
+        self.heal_moves_failed
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .inc();
+    }
+
     /// A split healed after `lasted`.
     pub fn split_healed(&self, node: &NodeId, lasted: Duration) {
         self.splits_healed
@@ -605,6 +647,15 @@ impl Metrics {
             })
             .inc();
         self.split_duration.observe(lasted.as_secs_f64());
+    }
+
+    /// A route-ahead lookup answered (`answered`) or not (the reason).
+    pub fn route_lookup(&self, outcome: &str) {
+        self.route_lookups
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// A room was released (`empty`, `node_down`, `new_incarnation`).

@@ -762,6 +762,43 @@ async fn openapi_document_matches_the_server() {
             false,
             None,
         ),
+        // The proxy's lookup: open, an answer or no opinion, never an error.
+        case(
+            "GET",
+            "/v1/route/{user}",
+            200,
+            "/v1/route/conf-alpha",
+            n.clone(),
+            false,
+            None,
+        ),
+        case(
+            "GET",
+            "/v1/route/{user}",
+            200,
+            format!("/v1/route/queue-beta?landing={other}"),
+            n.clone(),
+            false,
+            None,
+        ),
+        case(
+            "GET",
+            "/v1/route/{user}",
+            204,
+            "/v1/route/not-a-room",
+            n.clone(),
+            false,
+            None,
+        ),
+        case(
+            "GET",
+            "/v1/route/{user}",
+            204,
+            "/v1/route/conf-a%20b?landing=nosuch",
+            n.clone(),
+            false,
+            None,
+        ),
         case("GET", "/healthz", 200, "/healthz", n.clone(), false, None),
         case("GET", "/readyz", 200, "/readyz", n.clone(), false, None),
         case("GET", "/metrics", 200, "/metrics", n.clone(), false, None),
@@ -1110,6 +1147,15 @@ async fn openapi_document_matches_the_server() {
             true,
             Some("no_eligible_node"),
         ),
+        case(
+            "GET",
+            "/v1/route/{user}",
+            204,
+            "/v1/route/conf-gamma",
+            n.clone(),
+            false,
+            None,
+        ),
     ];
     run_cases(&http, &base, &doc, &drained).await;
     for id in &ids {
@@ -1280,6 +1326,15 @@ async fn openapi_document_matches_the_server() {
         ),
     ];
     run_cases(&http, &base, &doc, &down).await;
+    // The proxy gets no opinion, not an error, without the store.
+    let r = send(&http, &base, "GET", "/v1/route/conf-alpha", &n, None).await;
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["corral-no-opinion"].to_str().unwrap()
+        ),
+        (204, "store_unavailable")
+    );
 
     cases.extend(queue_cases);
     cases.extend(corrupt);
@@ -1297,6 +1352,267 @@ async fn openapi_document_matches_the_server() {
         "documented but no request in the table: {untested:?}\n\
          in the table but not documented: {undocumented:?}"
     );
+    farm.stop().await;
+}
+
+/// What the proxy gets from `GET /v1/route/{user}`.
+struct Routed {
+    status: u16,
+    /// `Corral-Node` (200) or `Corral-No-Opinion` (204).
+    said: String,
+    body: String,
+    ctype: String,
+}
+
+/// Asks the route as the proxy does: no credential.
+async fn routed(http: &reqwest::Client, base: &str, path: &str) -> Routed {
+    let r = http
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("API answers");
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let status = r.status().as_u16();
+    let said = header(if status == 200 {
+        "corral-node"
+    } else {
+        "corral-no-opinion"
+    });
+    let ctype = header("content-type");
+    Routed {
+        status,
+        said,
+        body: r.text().await.unwrap_or_default(),
+        ctype,
+    }
+}
+
+/// Route ahead, every answer the proxy can get, without a credential while
+/// the API has a token: a new room is placed and named by its node's SIP
+/// URI (the same answer when asked again), and the call that then lands
+/// there joins without a redirect; the landing the proxy names is
+/// preferred for a new room (by id, SIP URI or host:port); a queue's
+/// callers and agents get the queue's node; odd user parts and landings
+/// get no opinion (never a 4xx or 5xx); a room on a draining node gets no
+/// opinion, a new room with every node drained too; a dead node's room is
+/// answered on a live node; the store gone is no opinion; switched off,
+/// every lookup is no opinion. Counted per outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_ahead_answers_the_proxy() {
+    let seed = support::seed("route_ahead_answers_the_proxy");
+    let mut farm = TestFarm::start(3, Backend::PrivateRedis, seed).await;
+    let api = ApiServer::start(&farm.ctrl, Some(TOKEN)).await;
+    let http = farm.http.clone();
+    let base = api.url.clone();
+    let ids: Vec<String> = farm.sims.iter().map(|s| s.id().to_owned()).collect();
+    let sip = |id: &str| {
+        let i = ids.iter().position(|x| x == id).expect("a node id");
+        format!("sip:{}", farm.sims[i].addr())
+    };
+
+    // A new room: placed, named by its node's SIP URI, plain text.
+    let first = routed(&http, &base, "/v1/route/conf-ahead1").await;
+    assert_eq!(first.status, 200, "{}", first.said);
+    assert!(first.ctype.starts_with("text/plain"), "{}", first.ctype);
+    assert_eq!(first.body, sip(&first.said));
+    let owner = first.said.clone();
+    let (_, room) = get_json(&http, format!("{base}/v1/rooms/conference/ahead1")).await;
+    assert_eq!(room["node"], owner.as_str(), "placed where named");
+    for _ in 0..3 {
+        let again = routed(&http, &base, "/v1/route/conf-ahead1").await;
+        assert_eq!((again.status, again.said), (200, owner.clone()));
+    }
+    // The StasisStart that follows agrees: the call arriving there joins
+    // its room there, without a redirect.
+    let oi = ids.iter().position(|i| *i == owner).unwrap();
+    farm.call_on(oi, "conf-ahead1", "ahead-call-1").await;
+    let url = format!("{base}/v1/rooms/conference/ahead1");
+    eventually(DEADLINE, "the call joined where the proxy sent it", || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let (_, v) = get_json(&http, url).await;
+            (v["member_list"].as_array()?.len() == 1).then_some(v)
+        }
+    })
+    .await;
+    let (_, v) = get_json(&http, url.clone()).await;
+    assert_eq!(v["member_list"][0]["node"], owner.as_str());
+    assert_eq!(farm.metrics.snapshot().redirected, 0, "no redirect");
+
+    // The landing the proxy names is preferred for a new room.
+    for (k, id) in ids.iter().enumerate() {
+        let i = k;
+        let forms = [
+            id.clone(),
+            sip(id).replace(':', "%3A"),
+            farm.sims[i].addr().to_string(),
+        ];
+        for (f, landing) in forms.iter().enumerate() {
+            let r = routed(
+                &http,
+                &base,
+                &format!("/v1/route/conf-land{k}x{f}?landing={landing}"),
+            )
+            .await;
+            assert_eq!((r.status, r.said.as_str()), (200, id.as_str()), "{landing}");
+        }
+    }
+
+    // A queue's callers and agents: the queue's node.
+    let q = routed(&http, &base, "/v1/route/queue-help").await;
+    assert_eq!(q.status, 200);
+    for agent in ["/v1/route/agent-help-a1", "/v1/route/agent-help-b2"] {
+        let a = routed(&http, &base, agent).await;
+        assert_eq!((a.status, a.said), (200, q.said.clone()), "{agent}");
+    }
+
+    // Odd input: no opinion, never an error.
+    let long = format!("/v1/route/conf-{}", "a".repeat(100));
+    for path in [
+        "/v1/route/not-a-room",
+        "/v1/route/conf-",
+        "/v1/route/conf--",
+        "/v1/route/CONF-sales",
+        "/v1/route/conf-a%20b",
+        "/v1/route/conf-a%2Cb",
+        "/v1/route/%FF",
+        "/v1/route/conf-%E2%82%AC",
+        "/v1/route/conf-a%",
+        "/v1/route/agent-help",
+        "/v1/route/agent-help-",
+        "/v1/route/Zz0123456789abcdefghij",
+        long.as_str(),
+    ] {
+        let r = routed(&http, &base, path).await;
+        assert_eq!(
+            (r.status, r.said.as_str(), r.body.as_str()),
+            (204, "not_a_room", ""),
+            "{path}"
+        );
+    }
+    for query in [
+        "landing=nosuch",
+        "landing=%FF",
+        "landing=sip:10.9.9.9:5060",
+        "landing=",
+        "landing=ast1&landing=ast2",
+    ] {
+        let r = routed(&http, &base, &format!("/v1/route/conf-odd?{query}")).await;
+        assert_eq!(
+            (r.status, r.said.as_str()),
+            (204, "unknown_landing"),
+            "{query}"
+        );
+    }
+    let r = routed(&http, &base, "/v1/route/conf-odd?other=1").await;
+    assert_eq!(r.status, 200, "other parameters are ignored");
+    for path in ["/v1/route/", "/v1/route/a/b"] {
+        let r = routed(&http, &base, path).await;
+        assert_eq!(r.status, 404, "{path}: not the route");
+    }
+
+    // The room's node draining: no opinion (its joiners still reach it by
+    // redirect); new rooms go elsewhere; undrained, named again.
+    let drain = |id: &str, on: bool| {
+        let (http, base, id) = (http.clone(), base.clone(), id.to_owned());
+        async move {
+            let verb = if on { "drain" } else { "undrain" };
+            let r = send(
+                &http,
+                &base,
+                "POST",
+                &format!("/v1/nodes/{id}/{verb}"),
+                &Body::None,
+                Some(TOKEN),
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+        }
+    };
+    drain(&owner, true).await;
+    let r = routed(&http, &base, "/v1/route/conf-ahead1").await;
+    assert_eq!((r.status, r.said.as_str()), (204, "owner_draining"));
+    let r = routed(
+        &http,
+        &base,
+        &format!("/v1/route/conf-new1?landing={owner}"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_ne!(r.said, owner, "never a new room on a draining node");
+    for id in &ids {
+        drain(id, true).await;
+    }
+    let r = routed(&http, &base, "/v1/route/conf-nowhere").await;
+    assert_eq!((r.status, r.said.as_str()), (204, "no_eligible_node"));
+    for id in &ids {
+        drain(id, false).await;
+    }
+    let r = routed(&http, &base, "/v1/route/conf-ahead1").await;
+    assert_eq!((r.status, r.said), (200, owner.clone()));
+
+    // The room's node dies: the room is answered on a live node.
+    farm.kill(oi).await;
+    let moved = eventually(DEADLINE, "the room answered on a live node", || {
+        let (http, base, owner) = (http.clone(), base.clone(), owner.clone());
+        async move {
+            let r = routed(&http, &base, "/v1/route/conf-ahead1").await;
+            (r.status == 200 && r.said != owner).then_some(r.said)
+        }
+    })
+    .await;
+    assert!(ids.contains(&moved));
+
+    // Switched off (`api.route_ahead = false`): no opinion, always.
+    let off = corral::api::router(
+        corral::api::AppState::new(farm.ctrl.clone(), Some(TOKEN.into())).with_route_ahead(false),
+    );
+    let resp = off
+        .oneshot(
+            Request::get("/v1/route/conf-ahead1")
+                .body(AxBody::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["corral-no-opinion"], "disabled");
+
+    // Counted per outcome.
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for outcome in [
+        "answered",
+        "not_a_room",
+        "unknown_landing",
+        "owner_draining",
+        "no_eligible_node",
+        "disabled",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "corral_route_lookups_total{{outcome=\"{outcome}\"}}"
+            )),
+            "{outcome}"
+        );
+    }
+
+    // The store gone: no opinion.
+    farm.kill_redis();
+    let r = routed(&http, &base, "/v1/route/conf-ahead1").await;
+    assert_eq!((r.status, r.said.as_str()), (204, "store_unavailable"));
     farm.stop().await;
 }
 

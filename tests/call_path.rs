@@ -226,3 +226,67 @@ async fn empty_rooms_are_released_and_their_bridges_destroyed() {
     assert_eq!(farm.metrics.snapshot().released, 1);
     farm.stop().await;
 }
+
+/// A moved call whose answer fails (ARI 500 on every try) on its room's
+/// node is not lost: only a 404 for the channel proves a call gone, so the
+/// join is tried again, and the call, still ringing, keeps its member
+/// record and its consumed token until it joins. (Before: "call gone
+/// before it joined" was logged while the call still rang, its token entry
+/// was erased, and the resync later found it, read its token as unknown
+/// and handed it back to the dialplan, which hung it up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_call_whose_answer_fails_still_joins() {
+    let seed = seed("answer_fails");
+    let farm = TestFarm::start(2, Backend::Memory, seed).await;
+    farm.call_on(1, "conf-ans", "first").await;
+    all_bridged(&farm, 1).await;
+    // Every try of the next answer on the room's node fails (corral tries
+    // an ARI call 4 times; 6 failures outlast one round of tries).
+    farm.sims[1].set_faults(corral::sim::Faults {
+        rest_rule: Some(corral::sim::RestRule {
+            method: "POST".into(),
+            path: "/ari/channels/*/answer".into(),
+            delay_ms: 0,
+            fail: 6,
+        }),
+        ..Default::default()
+    });
+    farm.call_on(0, "conf-ans", "moved").await;
+    let calls = all_bridged(&farm, 2).await;
+    assert!(calls.iter().all(|(i, _)| *i == 1), "seed {seed}: {calls:?}");
+    assert_eq!(farm.sims[1].stats().rest_faults, 6, "seed {seed}");
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    assert_eq!(farm.metrics.snapshot().joined, 2);
+    farm.stop().await;
+}
+
+/// A moved call whose answer keeps failing past every retry in place is
+/// placed again 2 s later by its own worker, not two resyncs later: here
+/// resyncs run every 30 s, and the call still joins within a few seconds
+/// once ARI answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_keeps_failing_is_placed_again_soon() {
+    let seed = seed("answer_fails_long");
+    let farm = TestFarm::start_with(2, Backend::Memory, seed, |c| {
+        c.reconcile_interval = Duration::from_secs(30);
+    })
+    .await;
+    farm.call_on(1, "conf-ans2", "first").await;
+    all_bridged(&farm, 1).await;
+    // 4 joins in place of 4 ARI tries each: 16 failed answers.
+    farm.sims[1].set_faults(corral::sim::Faults {
+        rest_rule: Some(corral::sim::RestRule {
+            method: "POST".into(),
+            path: "/ari/channels/*/answer".into(),
+            delay_ms: 0,
+            fail: 16,
+        }),
+        ..Default::default()
+    });
+    farm.call_on(0, "conf-ans2", "moved").await;
+    let calls = farm.wait_all_bridged(2, Duration::from_secs(8)).await;
+    assert!(calls.iter().all(|(i, _)| *i == 1), "seed {seed}: {calls:?}");
+    assert_eq!(farm.sims[1].stats().rest_faults, 16, "seed {seed}");
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    farm.stop().await;
+}

@@ -480,6 +480,28 @@ fn kamailio_listen(deploy: &Deploy) -> Result<(String, String, u16), String> {
     }
 }
 
+/// kamailio.cfg's corral connection for route ahead:
+/// `modparam("http_client", "httpcon", "corral=><url>")`.
+fn kamailio_corral_url(deploy: &Deploy) -> Result<String, String> {
+    let urls: Vec<String> = deploy
+        .kamailio_cfg
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("modparam(\"http_client\", \"httpcon\", \"corral=>")
+                .and_then(|r| r.split('"').next())
+                .map(str::to_string)
+        })
+        .collect();
+    match urls.as_slice() {
+        [url] => Ok(url.clone()),
+        _ => Err(format!(
+            "kamailio.cfg: {} httpcon lines for corral, expected one",
+            urls.len()
+        )),
+    }
+}
+
 /// kamailio.cfg's `modparam("dispatcher", "list_file", "...")`.
 fn kamailio_list_file(deploy: &Deploy) -> Option<String> {
     deploy.kamailio_cfg.lines().find_map(|l| {
@@ -857,6 +879,59 @@ fn check_kamailio(compose: &Compose, deploy: &Deploy) -> Vec<String> {
             "dispatcher.list is mounted at {:?}, kamailio.cfg reads {list:?}",
             mount.map(|m| &m.1)
         )),
+    }
+    // Route ahead: Kamailio asks a corral replica, on corral.toml's API
+    // port, with http_client, which the image must install.
+    let api_port = deploy
+        .corral_toml
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|d| {
+            let l = d.get("api")?.get("listen")?.as_str()?.to_string();
+            host_port(&l, 0).ok().map(|(_, p)| p)
+        });
+    match kamailio_corral_url(deploy).and_then(|u| url_host_port(&u, 80).map(|hp| (u, hp))) {
+        Ok((url, (host, port))) => {
+            let replicas = compose.built_from(".", "deploy/Dockerfile");
+            let replica = compose
+                .by_host(&host)
+                .filter(|s| replicas.iter().any(|r| r.name == s.name));
+            if replica.is_none() {
+                out.push(format!(
+                    "kamailio.cfg asks corral at {url}, whose host {host} is no corral replica"
+                ));
+            }
+            if Some(port) != api_port {
+                out.push(format!(
+                    "kamailio.cfg asks corral at {url}, corral.toml's api listens on port {api_port:?}"
+                ));
+            }
+            if !url.ends_with("/v1/route") {
+                out.push(format!("kamailio.cfg asks corral at {url}, not /v1/route"));
+            }
+        }
+        Err(e) => out.push(e),
+    }
+    // http_client's connection takes the module's defaults when declared.
+    let at = |what: &str| deploy.kamailio_cfg.find(what);
+    let httpcon = at("modparam(\"http_client\", \"httpcon\"");
+    for param in ["connection_timeout", "keep_connections"] {
+        match (at(&format!("modparam(\"http_client\", \"{param}\"")), httpcon) {
+            (Some(p), Some(c)) if p < c => {}
+            _ => out.push(format!(
+                "kamailio.cfg sets http_client's {param} after the corral connection, which does not take it"
+            )),
+        }
+    }
+    if deploy
+        .kamailio_cfg
+        .contains("loadmodule \"http_client.so\"")
+        && !dockerfile.contains("kamailio-utils-modules")
+    {
+        out.push(
+            "kamailio.cfg loads http_client, deploy/kamailio/Dockerfile does not install kamailio-utils-modules"
+                .into(),
+        );
     }
     out
 }
@@ -1324,6 +1399,34 @@ fn a_proxy_that_disagrees_is_caught() {
         1,
     );
     assert_caught(&t, &Deploy::shipped(), "kamailio", "kamailio.cfg reads");
+    // Route ahead asks a corral replica on its API port.
+    for (from, to, says) in [
+        (
+            "corral=>http://10.0.0.21:8088",
+            "corral=>http://10.0.0.3:8088",
+            "is no corral replica",
+        ),
+        (
+            "corral=>http://10.0.0.21:8088",
+            "corral=>http://10.0.0.22:9000",
+            "api listens on port",
+        ),
+        (
+            "10.0.0.21:8088/v1/route",
+            "10.0.0.21:8088/v1/rooms",
+            "not /v1/route",
+        ),
+    ] {
+        let mut d = Deploy::shipped();
+        assert!(d.kamailio_cfg.contains(from), "{from}");
+        d.kamailio_cfg = d.kamailio_cfg.replace(from, to);
+        assert_caught(&shipped_compose(), &d, "kamailio", says);
+    }
+    let mut d = Deploy::shipped();
+    let line = "modparam(\"http_client\", \"keep_connections\", 1)\n";
+    assert!(d.kamailio_cfg.contains(line));
+    d.kamailio_cfg = d.kamailio_cfg.replace(line, "") + line;
+    assert_caught(&shipped_compose(), &d, "kamailio", "keep_connections after");
 }
 
 #[test]

@@ -82,3 +82,138 @@ async fn a_standby_replica_takes_over_the_nodes() {
     stop_b.cancel();
     let _ = run_b.await;
 }
+
+/// A replica in a runtime of its own, so that it can crash like a process
+/// killed with SIGKILL: every task and socket dropped at once, no lease
+/// released.
+struct Replica {
+    rt: Option<tokio::runtime::Runtime>,
+    ctrl: Controller,
+}
+
+impl Replica {
+    fn start(cfg: controller::Config, farm: &TestFarm) -> Replica {
+        let (store_cfg, specs) = (farm.store_cfg.clone(), farm.specs());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let ctrl = rt.block_on(async move {
+                let store = corral::store::connect(&store_cfg).await.expect("store");
+                Controller::new(cfg, store, specs, Arc::new(Metrics::new())).unwrap()
+            });
+            let run = ctrl.clone();
+            rt.spawn(async move { run.run(CancellationToken::new()).await });
+            Replica { rt: Some(rt), ctrl }
+        })
+        .join()
+        .expect("replica starts")
+    }
+
+    /// kill -9: the runtime goes, with every task and connection of it.
+    fn crash(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The streaming replica is killed (SIGKILL: no lease released) while
+/// calls keep coming. Until its leases expire no websocket owns `corral`
+/// on the nodes, so `Stasis(corral)` fails; the shipped dialplan then tries
+/// `corral-standby`, which the other replica holds on every node it does
+/// not stream: the calls are placed as usual, and the standby takes the
+/// nodes over when the leases expire. No call is lost. (Before: every call
+/// in those seconds went to the fallback and was hung up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_crash_costs_no_call() {
+    let seed = seed("replica_crash");
+    let mut farm = TestFarm::start(3, Backend::PrivateRedis, seed).await;
+    // Replicas of their own: the farm's is stopped (its leases released).
+    farm.stop_controller().await;
+    let lease = Duration::from_secs(2);
+    let cfg = |name: &str, seed| controller::Config {
+        replica: name.into(),
+        lease_ttl: lease,
+        ..support::farm::test_config(seed)
+    };
+    let a = Replica::start(cfg("replica-a", seed), &farm);
+    let a_ctrl = a.ctrl.clone();
+    eventually(
+        Duration::from_secs(10),
+        "replica A streams every node",
+        || {
+            let a = a_ctrl.clone();
+            async move { a.nodes_streaming().iter().all(|(_, up)| *up).then_some(()) }
+        },
+    )
+    .await;
+    let b = Replica::start(cfg("replica-b", seed ^ 1), &farm);
+    let b_ctrl = b.ctrl.clone();
+    let rooms = 6;
+    let (before, during) = (20, 60);
+    let mut sent = 0;
+    for _ in 0..before {
+        farm.call(&format!("conf-crash{}", sent % rooms), &format!("c{sent}"))
+            .await;
+        sent += 1;
+    }
+    farm.wait_all_bridged(sent, Duration::from_secs(10)).await;
+    let crashed = std::time::Instant::now();
+    a.crash();
+    // Calls keep coming, one every 50 ms, for 3 s: across the lease's
+    // expiry (2 s) and B's takeover.
+    let mut pace = tokio::time::interval(Duration::from_millis(50));
+    for _ in 0..during {
+        pace.tick().await;
+        farm.call(&format!("conf-crash{}", sent % rooms), &format!("c{sent}"))
+            .await;
+        sent += 1;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "replica B streams every node",
+        || {
+            let b = b_ctrl.clone();
+            async move { b.nodes_streaming().iter().all(|(_, up)| *up).then_some(()) }
+        },
+    )
+    .await;
+    eprintln!(
+        "replica B took the nodes over {:?} after the crash",
+        crashed.elapsed()
+    );
+    // Settled: every live call bridged, rooms whole.
+    let mut poll = support::Poll::new(Duration::from_secs(15));
+    let live = loop {
+        let calls = farm.live_calls().await;
+        let bridged = calls.iter().filter(|(_, c)| !c["bridge"].is_null()).count();
+        if bridged == calls.len() && farm.rooms_not_whole().await.is_empty() {
+            break calls.len();
+        }
+        assert!(
+            poll.next().await,
+            "{bridged} of {} live calls bridged; rooms not whole {:?}",
+            calls.len(),
+            farm.rooms_not_whole().await
+        );
+    };
+    let lost = sent - live;
+    eprintln!(
+        "calls lost across the crash: {lost} of {sent} ({} Stasis() failures on the nodes)",
+        farm.sim_stat(|s| s.stasis_failed)
+    );
+    assert_eq!(lost, 0, "seed {seed}");
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    drop(b);
+}

@@ -420,3 +420,39 @@ async fn the_resync_records_queue_calls_by_their_role() {
     .await;
     farm.stop().await;
 }
+
+/// A static member's leg is saved as ringing before its originate reaches
+/// the node: a resync in that window finds no such channel, which is not
+/// "gone" (the grace of `ORIGINATE_GRACE_MS`). Here every originate takes
+/// 1.2 s to reach the node while resyncs run every 0.5 s: the member still
+/// answers and takes the caller with the one leg rung, and corral hangs up
+/// nothing. (Without the grace the resync dropped the member, rang again,
+/// and hung up the first leg when it answered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_originate_is_slow_is_not_dropped() {
+    let farm = start(Backend::Memory, "slow_originate").await;
+    for s in &farm.sims {
+        s.set_faults(corral::sim::Faults {
+            rest_rule: Some(corral::sim::RestRule {
+                method: "POST".into(),
+                path: "/ari/channels/*".into(),
+                delay_ms: 1200,
+                fail: 0,
+            }),
+            ..Default::default()
+        });
+    }
+    let mut farm = farm;
+    farm.call("queue-help", "h1").await;
+    wait_queue(&farm.ctrl, "help", "x took h1", |s| {
+        busy_with(s, "x").is_some()
+    })
+    .await;
+    assert_eq!(farm.sim_stat(|s| s.originated), 1, "one leg rung");
+    assert_eq!(
+        farm.sim_stat(|s| s.hungup_by_ari),
+        0,
+        "corral hung up a leg"
+    );
+    farm.stop().await;
+}

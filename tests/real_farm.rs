@@ -15,12 +15,24 @@ use support::real::RealTest;
 
 const ROOMS: [&str; 6] = ["sales", "support", "ops", "eng", "board", "lobby"];
 
-/// 60 callers into 6 rooms through Kamailio round-robin on 3 real nodes:
-/// every room's calls in one bridge on one node; every caller answered
-/// (sipp saw the 200 OK), the redirected ones after a 302 that Kamailio
-/// followed (sipp never saw one); each token used by exactly one call.
-async fn conferences(backend: Backend) {
-    let t = RealTest::start("conferences", 3, backend, &[]).await;
+/// 60 callers into 6 rooms through Kamailio on 3 real nodes: every room's
+/// calls in one bridge on one node; every caller answered (sipp saw the
+/// 200 OK), the redirected ones after a 302 that Kamailio followed (sipp
+/// never saw one); each token used by exactly one call.
+///
+/// With route ahead (`ahead`), Kamailio asks corral before dispatching and
+/// under 2% of the calls are redirected: each lands where corral said, the
+/// room's node, and joins there; corral's answer for each room names the
+/// node its bridge is on. Without it (`api.route_ahead = false`: corral has
+/// no opinion), round-robin lands about 2 of 3 calls away from their room
+/// and the redirect repairs them.
+async fn conferences(backend: Backend, ahead: bool) {
+    let env: &[(&str, &str)] = if ahead {
+        &[]
+    } else {
+        &[("CORRAL_API_ROUTE_AHEAD", "false")]
+    };
+    let t = RealTest::start("conferences", 3, backend, env).await;
     let farm = &t.farm;
     let mut runs = Vec::new();
     for room in ROOMS {
@@ -91,17 +103,44 @@ async fn conferences(backend: Backend) {
         answered.keys().all(|a| callers.contains_key(a)),
         "sipp's callers and ARI's channels differ"
     );
-    // Round-robin over 3 nodes: about 2 of 3 calls land away from their
-    // room at first; far fewer than that would mean the redirect path was
-    // not exercised.
-    assert!(redirected >= 10, "only {redirected} of 60 calls redirected");
+    let corral = farm.corral.as_ref().unwrap();
+    let answered_ahead = corral
+        .metric_sum("corral_route_lookups_total{outcome=\"answered\"}")
+        .await
+        .unwrap();
+    if ahead {
+        // Under 2%: each call went where corral said, its room's node.
+        assert!(
+            redirected * 50 < 60,
+            "{redirected} of 60 calls redirected with route ahead\n{}",
+            t.diagnose().await
+        );
+        assert_eq!(answered_ahead, 60.0, "one answered lookup per call");
+        // The route's answer and the StasisStart agree: corral names, for
+        // each room, the node its bridge is on (what ARI shows).
+        for room in ROOMS {
+            let (status, node, sip) = support::real::route(&t.api(), &format!("conf-{room}")).await;
+            let truth = rooms[&format!("corral:conference:{room}")]
+                .whole_on()
+                .unwrap();
+            assert_eq!((status, node.as_str()), (200, truth), "{room}");
+            let i = farm.index_of(truth).unwrap();
+            assert_eq!(sip, format!("sip:{}", farm.nodes[i].sip_addr()));
+        }
+    } else {
+        // Round-robin over 3 nodes: about 2 of 3 calls land away from their
+        // room at first; far fewer than that would mean the redirect path
+        // was not exercised.
+        assert!(redirected >= 10, "only {redirected} of 60 calls redirected");
+        assert_eq!(answered_ahead, 0.0, "corral had no opinion");
+    }
     let followed = farm.kamailio.log().matches("302 followed").count();
     assert_eq!(
         followed, redirected,
         "Kamailio followed {followed} 302s; {redirected} calls arrived with a token"
     );
     eprintln!(
-        "conferences ({backend:?}): 60 answered, {redirected} after a 302 Kamailio followed, 6 rooms whole"
+        "conferences ({backend:?}, route ahead {ahead}): 60 answered, {redirected} after a 302 Kamailio followed, 6 rooms whole"
     );
 
     // The far end hangs up: every sipp call completes its scenario.
@@ -120,16 +159,21 @@ async fn conferences(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conferences_on_the_memory_store() {
-    conferences(Backend::Memory).await;
+    conferences(Backend::Memory, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conferences_on_redis() {
-    conferences(Backend::Redis).await;
+    conferences(Backend::Redis, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conferences_without_route_ahead_are_repaired_by_redirect() {
+    conferences(Backend::Memory, false).await;
 }
 
 /// `kamailio -c` passes on the shipped `kamailio.cfg` (rendered with only
-/// its listen address and list path filled in).
+/// its listen address, list path and corral's address filled in).
 #[test]
 fn the_shipped_kamailio_cfg_passes_kamailio_check() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +184,7 @@ fn the_shipped_kamailio_cfg_passes_kamailio_check() {
         http_port: 8160,
         entity_id: "02:00:00:00:00:01".into(),
     };
-    let out = corral::testbed::Kamailio::check(dir.path(), &[node], 5159)
+    let out = corral::testbed::Kamailio::check(dir.path(), &[node], 5159, "127.0.0.1:8159")
         .unwrap_or_else(|e| panic!("kamailio -c refused the shipped config: {e}"));
     assert!(out.contains("config file ok"), "{out}");
 }
@@ -410,6 +454,102 @@ async fn a_split_is_healed_by_refer_on_real_asterisk() {
         (t.farm.channels().await.len() == 6).then_some(())
     })
     .await;
+    assert_eq!(t.farm.hangup_all().await, 6);
+    for r in [&mut first, &mut second] {
+        let s = r.wait(Duration::from_secs(30)).await;
+        assert!(
+            s.is_some_and(|s| s.success()),
+            "{}\n{}",
+            r.output(),
+            r.errors()
+        );
+    }
+}
+
+/// A split healed by REFER whose callers refuse every REFER (603, as many
+/// carriers do): Asterisk shows nothing and the calls stay where they are.
+/// corral gives each move its redirect deadline, counts it failed
+/// (`corral_heal_moves_failed_total`), and moves the call again with
+/// backoff; it never hangs a call up. (Before: the calls were marked "on
+/// their way" for good and never moved again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refer_is_retried_and_never_hangs_up_on_real_asterisk() {
+    let mut t = RealTest::start(
+        "referrefused",
+        3,
+        Backend::Memory,
+        &[
+            ("CORRAL_CONTROLLER_REDIRECT_DEADLINE_MS", "1500"),
+            ("CORRAL_CONTROLLER_RECONCILE_INTERVAL_MS", "1000"),
+        ],
+    )
+    .await;
+    let mut first = t.call_room_refusing_refer("sales", "ra", 3);
+    let before = t.wait_whole(1, 3, Duration::from_secs(30)).await;
+    let x = before["corral:conference:sales"]
+        .whole_on()
+        .unwrap()
+        .to_string();
+    let xi = t.farm.index_of(&x).unwrap();
+    t.farm.nodes[xi].pause();
+    let corral = t.farm.corral.as_ref().unwrap();
+    support::eventually(
+        Duration::from_secs(20),
+        "corral marks the frozen node down",
+        || async {
+            let nodes = corral.get("/v1/nodes").await.ok()?;
+            nodes["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["id"] == x.as_str() && n["state"] == "down")
+                .then_some(())
+        },
+    )
+    .await;
+    let mut second = t.call_room("sales", "rb", 3);
+    t.wait_whole(1, 3, Duration::from_secs(30)).await;
+    t.farm.nodes[xi].resume();
+    // Each stray call's move is refused, counted failed after the deadline,
+    // and tried again after its backoff: two failures per call.
+    let failed_moves = || async {
+        let metrics = corral.metrics().await.ok()?;
+        let failed: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("corral_heal_moves_failed_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        Some(failed as u64)
+    };
+    let mut poll = support::Poll::new(Duration::from_secs(40));
+    loop {
+        if failed_moves().await.is_some_and(|n| n >= 6) {
+            break;
+        }
+        if !poll.next().await {
+            let log = corral.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "heal moves failed: {:?}; refused REFERs {:?}\n{}\ncorral: {tail:#?}",
+                failed_moves().await,
+                first.refused_refers(),
+                t.diagnose().await
+            );
+        }
+    }
+    let refused = first.refused_refers();
+    eprintln!(
+        "refused REFERs per caller: {refused:?}; heal moves failed: {:?}",
+        failed_moves().await
+    );
+    assert_eq!(
+        refused.len(),
+        3,
+        "every stray caller got a REFER: {refused:?}"
+    );
+    // Nobody was hung up: the six calls are up, the refusing ones still
+    // bridged on the old node.
+    assert_eq!(t.farm.channels().await.len(), 6, "{}", t.diagnose().await);
+    assert!(first.answered().values().all(|a| !a.ended && !a.moved));
     assert_eq!(t.farm.hangup_all().await, 6);
     for r in [&mut first, &mut second] {
         let s = r.wait(Duration::from_secs(30)).await;

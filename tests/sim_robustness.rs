@@ -358,3 +358,48 @@ async fn a_hung_node_answers_nothing_until_resumed() {
     .await;
     still_serving(&ari).await;
 }
+
+/// `event_latency_ms` (set at runtime with `PUT /sim/faults`) delays each
+/// event without slowing the ones behind it, in order: 20 calls' events
+/// all arrive about one latency later, where `event_delay_ms` would take
+/// 20 latencies. Set back to 0, events flow at once again.
+#[tokio::test]
+async fn event_latency_delays_without_slowing_the_stream() {
+    let node = start("latency").await;
+    let ari = Ari::new(&node);
+    let ev = Events::connect(&node, "corral", false).await;
+    let r = ari
+        .send("PUT", "/sim/faults", Some(json!({"event_latency_ms": 300})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["event_latency_ms"], 300);
+    let t0 = std::time::Instant::now();
+    let mut chans = Vec::new();
+    for i in 0..20 {
+        let c = ari.call("conf-l", &i.to_string()).await;
+        chans.push(c.body["channel_id"].as_str().expect("channel").to_string());
+    }
+    ev.wait_nth("StasisStart", 20).await;
+    let took = t0.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(300),
+        "events came before their latency: {took:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "the latency slowed the stream like a delay: {took:?}"
+    );
+    let order: Vec<String> = ev
+        .of_type("StasisStart")
+        .iter()
+        .filter_map(|e| e["channel"]["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(order, chans, "order is kept");
+    let r = ari
+        .send("PUT", "/sim/faults", Some(json!({"event_latency_ms": 0})))
+        .await;
+    assert_eq!(r.body["event_latency_ms"], 0);
+    ari.call("conf-l", "after").await;
+    ev.wait_nth("StasisStart", 21).await;
+    still_serving(&ari).await;
+}

@@ -234,7 +234,8 @@ async fn no_stasis_start_without_a_socket() {
     let r = ari.call("conf-a", "1").await;
     assert_eq!((r.status, r.body["stasis"].as_str()), (201, Some("failed")));
     assert_eq!(ari.get("/ari/channels").await.body, json!([]));
-    assert_eq!(stat(&ari, "stasis_failed").await, 1);
+    // Stasis(corral), then the shipped dialplan's Stasis(corral-standby).
+    assert_eq!(stat(&ari, "stasis_failed").await, 2);
 
     let ev = Events::connect(&node, "corral", false).await;
     let r2 = ari.call("conf-a", "2").await;
@@ -1453,7 +1454,8 @@ async fn the_shipped_dialplan_and_continue_targets() {
         (&json!("failed"), &json!(true), &json!(200), &json!(41)),
         "no websocket: the fallback answers and hangs up with cause 41"
     );
-    assert_eq!(stat(&ari, "stasis_failed").await, 1);
+    // Stasis(corral), then the shipped dialplan's Stasis(corral-standby).
+    assert_eq!(stat(&ari, "stasis_failed").await, 2);
 
     let ev = Events::connect(&node, "corral", false).await;
     let r = ari.call("agent-sales-emea-bob", "2").await;

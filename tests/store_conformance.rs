@@ -90,12 +90,14 @@ macro_rules! conformance {
 conformance!(
     resolve_places_the_choice_once_and_keeps_it,
     resolve_refuses_ineligible_choices,
+    a_suspect_node_takes_no_new_room_but_keeps_its_rooms,
     resolve_replaces_a_down_owner_with_a_larger_epoch,
     epochs_only_grow_across_release_and_replacement,
     members_join_only_on_the_owner,
     unplaced_room_is_claimed_by_a_joiner_but_not_a_down_one,
     release_only_empty_unchanged_rooms_after_linger,
     tokens_are_used_once_only_on_their_node,
+    a_token_consumed_by_a_channel_is_its_again_on_a_retry,
     tokens_expire_and_stay_distinguishable,
     registration_keeps_drain_and_new_incarnation_releases_rooms,
     down_releases_every_room_in_batches,
@@ -113,6 +115,7 @@ conformance!(
     place_call_joins_on_the_owner_in_one_step,
     place_call_mints_a_token_for_the_owner_elsewhere,
     place_call_follows_the_owner_rules,
+    place_call_refuses_a_suspect_choice_but_its_rooms_stay,
     join_with_token_consumes_once_and_records_the_member,
     join_with_token_follows_the_member_rules,
     race_many_placed_calls_one_owner_every_member_there,
@@ -198,6 +201,43 @@ async fn resolve_places_the_choice_once_and_keeps_it(s: Arc<dyn Store>) {
     let (qn, qe, qc, _) = owner(s.resolve_placement(&q, &node("b")).await.unwrap());
     assert_eq!((qn, qc), (node("b"), true));
     assert!(qe > e);
+}
+
+/// A suspect node (a failed health check) is refused as a choice for a new
+/// room, keeps the rooms it has and their joiners, shows as suspect, and a
+/// registration (or clearing the mark) makes it eligible again.
+async fn a_suspect_node_takes_no_new_room_but_keeps_its_rooms(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let (kept, new) = (conf("kept"), conf("new"));
+    owner(s.resolve_placement(&kept, &node("a")).await.unwrap());
+    s.set_node_suspect(&node("a"), true).await.unwrap();
+    assert_eq!(
+        s.resolve_placement(&new, &node("a")).await.unwrap(),
+        Resolution::ChoiceIneligible { node: node("a") }
+    );
+    let (n, _, created, _) = owner(s.resolve_placement(&kept, &node("b")).await.unwrap());
+    assert_eq!((n, created), (node("a"), false), "its room stays");
+    assert!(matches!(
+        s.add_member(&kept, &node("a"), &chan("j1"), Role::Participant)
+            .await
+            .unwrap(),
+        MemberAdded::Added { .. }
+    ));
+    let a = s.list_nodes().await.unwrap().remove(0);
+    assert!(a.suspect && a.healthy, "{a:?}");
+    assert_eq!(a.state, NodeState::Up);
+    s.set_node_suspect(&node("a"), false).await.unwrap();
+    owner(s.resolve_placement(&new, &node("a")).await.unwrap());
+    s.set_node_suspect(&node("a"), true).await.unwrap();
+    nodes(&s, &["a"]).await;
+    assert!(
+        !s.list_nodes().await.unwrap()[0].suspect,
+        "registered again"
+    );
+    assert!(matches!(
+        s.set_node_suspect(&node("zz"), true).await.unwrap_err(),
+        Error::UnknownNode { .. }
+    ));
 }
 
 /// An unknown, draining, down or full node is never applied as a choice,
@@ -478,6 +518,41 @@ async fn tokens_are_used_once_only_on_their_node(s: Arc<dyn Store>) {
         s.consume_token(&never, &node("b")).await.unwrap(),
         Consumed::Unknown
     );
+}
+
+/// A token consumed by a named channel is that channel's: consuming it
+/// again by the same channel on the same node (a retry after a timeout that
+/// may have consumed it) gets it again; any other consumer, or the same
+/// channel on another node, gets Unknown, and nobody can peek at it.
+async fn a_token_consumed_by_a_channel_is_its_again_on_a_retry(s: Arc<dyn Store>) {
+    let t = TokenId::generate(&mut rand::rng());
+    let g = grant(&conf("r"), "a", "b");
+    s.mint_token(&t, &g, Duration::from_secs(30)).await.unwrap();
+    let (me, other) = (ChannelId::new("me").unwrap(), ChannelId::new("o").unwrap());
+    assert!(matches!(
+        s.consume_token_as(&t, &node("c"), &me).await.unwrap(),
+        Consumed::WrongNode(_)
+    ));
+    let first = match s.consume_token_as(&t, &node("b"), &me).await.unwrap() {
+        Consumed::Ok(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.grant, g);
+    assert_eq!(
+        s.consume_token_as(&t, &node("b"), &me).await.unwrap(),
+        Consumed::Ok(first)
+    );
+    for (n, c) in [("b", &other), ("c", &me)] {
+        assert_eq!(
+            s.consume_token_as(&t, &node(n), c).await.unwrap(),
+            Consumed::Unknown
+        );
+    }
+    assert_eq!(
+        s.consume_token(&t, &node("b")).await.unwrap(),
+        Consumed::Unknown
+    );
+    assert!(s.peek_token(&t).await.unwrap().is_none());
 }
 
 /// Past its ttl a token is Expired (not consumed, not Unknown) during the
@@ -1415,9 +1490,74 @@ async fn place_call_follows_the_owner_rules(s: Arc<dyn Store>) {
     );
 }
 
+/// The suspect rule of `resolve_placement` holds inside `place_call`: a
+/// suspect node (a failed health check) is refused as the choice for a new
+/// room and nothing is written, while the rooms it has keep their calls
+/// (an arrival there joins, a token for it joins, a call landing elsewhere
+/// gets a token for it); cleared, it is eligible again.
+async fn place_call_refuses_a_suspect_choice_but_its_rooms_stay(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let (kept, new) = (conf("kept"), conf("new"));
+    let (_, e, _, _) = owner(s.resolve_placement(&kept, &node("a")).await.unwrap());
+    s.set_node_suspect(&node("a"), true).await.unwrap();
+    let t = TokenId::generate(&mut rand::rng());
+    assert_eq!(
+        s.place_call(&arrival(&new, "a", "n1", Some(&t)), &node("a"))
+            .await
+            .unwrap(),
+        CallPlaced::ChoiceIneligible { node: node("a") }
+    );
+    assert!(s.get_room(&new).await.unwrap().is_none());
+    assert_eq!(s.peek_token(&t).await.unwrap(), None);
+    // Its room stays, with its joiners: landing there, or by token.
+    assert_eq!(
+        s.place_call(&arrival(&kept, "a", "k1", None), &node("b"))
+            .await
+            .unwrap(),
+        CallPlaced::Joined {
+            epoch: e,
+            members: 1,
+            created: false,
+            previous: None,
+            already: false
+        }
+    );
+    let placed = s
+        .place_call(&arrival(&kept, "b", "k2", Some(&t)), &node("b"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&placed, CallPlaced::Elsewhere { owner, epoch, created: false, token: Some(_), .. }
+            if *owner == node("a") && *epoch == e),
+        "{placed:?}"
+    );
+    assert!(matches!(
+        s.join_with_token(&t, &node("a"), &chan("k2"))
+            .await
+            .unwrap(),
+        TokenJoin::Joined {
+            member: MemberAdded::Added {
+                members: 2,
+                claimed: false,
+                ..
+            },
+            ..
+        }
+    ));
+    // Cleared: eligible again.
+    s.set_node_suspect(&node("a"), false).await.unwrap();
+    assert!(matches!(
+        s.place_call(&arrival(&new, "a", "n1", None), &node("a"))
+            .await
+            .unwrap(),
+        CallPlaced::Joined { created: true, .. }
+    ));
+}
+
 /// A token arriving on its node is consumed and its call recorded in the
-/// token's room in one step, with the role its grant implies; the token is
-/// gone after; wrong node, expired and unknown tokens record nothing.
+/// token's room in one step, with the role its grant implies; after, the
+/// token is its channel's alone (a retry by it joins again, harmlessly);
+/// wrong node, expired and unknown tokens record nothing.
 async fn join_with_token_consumes_once_and_records_the_member(s: Arc<dyn Store>) {
     nodes(&s, &["a", "b"]).await;
     let room = conf("tok");
@@ -1458,13 +1598,45 @@ async fn join_with_token_consumes_once_and_records_the_member(s: Arc<dyn Store>)
         (d.members[0].channel.clone(), d.members[0].role),
         (chan("y1"), Role::Participant)
     );
+    // The token is the consuming channel's: its retry (after a timeout
+    // that may have consumed it) gets it again and finds itself a member
+    // already; any other channel, or the same one on another node, finds
+    // nothing, and nobody can peek at it or consume it plainly.
     assert_eq!(
         s.join_with_token(&t, &node("b"), &chan("y1"))
             .await
             .unwrap(),
-        TokenJoin::NotConsumed(Consumed::Unknown)
+        TokenJoin::Joined {
+            record: record.clone(),
+            member: MemberAdded::AlreadyMember {
+                epoch: e,
+                members: 1
+            }
+        }
+    );
+    for (n, c) in [("b", "y2"), ("a", "y1")] {
+        assert_eq!(
+            s.join_with_token(&t, &node(n), &chan(c)).await.unwrap(),
+            TokenJoin::NotConsumed(Consumed::Unknown),
+            "{n}/{c}"
+        );
+    }
+    assert_eq!(
+        s.consume_token(&t, &node("b")).await.unwrap(),
+        Consumed::Unknown
+    );
+    assert_eq!(
+        s.consume_token_as(&t, &node("b"), &chan("y1"))
+            .await
+            .unwrap(),
+        Consumed::Ok(record.clone()),
+        "the same consumer, through consume_token_as"
     );
     assert_eq!(s.peek_token(&t).await.unwrap(), None);
+    assert_eq!(
+        s.get_room(&room).await.unwrap().unwrap().placement.members,
+        1
+    );
     // Queue tokens: an agent's grant records an agent, else a caller.
     let q = RoomKey::parse("queue", "tq").unwrap();
     s.resolve_placement(&q, &node("b")).await.unwrap();

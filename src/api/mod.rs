@@ -8,7 +8,8 @@
 //! Routes are grouped by resource, one file each: [`rooms`] (map,
 //! placement, colocate), [`nodes`] (list, drain), [`queues`] (queues,
 //! callers, agents, static members), [`tokens`] (peek,
-//! consume), [`events`] (server-sent events), [`health`] (`/healthz`,
+//! consume), [`route`] (the proxy's route-ahead lookup), [`events`]
+//! (server-sent events), [`health`] (`/healthz`,
 //! `/readyz`, `/metrics`), [`map`] (the page at `/`). Handlers are thin:
 //! extract, call the controller or the store, map the result. Errors are
 //! [`ApiError`]s, always JSON.
@@ -20,8 +21,9 @@
 //! queue members) needs `Authorization: Bearer <token>` ([`extract::Authorized`]). The
 //! read-only views (rooms, nodes, queues, events, health, metrics, the page
 //! and the OpenAPI document) stay open: they show no secret and an operator on call
-//! must reach them without one. Without a token nothing is protected
-//! (`corral serve` warns at start).
+//! must reach them without one. The proxy's route-ahead lookup is open too
+//! (see [`route`]). Without a token nothing is protected (`corral serve`
+//! warns at start).
 
 pub mod error;
 pub mod events;
@@ -32,6 +34,7 @@ pub mod map;
 pub mod nodes;
 pub mod queues;
 pub mod rooms;
+pub mod route;
 pub mod server;
 pub mod tokens;
 
@@ -69,6 +72,9 @@ pub struct AppState {
     /// Fires when the server stops: endless responses (the event stream)
     /// end then, so a graceful shutdown does not wait for their clients.
     pub shutdown: CancellationToken,
+    /// Whether `GET /v1/route/{user}` answers (`api.route_ahead`); when
+    /// false it always has no opinion.
+    pub route_ahead: bool,
 }
 
 impl AppState {
@@ -79,7 +85,15 @@ impl AppState {
             controller,
             auth: ApiAuth::new(token),
             shutdown: CancellationToken::new(),
+            route_ahead: true,
         }
+    }
+
+    /// Switches route ahead on (the default) or off.
+    #[must_use]
+    pub fn with_route_ahead(mut self, on: bool) -> Self {
+        self.route_ahead = on;
+        self
     }
 
     /// Ends the event streams when `shutdown` fires (pass the token the
@@ -96,6 +110,7 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("controller", &self.controller)
             .field("auth", &self.auth)
+            .field("route_ahead", &self.route_ahead)
             .finish()
     }
 }
@@ -154,6 +169,7 @@ impl std::fmt::Debug for ApiAuth {
         (name = "nodes", description = "Nodes and drain"),
         (name = "tokens", description = "Single-use redirect tokens"),
         (name = "queues", description = "Call queues: callers, agents, static members"),
+        (name = "route", description = "Route ahead: the SIP proxy asks where a call's room lives"),
         (name = "ops", description = "Events, health, metrics")
     )
 )]
@@ -190,6 +206,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(queues::unpause))
         .routes(routes!(tokens::get))
         .routes(routes!(tokens::consume))
+        .routes(routes!(route::route))
         .routes(routes!(events::stream))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -362,6 +379,7 @@ mod tests {
             "/v1/queues/{name}/members/{agent}",
             "/v1/queues/{name}/members/{agent}/pause",
             "/v1/queues/{name}/members/{agent}/unpause",
+            "/v1/route/{user}",
             "/v1/events",
             "/healthz",
             "/readyz",
@@ -393,6 +411,10 @@ mod tests {
                 "{method} {path} needs the token"
             );
         }
+        assert!(
+            doc["paths"]["/v1/route/{user}"]["get"]["security"].is_null(),
+            "the proxy's lookup is open"
+        );
         for path in ["/v1/queues", "/v1/queues/{name}"] {
             assert!(
                 doc["paths"][path]["get"]["security"].is_null(),

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod chaos;
 pub mod demo;
 pub mod demo_real;
 pub mod ops;
@@ -39,6 +40,10 @@ pub enum Command {
     /// in the same run.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Run a fault matrix against a simulated farm of separate processes
+    /// (nodes, two replicas, Redis) and check corral's promises from the
+    /// nodes' ARI; exits non-zero when one breaks.
+    Chaos(chaos::Args),
     /// List the room map of a running corral (every page).
     Rooms(ops::RoomsArgs),
     /// Show one room and its members.
@@ -83,6 +88,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::SimNode(args) => sim_node::run(args).await,
             Command::Bench(bench) => bench::run(bench).await,
+            Command::Chaos(args) => chaos::run(args).await,
             Command::Rooms(args) => ops::rooms(args).await,
             Command::Room(args) => ops::room(args).await,
             Command::Nodes(args) => ops::nodes(args).await,

@@ -27,10 +27,12 @@ pub fn controller_config(cfg: &Config) -> anyhow::Result<controller::Config> {
     let c = &cfg.controller;
     Ok(controller::Config {
         app: cfg.app.clone(),
+        standby_app: cfg.standby_app.clone(),
         endpoint_template: c.endpoint_template.clone(),
         hop_limit: c.hop_limit,
         token_ttl: Duration::from_millis(c.token_ttl_ms),
         redirect_deadline: Duration::from_millis(c.redirect_deadline_ms),
+        token_store_wait: Duration::from_millis(c.token_store_wait_ms),
         linger: Duration::from_millis(c.linger_ms),
         strategy: c
             .policy
@@ -109,7 +111,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let app = crate::api::router(
         crate::api::AppState::new(ctrl.clone(), cfg.api.token.clone())
-            .with_shutdown(shutdown.clone()),
+            .with_shutdown(shutdown.clone())
+            .with_route_ahead(cfg.api.route_ahead),
     );
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(crate::api::serve(listener, app, limits, api_shutdown));

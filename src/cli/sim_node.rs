@@ -67,9 +67,15 @@ pub struct Args {
     /// 302), 22.7 (cause 16, tech_cause 302) or 20.0 (cause 16).
     #[arg(long, default_value = "22.10", value_parser = parse_version)]
     pub version: VersionProfile,
-    /// Fault: delay every event by this many milliseconds.
+    /// Fault: delay every event by this many milliseconds, one after the
+    /// other (a slow link: a socket then carries at most 1000/MS events a
+    /// second).
     #[arg(long, default_value_t = 0)]
     pub event_delay_ms: u64,
+    /// Fault: deliver every event this many milliseconds after it happened,
+    /// without slowing the ones behind it (a link with latency).
+    #[arg(long, default_value_t = 0)]
+    pub event_latency_ms: u64,
     /// Fault: share (0.0-1.0) of events sent twice.
     #[arg(long, default_value_t = 0.0)]
     pub duplicate_events: f64,
@@ -163,8 +169,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cfg.version = args.version;
     cfg.faults = Faults {
         event_delay_ms: args.event_delay_ms,
+        event_latency_ms: args.event_latency_ms.min(60_000),
         duplicate_events: share("duplicate-events", args.duplicate_events)?,
         rest_error_rate: share("rest-error-rate", args.rest_error_rate)?,
+        rest_rule: None,
     };
     cfg.endpoints = args.endpoints.into_iter().collect();
     cfg.default_endpoint = args.default_endpoint;

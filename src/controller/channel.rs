@@ -22,7 +22,7 @@ use std::time::Instant;
 use super::NodeSpec;
 use super::mailbox::Mailboxes;
 use crate::ari::AriNode;
-use crate::domain::{ChannelId, NodeId, RoomKey, TokenId};
+use crate::domain::{BridgeId, ChannelId, Incarnation, NodeId, RoomKey, TokenId};
 use crate::store::TokenRecord;
 
 /// A channel's room, once it is in (or on its way into) a bridge here.
@@ -69,6 +69,10 @@ pub(crate) enum ChannelState {
         token: TokenId,
         /// Its room before the move, if it was in a bridge.
         left: Option<Membership>,
+        /// When it was redirected: a move whose token has not arrived
+        /// within `redirect_deadline` failed (a refused REFER shows
+        /// nothing on ARI).
+        since: Instant,
     },
     /// In its room's bridge here.
     Joined(Membership),
@@ -159,6 +163,10 @@ pub(crate) enum LinkEvent {
     PingAnswered,
     /// The stream session ended (lease lost, or stopping).
     SessionEnded,
+    /// The store no longer has the node registered and up while its link
+    /// is up (Redis restarted empty, or failed over to a replica that had
+    /// not seen it): register it again.
+    Forgotten,
 }
 
 /// What the node loop must do after a link step.
@@ -186,6 +194,7 @@ impl Link {
             (Registering, Registered) => (Up, LinkAction::None),
             (Registering, RegisterFailed) => (Unregistered, LinkAction::None),
             (Up, PingsFailed) => (PingDown, LinkAction::MarkDown),
+            (Up, Forgotten) => (Registering, LinkAction::Register),
             (PingDown | Unregistered, PingAnswered) => (Registering, LinkAction::Register),
             (state, _) => (state, LinkAction::None),
         }
@@ -214,6 +223,9 @@ pub(crate) struct NodeState {
     pub(crate) channels: HashMap<ChannelId, ChannelState>,
     /// Bridge ids known to exist on the node (a cache: a 404 drops one).
     pub(crate) bridges: HashSet<String>,
+    /// The bridge each room's calls were last put in here: where a
+    /// degraded join of a conference goes (the store cannot say the epoch).
+    pub(crate) room_bridges: HashMap<RoomKey, BridgeId>,
     /// Rooms with calls bridged here that another node owns, since when
     /// the split was detected (for its duration when healed).
     pub(crate) splits: HashMap<RoomKey, Instant>,
@@ -221,6 +233,13 @@ pub(crate) struct NodeState {
     /// once this replica consumed one on its destination: the redirect's
     /// watcher then needs no store read to confirm it.
     pub(crate) redirects: HashMap<TokenId, bool>,
+    /// Channels whose moves away failed: how many, and when the last one
+    /// was found failed (the next try waits a backoff from there).
+    pub(crate) move_failures: HashMap<ChannelId, (u32, Instant)>,
+    /// The node's incarnation this replica last registered: a store that
+    /// says "new" for the same one has lost its records, the node did not
+    /// restart.
+    pub(crate) incarnation: Option<Incarnation>,
 }
 
 impl NodeState {
@@ -229,8 +248,11 @@ impl NodeState {
             link: Link::Connecting,
             channels: HashMap::new(),
             bridges: HashSet::new(),
+            room_bridges: HashMap::new(),
             splits: HashMap::new(),
             redirects: HashMap::new(),
+            move_failures: HashMap::new(),
+            incarnation: None,
         }
     }
 
@@ -342,11 +364,41 @@ impl NodeState {
         )
     }
 
-    /// `chan` was redirected away with `token`.
-    pub(crate) fn redirected(&mut self, chan: &ChannelId, token: TokenId) {
+    /// `chan` was redirected away with `token` at `since`.
+    pub(crate) fn redirected(&mut self, chan: &ChannelId, token: TokenId, since: Instant) {
         let left = self.membership(chan).cloned();
-        self.channels
-            .insert(chan.clone(), ChannelState::Redirected { token, left });
+        self.channels.insert(
+            chan.clone(),
+            ChannelState::Redirected { token, left, since },
+        );
+    }
+
+    /// `chan`'s move away, if it is moving: its token and since when.
+    pub(crate) fn moving(&self, chan: &ChannelId) -> Option<(TokenId, Instant)> {
+        match self.channels.get(chan) {
+            Some(ChannelState::Redirected { token, since, .. }) => Some((token.clone(), *since)),
+            _ => None,
+        }
+    }
+
+    /// `chan`'s move failed at `now` (its token never arrived, e.g. the far
+    /// end refused the REFER): it is back in its room's bridge here, and
+    /// its failures are counted for the next try's backoff. Returns how
+    /// many moves of it failed.
+    pub(crate) fn move_failed(&mut self, chan: &ChannelId, now: Instant) -> u32 {
+        if let Some(ChannelState::Redirected { left, .. }) = self.channels.get(chan) {
+            match left.clone() {
+                Some(m) => {
+                    self.channels.insert(chan.clone(), ChannelState::Joined(m));
+                }
+                None => {
+                    self.channels.remove(chan);
+                }
+            }
+        }
+        let f = self.move_failures.entry(chan.clone()).or_insert((0, now));
+        *f = (f.0 + 1, now);
+        f.0
     }
 
     /// The room `chan` is in here, if any (also while it is moved away).
@@ -360,6 +412,7 @@ impl NodeState {
 
     /// `chan` left: forgets it and returns the room its leave must undo.
     pub(crate) fn leave(&mut self, chan: &ChannelId) -> Option<Membership> {
+        self.move_failures.remove(chan);
         match self.channels.remove(chan) {
             Some(ChannelState::Joined(m))
             | Some(ChannelState::Redirected { left: Some(m), .. }) => Some(m),
@@ -371,6 +424,8 @@ impl NodeState {
     /// bridges (placements running now belong to the new one).
     pub(crate) fn forget_calls(&mut self) {
         self.bridges.clear();
+        self.move_failures.clear();
+        self.room_bridges.clear();
         self.channels
             .retain(|_, s| matches!(s, ChannelState::Placing { .. }));
     }
@@ -382,20 +437,34 @@ impl NodeState {
 pub(crate) struct NodeRuntime {
     pub(crate) id: NodeId,
     pub(crate) ari: AriNode,
+    /// The node's ARI under the standby app's name (its websocket only;
+    /// REST goes through `ari`), if a standby app is configured.
+    pub(crate) standby: Option<AriNode>,
     pub(crate) spec: NodeSpec,
     state: Mutex<NodeState>,
     /// Each channel's work, in order ([`super::mailbox`]).
     pub(crate) mailboxes: Mailboxes<ChannelId, ChannelWork>,
+    /// Held by the node's resync: two resyncs at once (a periodic one, one
+    /// after a registration, one when the store answers again) would both
+    /// find a stray call not moving yet and move it twice.
+    pub(crate) resync: tokio::sync::Mutex<()>,
 }
 
 impl NodeRuntime {
-    pub(crate) fn new(id: NodeId, ari: AriNode, spec: NodeSpec) -> Arc<Self> {
+    pub(crate) fn new(
+        id: NodeId,
+        ari: AriNode,
+        standby: Option<AriNode>,
+        spec: NodeSpec,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id,
             ari,
+            standby,
             spec,
             state: Mutex::new(NodeState::new()),
             mailboxes: Mailboxes::default(),
+            resync: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -478,6 +547,10 @@ mod tests {
         assert_eq!(Up.step(PingsFailed), (PingDown, A::MarkDown));
         assert_eq!(PingDown.step(PingAnswered), (Registering, A::Register));
         assert_eq!(Unregistered.step(PingAnswered), (Registering, A::Register));
+        assert_eq!(Up.step(Forgotten), (Registering, A::Register));
+        for s in [Connecting, Registering, Unregistered, PingDown, Down] {
+            assert_eq!(s.step(Forgotten), (s, A::None), "{s:?}");
+        }
         // Everything else changes nothing.
         for (s, e) in [
             (Up, PingAnswered),
@@ -559,7 +632,7 @@ mod tests {
                 recorded: false,
             },
         );
-        s.redirected(&c, TokenId::new("T0k").unwrap());
+        s.redirected(&c, TokenId::new("T0k").unwrap(), Instant::now());
         assert!(matches!(s.begin_placing(&c), Begin::Handled));
         assert_eq!(s.leave(&c), Some(m));
         assert!(s.channels.is_empty());
@@ -577,7 +650,7 @@ mod tests {
             recorded: true,
         };
         s.begin_placing(&chan("p"));
-        s.redirected(&chan("r"), TokenId::new("T").unwrap());
+        s.redirected(&chan("r"), TokenId::new("T").unwrap(), Instant::now());
         s.channels.insert(chan("s"), ChannelState::Suspect);
         for c in ["p", "r", "s", "new"] {
             s.follow(&chan(c), m.clone());

@@ -27,11 +27,12 @@ use std::time::{Duration, Instant};
 use super::channel::{ChannelState, Membership};
 use crate::ari::rest::{Bridge, Channel};
 use crate::domain::{
-    AgentId, ChannelId, Epoch, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
+    AgentId, ChannelId, Epoch, Incarnation, NodeId, NodeRecord, NodeState, Role, RoomKey,
+    RoomKind, RoomName, TokenId,
 };
 use crate::names::{BridgeNames, BridgeOf};
 use crate::queue::{QueueRole, QueueState};
-use crate::store::{Consumed, TokenRecord};
+use crate::store::{Consumed, TokenGrant};
 
 // ---- the call path ------------------------------------------------------
 
@@ -114,8 +115,8 @@ impl Who {
     }
 
     /// Who a token's call is, from its grant.
-    fn of_token(record: &TokenRecord) -> Who {
-        match (record.grant.room.kind, record.grant.agent.clone()) {
+    fn of_grant(grant: &TokenGrant) -> Who {
+        match (grant.room.kind, grant.agent.clone()) {
             (RoomKind::Conference, _) => Who::Participant,
             (RoomKind::Queue, Some(a)) => Who::Agent(a),
             (RoomKind::Queue, None) => Who::Caller,
@@ -235,26 +236,69 @@ pub(crate) enum AfterToken {
     Join(Placing),
     /// Minted for another node, or expired: place it again, hops kept.
     Replace(Placing),
+    /// The store is down but this replica minted the token: join its room
+    /// where the call is, unrecorded (degraded), like any call that
+    /// arrives while the store is down.
+    Degraded(Placing),
     /// Not corral's, or not checkable: back to the dialplan.
     HandBack(HandBack),
 }
 
-/// What a token arrival leads to, from the store's answer (`None`: the
-/// store did not answer).
-pub(crate) fn after_token(consumed: Option<&Consumed>) -> AfterToken {
-    let placing = |rec: &TokenRecord| Placing {
-        room: rec.grant.room.clone(),
-        who: Who::of_token(rec),
-        hops: rec.grant.hops,
+/// What is known of an arriving token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenAnswer<'a> {
+    /// The store's answer.
+    Store(&'a Consumed),
+    /// The store did not answer; this replica minted it (its grant).
+    Local(&'a TokenGrant),
+    /// The store did not answer within the wait, and this replica did not
+    /// mint it.
+    Unchecked,
+}
+
+/// What a token arrival leads to.
+pub(crate) fn after_token(answer: TokenAnswer<'_>) -> AfterToken {
+    let placing = |grant: &TokenGrant| Placing {
+        room: grant.room.clone(),
+        who: Who::of_grant(grant),
+        hops: grant.hops,
         how: How::Token,
     };
-    match consumed {
-        Some(Consumed::Ok(rec)) => AfterToken::Join(placing(rec)),
-        Some(Consumed::WrongNode(rec) | Consumed::Expired(rec)) => {
-            AfterToken::Replace(placing(rec))
+    match answer {
+        TokenAnswer::Store(Consumed::Ok(rec)) => AfterToken::Join(placing(&rec.grant)),
+        TokenAnswer::Store(Consumed::WrongNode(rec) | Consumed::Expired(rec)) => {
+            AfterToken::Replace(placing(&rec.grant))
         }
-        Some(Consumed::Unknown) => AfterToken::HandBack(HandBack::UnknownToken),
-        None => AfterToken::HandBack(HandBack::TokenUnchecked),
+        TokenAnswer::Store(Consumed::Unknown) => AfterToken::HandBack(HandBack::UnknownToken),
+        TokenAnswer::Local(grant) => AfterToken::Degraded(placing(grant)),
+        TokenAnswer::Unchecked => AfterToken::HandBack(HandBack::TokenUnchecked),
+    }
+}
+
+/// What a token arrival does while the store does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreSilent {
+    /// This replica minted it: use its grant.
+    UseLocal,
+    /// Wait in Stasis, still ringing, and ask the store again.
+    Wait,
+    /// Waited `token_store_wait` already: give up.
+    GiveUp,
+}
+
+/// A token arrival the store did not answer: its grant if this replica
+/// minted it (`known_here`), else a wait, bounded by `bound`.
+pub(crate) fn token_store_silent(
+    known_here: bool,
+    waited: Duration,
+    bound: Duration,
+) -> StoreSilent {
+    if known_here {
+        StoreSilent::UseLocal
+    } else if waited < bound {
+        StoreSilent::Wait
+    } else {
+        StoreSilent::GiveUp
     }
 }
 
@@ -344,6 +388,357 @@ pub(crate) fn after_move_failed(failure: MoveFailure) -> Step {
         MoveFailure::StoreUnavailable => Step::Degraded(DegradedReason::StoreUnavailable),
         MoveFailure::CallGone => Step::Gone,
         MoveFailure::Refused => Step::Degraded(DegradedReason::RedirectFailed),
+    }
+}
+
+/// What ARI said when a call could not be answered and bridged on its
+/// room's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JoinError {
+    /// 409 or 422: the call left the app (its `StasisEnd` follows).
+    LeftApp,
+    /// `GET /channels/{id}` answered 404: the call is gone.
+    Gone,
+    /// Anything else (a 5xx past the retries, no answer): the call may well
+    /// be there, still ringing.
+    Unknown,
+}
+
+/// What a failed join leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterJoinFailed {
+    /// The call is not ours any more: undo its member record.
+    Undo,
+    /// Try the join again after a pause.
+    Retry,
+    /// Leave it, member record and consumed token kept: the resync retries
+    /// it (a call in the app, in no bridge, seen twice).
+    LeaveToResync,
+}
+
+/// A failed join: a call is gone only when ARI says 404 for it; one that
+/// may be there is tried again (`retries_left`), then left to the resync,
+/// never forgotten (its consumed token is its only way in).
+pub(crate) fn after_join_failed(err: JoinError, retries_left: bool) -> AfterJoinFailed {
+    match err {
+        JoinError::LeftApp | JoinError::Gone => AfterJoinFailed::Undo,
+        JoinError::Unknown if retries_left => AfterJoinFailed::Retry,
+        JoinError::Unknown => AfterJoinFailed::LeaveToResync,
+    }
+}
+
+// ---- the store's memory of the nodes -----------------------------------
+
+/// Nodes whose link was up here before and after the store listed its
+/// nodes (`up`), that the list does not have as up: the store lost them
+/// (Redis restarted empty, or failed over to a replica that had not seen
+/// them). Each is registered again, which claims its rooms back from ARI.
+pub(crate) fn forgotten(up: &[NodeId], records: &[NodeRecord]) -> Vec<NodeId> {
+    up.iter()
+        .filter(|id| {
+            !records
+                .iter()
+                .any(|r| &r.id == *id && r.state != crate::domain::NodeState::Down)
+        })
+        .cloned()
+        .collect()
+}
+
+/// How a node's suspect mark changes after a health ping (`answered`, the
+/// failures in a row now, the mark now): set at the first failure, so the
+/// node takes no new room from then on (a hung node must stop taking rooms
+/// within seconds); cleared by an answer. Its rooms go only when it is
+/// marked down (`down_after_failures` in a row).
+pub(crate) fn suspect_after_ping(answered: bool, failures: u32, suspect: bool) -> Option<bool> {
+    match (answered, suspect) {
+        (true, true) => Some(false),
+        (false, false) if failures >= 1 => Some(true),
+        _ => None,
+    }
+}
+
+/// Whether a registration met a restarted Asterisk: the store says the
+/// incarnation is new (`store_says_new`) and it is not the one this
+/// replica registered last (`known`). A store that lost its records says
+/// "new" for a node that only kept running: its calls are still there.
+pub(crate) fn restarted(
+    known: Option<&Incarnation>,
+    now: &Incarnation,
+    store_says_new: bool,
+) -> bool {
+    store_says_new && known != Some(now)
+}
+
+// ---- route ahead ----------------------------------------------------------
+
+/// The longest extension a channel keeps (`AST_MAX_EXTENSION - 1`):
+/// chan_pjsip cuts a longer request URI user part, so corral has no
+/// opinion on one.
+pub const MAX_EXTEN: usize = 79;
+
+/// The room a call whose request URI user part is `user` is for, read the
+/// way the shipped dialplan (`deploy/asterisk/extensions.conf`) reads it:
+/// `conf-<room>`, `queue-<name>`, `agent-<queue>-<agent>` (the agent id is
+/// the part after the last `-`), then the arguments checked as a
+/// `StasisStart`'s are ([`parse_arrival`]). Anything else, a token among
+/// them, is no room's call: `None`.
+pub fn route_target(user: &str) -> Option<RoomKey> {
+    if user.len() > MAX_EXTEN {
+        return None;
+    }
+    // Asterisk skips `-` in a dialled string when it matches a pattern:
+    // `_co[n]f-.` needs a character other than `-` after `conf`.
+    let only_dashes = |rest: &str| rest.bytes().all(|b| b == b'-');
+    let args: Vec<&str> = if let Some(room) = user.strip_prefix("conf-") {
+        vec!["conference", room]
+    } else if let Some(name) = user.strip_prefix("queue-") {
+        vec!["queue", name]
+    } else if let Some(rest) = user.strip_prefix("agent-") {
+        let (queue, agent) = rest.rsplit_once('-')?;
+        vec!["agent", queue, agent]
+    } else {
+        return None;
+    };
+    if args.iter().skip(1).all(|a| only_dashes(a)) {
+        return None;
+    }
+    let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+    match parse_arrival(&args, user) {
+        Arrival::Room(room, _) | Arrival::Agent(room, _) => Some(room),
+        _ => None,
+    }
+}
+
+/// What corral tells the proxy before it dispatches a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAnswer {
+    /// Send the call to this node: its room lives there.
+    Node(NodeId),
+    /// Dispatch as usual (round-robin); a call that lands away from its
+    /// room is redirected as ever.
+    NoOpinion(NoOpinion),
+}
+
+/// Why corral has no opinion about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoOpinion {
+    /// The user part is no room's call (a token, anything the dialplan
+    /// does not place).
+    NotARoom,
+    /// The proxy named a landing node that is not configured.
+    UnknownLanding,
+    /// Route-ahead is switched off (`api.route_ahead = false`).
+    Disabled,
+    /// A new room, and no node may take it (all down, draining or full).
+    NoEligibleNode,
+    /// The store did not answer.
+    StoreUnavailable,
+    /// The room lives on a draining node: running rooms keep their
+    /// joiners, by redirect, but the proxy is never sent to one.
+    OwnerDraining,
+    /// The room's node is down.
+    OwnerDown,
+    /// The owner is not a node corral knows the state of.
+    UnknownOwner,
+}
+
+impl NoOpinion {
+    /// The reason as the API and the metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoOpinion::NotARoom => "not_a_room",
+            NoOpinion::UnknownLanding => "unknown_landing",
+            NoOpinion::Disabled => "disabled",
+            NoOpinion::NoEligibleNode => "no_eligible_node",
+            NoOpinion::StoreUnavailable => "store_unavailable",
+            NoOpinion::OwnerDraining => "owner_draining",
+            NoOpinion::OwnerDown => "owner_down",
+            NoOpinion::UnknownOwner => "unknown_owner",
+        }
+    }
+}
+
+/// The answer for a room, from the owner decision (the same one a
+/// `StasisStart` makes) and the owner's state: only an up node is ever
+/// named.
+pub(crate) fn route(owner: OwnerFact<'_>, owner_state: Option<NodeState>) -> RouteAnswer {
+    match (owner, owner_state) {
+        (OwnerFact::StoreUnavailable, _) => RouteAnswer::NoOpinion(NoOpinion::StoreUnavailable),
+        (OwnerFact::NoEligibleNode, _) => RouteAnswer::NoOpinion(NoOpinion::NoEligibleNode),
+        (OwnerFact::Node(node), Some(NodeState::Up)) => RouteAnswer::Node(node.clone()),
+        (OwnerFact::Node(_), Some(NodeState::Draining)) => {
+            RouteAnswer::NoOpinion(NoOpinion::OwnerDraining)
+        }
+        (OwnerFact::Node(_), Some(NodeState::Down)) => RouteAnswer::NoOpinion(NoOpinion::OwnerDown),
+        (OwnerFact::Node(_), None) => RouteAnswer::NoOpinion(NoOpinion::UnknownOwner),
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    fn room(kind: &str, name: &str) -> Option<RoomKey> {
+        Some(RoomKey::parse(kind, name).unwrap())
+    }
+
+    #[test]
+    fn user_parts_are_read_as_the_dialplan_reads_them() {
+        for (user, want) in [
+            ("conf-sales", room("conference", "sales")),
+            ("conf-a-b", room("conference", "a-b")),
+            ("conf--x", room("conference", "-x")),
+            ("queue-help", room("queue", "help")),
+            ("queue-my_q", room("queue", "my_q")),
+            ("agent-help-a1", room("queue", "help")),
+            ("agent-my-q-a1", room("queue", "my-q")),
+            ("agent-q--a", room("queue", "q-")),
+            // No room: the dialplan hands these back or never places them.
+            ("conf-", None),
+            ("conf", None),
+            ("CONF-sales", None),
+            ("Conf-sales", None),
+            ("conf-a b", None),
+            ("conf-a,b", None),
+            ("conf-a;b", None),
+            ("conf-%41", None),
+            ("conf-é", None),
+            ("queue-", None),
+            ("conf--", None),
+            ("queue---", None),
+            ("agent---", None),
+            ("agent-help", None),
+            ("agent-help-", None),
+            ("agent--a1", None),
+            ("agent-a-b-c,d", None),
+            ("Zz0123456789abcdefghij", None),
+            ("", None),
+            ("s", None),
+            ("co-nf-sales", None),
+        ] {
+            assert_eq!(route_target(user), want, "{user:?}");
+        }
+        // 64 characters is the longest room name; the whole user part
+        // must also fit in an extension.
+        let long = format!("conf-{}", "a".repeat(64));
+        assert_eq!(route_target(&long), room("conference", &"a".repeat(64)));
+        assert_eq!(route_target(&format!("conf-{}", "a".repeat(65))), None);
+        let agent = format!("agent-{}-{}", "q".repeat(40), "a".repeat(40));
+        assert!(agent.len() > MAX_EXTEN);
+        assert_eq!(route_target(&agent), None, "cut by chan_pjsip");
+    }
+
+    /// What the shipped dialplan makes of `user`: the room its
+    /// `StasisStart` would be placed in, if any.
+    fn dialplan_room(dp: &crate::sim::Dialplan, user: &str) -> Option<RoomKey> {
+        let entry = dp.stasis_entry(user)?;
+        match parse_arrival(&entry.args, &entry.exten) {
+            Arrival::Room(room, _) | Arrival::Agent(room, _) => Some(room),
+            _ => None,
+        }
+    }
+
+    /// The route reads every user part as the shipped dialplan (run by the
+    /// simulator with Asterisk 22's rules) and the call path do: a table,
+    /// then seeded random strings over the characters that matter. Past
+    /// an extension's length corral only ever says less (no opinion).
+    #[test]
+    fn the_route_and_the_shipped_dialplan_agree() {
+        let dp = crate::sim::Dialplan::shipped();
+        let mut users: Vec<String> = [
+            "conf-sales",
+            "conf-a-b",
+            "conf--",
+            "conf-",
+            "confx-sales",
+            "co-nf-sales",
+            "queue-q",
+            "queue--",
+            "queuex",
+            "agent-q-a",
+            "agent-q-",
+            "agent--a",
+            "agent-q",
+            "agent-q-a-b",
+            "agent-q--a",
+            "age-nt-q-a",
+            "Zz0123456789abcdefghij",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let prefixes = [
+            "conf-", "queue-", "agent-", "conf", "agent-q-", "co-nf-", "",
+        ];
+        let alphabet: Vec<char> = "abqAZ09_-,;.%é ".chars().collect();
+        for _ in 0..5000 {
+            let mut u = prefixes[rng.random_range(0..prefixes.len())].to_string();
+            for _ in 0..rng.random_range(0..12) {
+                u.push(alphabet[rng.random_range(0..alphabet.len())]);
+            }
+            users.push(u);
+        }
+        for len in [60, 75, 79, 80, 90] {
+            users.push(format!("conf-{}", "r".repeat(len - 5)));
+            users.push(format!("agent-{}-a", "q".repeat(len - 8)));
+        }
+        let mut placed = 0;
+        for user in &users {
+            let dialplan = dialplan_room(&dp, user);
+            let route = route_target(user);
+            if user.len() <= MAX_EXTEN {
+                assert_eq!(route, dialplan, "{user:?}");
+            } else {
+                assert!(route.is_none() || route == dialplan, "{user:?}: {route:?}");
+            }
+            placed += usize::from(route.is_some());
+        }
+        assert!(placed > 200, "only {placed} user parts named a room");
+    }
+
+    #[test]
+    fn only_an_up_owner_is_named() {
+        let x = NodeId::new("ast1").unwrap();
+        assert_eq!(
+            route(OwnerFact::Node(&x), Some(NodeState::Up)),
+            RouteAnswer::Node(x.clone())
+        );
+        for (state, why) in [
+            (Some(NodeState::Draining), NoOpinion::OwnerDraining),
+            (Some(NodeState::Down), NoOpinion::OwnerDown),
+            (None, NoOpinion::UnknownOwner),
+        ] {
+            assert_eq!(
+                route(OwnerFact::Node(&x), state),
+                RouteAnswer::NoOpinion(why)
+            );
+        }
+        for state in [None, Some(NodeState::Up)] {
+            assert_eq!(
+                route(OwnerFact::NoEligibleNode, state),
+                RouteAnswer::NoOpinion(NoOpinion::NoEligibleNode)
+            );
+            assert_eq!(
+                route(OwnerFact::StoreUnavailable, state),
+                RouteAnswer::NoOpinion(NoOpinion::StoreUnavailable)
+            );
+        }
+        let names: std::collections::HashSet<&str> = [
+            NoOpinion::NotARoom,
+            NoOpinion::UnknownLanding,
+            NoOpinion::Disabled,
+            NoOpinion::NoEligibleNode,
+            NoOpinion::StoreUnavailable,
+            NoOpinion::OwnerDraining,
+            NoOpinion::OwnerDown,
+            NoOpinion::UnknownOwner,
+        ]
+        .iter()
+        .map(|n| n.as_str())
+        .collect();
+        assert_eq!(names.len(), 8, "each reason has its own name");
     }
 }
 
@@ -498,6 +893,70 @@ pub(crate) fn bridged_fixes(
     fixes
 }
 
+/// A room's calls found here in bridges that are not the room's bridge now
+/// (an earlier epoch's, after a blip released the room and the resync
+/// claimed it again; or a degraded join's `-local` one): they move into the
+/// room's bridge, a local `addChannel`, so a room's calls on one node are
+/// always in one bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Merge {
+    /// The room.
+    pub(crate) room: RoomKey,
+    /// Its epoch now: its bridge is `bridge_id(room, epoch)`.
+    pub(crate) epoch: Epoch,
+    /// The bridges the calls are in, with their calls.
+    pub(crate) from: Vec<(String, Vec<ChannelId>)>,
+    /// True when the room's calls here are in more than one bridge (a
+    /// split, counted), false when they are all in one bridge of another
+    /// epoch (the room's bridge now has nobody yet: only renamed).
+    pub(crate) split: bool,
+}
+
+/// The merges for the calls found in the node's bridges, one per room, from
+/// the rooms' owners as the resync left them (`facts`, updated by the
+/// members it recorded). Only rooms owned here are merged (stray calls are
+/// healed by moving them to their owner); a pair bridge is the queue
+/// engine's; a room missing from `facts` is skipped (the store did not
+/// answer).
+pub(crate) fn merges(
+    here: &NodeId,
+    calls: &[BridgedCalls],
+    facts: &HashMap<RoomKey, RoomFacts>,
+    names: &BridgeNames,
+) -> Vec<Merge> {
+    let mut out: Vec<Merge> = Vec::new();
+    let mut current_busy: HashSet<RoomKey> = HashSet::new();
+    for b in calls.iter().filter(|b| !b.channels.is_empty()) {
+        let BridgeOf::Room(room) = &b.of else {
+            continue;
+        };
+        let Some((owner, epoch)) = facts.get(room).and_then(|f| f.owner.as_ref()) else {
+            continue;
+        };
+        if owner != here {
+            continue;
+        }
+        if names.bridge_id(room, Some(*epoch)).as_str() == b.bridge {
+            current_busy.insert(room.clone());
+            continue;
+        }
+        let from = (b.bridge.clone(), b.channels.clone());
+        match out.iter_mut().find(|m| &m.room == room) {
+            Some(m) => m.from.push(from),
+            None => out.push(Merge {
+                room: room.clone(),
+                epoch: *epoch,
+                from: vec![from],
+                split: false,
+            }),
+        }
+    }
+    for m in &mut out {
+        m.split = m.from.len() > 1 || current_busy.contains(&m.room);
+    }
+    out
+}
+
 /// How the node's splits change at this resync.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SplitChanges {
@@ -529,6 +988,48 @@ pub(crate) fn split_changes(
     out.healed.sort_by(|a, b| a.0.cmp(&b.0));
     out.detected.sort();
     out
+}
+
+/// What a stray call's move needs at a resync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HealStep {
+    /// Move it (first try, or its backoff after a failed one is over).
+    Move,
+    /// Its move is on its way (within `redirect_deadline`).
+    OnItsWay,
+    /// Its move is past the deadline: failed unless its token arrived (a
+    /// refused REFER shows nothing on ARI; the token is the only proof).
+    Overdue,
+    /// A move of it failed: the next waits out its backoff.
+    NotYet,
+}
+
+/// The step for a stray call: `moving_since` when a move is on its way,
+/// `failures` (how many, the last when) of its earlier moves.
+pub(crate) fn heal_step(
+    moving_since: Option<Instant>,
+    failures: Option<(u32, Instant)>,
+    now: Instant,
+    deadline: Duration,
+) -> HealStep {
+    match (moving_since, failures) {
+        (Some(since), _) if now.saturating_duration_since(since) < deadline => HealStep::OnItsWay,
+        (Some(_), _) => HealStep::Overdue,
+        (None, Some((n, at))) if now.saturating_duration_since(at) < heal_backoff(n, deadline) => {
+            HealStep::NotYet
+        }
+        (None, _) => HealStep::Move,
+    }
+}
+
+/// The longest pause between two moves of one stray call.
+pub(crate) const HEAL_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The pause after `failures` failed moves of a stray call: `base` (the
+/// redirect deadline), doubling, at most [`HEAL_BACKOFF_MAX`].
+pub(crate) fn heal_backoff(failures: u32, base: Duration) -> Duration {
+    let doubled = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(HEAL_BACKOFF_MAX)
 }
 
 /// Empty bridges of this app's rooms that are not their room's bridge here
@@ -579,27 +1080,31 @@ pub(crate) enum UnhandledFix {
     Clear(ChannelId),
 }
 
-/// The Stasis arguments of a channel in `app` (`None`: not in the app).
-fn stasis_args(ch: &Channel, app: &str) -> Option<Vec<String>> {
+/// The Stasis arguments of a channel in one of `apps` (`None`: in none).
+fn stasis_args(ch: &Channel, apps: &[&str]) -> Option<Vec<String>> {
     if ch.dialplan.app_name.as_deref() != Some("Stasis") {
         return None;
     }
     let data = ch.dialplan.app_data.as_deref()?;
     let mut parts = data.split(',');
-    if parts.next() != Some(app) {
+    if !parts
+        .next()
+        .is_some_and(|a| !a.is_empty() && apps.contains(&a))
+    {
         return None;
     }
     Some(parts.map(str::to_string).collect())
 }
 
-/// Calls in `app`, ringing or answered, in no bridge (`bridged`) and not
-/// handled (`states`): suspects on first sighting, placed on the second.
-/// A sighting is forgotten when the call is no longer unhandled.
+/// Calls in one of `apps` (corral's, and its standby), ringing or
+/// answered, in no bridge (`bridged`) and not handled (`states`): suspects
+/// on first sighting, placed on the second. A sighting is forgotten when
+/// the call is no longer unhandled.
 pub(crate) fn unhandled_fixes(
     channels: &[Channel],
     bridged: &HashSet<ChannelId>,
     states: &HashMap<ChannelId, ChannelState>,
-    app: &str,
+    apps: &[&str],
 ) -> Vec<UnhandledFix> {
     let mut fixes = Vec::new();
     let mut unhandled = HashSet::new();
@@ -607,7 +1112,7 @@ pub(crate) fn unhandled_fixes(
         let Ok(id) = ChannelId::new(ch.id.as_str()) else {
             continue;
         };
-        let Some(args) = stasis_args(ch, app) else {
+        let Some(args) = stasis_args(ch, apps) else {
             continue;
         };
         // Ringing: its StasisStart was lost. Answered but in no bridge: a
@@ -667,7 +1172,7 @@ mod tests {
     use super::*;
     use crate::ari::rest::Dialplan;
     use crate::queue::{Agent, AgentKind, AgentState, Caller};
-    use crate::store::TokenGrant;
+    use crate::store::{TokenGrant, TokenRecord};
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -814,37 +1319,56 @@ mod tests {
             hops: 1,
             how: How::Token,
         };
+        let store = |c: &Consumed| after_token(TokenAnswer::Store(c));
         assert_eq!(
-            after_token(Some(&Consumed::Ok(r.clone()))),
+            store(&Consumed::Ok(r.clone())),
             AfterToken::Join(join.clone())
         );
         assert_eq!(
-            after_token(Some(&Consumed::WrongNode(r.clone()))),
+            store(&Consumed::WrongNode(r.clone())),
             AfterToken::Replace(join.clone())
         );
         assert_eq!(
-            after_token(Some(&Consumed::Expired(r))),
-            AfterToken::Replace(join)
+            store(&Consumed::Expired(r.clone())),
+            AfterToken::Replace(join.clone())
         );
         assert_eq!(
-            after_token(Some(&Consumed::Unknown)),
+            store(&Consumed::Unknown),
             AfterToken::HandBack(HandBack::UnknownToken)
         );
         assert_eq!(
-            after_token(None),
+            after_token(TokenAnswer::Local(&r.grant)),
+            AfterToken::Degraded(join)
+        );
+        assert_eq!(
+            after_token(TokenAnswer::Unchecked),
             AfterToken::HandBack(HandBack::TokenUnchecked)
         );
         // The grant says who the call is.
         let agent_call = record(queue("support"), Some("alice"), 2);
-        let AfterToken::Join(p) = after_token(Some(&Consumed::Ok(agent_call))) else {
+        let AfterToken::Join(p) = store(&Consumed::Ok(agent_call)) else {
             panic!("consumed")
         };
         assert_eq!((p.who, p.hops), (Who::Agent(agent("alice")), 2));
         let caller = record(queue("support"), None, 1);
-        let AfterToken::Join(p) = after_token(Some(&Consumed::Ok(caller))) else {
+        let AfterToken::Join(p) = store(&Consumed::Ok(caller)) else {
             panic!("consumed")
         };
         assert_eq!(p.who, Who::Caller);
+    }
+
+    #[test]
+    fn a_token_the_store_does_not_check_waits_or_uses_the_local_grant() {
+        let bound = Duration::from_secs(10);
+        let (zero, later) = (Duration::ZERO, Duration::from_secs(3));
+        assert_eq!(token_store_silent(true, zero, bound), StoreSilent::UseLocal);
+        assert_eq!(
+            token_store_silent(true, bound, bound),
+            StoreSilent::UseLocal
+        );
+        assert_eq!(token_store_silent(false, zero, bound), StoreSilent::Wait);
+        assert_eq!(token_store_silent(false, later, bound), StoreSilent::Wait);
+        assert_eq!(token_store_silent(false, bound, bound), StoreSilent::GiveUp);
     }
 
     fn facts<'a>(landing: &'a NodeId, owner: OwnerFact<'a>, hops: u32) -> PlaceFacts<'a> {
@@ -916,6 +1440,68 @@ mod tests {
         ] {
             assert!(!r.as_str().is_empty());
         }
+    }
+
+    #[test]
+    fn a_failed_join_is_undone_only_for_a_call_that_is_gone() {
+        use AfterJoinFailed::*;
+        for left in [true, false] {
+            assert_eq!(after_join_failed(JoinError::Gone, left), Undo);
+            assert_eq!(after_join_failed(JoinError::LeftApp, left), Undo);
+        }
+        assert_eq!(after_join_failed(JoinError::Unknown, true), Retry);
+        assert_eq!(after_join_failed(JoinError::Unknown, false), LeaveToResync);
+    }
+
+    #[test]
+    fn nodes_the_store_forgot_are_registered_again() {
+        use crate::domain::NodeState;
+        let rec = |id: &str, state| NodeRecord {
+            id: node(id),
+            state,
+            healthy: state != NodeState::Down,
+            draining: state == NodeState::Draining,
+            suspect: false,
+            incarnation: None,
+            sip_host: String::new(),
+            capacity: 1,
+            max_rooms: None,
+            channels: 0,
+            rooms: 0,
+            members: 0,
+            updated_ms: 0,
+        };
+        let up = [node("a"), node("b"), node("c"), node("d")];
+        let records = vec![
+            rec("a", NodeState::Up),
+            rec("b", NodeState::Draining),
+            rec("c", NodeState::Down),
+        ];
+        // `d` is missing, `c` is down while its link is up here.
+        assert_eq!(forgotten(&up, &records), vec![node("c"), node("d")]);
+        assert!(forgotten(&[], &records).is_empty());
+    }
+
+    #[test]
+    fn a_node_is_suspect_from_its_first_failed_ping_until_one_answers() {
+        assert_eq!(suspect_after_ping(false, 1, false), Some(true));
+        assert_eq!(suspect_after_ping(false, 2, true), None);
+        assert_eq!(suspect_after_ping(true, 0, true), Some(false));
+        assert_eq!(suspect_after_ping(true, 0, false), None);
+        assert_eq!(suspect_after_ping(false, 0, false), None);
+    }
+
+    #[test]
+    fn a_store_that_forgot_is_not_a_restarted_node() {
+        let inc = |s: &str| Incarnation {
+            asterisk_id: "e".into(),
+            started: s.into(),
+        };
+        assert!(!restarted(Some(&inc("1")), &inc("1"), true), "store lost");
+        assert!(restarted(Some(&inc("1")), &inc("2"), true), "restarted");
+        assert!(restarted(None, &inc("1"), true), "first seen");
+        assert!(!restarted(None, &inc("1"), false));
+        assert!(!restarted(Some(&inc("1")), &inc("2"), false));
     }
 
     fn bridge(id: &str, name: &str, chans: &[&str]) -> Bridge {
@@ -1118,6 +1704,77 @@ mod tests {
     }
 
     #[test]
+    fn a_rooms_calls_in_another_bridge_here_are_merged_into_its_bridge() {
+        let (x, y) = (node("x"), node("y"));
+        let names = BridgeNames::default();
+        let bridges = vec![
+            // An earlier epoch's bridge, the room claimed again at 7.
+            bridge(
+                "corral-conference-a-5",
+                "corral:conference:a",
+                &["a1", "a2"],
+            ),
+            // The room's bridge now: nothing to do.
+            bridge("corral-conference-a-7", "corral:conference:a", &["a3"]),
+            // A degraded join's bridge.
+            bridge("corral-conference-a-local", "corral:conference:a", &["a4"]),
+            // Empty: the stale sweep's, not a merge.
+            bridge("corral-conference-a-6", "corral:conference:a", &[]),
+            // Owned elsewhere: healed by a move, not merged.
+            bridge("corral-conference-b-1", "corral:conference:b", &["b1"]),
+            // Not placed (the store forgot it): not merged.
+            bridge("corral-conference-c-1", "corral:conference:c", &["c1"]),
+            // A pair bridge is the queue engine's.
+            bridge("corral-queue-q-qc1", "corral:queue:q:alice", &["q1"]),
+            bridge("corral-queue-q-2", "corral:queue:q", &["q2"]),
+            // Not in the facts (the store did not answer).
+            bridge("corral-conference-d-1", "corral:conference:d", &["d1"]),
+        ];
+        let calls = bridged_calls(&bridges, &names);
+        let owned = |n: &NodeId, e| RoomFacts {
+            owner: Some((n.clone(), Epoch(e))),
+            ..Default::default()
+        };
+        let mut f = HashMap::new();
+        f.insert(conf("a"), owned(&x, 7));
+        f.insert(conf("b"), owned(&y, 1));
+        f.insert(conf("c"), RoomFacts::default());
+        f.insert(queue("q"), owned(&x, 3));
+        let from = |id: &str, chans: &[&str]| {
+            (
+                id.to_string(),
+                chans.iter().map(|c| chan(c)).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            merges(&x, &calls, &f, &names),
+            vec![
+                Merge {
+                    room: conf("a"),
+                    epoch: Epoch(7),
+                    from: vec![
+                        from("corral-conference-a-5", &["a1", "a2"]),
+                        from("corral-conference-a-local", &["a4"]),
+                    ],
+                    split: true,
+                },
+                // Its calls all in one bridge of another epoch: only renamed.
+                Merge {
+                    room: queue("q"),
+                    epoch: Epoch(3),
+                    from: vec![from("corral-queue-q-2", &["q2"])],
+                    split: false,
+                },
+            ]
+        );
+        // Calls in the room's bridge now and in one other: a split.
+        let two = bridged_calls(&bridges[1..3], &names);
+        assert!(merges(&x, &two, &f, &names)[0].split);
+        let one = bridged_calls(&bridges[..1], &names);
+        assert!(!merges(&x, &one, &f, &names)[0].split);
+    }
+
+    #[test]
     fn splits_are_detected_once_and_healed_with_their_duration() {
         let t0 = Instant::now();
         let now = t0 + Duration::from_secs(3);
@@ -1133,6 +1790,39 @@ mod tests {
         assert_eq!(
             split_changes(&HashMap::new(), &HashMap::new(), now),
             SplitChanges::default()
+        );
+    }
+
+    #[test]
+    fn a_heal_move_has_a_deadline_then_retries_with_backoff() {
+        let t0 = Instant::now();
+        let d = Duration::from_secs(5);
+        let s = Duration::from_secs;
+        assert_eq!(heal_step(None, None, t0, d), HealStep::Move);
+        assert_eq!(heal_step(Some(t0), None, t0 + s(4), d), HealStep::OnItsWay);
+        assert_eq!(heal_step(Some(t0), None, t0 + s(5), d), HealStep::Overdue);
+        // One failure: 5 s; two: 10 s; then doubling up to a minute.
+        assert_eq!(
+            heal_step(None, Some((1, t0)), t0 + s(4), d),
+            HealStep::NotYet
+        );
+        assert_eq!(heal_step(None, Some((1, t0)), t0 + s(5), d), HealStep::Move);
+        assert_eq!(
+            heal_step(None, Some((2, t0)), t0 + s(9), d),
+            HealStep::NotYet
+        );
+        assert_eq!(
+            heal_step(None, Some((2, t0)), t0 + s(10), d),
+            HealStep::Move
+        );
+        assert_eq!(heal_backoff(1, d), s(5));
+        assert_eq!(heal_backoff(3, d), s(20));
+        assert_eq!(heal_backoff(9, d), HEAL_BACKOFF_MAX);
+        assert_eq!(heal_backoff(u32::MAX, d), HEAL_BACKOFF_MAX);
+        // A move on its way is never started again.
+        assert_eq!(
+            heal_step(Some(t0), Some((3, t0)), t0, d),
+            HealStep::OnItsWay
         );
     }
 
@@ -1207,6 +1897,7 @@ mod tests {
             channel("bridged", "Up", Some("corral,conference,a")),
             channel("down", "Down", Some("corral,conference,a")),
             channel("other", "Ring", Some("corral2,conference,a")),
+            channel("standby", "Ring", Some("corral-standby,conference,b")),
             channel("dialplan", "Ring", None),
             channel("bad id", "Ring", Some("corral")),
         ];
@@ -1240,6 +1931,7 @@ mod tests {
             ChannelState::Redirected {
                 token: TokenId::new("T").unwrap(),
                 left: None,
+                since: Instant::now(),
             },
         );
         states.insert(chan("vanished"), ChannelState::Suspect);
@@ -1251,7 +1943,7 @@ mod tests {
             },
         );
         let bridged: HashSet<ChannelId> = [chan("bridged")].into();
-        let mut fixes = unhandled_fixes(&chans, &bridged, &states, "corral");
+        let mut fixes = unhandled_fixes(&chans, &bridged, &states, &["corral", "corral-standby"]);
         let mut clears: Vec<_> = fixes
             .iter()
             .filter_map(|f| match f {
@@ -1274,6 +1966,7 @@ mod tests {
                 UnhandledFix::Suspect(chan("token")),
                 UnhandledFix::Suspect(chan("held1")),
                 placed("held2", &[]),
+                UnhandledFix::Suspect(chan("standby")),
             ]
         );
     }

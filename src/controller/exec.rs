@@ -50,10 +50,35 @@ use super::rooms::MoveFailed;
 use super::{Controller, FarmEvent};
 use crate::ari::rest::Channel;
 use crate::domain::{ChannelId, NodeId, RoomKey, RoomKind, TokenId};
+use crate::retry::Backoff;
 use crate::store::{
     CallArrival, Consumed, MemberAdded, RedirectToken, RoomFilter, TokenGrant, TokenJoin,
+    TokenRecord,
 };
 use crate::telemetry::{JoinKind, RedirectOutcome, TokenOutcome};
+
+/// A join whose ARI calls failed past their own retries while the call is
+/// still there is tried this many more times, pausing from
+/// [`JOIN_RETRY_INITIAL`] up to [`JOIN_RETRY_MAX`] (about 1.5 s in all),
+/// then left to the resync, which retries it for as long as the call lives.
+const JOIN_RETRIES: u32 = 3;
+/// After the retries of a failed join, its placement is posted again this
+/// much later (and so on, while the call lives).
+const JOIN_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// First pause before a failed join is tried again.
+const JOIN_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Longest pause before a failed join is tried again.
+const JOIN_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What [`Controller::check_token`] learnt of a token.
+enum Checked {
+    /// The store's answer.
+    Store(Consumed),
+    /// The store did not answer; the grant this replica kept.
+    Local(TokenGrant),
+    /// The store did not answer in time.
+    Unchecked,
+}
 
 /// One call being handled: where it is and since when.
 #[derive(Clone, Copy)]
@@ -61,6 +86,8 @@ struct Call<'a> {
     node: &'a Arc<NodeRuntime>,
     chan: &'a ChannelId,
     channel: &'a Channel,
+    /// Its Stasis arguments (for a placement tried again later).
+    args: &'a [String],
     /// When its `StasisStart` was taken up (for the setup-time metric).
     started: Instant,
 }
@@ -104,9 +131,10 @@ impl Controller {
                             node,
                             chan,
                             channel: &channel,
+                            args: &args,
                             started: Instant::now(),
                         };
-                        self.arrive(call, &args).await;
+                        self.arrive(call).await;
                         node.with(|s| s.end_placing(chan));
                     }
                 }
@@ -118,8 +146,8 @@ impl Controller {
 
     /// Handles a call entering the app (its `StasisStart`, or a resync
     /// placing it).
-    async fn arrive(&self, call: Call<'_>, args: &[String]) {
-        let arrival = decide::parse_arrival(args, &call.channel.dialplan.exten);
+    async fn arrive(&self, call: Call<'_>) {
+        let arrival = decide::parse_arrival(call.args, &call.channel.dialplan.exten);
         let kind = match &arrival {
             Arrival::Room(room, _) => Some(room.kind.as_str()),
             Arrival::Agent(..) => Some("agent"),
@@ -150,50 +178,18 @@ impl Controller {
         // token is this channel's already.
         let held = node.with(|s| s.held_token(call.chan));
         let retry = held.is_some();
-        let mut prepared = Prepared::Nothing;
-        let consumed = match held {
-            Some(rec) => Some(Consumed::Ok(rec)),
-            None => {
-                let t = Instant::now();
-                let joined = self
-                    .inner
-                    .store
-                    .join_with_token(token, &node.id, call.chan)
-                    .await;
-                self.inner
-                    .metrics
-                    .store_latency("join_with_token", t.elapsed());
-                let c = match joined {
-                    Ok(TokenJoin::Joined { record, member }) => {
-                        prepared = Prepared::Recorded(Ok(member));
-                        Some(Consumed::Ok(record))
-                    }
-                    Ok(TokenJoin::NodeUnavailable { record }) => {
-                        prepared = Prepared::Recorded(Err(crate::store::Error::NodeUnavailable {
-                            node: node.id.clone(),
-                            room: record.grant.room.clone(),
-                        }));
-                        Some(Consumed::Ok(record))
-                    }
-                    Ok(TokenJoin::NotConsumed(c)) => Some(c),
-                    Err(e) => {
-                        tracing::warn!(node = %node.id, channel = %call.chan, reason = %e, "token not checked (store unavailable)");
-                        None
-                    }
-                };
-                if let Some(c) = &c {
-                    if let Consumed::Ok(rec) = c {
-                        node.with(|s| s.hold_token(call.chan, rec.clone()));
-                        self.redirect_arrived(&rec.grant.from, token);
-                    }
-                    self.inner.metrics.token(&node.id, TokenOutcome::of(c));
-                }
-                c
-            }
+        let (checked, prepared) = match held {
+            Some(rec) => (Checked::Store(Consumed::Ok(rec)), Prepared::Nothing),
+            None => self.check_token(call, token).await,
         };
-        match decide::after_token(consumed.as_ref()) {
+        let answer = match &checked {
+            Checked::Store(c) => decide::TokenAnswer::Store(c),
+            Checked::Local(g) => decide::TokenAnswer::Local(g),
+            Checked::Unchecked => decide::TokenAnswer::Unchecked,
+        };
+        match decide::after_token(answer) {
             AfterToken::Join(p) => {
-                if let (false, Some(Consumed::Ok(rec))) = (retry, &consumed) {
+                if let (false, Checked::Store(Consumed::Ok(rec))) = (retry, &checked) {
                     self.inner
                         .metrics
                         .redirect(&rec.grant.from, RedirectOutcome::Confirmed);
@@ -204,7 +200,111 @@ impl Controller {
                 tracing::info!(node = %node.id, room = %p.room, token = token.prefix(), "token re-resolved");
                 self.place(call, p).await;
             }
+            AfterToken::Degraded(p) => {
+                tracing::warn!(node = %node.id, room = %p.room, token = token.prefix(),
+                    "store unavailable; token minted here: joining its room where the call landed");
+                self.carry_out(
+                    call,
+                    &p,
+                    Step::Degraded(decide::DegradedReason::StoreUnavailable),
+                    Prepared::Nothing,
+                )
+                .await;
+            }
             AfterToken::HandBack(why) => self.hand_back(call, &why).await,
+        }
+    }
+
+    /// Consumes `token` on the call's node and, when consumed, records the
+    /// call in the token's room, in one store round trip
+    /// ([`crate::store::Store::join_with_token`]); the member record's
+    /// answer comes back as [`Prepared::Recorded`] for the join. While the
+    /// store does not answer, a token this replica minted is used from its
+    /// memory; any other waits in Stasis, still ringing (a 180 is sent
+    /// once), asking again with backoff, for at most `token_store_wait`
+    /// ([`decide::token_store_silent`]).
+    async fn check_token(&self, call: Call<'_>, token: &TokenId) -> (Checked, Prepared) {
+        let node = call.node;
+        let started = Instant::now();
+        let mut backoff = self.store_backoff();
+        let mut waiting = false;
+        loop {
+            let t = Instant::now();
+            // By this channel: a retry after a timeout that consumed the
+            // token anyway gets it again (and its member record, again).
+            let joined = self
+                .inner
+                .store
+                .join_with_token(token, &node.id, call.chan)
+                .await;
+            self.inner
+                .metrics
+                .store_latency("join_with_token", t.elapsed());
+            let e = match joined {
+                Ok(joined) => {
+                    self.inner.minted.forget(token);
+                    let (c, prepared) = match joined {
+                        TokenJoin::Joined { record, member } => {
+                            (Consumed::Ok(record), Prepared::Recorded(Ok(member)))
+                        }
+                        TokenJoin::NodeUnavailable { record } => {
+                            let refused = crate::store::Error::NodeUnavailable {
+                                node: node.id.clone(),
+                                room: record.grant.room.clone(),
+                            };
+                            (Consumed::Ok(record), Prepared::Recorded(Err(refused)))
+                        }
+                        TokenJoin::NotConsumed(c) => (c, Prepared::Nothing),
+                    };
+                    if let Consumed::Ok(rec) = &c {
+                        node.with(|s| s.hold_token(call.chan, rec.clone()));
+                        self.redirect_arrived(&rec.grant.from, token);
+                    }
+                    self.inner.metrics.token(&node.id, TokenOutcome::of(&c));
+                    return (Checked::Store(c), prepared);
+                }
+                Err(e) => e,
+            };
+            let known = self.inner.minted.take(token, Instant::now());
+            match decide::token_store_silent(
+                known.is_some(),
+                started.elapsed(),
+                self.inner.cfg.token_store_wait,
+            ) {
+                decide::StoreSilent::UseLocal => {
+                    self.inner
+                        .metrics
+                        .token(&node.id, TokenOutcome::UsedLocally);
+                    return (
+                        known.map_or(Checked::Unchecked, Checked::Local),
+                        Prepared::Nothing,
+                    );
+                }
+                decide::StoreSilent::Wait => {
+                    if !waiting {
+                        waiting = true;
+                        self.inner
+                            .metrics
+                            .token(&node.id, TokenOutcome::WaitedForStore);
+                        tracing::warn!(node = %node.id, channel = %call.chan, reason = %e,
+                            "token not checked (store unavailable); the call waits, ringing");
+                        if let Err(e) = node.ari.ring(call.chan).await {
+                            tracing::debug!(node = %node.id, channel = %call.chan, reason = %e, "ring refused");
+                        }
+                    }
+                    let pause = backoff
+                        .delay_for(e.retry())
+                        .unwrap_or(super::STORE_RETRY_INITIAL);
+                    if !self.sleep_unless_stopped(pause).await {
+                        return (Checked::Unchecked, Prepared::Nothing);
+                    }
+                }
+                decide::StoreSilent::GiveUp => {
+                    tracing::warn!(node = %node.id, channel = %call.chan, reason = %e,
+                        waited_ms = started.elapsed().as_millis() as u64, "token not checked (store unavailable)");
+                    return (Checked::Unchecked, Prepared::Nothing);
+                }
+            }
         }
     }
 
@@ -283,7 +383,7 @@ impl Controller {
                         Some(Prepared::Minted(token, rec))
                             if rec.grant.to == to && rec.grant.hops == hops =>
                         {
-                            Some(token)
+                            Some((token, rec))
                         }
                         _ => None,
                     };
@@ -363,37 +463,84 @@ impl Controller {
             });
             return None;
         }
-        match self.put_in_bridge(node, chan, room, Some(epoch)).await {
-            Ok(_) => {
-                let how = match p.how {
-                    How::Direct => JoinKind::Direct,
-                    How::Token => JoinKind::Token,
-                };
-                self.inner.metrics.joined(&node.id, how);
-                self.inner.metrics.call_setup(call.started.elapsed());
-                self.emit(FarmEvent::MembersChanged {
-                    room: room.clone(),
-                    node: node.id.clone(),
-                    members,
-                });
-            }
-            Err(e) => {
-                // The caller hung up (404/400) or the channel left Stasis
-                // (409/422) while we worked: undo the member.
-                tracing::info!(node = %node.id, room = %room, channel = %chan, reason = %e, "call gone before it joined");
-                node.with(|s| {
-                    s.joined(
-                        chan,
-                        Membership {
-                            room: room.clone(),
-                            recorded: true,
-                        },
-                    )
-                });
-                self.leave(node, chan).await;
+        let mut backoff = Backoff::new(JOIN_RETRY_INITIAL, JOIN_RETRY_MAX, JOIN_RETRY_MAX);
+        let mut retries = JOIN_RETRIES;
+        loop {
+            let e = match self.put_in_bridge(node, chan, room, Some(epoch)).await {
+                Ok(_) => {
+                    let how = match p.how {
+                        How::Direct => JoinKind::Direct,
+                        How::Token => JoinKind::Token,
+                    };
+                    self.inner.metrics.joined(&node.id, how);
+                    self.inner.metrics.call_setup(call.started.elapsed());
+                    self.emit(FarmEvent::MembersChanged {
+                        room: room.clone(),
+                        node: node.id.clone(),
+                        members,
+                    });
+                    return None;
+                }
+                Err(e) => e,
+            };
+            let err = if matches!(e.status(), Some(409 | 422)) {
+                decide::JoinError::LeftApp
+            } else if self.channel_gone(node, chan).await {
+                decide::JoinError::Gone
+            } else {
+                decide::JoinError::Unknown
+            };
+            match decide::after_join_failed(err, retries > 0) {
+                decide::AfterJoinFailed::Undo => {
+                    // The caller hung up, or the channel left Stasis, while
+                    // we worked: undo the member.
+                    tracing::info!(node = %node.id, room = %room, channel = %chan, reason = %e, "call gone before it joined");
+                    node.with(|s| {
+                        s.joined(
+                            chan,
+                            Membership {
+                                room: room.clone(),
+                                recorded: true,
+                            },
+                        )
+                    });
+                    self.leave(node, chan).await;
+                    return None;
+                }
+                decide::AfterJoinFailed::Retry => {
+                    retries -= 1;
+                    tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e, "join failed; the call is still there: trying again");
+                    let pause = backoff.delay_for(e.retry()).unwrap_or(JOIN_RETRY_MAX);
+                    if !self.sleep_unless_stopped(pause).await {
+                        return None;
+                    }
+                }
+                decide::AfterJoinFailed::LeaveToResync => {
+                    tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e,
+                        "join failed again; the call keeps its member record and token, and is placed again shortly");
+                    self.place_again_later(call);
+                    return None;
+                }
             }
         }
-        None
+    }
+
+    /// Posts the call's placement again after [`JOIN_AGAIN_AFTER`] (its
+    /// worker then finds it with its consumed token, or placed meanwhile
+    /// by a resync, or gone), so a call whose join failed does not wait
+    /// for two resyncs.
+    fn place_again_later(&self, call: Call<'_>) {
+        let (ctrl, node, chan) = (self.clone(), call.node.clone(), call.chan.clone());
+        let work = ChannelWork::Start {
+            args: call.args.to_vec(),
+            channel: Box::new(call.channel.clone()),
+            by: StartedBy::Resync,
+        };
+        self.inner.tracker.spawn(async move {
+            if ctrl.sleep_unless_stopped(JOIN_AGAIN_AFTER).await {
+                ctrl.post(&node, chan, work);
+            }
+        });
     }
 
     /// Joins the call where it is, without a member record.
@@ -414,38 +561,35 @@ impl Controller {
     async fn join_split(&self, call: Call<'_>, room: &RoomKey, owner: &NodeId) {
         let node = call.node;
         tracing::warn!(node = %node.id, room = %room, owner = %owner, "hop limit reached; joining where the call is (split)");
-        let first = node.with(|s| {
-            let first = !s.splits.contains_key(room);
-            s.splits.entry(room.clone()).or_insert_with(Instant::now);
-            first
-        });
-        if first {
-            self.emit(FarmEvent::SplitDetected {
-                room: room.clone(),
-                owner: owner.clone(),
-                node: node.id.clone(),
-            });
-        }
+        self.split_began(node, room, owner, Instant::now());
         self.join_unrecorded(call, room, JoinKind::Split).await;
     }
 
     /// Mints a token for `to` and redirects the ringing call there; a
     /// failure is decided by [`decide::after_move_failed`].
     /// `minted` is the token the decision's round trip minted for `to`
-    /// already (else one is minted now).
+    /// already, with its record (else one is minted now). Either way its
+    /// grant is kept in this replica too ([`super::minted`]), for its
+    /// arrival while the store does not answer.
     async fn redirect(
         &self,
         call: Call<'_>,
         p: &Placing,
         to: &NodeId,
         hops: u32,
-        minted: Option<TokenId>,
+        minted: Option<(TokenId, TokenRecord)>,
     ) -> Option<Step> {
         let node = call.node;
         let target = self.sip_host(to)?;
         let sent = match minted {
-            Some(token) => {
+            Some((token, rec)) => {
                 self.inner.metrics.token(&node.id, TokenOutcome::Minted);
+                self.inner.minted.keep(
+                    &token,
+                    &rec.grant,
+                    self.inner.cfg.token_ttl,
+                    Instant::now(),
+                );
                 // Expected before the redirect: its arrival may be handled
                 // before the redirect's answer.
                 node.with(|s| s.redirects.insert(token.clone(), false));
@@ -573,6 +717,7 @@ impl Controller {
 
     /// Compares the node's ARI with the store and heals the difference.
     pub(crate) async fn resync(&self, node: &Arc<NodeRuntime>) {
+        let _one_at_a_time = node.resync.lock().await;
         let (bridges, channels) = match tokio::try_join!(node.ari.bridges(), node.ari.channels()) {
             Ok(v) => v,
             Err(e) => {
@@ -590,8 +735,14 @@ impl Controller {
             tracing::debug!(node = %node.id, reason = %e, "load not reported");
         }
         let calls = decide::bridged_calls(&bridges, &self.inner.names);
-        node.with(|s| s.bridges.extend(calls.iter().map(|c| c.bridge.clone())));
-        let facts = match self.room_facts(&node.id, &calls).await {
+        let listed: HashSet<&str> = bridges.iter().map(|b| b.id.as_str()).collect();
+        node.with(|s| {
+            s.bridges.extend(calls.iter().map(|c| c.bridge.clone()));
+            // Rooms whose bridge is gone from the node are forgotten (the
+            // map stays as small as the node's bridges).
+            s.room_bridges.retain(|_, id| listed.contains(id.as_str()));
+        });
+        let mut facts = match self.room_facts(&node.id, &calls).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(node = %node.id, reason = %e, "resync stopped (store unavailable)");
@@ -612,7 +763,14 @@ impl Controller {
                     .add_member(&room, &node.id, &channel, role)
                     .await
                 {
-                    Ok(MemberAdded::Added { .. } | MemberAdded::AlreadyMember { .. }) => {
+                    Ok(
+                        MemberAdded::Added { epoch, .. } | MemberAdded::AlreadyMember { epoch, .. },
+                    ) => {
+                        // The room is here at `epoch` now (claimed, maybe,
+                        // under a new one): what the merges go by.
+                        if let Some(f) = facts.get_mut(&room) {
+                            f.owner = Some((node.id.clone(), epoch));
+                        }
                         node.with(|s| {
                             s.follow(
                                 &channel,
@@ -672,6 +830,9 @@ impl Controller {
                 }
             }
         }
+        for merge in decide::merges(&node.id, &calls, &facts, &self.inner.names) {
+            self.merge_bridge(node, merge).await;
+        }
         self.heal_splits(node, stray).await;
         for bridge in decide::stale_bridges(&node.id, &bridges, &facts, &self.inner.names) {
             self.destroy_listed_bridge(node, &bridge).await;
@@ -681,9 +842,9 @@ impl Controller {
             .iter()
             .flat_map(|c| c.channels.iter().cloned())
             .collect();
-        let fixes = node.with(|s| {
-            decide::unhandled_fixes(&channels, &bridged, &s.channels, &self.inner.cfg.app)
-        });
+        let cfg = &self.inner.cfg;
+        let apps = [cfg.app.as_str(), cfg.standby_app.as_str()];
+        let fixes = node.with(|s| decide::unhandled_fixes(&channels, &bridged, &s.channels, &apps));
         for fix in fixes {
             match fix {
                 UnhandledFix::Suspect(id) => node.with(|s| s.sighted(&id)),
@@ -774,41 +935,39 @@ impl Controller {
             .iter()
             .map(|(r, (o, _))| (r.clone(), o.clone()))
             .collect();
-        let changes = node.with(|s| {
-            let changes = decide::split_changes(&s.splits, &owners, now);
-            for (room, _) in &changes.healed {
-                s.splits.remove(room);
-            }
-            for (room, _) in &changes.detected {
-                s.splits.insert(room.clone(), now);
-            }
-            changes
-        });
-        for (room, lasted) in changes.healed {
-            self.inner.metrics.split_healed(&node.id, lasted);
-            tracing::info!(node = %node.id, room = %room, lasted_ms = lasted.as_millis() as u64, "split healed");
-            self.emit(FarmEvent::SplitHealed {
-                room,
-                node: node.id.clone(),
-                lasted_ms: lasted.as_millis() as u64,
-            });
+        let changes = node.with(|s| decide::split_changes(&s.splits, &owners, now));
+        for (room, _) in changes.healed {
+            self.split_ended(node, &room, now);
         }
         for (room, owner) in changes.detected {
             let calls = stray.get(&room).map(|(_, c)| c.len()).unwrap_or(0);
             tracing::warn!(node = %node.id, room = %room, owner = %owner, calls, "split: calls bridged on a node that does not own their room; moving them to the owner");
-            self.emit(FarmEvent::SplitDetected {
-                room,
-                owner,
-                node: node.id.clone(),
-            });
+            self.split_began(node, &room, &owner, now);
         }
+        let deadline = self.inner.cfg.redirect_deadline;
         for (room, (owner, chans)) in stray {
             let Some(target) = self.sip_host(&owner) else {
                 continue;
             };
             for chan in chans {
-                if node.with(|s| s.is_moving(&chan)) {
-                    continue;
+                let (moving, failures) =
+                    node.with(|s| (s.moving(&chan), s.move_failures.get(&chan).copied()));
+                match decide::heal_step(moving.as_ref().map(|m| m.1), failures, now, deadline) {
+                    decide::HealStep::Move => {}
+                    decide::HealStep::OnItsWay | decide::HealStep::NotYet => continue,
+                    decide::HealStep::Overdue => {
+                        let Some((token, _)) = moving else { continue };
+                        // The token still unused: the far end never
+                        // followed (a refused REFER shows nothing on ARI).
+                        if let Ok(Some(_)) = self.inner.store.peek_token(&token).await {
+                            let n = node.with(|s| s.move_failed(&chan, now));
+                            self.inner.metrics.heal_move_failed(&node.id);
+                            tracing::warn!(node = %node.id, room = %room, channel = %chan, token = token.prefix(), failures = n,
+                                retry_in_ms = decide::heal_backoff(n, deadline).as_millis() as u64,
+                                "stray call not moved (its REFER refused?); it stays bridged here and is moved again later");
+                        }
+                        continue;
+                    }
                 }
                 let grant = TokenGrant {
                     room: room.clone(),
@@ -828,6 +987,77 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Moves a room's calls from other bridges here into the room's bridge
+    /// (a local `addChannel`; the channel leaves its old bridge), then
+    /// destroys each old one whose calls all moved. Calls in two bridges
+    /// at once are a split: counted, and healed here.
+    async fn merge_bridge(&self, node: &Arc<NodeRuntime>, m: decide::Merge) {
+        let started = Instant::now();
+        if m.split {
+            tracing::warn!(node = %node.id, room = %m.room, bridges = m.from.len() + 1,
+                "split: a room's calls in several bridges of one node; moving them into the room's bridge");
+            self.split_began(node, &m.room, &node.id, started);
+        }
+        let mut whole = true;
+        for (from, chans) in &m.from {
+            let mut all = true;
+            for chan in chans {
+                if node.with(|s| s.is_moving(chan)) {
+                    all = false;
+                    continue;
+                }
+                if let Err(e) = self
+                    .bridge_channel(node, chan, &m.room, Some(m.epoch))
+                    .await
+                {
+                    all = false;
+                    tracing::info!(node = %node.id, room = %m.room, channel = %chan, reason = %e, "call not moved into its room's bridge");
+                }
+            }
+            if all {
+                self.destroy_listed_bridge(node, from).await;
+            }
+            whole &= all;
+        }
+        if m.split && whole {
+            self.split_ended(node, &m.room, Instant::now());
+        }
+    }
+
+    /// A split of `room` with stray calls on `node` (`owner` has the room)
+    /// was found at `since`: counted and announced once, until it ends.
+    fn split_began(&self, node: &Arc<NodeRuntime>, room: &RoomKey, owner: &NodeId, since: Instant) {
+        let first = node.with(|s| {
+            let first = !s.splits.contains_key(room);
+            s.splits.entry(room.clone()).or_insert(since);
+            first
+        });
+        if first {
+            self.inner.metrics.split_detected(&node.id);
+            self.emit(FarmEvent::SplitDetected {
+                room: room.clone(),
+                owner: owner.clone(),
+                node: node.id.clone(),
+            });
+        }
+    }
+
+    /// The split of `room` on `node` is healed: reported with how long it
+    /// lasted (nothing if none was known).
+    fn split_ended(&self, node: &Arc<NodeRuntime>, room: &RoomKey, now: Instant) {
+        let Some(since) = node.with(|s| s.splits.remove(room)) else {
+            return;
+        };
+        let lasted = now.saturating_duration_since(since);
+        self.inner.metrics.split_healed(&node.id, lasted);
+        tracing::info!(node = %node.id, room = %room, lasted_ms = lasted.as_millis() as u64, "split healed");
+        self.emit(FarmEvent::SplitHealed {
+            room: room.clone(),
+            node: node.id.clone(),
+            lasted_ms: lasted.as_millis() as u64,
+        });
     }
 
     /// True only when ARI says the channel does not exist (404): a snapshot

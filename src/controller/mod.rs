@@ -18,21 +18,27 @@
 //!   rebuilds from ARI and the store.
 //!
 //! # Parts
-//! - [`node`]: one node's loop: lease, event stream, health, resync ticks.
+//! - [`node`]: one node's loop: lease, event stream, health, resync ticks;
+//!   the standby stream while another replica holds the node.
 //! - [`channel`]: the state machines: one per channel, one per node's link.
 //! - [`mailbox`]: each channel's work, in order.
 //! - [`decide`]: the pure decisions of the call path and the resync.
 //! - [`exec`]: the executor: the ARI and store I/O those decisions ask for.
 //! - [`owner`]: the owner decision, for the call path and the apps' API.
+//! - [`minted`]: the grants of the tokens this replica minted, for token
+//!   arrivals while the store is down.
 //! - [`rooms`]: bridges, members, linger and release, moving a call.
 //! - [`apps`]: the decisions apps ask for over the HTTP API.
+//! - [`ahead`]: route ahead, the proxy's lookup before it dispatches.
 //! - [`queues`]: the queue engine: callers wait, agents are paired.
 
+pub mod ahead;
 pub mod apps;
 pub(crate) mod channel;
 pub mod decide;
 pub(crate) mod exec;
 pub(crate) mod mailbox;
+pub(crate) mod minted;
 pub mod node;
 pub mod owner;
 pub mod queues;
@@ -65,6 +71,12 @@ use channel::NodeRuntime;
 pub struct Config {
     /// The Stasis app name.
     pub app: String,
+    /// The standby Stasis app name (empty: none). A replica that does not
+    /// hold a node's stream holds this app on the node instead (one
+    /// replica per node, by a lease of its own), and the dialplan sends a
+    /// call there when `Stasis(<app>)` fails: the stream's replica died,
+    /// and its lease has not expired yet.
+    pub standby_app: String,
     /// Redirect target template with `{token}` and `{sip_host}`.
     pub endpoint_template: String,
     /// Redirects one call may take before it joins where it is.
@@ -73,6 +85,10 @@ pub struct Config {
     pub token_ttl: Duration,
     /// How long a redirected call's token has to arrive.
     pub redirect_deadline: Duration,
+    /// How long a token arriving while the store does not answer waits in
+    /// Stasis, still ringing, for the store (a token this replica minted
+    /// does not wait: its grant is kept here).
+    pub token_store_wait: Duration,
     /// How long an empty room keeps its node and bridge.
     pub linger: Duration,
     /// Placement strategy.
@@ -100,6 +116,8 @@ pub struct Config {
 impl Config {
     /// The Stasis app every node's dialplan sends calls to.
     pub const DEFAULT_APP: &'static str = crate::names::DEFAULT_APP;
+    /// The standby app the shipped dialplan falls back to.
+    pub const DEFAULT_STANDBY_APP: &'static str = "corral-standby";
     /// A SIP URI whose user part is the token, sent to the owner's host.
     pub const DEFAULT_ENDPOINT_TEMPLATE: &'static str = "PJSIP/sip:{token}@{sip_host}";
     /// Two redirects: one to the owner, one more if the room moved while the
@@ -111,6 +129,9 @@ impl Config {
     /// A 302 and the INVITE that follows take milliseconds; five seconds
     /// means the call is lost.
     pub const DEFAULT_REDIRECT_DEADLINE: Duration = Duration::from_secs(5);
+    /// Redis restarts, or a Sentinel fails over, within ten seconds; a
+    /// caller hears ringing meanwhile.
+    pub const DEFAULT_TOKEN_STORE_WAIT: Duration = Duration::from_secs(10);
     /// Long enough for a conference whose last caller dials straight back.
     pub const DEFAULT_LINGER: Duration = Duration::from_secs(10);
     /// Least loaded relative to capacity, the landing node first.
@@ -147,10 +168,12 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             app: Self::DEFAULT_APP.into(),
+            standby_app: Self::DEFAULT_STANDBY_APP.into(),
             endpoint_template: Self::DEFAULT_ENDPOINT_TEMPLATE.into(),
             hop_limit: Self::DEFAULT_HOP_LIMIT,
             token_ttl: Self::DEFAULT_TOKEN_TTL,
             redirect_deadline: Self::DEFAULT_REDIRECT_DEADLINE,
+            token_store_wait: Self::DEFAULT_TOKEN_STORE_WAIT,
             linger: Self::DEFAULT_LINGER,
             strategy: Self::DEFAULT_STRATEGY,
             seed: rand::random(),
@@ -315,6 +338,9 @@ pub(crate) struct Inner {
     pub(crate) queues: queues::Runtime,
     /// The names of this app's bridges (`cfg.app`).
     pub(crate) names: crate::names::BridgeNames,
+    /// The grants of the tokens this replica minted, for arrivals while
+    /// the store is down.
+    pub(crate) minted: minted::Minted,
 }
 
 /// The controller handle. Cheap to clone.
@@ -347,8 +373,18 @@ impl Controller {
         let mut map = HashMap::new();
         for spec in nodes {
             let ari = AriNode::new(spec.ari.clone(), metrics.clone())?;
+            let standby = match cfg.standby_app.as_str() {
+                "" => None,
+                app => Some(AriNode::new(
+                    ari::Config {
+                        app: app.to_string(),
+                        ..spec.ari.clone()
+                    },
+                    metrics.clone(),
+                )?),
+            };
             let id = spec.ari.node.clone();
-            map.insert(id.clone(), NodeRuntime::new(id, ari, spec));
+            map.insert(id.clone(), NodeRuntime::new(id, ari, standby, spec));
         }
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let cfg_app = cfg.app.clone();
@@ -365,6 +401,7 @@ impl Controller {
                 stop: CancellationToken::new(),
                 queues: queues::Runtime::default(),
                 names: crate::names::BridgeNames::new(cfg_app),
+                minted: minted::Minted::default(),
             }),
         })
     }
@@ -461,8 +498,9 @@ impl Controller {
         let _ = self.inner.events.send(ev);
     }
 
-    /// Reloads the node view the policy chooses from.
-    pub(crate) async fn refresh_view(&self) {
+    /// Reloads the node view the policy chooses from; returns it, or
+    /// `None` when the store did not answer.
+    pub(crate) async fn refresh_view(&self) -> Option<Vec<NodeRecord>> {
         let started = std::time::Instant::now();
         match self.inner.store.list_nodes().await {
             Ok(nodes) => {
@@ -476,20 +514,74 @@ impl Controller {
                     .inner
                     .view
                     .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = nodes;
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = nodes.clone();
+                Some(nodes)
             }
-            Err(e) => tracing::debug!(reason = %e, "node view not refreshed"),
+            Err(e) => {
+                tracing::debug!(reason = %e, "node view not refreshed");
+                None
+            }
         }
     }
 
+    /// The node view, refreshed every 500 ms; also how corral notices the
+    /// store coming back (every streamed node is resynced at once, so the
+    /// calls joined where they landed meanwhile are recorded, merged and
+    /// healed in a moment, not at the next periodic resync) and the store
+    /// having lost nodes this replica streams (Redis restarted empty: they
+    /// are registered again, which claims their rooms back from ARI).
     async fn refresh_view_loop(&self, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut store_was_down = false;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tick.tick() => self.refresh_view().await,
+                _ = tick.tick() => {}
+            }
+            let up_before = self.up_nodes();
+            let Some(records) = self.refresh_view().await else {
+                store_was_down = true;
+                continue;
+            };
+            let up: Vec<NodeId> = self
+                .up_nodes()
+                .into_iter()
+                .filter(|id| up_before.contains(id))
+                .collect();
+            let forgotten = decide::forgotten(&up, &records);
+            for id in &forgotten {
+                let Some(node) = self.inner.nodes.get(id).cloned() else {
+                    continue;
+                };
+                tracing::warn!(node = %id, "the store lost this node's registration (restarted empty?); registering it again");
+                let ctrl = self.clone();
+                self.inner
+                    .tracker
+                    .spawn(async move { ctrl.node_forgotten(&node).await });
+            }
+            if std::mem::take(&mut store_was_down) {
+                for node in self.inner.nodes.values() {
+                    if !node.is_up() || forgotten.contains(&node.id) {
+                        continue;
+                    }
+                    tracing::info!(node = %node.id, "store answers again; resyncing");
+                    let (ctrl, node) = (self.clone(), node.clone());
+                    self.inner
+                        .tracker
+                        .spawn(async move { ctrl.resync(&node).await });
+                }
             }
         }
+    }
+
+    /// The nodes whose link is up here (streamed and registered).
+    fn up_nodes(&self) -> Vec<NodeId> {
+        self.inner
+            .nodes
+            .values()
+            .filter(|n| n.is_up())
+            .map(|n| n.id.clone())
+            .collect()
     }
 
     /// Marks `node` drained (no new rooms) or not.

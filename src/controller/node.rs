@@ -33,7 +33,7 @@ use super::mailbox::Mailboxes;
 use super::{Controller, FarmEvent};
 use crate::ari::events::{Event, EventKind};
 use crate::ari::stream::{self, EVENT_QUEUE, StreamConfig, StreamItem};
-use crate::domain::{ChannelId, Incarnation, NodeState};
+use crate::domain::{ChannelId, Incarnation, NodeId, NodeState};
 use crate::retry::Backoff;
 use crate::shutdown::OwnedTask;
 use crate::store::NodeRegistration;
@@ -53,6 +53,9 @@ pub(crate) async fn run(ctrl: Controller, node: Arc<NodeRuntime>, cancel: Cancel
     let ttl = ctrl.inner.cfg.lease_ttl;
     let mut waiting_logged = false;
     let mut backoff = ctrl.store_backoff();
+    // This replica's standby stream of the node, while another replica
+    // holds the node's stream.
+    let mut standby: Option<Standby> = None;
     loop {
         // Acquire: another replica may hold the node; try again at a third
         // of the lease's life.
@@ -67,6 +70,9 @@ pub(crate) async fn run(ctrl: Controller, node: Arc<NodeRuntime>, cancel: Cancel
                     tracing::info!(node = %node.id, replica = %replica, "another replica holds the node's stream; standing by");
                     waiting_logged = true;
                 }
+                if standby.as_ref().is_none_or(Standby::ended) {
+                    standby = Standby::start(&ctrl, &node, &cancel).await;
+                }
                 Some(ttl / 3)
             }
             Err(e) => {
@@ -76,12 +82,29 @@ pub(crate) async fn run(ctrl: Controller, node: Arc<NodeRuntime>, cancel: Cancel
         };
         if let Some(wait) = wait {
             if !ctrl.sleep_unless_stopped(wait).await || cancel.is_cancelled() {
+                if let Some(sb) = standby.take() {
+                    sb.stop(&ctrl).await;
+                }
                 return;
             }
             continue;
         }
+        if let Some(sb) = standby.take() {
+            // Promoted: the standby stream keeps taking the calls that
+            // fall back to it until this replica's stream of the node is
+            // up, then lets the standby lease go for another replica.
+            let (ctrl, node) = (ctrl.clone(), node.clone());
+            ctrl.inner.tracker.clone().spawn(async move {
+                let mut poll = tokio::time::interval(Duration::from_millis(20));
+                let until = Instant::now() + HANDOFF_DEADLINE;
+                while !node.is_up() && Instant::now() < until {
+                    poll.tick().await;
+                }
+                sb.stop(&ctrl).await;
+            });
+        }
         let session = cancel.child_token();
-        let renew = OwnedTask::spawn(renew_lease(ctrl.clone(), node.clone(), session.clone()));
+        let renew = OwnedTask::spawn(renew_lease(ctrl.clone(), node.id.clone(), session.clone()));
         stream_session(&ctrl, &node, &session).await;
         drop(renew);
         node.link_step(LinkEvent::SessionEnded);
@@ -95,10 +118,118 @@ pub(crate) async fn run(ctrl: Controller, node: Arc<NodeRuntime>, cancel: Cancel
     }
 }
 
-/// Renews the node's lease at a third of its life until `session` ends;
-/// ends the session when the lease is lost or cannot be renewed within its
-/// life.
-async fn renew_lease(ctrl: Controller, node: Arc<NodeRuntime>, session: CancellationToken) {
+/// After a promotion, the standby stream is kept at most this long while
+/// the node's own stream comes up.
+const HANDOFF_DEADLINE: Duration = Duration::from_secs(5);
+
+/// This replica's standby stream of one node: the standby app's websocket,
+/// held under a lease of its own (one standby replica per node), whose
+/// calls (those for which `Stasis(<app>)` failed: the node's stream is
+/// down, its replica maybe dead) go through the same call path as the
+/// node's own.
+struct Standby {
+    lease: NodeId,
+    session: CancellationToken,
+    _task: OwnedTask<()>,
+}
+
+impl Standby {
+    /// Takes the node's standby lease and starts its standby stream, if a
+    /// standby app is configured and no other replica is the standby.
+    async fn start(
+        ctrl: &Controller,
+        node: &Arc<NodeRuntime>,
+        cancel: &CancellationToken,
+    ) -> Option<Standby> {
+        let ari = node.standby.clone()?;
+        let lease = crate::names::standby_lease(&node.id)?;
+        let (replica, ttl) = (&ctrl.inner.cfg.replica, ctrl.inner.cfg.lease_ttl);
+        if !ctrl
+            .inner
+            .store
+            .acquire_lease(&lease, replica, ttl)
+            .await
+            .ok()?
+        {
+            return None;
+        }
+        tracing::info!(node = %node.id, replica = %replica, app = %ari.config().app, "standby stream started");
+        let session = cancel.child_token();
+        let task = OwnedTask::spawn(standby_session(
+            ctrl.clone(),
+            node.clone(),
+            ari,
+            lease.clone(),
+            session.clone(),
+        ));
+        Some(Standby {
+            lease,
+            session,
+            _task: task,
+        })
+    }
+
+    /// True once its session ended (its lease lost).
+    fn ended(&self) -> bool {
+        self.session.is_cancelled()
+    }
+
+    /// Stops the standby stream and lets its lease go.
+    async fn stop(self, ctrl: &Controller) {
+        self.session.cancel();
+        let replica = &ctrl.inner.cfg.replica;
+        if let Err(e) = ctrl.inner.store.release_lease(&self.lease, replica).await {
+            tracing::debug!(lease = %self.lease, reason = %e, "standby lease not released; it expires on its own");
+        }
+    }
+}
+
+/// Streams the standby app of `node` until `session` ends (or its lease is
+/// lost): events go to the channels' mailboxes like the node's own.
+async fn standby_session(
+    ctrl: Controller,
+    node: Arc<NodeRuntime>,
+    ari: crate::ari::AriNode,
+    lease: NodeId,
+    session: CancellationToken,
+) {
+    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+    let scfg = StreamConfig {
+        ping_interval: ctrl.inner.cfg.ping_interval,
+        pong_timeout: ctrl.inner.cfg.ping_interval * ctrl.inner.cfg.down_after_failures.max(1),
+        connect_timeout: CONNECT_TIMEOUT,
+    };
+    let _stream = OwnedTask::spawn(stream::run(ari, scfg, tx, session.clone()));
+    let _renew = OwnedTask::spawn(renew_lease(ctrl.clone(), lease, session.clone()));
+    loop {
+        let item = tokio::select! {
+            _ = session.cancelled() => break,
+            item = rx.recv() => item,
+        };
+        match item {
+            None => break,
+            Some(StreamItem::Event(ev)) => ctrl.dispatch(&node, *ev),
+            Some(StreamItem::Malformed) => ctrl.inner.metrics.bad_event(&node.id, "malformed"),
+            Some(StreamItem::Replaced) => {
+                tracing::error!(node = %node.id, app = %ctrl.inner.cfg.standby_app,
+                    "another websocket took the standby app over on this node (two standby replicas without leases?)");
+            }
+            Some(StreamItem::Connected) => {
+                tracing::debug!(node = %node.id, "standby stream connected")
+            }
+            Some(StreamItem::Disconnected { reason }) => {
+                tracing::debug!(node = %node.id, %reason, "standby stream lost; reconnecting")
+            }
+        }
+    }
+    session.cancel();
+    tracing::info!(node = %node.id, "standby stream stopped");
+}
+
+/// Renews `lease` (a node's, or its standby's) at a third of its life
+/// until `session` ends; ends the session when the lease is lost or cannot
+/// be renewed within its life.
+async fn renew_lease(ctrl: Controller, lease: NodeId, session: CancellationToken) {
     let store = &ctrl.inner.store;
     let (replica, ttl) = (&ctrl.inner.cfg.replica, ctrl.inner.cfg.lease_ttl);
     let mut last_ok = tokio::time::Instant::now();
@@ -107,10 +238,10 @@ async fn renew_lease(ctrl: Controller, node: Arc<NodeRuntime>, session: Cancella
             _ = session.cancelled() => return,
             _ = tokio::time::sleep(ttl / 3) => {}
         }
-        match store.acquire_lease(&node.id, replica, ttl).await {
+        match store.acquire_lease(&lease, replica, ttl).await {
             Ok(true) => last_ok = tokio::time::Instant::now(),
             Ok(false) => {
-                tracing::warn!(node = %node.id, replica = %replica, "lease lost to another replica; stopping this node's stream");
+                tracing::warn!(lease = %lease, replica = %replica, "lease lost to another replica; stopping this stream");
                 session.cancel();
                 return;
             }
@@ -118,7 +249,7 @@ async fn renew_lease(ctrl: Controller, node: Arc<NodeRuntime>, session: Cancella
             // until the lease would have expired.
             Err(_) if last_ok.elapsed() < ttl => {}
             Err(e) => {
-                tracing::warn!(node = %node.id, reason = %e, "lease not renewed within its life; stopping this node's stream");
+                tracing::warn!(lease = %lease, reason = %e, "lease not renewed within its life; stopping this stream");
                 session.cancel();
                 return;
             }
@@ -258,6 +389,12 @@ impl Controller {
         }
     }
 
+    /// The store lost `node`'s registration while its link is up: steps
+    /// the link (`Forgotten`) and registers it again.
+    pub(crate) async fn node_forgotten(&self, node: &Arc<NodeRuntime>) {
+        self.link(node, LinkEvent::Forgotten, "").await;
+    }
+
     /// Registers the node (a new incarnation starts empty), marks it up,
     /// then resyncs; a failure leaves it unregistered until a ping answers.
     async fn register(&self, node: &Arc<NodeRuntime>) {
@@ -297,7 +434,11 @@ impl Controller {
                 }
             }
         };
-        if registered.new_incarnation {
+        // A store that lost its records says "new" for a node that only
+        // kept running: its calls are still there, and the resync below
+        // records them again.
+        let known = node.with(|s| s.incarnation.replace(incarnation.clone()));
+        if super::decide::restarted(known.as_ref(), &incarnation, registered.new_incarnation) {
             // A restarted Asterisk has no calls: its queue callers and
             // agents are gone.
             self.queues_node_lost(&node.id).await;
@@ -382,6 +523,7 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
     let mut tick = tokio::time::interval(ctrl.inner.cfg.ping_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
+    let mut suspect = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -394,6 +536,26 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
         )
         .await
         .is_ok_and(|r| r.is_ok());
+        let failed_now = if ok { 0 } else { failures + 1 };
+        if let Some(mark) = super::decide::suspect_after_ping(ok, failed_now, suspect) {
+            suspect = mark;
+            // Not awaited here: the pings keep their pace while the store
+            // is slow.
+            let (ctrl, node) = (ctrl.clone(), node.clone());
+            ctrl.inner.tracker.clone().spawn(async move {
+                match ctrl.inner.store.set_node_suspect(&node.id, mark).await {
+                    Ok(()) => {
+                        if mark {
+                            tracing::warn!(node = %node.id, "ping failed; the node takes no new room until it answers");
+                        }
+                        ctrl.refresh_view().await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = %node.id, reason = %e, "suspect mark not written")
+                    }
+                }
+            });
+        }
         if ok {
             failures = 0;
             // Marked down by pings, or not registered, while its socket

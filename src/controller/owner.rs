@@ -106,7 +106,9 @@ impl Controller {
                         created,
                     });
                 }
-                Resolution::ChoiceIneligible { .. } => self.refresh_view().await,
+                Resolution::ChoiceIneligible { .. } => {
+                    self.refresh_view().await;
+                }
             }
         }
         Err(NoOwner::NoEligibleNode)

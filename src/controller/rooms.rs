@@ -63,7 +63,16 @@ impl Controller {
         room: &RoomKey,
         epoch: Option<Epoch>,
     ) -> Result<BridgeId, crate::ari::Error> {
-        let id = self.inner.names.bridge_id(room, epoch);
+        let id = match epoch {
+            Some(_) => self.inner.names.bridge_id(room, epoch),
+            // A degraded join of a conference goes to the room's bridge
+            // here if it has one (the store is down, the room likely lives
+            // here): one bridge per room on a node, also during an outage.
+            None if room.kind == RoomKind::Conference => node
+                .with(|s| s.room_bridges.get(room).cloned())
+                .unwrap_or_else(|| self.inner.names.bridge_id(room, None)),
+            None => self.inner.names.bridge_id(room, None),
+        };
         self.ensure_bridge(node, room, &id).await?;
         match self
             .ari_retry(|| node.ari.add_channel(&id, channel, None))
@@ -79,6 +88,7 @@ impl Controller {
             other => other?,
         }
         node.with(|s| {
+            s.room_bridges.insert(room.clone(), id.clone());
             s.joined(
                 channel,
                 Membership {
@@ -189,7 +199,12 @@ impl Controller {
                     reason: "empty".into(),
                 });
                 let id = self.inner.names.bridge_id(room, Some(epoch));
-                node.with(|s| s.bridges.remove(id.as_str()));
+                node.with(|s| {
+                    s.bridges.remove(id.as_str());
+                    if s.room_bridges.get(room) == Some(&id) {
+                        s.room_bridges.remove(room);
+                    }
+                });
                 if let Err(e) = node.ari.destroy_bridge(&id).await
                     && e.status() != Some(404)
                 {
@@ -247,6 +262,12 @@ impl Controller {
             .await
             .map_err(MoveFailed::Store)?;
         self.inner.metrics.token(&node.id, TokenOutcome::Minted);
+        self.inner.minted.keep(
+            &token,
+            &grant,
+            self.inner.cfg.token_ttl,
+            std::time::Instant::now(),
+        );
         let endpoint = self
             .send_minted(node, &grant.channel, &token, sip_host)
             .await
@@ -275,7 +296,7 @@ impl Controller {
             .replace("{sip_host}", sip_host);
         self.ari_retry(|| node.ari.redirect(chan, &endpoint))
             .await?;
-        node.with(|s| s.redirected(chan, token.clone()));
+        node.with(|s| s.redirected(chan, token.clone(), std::time::Instant::now()));
         self.inner.metrics.redirect(&node.id, RedirectOutcome::Sent);
         Ok(endpoint)
     }

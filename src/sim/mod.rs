@@ -57,7 +57,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-pub use dialplan::{Admission, Dialplan, DialplanError};
+pub use dialplan::{Admission, Dialplan, DialplanError, StasisEntry};
 pub use endpoint::{EndpointScript, ScriptParseError};
 pub use rest::{AriRoute, routes};
 
@@ -222,13 +222,40 @@ impl VersionProfile {
 #[serde(default)]
 pub struct Faults {
     /// Every event waits this long before it is written to its websocket
-    /// (order is kept).
+    /// (order is kept). The writer waits for each event in turn, so this
+    /// also caps a socket at `1000 / event_delay_ms` events a second: a
+    /// slow link.
     pub event_delay_ms: u64,
+    /// Every event reaches its websocket this long after it happened,
+    /// without slowing the events behind it (order is kept): a link with
+    /// latency but no less throughput.
+    pub event_latency_ms: u64,
     /// Share (0.0 to 1.0) of events written twice.
     pub duplicate_events: f64,
     /// Share (0.0 to 1.0) of ARI REST requests (not the websocket) that fail
     /// with `500 {"message":"Internal Server Error"}` without taking effect.
     pub rest_error_rate: f64,
+    /// One ARI operation made slow or failing (e.g. every `POST
+    /// /channels` held for a while, or the next `answer`s failing).
+    pub rest_rule: Option<RestRule>,
+}
+
+/// A fault on one ARI operation: requests with this method and path (`*`
+/// stands for one segment: `/ari/channels/*/answer`) wait `delay_ms` before
+/// they are served, then, while `fail` is above zero, fail with a 500
+/// without taking effect (each one counts `fail` down).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestRule {
+    /// `GET`, `POST`, `DELETE`, ...
+    pub method: String,
+    /// The path, `*` for one segment: `/ari/channels/*` is an originate
+    /// with an id, `/ari/channels/*/answer` an answer.
+    pub path: String,
+    /// How long each matching request waits first.
+    pub delay_ms: u64,
+    /// How many matching requests fail next.
+    pub fail: u32,
 }
 
 /// How to start a simulated node.

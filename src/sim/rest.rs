@@ -590,9 +590,37 @@ async fn guard(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Respo
                 bump(&sh.common.stats.rest_faults);
                 return AriError::new(500, "Internal Server Error").into_response();
             }
+            if let Some((delay, fail)) = rest_rule(&sh, req.method().as_str(), path) {
+                tokio::time::sleep(delay).await;
+                if fail {
+                    bump(&sh.common.stats.rest_faults);
+                    return AriError::new(500, "Internal Server Error").into_response();
+                }
+            }
         }
     }
     next.run(req).await
+}
+
+/// The fault of [`super::Faults::rest_rule`] for a request, if it matches:
+/// its delay, and whether it fails (counted down here).
+fn rest_rule(sh: &Shared, method: &str, path: &str) -> Option<(Duration, bool)> {
+    let mut f = lock(&sh.common.faults);
+    let rule = f.rest_rule.as_mut()?;
+    let (mut want, mut got) = (rule.path.split('/'), path.split('/'));
+    let same_path = loop {
+        match (want.next(), got.next()) {
+            (None, None) => break true,
+            (Some(w), Some(g)) if w == "*" || w == g => {}
+            _ => break false,
+        }
+    };
+    if !rule.method.eq_ignore_ascii_case(method) || !same_path {
+        return None;
+    }
+    let fail = rule.fail > 0;
+    rule.fail = rule.fail.saturating_sub(1);
+    Some((Duration::from_millis(rule.delay_ms.min(60_000)), fail))
 }
 
 async fn not_found(req: Request) -> Response {
@@ -1592,8 +1620,12 @@ async fn sim_get_faults(State(sh): State<Arc<Shared>>) -> AriResult {
 #[serde(deny_unknown_fields)]
 struct FaultsPatch {
     event_delay_ms: Option<u64>,
+    event_latency_ms: Option<u64>,
     duplicate_events: Option<f64>,
     rest_error_rate: Option<f64>,
+    /// A rule object sets it; `null` clears it; absent keeps it.
+    #[serde(default)]
+    rest_rule: Option<Value>,
     #[serde(default)]
     close_websockets: bool,
 }
@@ -1609,10 +1641,24 @@ async fn sim_put_faults(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -
             return Err(AriError::new(400, "shares must be between 0.0 and 1.0"));
         }
     }
+    let rule = match patch.rest_rule {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(v) => Some(Some(
+            serde_json::from_value::<super::RestRule>(v)
+                .map_err(|e| AriError::new(400, format!("Invalid rest_rule: {e}")))?,
+        )),
+    };
     let now = {
         let mut f = lock(&sh.common.faults);
+        if let Some(r) = rule {
+            f.rest_rule = r;
+        }
         if let Some(v) = patch.event_delay_ms {
             f.event_delay_ms = v.min(60_000);
+        }
+        if let Some(v) = patch.event_latency_ms {
+            f.event_latency_ms = v.min(60_000);
         }
         if let Some(v) = patch.duplicate_events {
             f.duplicate_events = v;

@@ -7,6 +7,7 @@
 //! answers pings (axum replies with PONG); when the socket goes, its apps
 //! become inactive and their events are thrown away, never replayed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +93,10 @@ async fn run(
 ) {
     let sh = reg.shared.clone();
     let mut hung = sh.common.hung.subscribe();
+    // Events held back by the `event_latency_ms` fault, each with the time
+    // it is due (its arrival here plus the latency, never before an event
+    // that arrived earlier: order is kept).
+    let mut late: VecDeque<(tokio::time::Instant, String)> = VecDeque::new();
     loop {
         if *hung.borrow_and_update() {
             // Hung (SIGSTOP): write nothing, read nothing (so no PONG).
@@ -101,6 +106,7 @@ async fn run(
                 _ = hung.changed() => continue,
             }
         }
+        let due = late.front().map(|(t, _)| *t);
         tokio::select! {
             _ = sh.cancel.cancelled() => break,
             _ = hung.changed() => continue,
@@ -110,26 +116,28 @@ async fn run(
                 let _ = socket.send(Message::Close(None)).await;
                 break;
             }
-            ev = rx.recv() => {
-                let Some(text) = ev else { break };
-                let faults = sh.common.faults();
-                if faults.event_delay_ms > 0 {
-                    tokio::select! {
-                        _ = sh.cancel.cancelled() => break,
-                        _ = close.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(faults.event_delay_ms)) => {}
-                    }
-                }
-                let twice = sh.common.chance(faults.duplicate_events);
-                if socket.send(Message::Text(text.clone().into())).await.is_err() {
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                let Some((_, text)) = late.pop_front() else { continue };
+                if !write(&sh, &mut socket, &close, text).await {
                     break;
                 }
-                bump(&sh.common.stats.events_sent);
-                if twice {
-                    if socket.send(Message::Text(text.into())).await.is_err() {
+            }
+            ev = rx.recv() => {
+                let Some(text) = ev else { break };
+                let latency = sh.common.faults().event_latency_ms;
+                if latency > 0 || !late.is_empty() {
+                    let at = tokio::time::Instant::now() + Duration::from_millis(latency);
+                    let at = late.back().map_or(at, |(t, _)| at.max(*t));
+                    if late.len() >= sh.common.event_queue {
+                        // As a full queue does: the socket is cut.
+                        bump(&sh.common.stats.websockets_cut);
                         break;
                     }
-                    bump(&sh.common.stats.events_sent);
+                    late.push_back((at, text));
+                    continue;
+                }
+                if !write(&sh, &mut socket, &close, text).await {
+                    break;
                 }
             }
             msg = socket.recv() => match msg {
@@ -142,4 +150,38 @@ async fn run(
     }
     tracing::debug!(node = %sh.common.id, socket = reg.id, "event websocket closed");
     drop(reg);
+}
+
+/// Writes one event, with the `event_delay_ms` and `duplicate_events`
+/// faults; false when the socket is gone.
+async fn write(
+    sh: &Shared,
+    socket: &mut WebSocket,
+    close: &CancellationToken,
+    text: String,
+) -> bool {
+    let faults = sh.common.faults();
+    if faults.event_delay_ms > 0 {
+        tokio::select! {
+            _ = sh.cancel.cancelled() => return false,
+            _ = close.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(faults.event_delay_ms)) => {}
+        }
+    }
+    let twice = sh.common.chance(faults.duplicate_events);
+    if socket
+        .send(Message::Text(text.clone().into()))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    bump(&sh.common.stats.events_sent);
+    if twice {
+        if socket.send(Message::Text(text.into())).await.is_err() {
+            return false;
+        }
+        bump(&sh.common.stats.events_sent);
+    }
+    true
 }

@@ -60,6 +60,7 @@ struct State {
 struct Node {
     healthy: bool,
     draining: bool,
+    suspect: bool,
     incarnation: Option<Incarnation>,
     generation: u64,
     sip_host: String,
@@ -84,6 +85,8 @@ struct Room {
 struct Token {
     record: TokenRecord,
     gone_ms: u64,
+    /// Consumed by this (node, channel); kept so that it may retry.
+    used_by: Option<(NodeId, ChannelId)>,
 }
 
 impl MemoryStore {
@@ -131,7 +134,7 @@ impl State {
 
     fn eligible(&self, node: &NodeId) -> Option<u64> {
         let n = self.nodes.get(node)?;
-        if !n.healthy || n.draining {
+        if !n.healthy || n.draining || n.suspect {
             return None;
         }
         if let Some(max) = n.max_rooms {
@@ -326,17 +329,32 @@ impl State {
             Token {
                 record: record.clone(),
                 gone_ms: expires_ms + TOKEN_TOMBSTONE.as_millis() as u64,
+                used_by: None,
             },
         );
         Some(record)
     }
 
-    /// Uses a token (`Store::consume_token`).
-    fn consume(&mut self, token: &TokenId, node: &NodeId, now: u64) -> Consumed {
-        let Some(t) = self.tokens.get(token).filter(|t| t.gone_ms > now) else {
+    /// Uses a token on `node`, by `by` (kept, marked used, so that `by`
+    /// may retry: `Store::consume_token_as`) or by nobody (deleted:
+    /// `Store::consume_token`): the rule of `consume_token.lua`.
+    fn consume(
+        &mut self,
+        token: &TokenId,
+        node: &NodeId,
+        by: Option<&ChannelId>,
+        now: u64,
+    ) -> Consumed {
+        let Some(t) = self.tokens.get_mut(token).filter(|t| t.gone_ms > now) else {
             self.tokens.remove(token);
             return Consumed::Unknown;
         };
+        if let Some((n, c)) = &t.used_by {
+            return match by {
+                Some(by) if n == node && c == by => Consumed::Ok(t.record.clone()),
+                _ => Consumed::Unknown,
+            };
+        }
         let record = t.record.clone();
         if now >= record.expires_ms {
             return Consumed::Expired(record);
@@ -344,7 +362,12 @@ impl State {
         if record.grant.to != *node {
             return Consumed::WrongNode(record);
         }
-        self.tokens.remove(token);
+        match by {
+            Some(by) => t.used_by = Some((node.clone(), by.clone())),
+            None => {
+                self.tokens.remove(token);
+            }
+        }
         Consumed::Ok(record)
     }
 
@@ -397,6 +420,7 @@ impl State {
             state: super::effective_state(n.healthy, n.draining),
             healthy: n.healthy,
             draining: n.draining,
+            suspect: n.suspect,
             incarnation: n.incarnation.clone(),
             sip_host: n.sip_host.clone(),
             capacity: n.capacity,
@@ -489,7 +513,7 @@ impl Store for MemoryStore {
     ) -> Result<TokenJoin, Error> {
         let now = self.now_ms();
         let mut st = self.lock();
-        let record = match st.consume(token, node, now) {
+        let record = match st.consume(token, node, Some(channel), now) {
             Consumed::Ok(record) => record,
             other => return Ok(TokenJoin::NotConsumed(other)),
         };
@@ -602,13 +626,23 @@ impl Store for MemoryStore {
         Ok(st
             .tokens
             .get(token)
-            .filter(|t| t.gone_ms > now)
+            .filter(|t| t.gone_ms > now && t.used_by.is_none())
             .map(|t| t.record.clone()))
     }
 
     async fn consume_token(&self, token: &TokenId, node: &NodeId) -> Result<Consumed, Error> {
         let now = self.now_ms();
-        Ok(self.lock().consume(token, node, now))
+        Ok(self.lock().consume(token, node, None, now))
+    }
+
+    async fn consume_token_as(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        by: &ChannelId,
+    ) -> Result<Consumed, Error> {
+        let now = self.now_ms();
+        Ok(self.lock().consume(token, node, Some(by), now))
     }
 
     async fn register_node(&self, reg: &NodeRegistration) -> Result<Registered, Error> {
@@ -623,6 +657,7 @@ impl Store for MemoryStore {
                     n.generation += 1;
                 }
                 n.healthy = true;
+                n.suspect = false;
                 n.incarnation = Some(reg.incarnation.clone());
                 n.sip_host = reg.sip_host.clone();
                 n.capacity = reg.capacity;
@@ -636,6 +671,7 @@ impl Store for MemoryStore {
                     Node {
                         healthy: true,
                         draining: false,
+                        suspect: false,
                         incarnation: Some(reg.incarnation.clone()),
                         generation: 1,
                         sip_host: reg.sip_host.clone(),
@@ -695,6 +731,15 @@ impl Store for MemoryStore {
         n.updated_ms = now;
         let n = n.clone();
         Ok(st.record(node, &n))
+    }
+
+    async fn set_node_suspect(&self, node: &NodeId, suspect: bool) -> Result<(), Error> {
+        let mut st = self.lock();
+        let Some(n) = st.nodes.get_mut(node) else {
+            return Err(Error::UnknownNode { node: node.clone() });
+        };
+        n.suspect = suspect;
+        Ok(())
     }
 
     async fn report_load(&self, node: &NodeId, channels: u32) -> Result<(), Error> {

@@ -86,11 +86,14 @@ pub trait Store: Send + Sync + 'static {
     async fn place_call(&self, call: &CallArrival, choice: &NodeId) -> Result<CallPlaced, Error>;
 
     /// A redirected call's arrival in one atomic step (one round trip): its
-    /// token consumed as by [`Store::consume_token`]; if consumed, its
-    /// member recorded as by [`Store::add_member`] for the token's room on
-    /// `node`, with the role its grant implies (conference: participant;
-    /// queue: agent when the grant names one, else caller). A token that is
-    /// not consumed records nothing.
+    /// token consumed by `channel` as by [`Store::consume_token_as`] (kept,
+    /// marked used, so a retry by the same channel on the same node gets it
+    /// again and records the member again, harmlessly; anyone else gets
+    /// `Unknown`); if consumed, its member recorded as by
+    /// [`Store::add_member`] for the token's room on `node`, with the role
+    /// its grant implies (conference: participant; queue: agent when the
+    /// grant names one, else caller). A token that is not consumed records
+    /// nothing.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the store cannot be reached.
@@ -153,6 +156,18 @@ pub trait Store: Send + Sync + 'static {
     /// minted, already consumed, or long gone): `Unknown`.
     async fn consume_token(&self, token: &TokenId, node: &NodeId) -> Result<Consumed, Error>;
 
+    /// [`Store::consume_token`] by one consumer, the channel `by`, and
+    /// idempotent for it: the token is kept, marked used by (`node`,
+    /// `by`), until it would have gone, so a retry by the same channel
+    /// (after a timeout that may have consumed it) gets `Ok` again, while
+    /// anyone else gets `Unknown` and [`Store::peek_token`] sees nothing.
+    async fn consume_token_as(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        by: &ChannelId,
+    ) -> Result<Consumed, Error>;
+
     /// Creates/updates the node (sip_host, capacity, max_rooms), marks it
     /// healthy. A changed incarnation releases every room the node owned (a
     /// restarted Asterisk starts empty). Keeps the operator's drain flag.
@@ -165,6 +180,12 @@ pub trait Store: Send + Sync + 'static {
     /// Operator drain flag: draining = no new rooms, running rooms still
     /// take joiners.
     async fn set_node_drain(&self, node: &NodeId, draining: bool) -> Result<NodeRecord, Error>;
+
+    /// Marks the node suspect (a health check of it failed) or clears the
+    /// mark: a suspect node takes no new room ([`Store::resolve_placement`]
+    /// refuses it as a choice) but keeps its rooms and their joiners. A
+    /// registration clears it.
+    async fn set_node_suspect(&self, node: &NodeId, suspect: bool) -> Result<(), Error>;
 
     /// Records the node's reported load (channels).
     async fn report_load(&self, node: &NodeId, channels: u32) -> Result<(), Error>;
@@ -390,8 +411,8 @@ pub enum CallPlaced {
         /// (or, never with generated ids, its id existed).
         token: Option<TokenRecord>,
     },
-    /// The room needs a new owner and the choice is unknown, draining, down
-    /// or full: choose again with fresh node records.
+    /// The room needs a new owner and the choice is unknown, draining,
+    /// suspect, down or full: choose again with fresh node records.
     ChoiceIneligible {
         /// The refused choice.
         node: NodeId,

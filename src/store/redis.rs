@@ -57,6 +57,7 @@ struct Scripts {
     set_node_health: Script,
     release_node_rooms: Script,
     set_node_drain: Script,
+    set_node_suspect: Script,
     report_load: Script,
     list_nodes: Script,
     list_rooms: Script,
@@ -87,6 +88,7 @@ impl Scripts {
             set_node_health: lua!("set_node_health"),
             release_node_rooms: lua!("release_node_rooms"),
             set_node_drain: lua!("set_node_drain"),
+            set_node_suspect: lua!("set_node_suspect"),
             report_load: lua!("report_load"),
             list_nodes: lua!("list_nodes"),
             list_rooms: lua!("list_rooms"),
@@ -99,7 +101,7 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [(&'static str, &Script); 19] {
+    fn all(&self) -> [(&'static str, &Script); 20] {
         [
             ("resolve_placement", &self.resolve_placement),
             ("add_member", &self.add_member),
@@ -111,6 +113,7 @@ impl Scripts {
             ("set_node_health", &self.set_node_health),
             ("release_node_rooms", &self.release_node_rooms),
             ("set_node_drain", &self.set_node_drain),
+            ("set_node_suspect", &self.set_node_suspect),
             ("report_load", &self.report_load),
             ("list_nodes", &self.list_nodes),
             ("list_rooms", &self.list_rooms),
@@ -284,6 +287,25 @@ fn is_connectivity(err: &RedisError) -> bool {
 }
 
 impl RedisStore {
+    /// `consume_token.lua`, by `by` (a channel id) or by nobody (`""`).
+    async fn consume(&self, token: &TokenId, node: &NodeId, by: &str) -> Result<Consumed, Error> {
+        const OP: &str = "consume_token";
+        let mut inv = self.scripts.consume_token.prepare_invoke();
+        inv.key(self.keys.token(token)).arg(node.as_str()).arg(by);
+        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
+        let status = string(OP, v.first())?;
+        if status == "unknown" {
+            return Ok(Consumed::Unknown);
+        }
+        let record = parse_token(&fields(OP, &v[1..])?)?;
+        match status.as_str() {
+            "ok" => Ok(Consumed::Ok(record)),
+            "wrong_node" => Ok(Consumed::WrongNode(record)),
+            "expired" => Ok(Consumed::Expired(record)),
+            other => Err(corrupt(OP, format!("unknown status {other:?}"))),
+        }
+    }
+
     /// Connects, loads every script, and returns the store.
     ///
     /// # Errors
@@ -543,6 +565,7 @@ fn script_source(name: &str) -> &'static str {
         "set_node_health",
         "release_node_rooms",
         "set_node_drain",
+        "set_node_suspect",
         "report_load",
         "list_nodes",
         "list_rooms",
@@ -731,6 +754,7 @@ fn parse_node(id: NodeId, rooms: u64, f: &[(String, String)]) -> Result<NodeReco
         state: super::effective_state(healthy, draining),
         healthy,
         draining,
+        suspect: field(f, "s") == Some("1"),
         incarnation,
         sip_host: field(f, "sip").unwrap_or_default().to_owned(),
         capacity: num_field(&what, f, "cap")? as u32,
@@ -1066,25 +1090,25 @@ impl Store for RedisStore {
         if v.is_empty() {
             return Ok(None);
         }
-        Ok(Some(parse_token(&fields("peek_token", &v)?)?))
+        let f = fields("peek_token", &v)?;
+        if field(&f, "u").is_some() {
+            // Used (kept only so its consumer may retry).
+            return Ok(None);
+        }
+        Ok(Some(parse_token(&f)?))
     }
 
     async fn consume_token(&self, token: &TokenId, node: &NodeId) -> Result<Consumed, Error> {
-        const OP: &str = "consume_token";
-        let mut inv = self.scripts.consume_token.prepare_invoke();
-        inv.key(self.keys.token(token)).arg(node.as_str());
-        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
-        let status = string(OP, v.first())?;
-        if status == "unknown" {
-            return Ok(Consumed::Unknown);
-        }
-        let record = parse_token(&fields(OP, &v[1..])?)?;
-        match status.as_str() {
-            "ok" => Ok(Consumed::Ok(record)),
-            "wrong_node" => Ok(Consumed::WrongNode(record)),
-            "expired" => Ok(Consumed::Expired(record)),
-            other => Err(corrupt(OP, format!("unknown status {other:?}"))),
-        }
+        self.consume(token, node, "").await
+    }
+
+    async fn consume_token_as(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        by: &ChannelId,
+    ) -> Result<Consumed, Error> {
+        self.consume(token, node, by.as_str()).await
     }
 
     async fn register_node(&self, reg: &NodeRegistration) -> Result<Registered, Error> {
@@ -1146,6 +1170,18 @@ impl Store for RedisStore {
         }
         let rooms = int(OP, v.first())?;
         parse_node(node.clone(), rooms, &fields(OP, &v[1..])?)
+    }
+
+    async fn set_node_suspect(&self, node: &NodeId, suspect: bool) -> Result<(), Error> {
+        const OP: &str = "set_node_suspect";
+        let mut inv = self.scripts.set_node_suspect.prepare_invoke();
+        inv.key(self.keys.node(node))
+            .arg(if suspect { "1" } else { "0" });
+        match self.run(OP, Request::Script(inv)).await? {
+            Value::Int(1) => Ok(()),
+            Value::Int(0) => Err(Error::UnknownNode { node: node.clone() }),
+            other => Err(corrupt(OP, format!("unexpected reply {other:?}"))),
+        }
     }
 
     async fn report_load(&self, node: &NodeId, channels: u32) -> Result<(), Error> {

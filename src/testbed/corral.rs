@@ -113,6 +113,11 @@ impl CorralProcess {
         format!("http://{}", self.api)
     }
 
+    /// The process id (also its process group's), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(Process::pid)
+    }
+
     /// The rendered config file.
     pub fn config(&self) -> &Path {
         &self.config
@@ -181,6 +186,15 @@ impl CorralProcess {
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
             p.kill();
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) a variable of its environment
+    /// for its next start ([`CorralProcess::restart`]).
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
         }
     }
 

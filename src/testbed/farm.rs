@@ -1,6 +1,7 @@
 //! A whole real farm on one machine: N Asterisk nodes, one Kamailio in
-//! front of them, `corral serve` streaming them, and the truth about rooms
-//! read from every node's ARI.
+//! front of them (asking corral where rooms live before it dispatches),
+//! `corral serve` streaming them, and the truth about rooms read from
+//! every node's ARI.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,9 @@ pub struct RealFarm {
     /// Where the nodes ring the queue member `alice` (`127.0.0.1:<port>`):
     /// a test starts a sipp phone there.
     pub phone_port: u16,
+    /// Where Kamailio asks corral where rooms live (`127.0.0.1:<port>`):
+    /// corral's API address, also when the test starts corral itself.
+    pub corral_api: String,
     dir: PathBuf,
 }
 
@@ -110,8 +114,24 @@ impl RealFarm {
         for r in futures_util::future::join_all(starts).await {
             nodes.push(r?);
         }
-        let kamailio =
-            Kamailio::start(&opts.dir.join("kamailio"), &addrs, super::free_port()?).await?;
+        // corral's API address first: Kamailio starts before corral and
+        // asks it where rooms live (CORRAL_API_LISTEN when the caller sets
+        // it, as it overrides corral's file).
+        let corral_api = match opts
+            .corral_env
+            .iter()
+            .find(|(k, _)| k == "CORRAL_API_LISTEN")
+        {
+            Some((_, v)) => v.clone(),
+            None => format!("127.0.0.1:{}", super::free_port()?),
+        };
+        let kamailio = Kamailio::start(
+            &opts.dir.join("kamailio"),
+            &addrs,
+            super::free_port()?,
+            &corral_api,
+        )
+        .await?;
         let mut farm = RealFarm {
             nodes,
             kamailio,
@@ -119,14 +139,18 @@ impl RealFarm {
             sipp,
             install,
             phone_port,
+            corral_api: corral_api.clone(),
             dir: opts.dir.clone(),
         };
         if opts.start_corral {
-            let env: Vec<(&str, &str)> = opts
+            let mut env: Vec<(&str, &str)> = opts
                 .corral_env
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
+            if !env.iter().any(|(k, _)| *k == "CORRAL_API_LISTEN") {
+                env.push(("CORRAL_API_LISTEN", corral_api.as_str()));
+            }
             let corral = CorralProcess::start(
                 &opts.corral_binary,
                 &opts.dir.join("corral"),

@@ -1,6 +1,6 @@
 //! One real Kamailio in front of the testbed's nodes, running the shipped
-//! `deploy/kamailio/kamailio.cfg` with its listen address and the path of
-//! its dispatcher list filled in.
+//! `deploy/kamailio/kamailio.cfg` with its listen address, the path of its
+//! dispatcher list and corral's API address (route ahead) filled in.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,8 +25,13 @@ impl Kamailio {
     ///
     /// # Errors
     /// [`Error::Start`] with Kamailio's output when the check fails.
-    pub fn check(dir: &Path, nodes: &[NodeAddrs], port: u16) -> Result<String, Error> {
-        let cfg = write_config(dir, nodes, port)?;
+    pub fn check(
+        dir: &Path,
+        nodes: &[NodeAddrs],
+        port: u16,
+        corral_api: &str,
+    ) -> Result<String, Error> {
+        let cfg = write_config(dir, nodes, port, corral_api)?;
         let bin = kamailio_binary()?;
         let out = Command::new(bin)
             .arg("-c")
@@ -49,13 +54,20 @@ impl Kamailio {
         }
     }
 
-    /// Starts Kamailio on `127.0.0.1:port` with `nodes` as the farm;
-    /// returns once it answers an OPTIONS.
+    /// Starts Kamailio on `127.0.0.1:port` with `nodes` as the farm,
+    /// asking corral's API at `corral_api` (`host:port`; it need not be up:
+    /// without an answer the proxy dispatches round-robin); returns once
+    /// it answers an OPTIONS.
     ///
     /// # Errors
     /// Rendering or starting failed, or it did not answer in time.
-    pub async fn start(dir: &Path, nodes: &[NodeAddrs], port: u16) -> Result<Self, Error> {
-        let cfg = write_config(dir, nodes, port)?;
+    pub async fn start(
+        dir: &Path,
+        nodes: &[NodeAddrs],
+        port: u16,
+        corral_api: &str,
+    ) -> Result<Self, Error> {
+        let cfg = write_config(dir, nodes, port, corral_api)?;
         let bin = kamailio_binary()?;
         let mut cmd = Command::new(bin);
         // -DD: stay in the foreground (the pid we hold is the main process);
@@ -130,19 +142,25 @@ fn kamailio_binary() -> Result<PathBuf, Error> {
         })
         .ok_or_else(|| Error::Missing {
             program: "kamailio".into(),
-            fix: "install Kamailio 5.6 or later with the dispatcher module \
-                  (Debian: apt-get install kamailio); .ci/test does"
+            fix: "install Kamailio 5.6 or later with the dispatcher and http_client \
+                  modules (Debian: apt-get install kamailio kamailio-utils-modules); \
+                  .ci/test does"
                 .into(),
         })
 }
 
-fn write_config(dir: &Path, nodes: &[NodeAddrs], port: u16) -> Result<PathBuf, Error> {
+fn write_config(
+    dir: &Path,
+    nodes: &[NodeAddrs],
+    port: u16,
+    corral_api: &str,
+) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     let list = dir.join("dispatcher.list");
     std::fs::write(&list, render::dispatcher_list(nodes)?)
         .map_err(Error::io(format!("writing {}", list.display())))?;
     let cfg = dir.join("kamailio.cfg");
-    let text = render::kamailio_cfg("127.0.0.1", port, &list.display().to_string())?;
+    let text = render::kamailio_cfg("127.0.0.1", port, &list.display().to_string(), corral_api)?;
     std::fs::write(&cfg, text).map_err(Error::io(format!("writing {}", cfg.display())))?;
     Ok(cfg)
 }

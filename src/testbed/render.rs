@@ -172,17 +172,33 @@ pub fn asterisk_conf(node: &NodeAddrs, directories: &str) -> Result<String, Erro
     Ok(format!("{directories}\n{t}"))
 }
 
-/// Kamailio's config: listening on `addr:port`, reading `dispatcher_list`.
+/// The line of `kamailio.cfg` that names corral's API for the route-ahead
+/// lookup (the start of it; the testbed replaces the whole line).
+pub const KAMAILIO_CORRAL_LINE: &str = "modparam(\"http_client\", \"httpcon\", \"corral=>";
+
+/// Kamailio's config: listening on `addr:port`, reading `dispatcher_list`,
+/// asking corral's API at `corral_api` (`host:port`) where rooms live.
 ///
 /// # Errors
 /// [`Error::Render`] if the shipped file changed shape.
-pub fn kamailio_cfg(addr: &str, port: u16, dispatcher_list: &str) -> Result<String, Error> {
+pub fn kamailio_cfg(
+    addr: &str,
+    port: u16,
+    dispatcher_list: &str,
+    corral_api: &str,
+) -> Result<String, Error> {
     let f = "deploy/kamailio/kamailio.cfg";
     let t = replace_line(
         f,
         KAMAILIO_CFG,
         "listen=",
         &format!("listen=udp:{addr}:{port}"),
+    )?;
+    let t = replace_line(
+        f,
+        &t,
+        KAMAILIO_CORRAL_LINE,
+        &format!("{KAMAILIO_CORRAL_LINE}http://{corral_api}/v1/route\")"),
     )?;
     replace_all(f, &t, "/etc/kamailio/dispatcher.list", dispatcher_list)
 }
@@ -305,8 +321,12 @@ mod tests {
             a.starts_with("[directories]") && a.contains("entityid = 02:00:00:00:00:01"),
             "{a}"
         );
-        let k = kamailio_cfg("127.0.0.1", 5999, "/tmp/d.list").unwrap();
+        let k = kamailio_cfg("127.0.0.1", 5999, "/tmp/d.list", "127.0.0.1:8099").unwrap();
         assert!(k.contains("listen=udp:127.0.0.1:5999") && k.contains("\"/tmp/d.list\""));
+        assert!(
+            k.contains("\"corral=>http://127.0.0.1:8099/v1/route\")") && !k.contains("10.0.0.21"),
+            "{k}"
+        );
         let d = dispatcher_list(std::slice::from_ref(&n)).unwrap();
         assert!(d.contains("1 sip:127.0.0.1:5161"), "{d}");
         let c = corral_toml(

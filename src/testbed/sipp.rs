@@ -14,6 +14,10 @@ use super::{Error, Process};
 /// <caller>-<n> <status>` for a call that got a final failure.
 pub const CALLER_XML: &str = include_str!("sipp/caller.xml");
 
+/// A caller that refuses transfers: [`CALLER_XML`], except that every
+/// REFER is answered 603 Decline (logged `refused <caller>-<n>`).
+pub const CALLER_REFUSING_REFER_XML: &str = include_str!("sipp/caller-refuses-refer.xml");
+
 /// A phone: answers every INVITE after `-d` ms, then waits for a BYE.
 pub const PHONE_XML: &str = include_str!("sipp/phone.xml");
 
@@ -33,6 +37,8 @@ pub const BUSY_XML: &str = include_str!("sipp/busy.xml");
 pub enum Scenario {
     /// [`CALLER_XML`].
     Caller,
+    /// [`CALLER_REFUSING_REFER_XML`].
+    CallerRefusingRefer,
     /// [`PHONE_XML`].
     Phone,
     /// [`CANCEL_XML`].
@@ -49,6 +55,9 @@ impl Scenario {
     fn file(self) -> (&'static str, &'static str) {
         match self {
             Scenario::Caller => ("caller.xml", CALLER_XML),
+            Scenario::CallerRefusingRefer => {
+                ("caller-refuses-refer.xml", CALLER_REFUSING_REFER_XML)
+            }
             Scenario::Phone => ("phone.xml", PHONE_XML),
             Scenario::Cancel => ("cancel.xml", CANCEL_XML),
             Scenario::RefuseRefer => ("refuse-refer.xml", REFUSE_REFER_XML),
@@ -172,7 +181,7 @@ impl Sipp {
     }
 
     /// [`Sipp::callers`] with another caller scenario ([`Scenario::Cancel`],
-    /// [`Scenario::RefuseRefer`]).
+    /// [`Scenario::RefuseRefer`], [`Scenario::CallerRefusingRefer`]).
     ///
     /// # Errors
     /// sipp could not be started.
@@ -220,11 +229,13 @@ impl Sipp {
             ])
             .args(["-s", &calls.service])
             .args(["-m", &calls.count.to_string()])
+            // `-r N -rp M`: N calls every M ms; a thousandth of a call per
+            // second is the resolution (N = rate × 1000 every 1000 s).
             .args([
                 "-r",
-                &format!("{}", (calls.rate * 1000.0).round() as u64),
+                &format!("{}", ((calls.rate * 1000.0).round() as u64).max(1)),
                 "-rp",
-                "1000",
+                "1000000",
             ])
             .args(["-l", &calls.count.to_string()])
             .arg(&calls.target);
@@ -334,6 +345,19 @@ impl SippRun {
                     }
                 }
                 _ => {}
+            }
+        }
+        out
+    }
+
+    /// REFERs each caller refused so far (a [`Scenario::CallerRefusingRefer`]
+    /// batch), by caller number.
+    pub fn refused_refers(&self) -> HashMap<String, u32> {
+        let text = std::fs::read_to_string(&self.logs).unwrap_or_default();
+        let mut out: HashMap<String, u32> = HashMap::new();
+        for line in text.lines() {
+            if let ["refused", caller] = line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                *out.entry(caller.to_string()).or_default() += 1;
             }
         }
         out

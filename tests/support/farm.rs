@@ -49,6 +49,8 @@ pub struct TestFarm {
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
     pub dead: HashSet<usize>,
+    /// How to reach the farm's store (for more replicas).
+    pub store_cfg: store::Config,
     shutdown: CancellationToken,
     run: Option<tokio::task::JoinHandle<()>>,
     _redis: Option<RedisProcess>,
@@ -98,13 +100,12 @@ impl TestFarm {
                 (Some(r), Some(url))
             }
         };
-        let store = store::connect(&store::Config {
+        let store_cfg = store::Config {
             farm: super::redis::unique_farm("farm"),
             redis_url: url,
             ..store::Config::default()
-        })
-        .await
-        .expect("store connects");
+        };
+        let store = store::connect(&store_cfg).await.expect("store connects");
         let metrics = Arc::new(Metrics::new());
         let specs = specs_for(&sims);
         let mut cfg = test_config(seed);
@@ -123,6 +124,7 @@ impl TestFarm {
             metrics,
             http: reqwest::Client::new(),
             dead: HashSet::new(),
+            store_cfg,
             shutdown,
             run: Some(run),
             _redis: redis,
@@ -340,6 +342,26 @@ impl TestFarm {
         split
     }
 
+    /// The whole invariant, read from ARI: rooms whose live calls sit in
+    /// more than one bridge, on one node or on several. Each comes with its
+    /// bridges as `(node index, bridge id, calls)`.
+    pub async fn rooms_not_whole(&self) -> Vec<(String, Vec<(usize, String, usize)>)> {
+        let mut rooms: HashMap<String, Vec<(usize, String, usize)>> = HashMap::new();
+        for (i, b) in self.bridges().await {
+            let name = b["name"].as_str().unwrap_or_default().to_string();
+            let calls = b["channels"].as_array().map_or(0, Vec::len);
+            // A pair bridge (`corral:queue:<q>:<agent>`) is a queue's call
+            // with one agent, not the queue's room.
+            if name.starts_with("corral:") && name.matches(':').count() == 2 && calls > 0 {
+                let id = b["id"].as_str().unwrap_or_default().to_string();
+                rooms.entry(name).or_default().push((i, id, calls));
+            }
+        }
+        let mut out: Vec<_> = rooms.into_iter().filter(|(_, b)| b.len() > 1).collect();
+        out.sort();
+        out
+    }
+
     /// Sum of one counter of `GET /sim/stats` over every node ever started.
     pub fn sim_stat(&self, f: impl Fn(&corral::sim::SimStats) -> u64) -> u64 {
         self.sims.iter().map(|s| f(&s.stats())).sum()
@@ -351,6 +373,33 @@ impl TestFarm {
             .as_mut()
             .expect("kill_redis needs Backend::PrivateRedis")
             .kill();
+    }
+
+    /// Starts the farm's Redis again on the same port, empty (after
+    /// [`TestFarm::kill_redis`], or in place of the running one: a restart
+    /// without persistence).
+    pub fn restart_redis(&mut self) {
+        self._redis
+            .as_mut()
+            .expect("restart_redis needs Backend::PrivateRedis")
+            .restart();
+    }
+
+    /// Freezes the farm's Redis (SIGSTOP): it keeps its data, answers
+    /// nothing.
+    pub fn pause_redis(&self) {
+        self._redis
+            .as_ref()
+            .expect("pause_redis needs Backend::PrivateRedis")
+            .pause();
+    }
+
+    /// Thaws the farm's Redis (SIGCONT).
+    pub fn resume_redis(&self) {
+        self._redis
+            .as_ref()
+            .expect("resume_redis needs Backend::PrivateRedis")
+            .resume();
     }
 
     /// Node specs for another controller on the same nodes.

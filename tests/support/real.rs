@@ -165,6 +165,32 @@ impl RealTest {
         self.call(&format!("conf-{room}"), prefix, count)
     }
 
+    /// [`RealTest::call_room`] with callers that refuse every REFER.
+    pub fn call_room_refusing_refer(
+        &self,
+        room: &str,
+        prefix: &str,
+        count: u32,
+    ) -> corral::testbed::SippRun {
+        let calls = corral::testbed::sipp::Calls {
+            service: format!("conf-{room}"),
+            caller: prefix.to_string(),
+            count,
+            rate: 20.0,
+            target: self.farm.kamailio.addr(),
+            domain: None,
+        };
+        self.farm
+            .sipp
+            .callers_as(
+                &self.farm.dir().join("sipp"),
+                prefix,
+                corral::testbed::sipp::Scenario::CallerRefusingRefer,
+                &calls,
+            )
+            .expect("sipp starts")
+    }
+
     /// Starts `count` calls to `service` (the request URI's user), callers
     /// `<prefix>-1` ..., at 20/s through Kamailio.
     pub fn call(&self, service: &str, prefix: &str, count: u32) -> corral::testbed::SippRun {
@@ -219,6 +245,32 @@ impl RealTest {
             self.farm.dir().display()
         )
     }
+}
+
+/// `GET /v1/route/<user>` on corral's API at `api` as the proxy asks it
+/// (no credential): the status, the `Corral-Node` header (or the
+/// `Corral-No-Opinion` reason) and the body.
+pub async fn route(api: &str, user: &str) -> (u16, String, String) {
+    let r = reqwest::Client::new()
+        .get(format!("{api}/v1/route/{user}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("corral answers the lookup");
+    let status = r.status().as_u16();
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let node = if status == 200 {
+        header("corral-node")
+    } else {
+        header("corral-no-opinion")
+    };
+    (status, node, r.text().await.unwrap_or_default())
 }
 
 impl Drop for RealTest {

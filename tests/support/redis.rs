@@ -149,6 +149,30 @@ impl RedisProcess {
         }
     }
 
+    /// Freezes the server (SIGSTOP): it keeps its data and its connections
+    /// but answers nothing until [`RedisProcess::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("a server started by the test")
+            .id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+
     /// Starts the server again on the same port, empty (no persistence):
     /// scripts are gone, like after a real restart.
     pub fn restart(&mut self) {

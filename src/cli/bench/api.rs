@@ -55,9 +55,9 @@ pub struct Args {
     pub rate: u64,
 }
 
-const TOKEN: &str = "bench-token";
+pub(super) const TOKEN: &str = "bench-token";
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
+pub(super) fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -65,12 +65,12 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn ms(d: Duration) -> String {
+pub(super) fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// The load generator's runtime: one thread of its own.
-fn load_runtime() -> &'static tokio::runtime::Runtime {
+pub(super) fn load_runtime() -> &'static tokio::runtime::Runtime {
     static GEN: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     GEN.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -83,20 +83,20 @@ fn load_runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// What one run measured.
-struct Figures {
-    ops: usize,
-    errors: usize,
-    took: Duration,
-    lat: Vec<Duration>,
+pub(super) struct Figures {
+    pub(super) ops: usize,
+    pub(super) errors: usize,
+    pub(super) took: Duration,
+    pub(super) lat: Vec<Duration>,
     /// Paced runs: the latest a request was issued past its schedule.
-    lag: Duration,
+    pub(super) lag: Duration,
 }
 
 impl Figures {
-    fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         self.ops as f64 / self.took.as_secs_f64()
     }
-    fn line(&mut self, what: &str) -> String {
+    pub(super) fn line(&mut self, what: &str) -> String {
         self.lat.sort();
         format!(
             "{what:<28} {:>9.0} req/s   p50 {}   p99 {}   max {}   errors {}",
@@ -110,7 +110,7 @@ impl Figures {
 }
 
 /// Runs `op(i)` in `workers` closed loops for `d`.
-async fn closed_loop<F, Fut>(workers: usize, d: Duration, op: F) -> Figures
+pub(super) async fn closed_loop<F, Fut>(workers: usize, d: Duration, op: F) -> Figures
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -158,7 +158,7 @@ where
 }
 
 /// Offers `op(i)` at `rate`/s for `d` (open loop).
-async fn paced<F, Fut>(rate: u64, d: Duration, op: F) -> Figures
+pub(super) async fn paced<F, Fut>(rate: u64, d: Duration, op: F) -> Figures
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send + 'static,
@@ -204,14 +204,14 @@ where
 /// the machine's cores with the server, so it must cost as little as
 /// possible (a general client costs several times more per request than
 /// the server does). One pooled connection per request in flight.
-struct RawClient {
+pub(super) struct RawClient {
     addr: std::net::SocketAddr,
     auth: String,
     pool: std::sync::Mutex<Vec<BufStream<TcpStream>>>,
 }
 
 impl RawClient {
-    fn new(addr: std::net::SocketAddr, token: &str) -> Self {
+    pub(super) fn new(addr: std::net::SocketAddr, token: &str) -> Self {
         Self {
             addr,
             auth: format!("Bearer {token}"),
@@ -220,19 +220,37 @@ impl RawClient {
     }
 
     /// `POST path` with an empty body; true on a 2xx with its body read.
-    async fn post(&self, path: &str) -> bool {
+    pub(super) async fn post(&self, path: &str) -> bool {
+        self.request("POST", path).await
+    }
+
+    /// `GET path`; true on a 2xx with its body read.
+    pub(super) async fn get(&self, path: &str) -> bool {
+        self.request("GET", path).await
+    }
+
+    async fn request(&self, method: &str, path: &str) -> bool {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let fresh = pooled.is_none();
         let mut conn = match pooled {
             Some(c) => c,
-            None => match TcpStream::connect(self.addr).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    BufStream::new(s)
-                }
-                Err(_) => return false,
+            None => match self.connect().await {
+                Some(c) => c,
+                None => return false,
             },
         };
-        match self.exchange(&mut conn, path).await {
+        let mut answer = self.exchange(&mut conn, method, path).await;
+        if answer.is_err() && !fresh {
+            // The server closed a pooled connection that sat idle longer
+            // than its idle timeout: the client's doing, not an error of
+            // the route; try once on a new connection.
+            conn = match self.connect().await {
+                Some(c) => c,
+                None => return false,
+            };
+            answer = self.exchange(&mut conn, method, path).await;
+        }
+        match answer {
             Ok(ok) => {
                 if let Ok(mut p) = self.pool.lock() {
                     p.push(conn);
@@ -243,9 +261,20 @@ impl RawClient {
         }
     }
 
-    async fn exchange(&self, c: &mut BufStream<TcpStream>, path: &str) -> std::io::Result<bool> {
+    async fn connect(&self) -> Option<BufStream<TcpStream>> {
+        let s = TcpStream::connect(self.addr).await.ok()?;
+        let _ = s.set_nodelay(true);
+        Some(BufStream::new(s))
+    }
+
+    async fn exchange(
+        &self,
+        c: &mut BufStream<TcpStream>,
+        method: &str,
+        path: &str,
+    ) -> std::io::Result<bool> {
         let req = format!(
-            "POST {path} HTTP/1.1\r\nhost: bench\r\nauthorization: {}\r\ncontent-length: 0\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: bench\r\nauthorization: {}\r\ncontent-length: 0\r\n\r\n",
             self.auth
         );
         c.write_all(req.as_bytes()).await?;
@@ -274,6 +303,103 @@ impl RawClient {
     }
 }
 
+/// What the API benchmarks run against: simulated nodes, a running
+/// controller on the store, and the API on `127.0.0.1:0` with [`TOKEN`].
+pub(super) struct BenchApi {
+    pub(super) ctrl: Controller,
+    pub(super) store: Arc<dyn store::Store>,
+    /// Where the API listens.
+    pub(super) addr: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+    /// Stops everything when the benchmark ends early with an error.
+    _stop: tokio_util::sync::DropGuard,
+    _sims: Vec<SimNode>,
+}
+
+impl BenchApi {
+    /// Starts `nodes` simulated nodes, the store (`redis` or memory; farm
+    /// `<farm>NNNNN`), the controller streaming every node and the API.
+    pub(super) async fn start(
+        redis: Option<String>,
+        nodes: usize,
+        farm: &str,
+    ) -> anyhow::Result<Self> {
+        let mut sims = Vec::new();
+        for i in 1..=nodes {
+            sims.push(SimNode::start(SimConfig::new(format!("ast{i}"))).await?);
+        }
+        let store = store::connect(&store::Config {
+            farm: format!("{farm}{}", rand::random::<u32>() % 100_000),
+            redis_url: redis.clone(),
+            ..store::Config::default()
+        })
+        .await
+        .context("cannot start the store")?;
+        let specs: Vec<NodeSpec> = sims
+            .iter()
+            .map(|s| {
+                Ok(NodeSpec {
+                    ari: crate::ari::Config {
+                        node: NodeId::new(s.id())?,
+                        base_url: s.base_url(),
+                        username: SimConfig::DEFAULT_CREDENTIALS.into(),
+                        password: SimConfig::DEFAULT_CREDENTIALS.into(),
+                        app: "corral".into(),
+                        request_timeout: Duration::from_secs(2),
+                    },
+                    sip_host: s.addr().to_string(),
+                    capacity: 500,
+                    max_rooms: None,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let ctrl = Controller::new(
+            controller::Config::default(),
+            store.clone(),
+            specs,
+            Arc::new(Metrics::new()),
+        )?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = {
+            let (c, s) = (ctrl.clone(), shutdown.clone());
+            tokio::spawn(async move { c.run(s).await })
+        };
+        let t0 = Instant::now();
+        while !ctrl.nodes_streaming().iter().all(|(_, up)| *up) {
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(10),
+                "nodes did not stream"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = crate::api::router(crate::api::AppState::new(ctrl.clone(), Some(TOKEN.into())));
+        tokio::spawn(crate::api::serve(
+            listener,
+            app,
+            crate::api::ServerConfig::default(),
+            shutdown.clone(),
+        ));
+        Ok(Self {
+            ctrl,
+            store,
+            addr,
+            _stop: shutdown.clone().drop_guard(),
+            shutdown,
+            running,
+            _sims: sims,
+        })
+    }
+
+    /// Stops the API and the controller.
+    pub(super) async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.running.await;
+    }
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -284,64 +410,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             && args.rate > 0,
         "every count must be positive"
     );
-    let mut sims = Vec::new();
-    for i in 1..=args.nodes {
-        sims.push(SimNode::start(SimConfig::new(format!("ast{i}"))).await?);
-    }
-    let store = store::connect(&store::Config {
-        farm: format!("benchapi{}", rand::random::<u32>() % 100_000),
-        redis_url: args.redis.clone(),
-        ..store::Config::default()
-    })
-    .await
-    .context("cannot start the store")?;
-    let specs: Vec<NodeSpec> = sims
-        .iter()
-        .map(|s| {
-            Ok(NodeSpec {
-                ari: crate::ari::Config {
-                    node: NodeId::new(s.id())?,
-                    base_url: s.base_url(),
-                    username: SimConfig::DEFAULT_CREDENTIALS.into(),
-                    password: SimConfig::DEFAULT_CREDENTIALS.into(),
-                    app: "corral".into(),
-                    request_timeout: Duration::from_secs(2),
-                },
-                sip_host: s.addr().to_string(),
-                capacity: 500,
-                max_rooms: None,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let ctrl = Controller::new(
-        controller::Config::default(),
-        store.clone(),
-        specs,
-        Arc::new(Metrics::new()),
-    )?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let running = {
-        let (c, s) = (ctrl.clone(), shutdown.clone());
-        tokio::spawn(async move { c.run(s).await })
-    };
-    let t0 = Instant::now();
-    while !ctrl.nodes_streaming().iter().all(|(_, up)| *up) {
-        anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(10),
-            "nodes did not stream"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = crate::api::router(crate::api::AppState::new(ctrl.clone(), Some(TOKEN.into())));
-    tokio::spawn(crate::api::serve(
-        listener,
-        app,
-        crate::api::ServerConfig::default(),
-        shutdown.clone(),
-    ));
+    let bench = BenchApi::start(args.redis.clone(), args.nodes, "benchapi").await?;
+    let (ctrl, store, addr) = (bench.ctrl.clone(), bench.store.clone(), bench.addr);
 
     let rooms: Arc<Vec<RoomKey>> = Arc::new(
         (0..args.rooms)
@@ -424,7 +494,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ms(pct(&p.lat, 0.99)),
         ms(p.lag)
     );
-    shutdown.cancel();
-    let _ = running.await;
+    bench.stop().await;
     Ok(())
 }

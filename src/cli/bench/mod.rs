@@ -1,6 +1,7 @@
 //! `corral bench ...`: benchmarks that print figures against a baseline
 //! measured in the same run (ratios and percentiles, never one timing).
 
+pub mod ahead;
 pub mod api;
 pub mod calls;
 pub mod placement;
@@ -28,6 +29,10 @@ pub enum Bench {
     /// The HTTP API's placement route against the store's own
     /// `resolve_placement` at the same concurrency; then a paced run.
     Api(api::Args),
+    /// The SIP proxy's route-ahead lookup (`GET /v1/route/...`) paced at
+    /// 2,000/s, new rooms and running ones, against the HTTP floor
+    /// (`/healthz`) and the store's own decision at the same rate.
+    Ahead(ahead::Args),
     /// Call setup on the real farm (sipp, Kamailio, real Asterisk, corral
     /// serve): landed and redirected calls against calls sent straight to
     /// the room's node; the redirect share; a rate ramp.
@@ -42,6 +47,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Queues(args) => queues::run(args).await,
         Bench::Sim(args) => sim::run(args).await,
         Bench::Api(args) => api::run(args).await,
+        Bench::Ahead(args) => ahead::run(args).await,
         Bench::Real(args) => real::run(args).await,
     }
 }

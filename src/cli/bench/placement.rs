@@ -652,6 +652,7 @@ fn sim_node(i: usize, channels: u32, updated_ms: u64) -> NodeRecord {
         state: crate::domain::NodeState::Up,
         healthy: true,
         draining: false,
+        suspect: false,
         incarnation: None,
         sip_host: String::new(),
         capacity: SIM_CAPACITY,

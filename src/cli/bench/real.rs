@@ -1,18 +1,25 @@
 //! `corral bench real`: call setup on the real farm (sipp → Kamailio →
 //! real Asterisk nodes → corral), as sipp measures it from INVITE to 200 OK.
 //!
-//! Two phases on one farm, in one run; every caller hangs up `--hold-ms`
-//! after the answer, so the calls up stay few:
-//! 1. **Through the proxy, against the floor, side by side**: callers into
-//!    `--rooms` rooms through Kamailio's round-robin and, at the same time
-//!    and rate, the floor: callers into other rooms, each room's calls sent
-//!    by Kamailio straight to one node (the request URI names it), so none
-//!    is redirected. Each proxy call is classed, from the nodes' ARI read
+//! Three phases on one farm, in one run, after a warm-up that is not
+//! counted; every caller hangs up `--hold-ms` after the answer, so the
+//! calls up stay few:
+//! 1. **Route ahead, against the floor, side by side**: callers into
+//!    `--rooms` rooms through the shipped Kamailio, which asks corral where
+//!    each room lives before it dispatches and, at the same time and rate,
+//!    the floor: callers into other rooms, each room's calls sent by
+//!    Kamailio straight to one node (the request URI names it), so none is
+//!    redirected. Each proxy call is classed, from the nodes' ARI read
 //!    while it is up, as *landed* (it arrived on its room's node) or
 //!    *redirected* (it arrived in the token context after a 302 Kamailio
 //!    followed). The redirect share.
-//! 2. **A ramp**: calls through the proxy at rising rates; the highest
-//!    rate whose setup p99 stays within twice the first step's.
+//! 2. **Round-robin, against the floor, side by side**: the same with
+//!    corral restarted with `api.route_ahead = false` (no opinion:
+//!    Kamailio's round-robin, so most calls land away and are redirected);
+//!    then corral is restarted as it was.
+//! 3. **A ramp**: calls through the proxy (route ahead) at rising rates;
+//!    the highest rate whose setup p99 stays within twice the first
+//!    step's.
 //!
 //! Percentiles, never one timing; the floor runs in the same window as
 //! what it is compared with, so the machine's load is the same for both.
@@ -21,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Context;
+use rand::{RngExt, SeedableRng};
 
 use crate::testbed::sipp::Calls;
 use crate::testbed::{FarmOptions, RealFarm, SippRun};
@@ -46,8 +54,9 @@ pub struct Args {
     /// The ramp's rates (calls/s), comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = [5.0, 10.0, 20.0, 40.0, 80.0])]
     pub ramp: Vec<f64>,
-    /// Seconds of calls per ramp step.
-    #[arg(long, default_value_t = 4.0)]
+    /// Seconds of calls per ramp step (enough calls that p99 is not just
+    /// the slowest one).
+    #[arg(long, default_value_t = 10.0)]
     pub step_secs: f64,
     /// Run corral on this Redis instead of the memory store.
     #[arg(long)]
@@ -70,7 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         dir: dir.clone(),
         start_corral: true,
     };
-    let farm = RealFarm::start(opts)
+    let mut farm = RealFarm::start(opts)
         .await
         .context("the real farm did not start (README, \"The real farm\", says what it needs)")?;
     farm.wait_streaming(Duration::from_secs(20)).await?;
@@ -88,61 +97,59 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let hold = Duration::from_millis(args.hold_ms);
 
-    // 1. Through the proxy, and the floor, side by side.
-    let names: Vec<String> = (0..rooms).map(|i| format!("bp{i}")).collect();
-    let floor_names: Vec<String> = (0..rooms).map(|i| format!("bf{i}")).collect();
-    let watch = Watch::start(&farm);
-    let (phase, floor) = tokio::join!(
-        calls_into(&farm, &names, args.calls, args.rate, false, hold, "p1"),
-        calls_into(&farm, &floor_names, args.calls, args.rate, true, hold, "p2"),
-    );
-    let (phase, floor) = (phase?, floor?);
-    let context = watch.stop().await;
-    let mut landed = Vec::new();
-    let mut redirected = Vec::new();
-    for (caller, setup) in &phase.setup {
-        match context.get(caller).map(String::as_str) {
-            Some("corral-token") => redirected.push(*setup),
-            _ => landed.push(*setup),
-        }
-    }
-    let share = redirected.len() as f64 / phase.setup.len().max(1) as f64;
-    let floor_redirected = floor
-        .setup
-        .keys()
-        .filter(|c| context.get(*c).map(String::as_str) == Some("corral-token"))
-        .count();
-    let floor_setup: Vec<Duration> = floor.setup.values().copied().collect();
-    finish(&farm, phase.runs).await;
-    finish(&farm, floor.runs).await;
+    // Warm-up, not counted: the first calls after the farm starts pay for
+    // the nodes' and the proxy's first use.
+    let warm: Vec<String> = (0..rooms).map(|i| format!("bw{i}")).collect();
+    let w = calls_into(&farm, &warm, args.calls / 2, args.rate, false, hold, "w").await?;
+    finish(&farm, w.runs).await;
+
+    // 1. Route ahead (Kamailio asks corral first), against the floor, side
+    //    by side.
+    let ahead = side_by_side(&farm, &args, rooms, hold, "a").await?;
+    // 2. Round-robin (corral restarted with route ahead off: no opinion),
+    //    against the floor, side by side; then corral as it was.
+    restart_corral(&mut farm, false).await?;
+    let rr = side_by_side(&farm, &args, rooms, hold, "r").await?;
+    restart_corral(&mut farm, true).await?;
 
     println!(
-        "\n== call setup, INVITE → 200 OK as sipp sees it ({} calls each at {}/s into {rooms} rooms, side by side, held {} ms) ==",
+        "\n== call setup, INVITE → 200 OK as sipp sees it ({} calls each at {}/s into {rooms} rooms, each beside as many floor calls, held {} ms) ==",
         args.calls, args.rate, args.hold_ms
     );
     println!(
-        "{:<34} {:>6} {:>10} {:>10}",
+        "{:<44} {:>6} {:>10} {:>10}",
         "calls", "n", "p50 ms", "p99 ms"
     );
-    row("through the proxy, landed", &landed);
-    row("through the proxy, redirected", &redirected);
-    row("straight to the room's node (floor)", &floor_setup);
+    for (what, w) in [
+        ("route ahead", &ahead),
+        ("round-robin (no route ahead)", &rr),
+    ] {
+        row(&format!("{what}, all"), &w.proxy.all());
+        row(&format!("{what}, landed"), &w.proxy.landed);
+        row(&format!("{what}, redirected"), &w.proxy.redirected);
+        row(&format!("{what}: the floor beside it"), &w.floor);
+    }
     println!(
-        "redirect share through the proxy: {:.0}% ({} of {}); floor: {} redirected",
-        share * 100.0,
-        redirected.len(),
-        phase.setup.len(),
-        floor_redirected
+        "redirect share: route ahead {:.1}% ({} of {}), round-robin {:.1}% ({} of {}); floor: {} redirected",
+        ahead.proxy.share() * 100.0,
+        ahead.proxy.redirected.len(),
+        ahead.proxy.total(),
+        rr.proxy.share() * 100.0,
+        rr.proxy.redirected.len(),
+        rr.proxy.total(),
+        ahead.floor_redirected + rr.floor_redirected
     );
-    let (fp50, fp99) = (pct(&floor_setup, 50.0), pct(&floor_setup, 99.0));
+    let ratio = |v: &[Duration], p: f64, f: &[Duration]| ms(pct(v, p)) / ms(pct(f, p)).max(1e-9);
     println!(
-        "against the floor: landed p50 {:.2}x, redirected p50 {:.2}x p99 {:.2}x",
-        ms(pct(&landed, 50.0)) / ms(fp50).max(1e-9),
-        ms(pct(&redirected, 50.0)) / ms(fp50).max(1e-9),
-        ms(pct(&redirected, 99.0)) / ms(fp99).max(1e-9),
+        "against the floor beside it: route ahead p50 {:.2}x p99 {:.2}x; round-robin p50 {:.2}x p99 {:.2}x (its redirected calls p50 {:.2}x)",
+        ratio(&ahead.proxy.all(), 50.0, &ahead.floor),
+        ratio(&ahead.proxy.all(), 99.0, &ahead.floor),
+        ratio(&rr.proxy.all(), 50.0, &rr.floor),
+        ratio(&rr.proxy.all(), 99.0, &rr.floor),
+        ratio(&rr.proxy.redirected, 50.0, &rr.floor),
     );
 
-    // 2. The ramp.
+    // 3. The ramp (route ahead on).
     println!(
         "\n== ramp through the proxy ({:.0} s of calls per step into {rooms} rooms) ==",
         args.step_secs
@@ -187,6 +194,101 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A phase through the proxy and the floor run beside it.
+struct SideBySide {
+    proxy: Classed,
+    floor: Vec<Duration>,
+    floor_redirected: usize,
+}
+
+/// `args.calls` calls through the proxy and as many straight to the
+/// rooms' nodes (the floor), in the same window, at the same rate.
+async fn side_by_side(
+    farm: &RealFarm,
+    args: &Args,
+    rooms: usize,
+    hold: Duration,
+    tag: &str,
+) -> anyhow::Result<SideBySide> {
+    let names: Vec<String> = (0..rooms).map(|i| format!("b{tag}p{i}")).collect();
+    let floor_names: Vec<String> = (0..rooms).map(|i| format!("b{tag}f{i}")).collect();
+    let watch = Watch::start(farm);
+    let (ptag, ftag) = (format!("{tag}p"), format!("{tag}f"));
+    let (phase, floor) = tokio::join!(
+        calls_into(farm, &names, args.calls, args.rate, false, hold, &ptag),
+        calls_into(farm, &floor_names, args.calls, args.rate, true, hold, &ftag),
+    );
+    let (phase, floor) = (phase?, floor?);
+    let context = watch.stop().await;
+    let proxy = Classed::of(&phase, &context);
+    let floor_redirected = floor
+        .setup
+        .keys()
+        .filter(|c| context.get(*c).map(String::as_str) == Some("corral-token"))
+        .count();
+    let floor_setup = floor.setup.values().copied().collect();
+    finish(farm, phase.runs).await;
+    finish(farm, floor.runs).await;
+    Ok(SideBySide {
+        proxy,
+        floor: floor_setup,
+        floor_redirected,
+    })
+}
+
+/// A phase's answered calls' setup times, by how they reached their room.
+struct Classed {
+    /// Arrived on the room's node.
+    landed: Vec<Duration>,
+    /// Arrived with a token, after a 302 Kamailio followed.
+    redirected: Vec<Duration>,
+}
+
+impl Classed {
+    fn of(phase: &Phase, context: &HashMap<String, String>) -> Self {
+        let mut c = Classed {
+            landed: Vec::new(),
+            redirected: Vec::new(),
+        };
+        for (caller, setup) in &phase.setup {
+            match context.get(caller).map(String::as_str) {
+                Some("corral-token") => c.redirected.push(*setup),
+                _ => c.landed.push(*setup),
+            }
+        }
+        c
+    }
+
+    fn all(&self) -> Vec<Duration> {
+        self.landed
+            .iter()
+            .chain(&self.redirected)
+            .copied()
+            .collect()
+    }
+
+    fn total(&self) -> usize {
+        self.landed.len() + self.redirected.len()
+    }
+
+    fn share(&self) -> f64 {
+        self.redirected.len() as f64 / self.total().max(1) as f64
+    }
+}
+
+/// Restarts corral with route ahead on or off (`CORRAL_API_ROUTE_AHEAD`)
+/// and waits until it streams every node again.
+async fn restart_corral(farm: &mut RealFarm, ahead: bool) -> anyhow::Result<()> {
+    let corral = farm.corral.as_mut().context("corral runs")?;
+    corral.set_env(
+        "CORRAL_API_ROUTE_AHEAD",
+        if ahead { None } else { Some("false") },
+    );
+    corral.restart().await?;
+    farm.wait_streaming(Duration::from_secs(20)).await?;
+    Ok(())
+}
+
 /// One phase's calls and what was seen of them.
 struct Phase {
     /// Caller number → setup time (answered calls).
@@ -208,11 +310,19 @@ async fn calls_into(
     hold: Duration,
     tag: &str,
 ) -> anyhow::Result<Phase> {
-    let per = calls / rooms.len() as u32;
-    let extra = calls % rooms.len() as u32;
+    // Rooms of unequal sizes (seeded by the tag): equal rates would keep
+    // the rooms' calls in lockstep with the proxy's round-robin, so that a
+    // room's calls would always land on the same node.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        tag.bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+    );
+    let weights: Vec<f64> = rooms.iter().map(|_| rng.random_range(0.5..1.5)).collect();
+    let total: f64 = weights.iter().sum();
+    let counts = split_counts(calls, &weights);
     let mut runs = Vec::new();
     for (i, room) in rooms.iter().enumerate() {
-        let count = per + u32::from((i as u32) < extra);
+        let count = counts[i];
         if count == 0 {
             continue;
         }
@@ -221,7 +331,7 @@ async fn calls_into(
             service: format!("conf-{room}"),
             caller: format!("{tag}{room}"),
             count,
-            rate: rate / rooms.len() as f64,
+            rate: rate * weights[i] / total,
             target: farm.kamailio.addr(),
             domain,
         };
@@ -317,9 +427,23 @@ async fn finish(farm: &RealFarm, mut runs: Vec<SippRun>) {
     }
 }
 
+/// `calls` split in proportion to `weights`, summing to `calls` exactly.
+fn split_counts(calls: u32, weights: &[f64]) -> Vec<u32> {
+    let total: f64 = weights.iter().sum();
+    let mut counts: Vec<u32> = weights
+        .iter()
+        .map(|w| (f64::from(calls) * w / total).floor() as u32)
+        .collect();
+    let left = calls.saturating_sub(counts.iter().sum()) as usize;
+    for c in counts.iter_mut().take(left) {
+        *c += 1;
+    }
+    counts
+}
+
 fn row(what: &str, v: &[Duration]) {
     println!(
-        "{:<34} {:>6} {:>10.2} {:>10.2}",
+        "{:<44} {:>6} {:>10.2} {:>10.2}",
         what,
         v.len(),
         ms(pct(v, 50.0)),
@@ -372,6 +496,14 @@ fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_follow_the_weights_and_sum_up() {
+        let c = split_counts(120, &[1.0, 1.0, 2.0]);
+        assert_eq!(c, vec![30, 30, 60]);
+        let c = split_counts(10, &[0.7, 1.3, 0.9]);
+        assert_eq!(c.iter().sum::<u32>(), 10);
+    }
 
     #[test]
     fn percentiles_by_nearest_rank() {

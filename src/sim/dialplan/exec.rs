@@ -513,7 +513,10 @@ mod tests {
         assert_eq!(
             rec.trace[2..],
             [
-                "conf-sales@from-proxy:3 Goto(corral-fallback,s,1)",
+                // Stasis(corral) failed: the standby app, which fails too.
+                "conf-sales@from-proxy:3 GotoIf(0?corral-fallback,s,1)",
+                "conf-sales@from-proxy:4 Stasis(corral-standby,conference,sales)",
+                "conf-sales@from-proxy:5 Goto(corral-fallback,s,1)",
                 "s@corral-fallback:1 NoOp(corral unavailable: STASISSTATUS=FAILED)",
                 "s@corral-fallback:2 Answer()",
                 "s@corral-fallback:3 Playback(ss-noservice)",

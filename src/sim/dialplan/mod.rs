@@ -165,6 +165,17 @@ pub enum Admission {
     Pickup,
 }
 
+/// Where a call enters a Stasis app ([`Dialplan::stasis_entry`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StasisEntry {
+    /// The app (`corral`).
+    pub app: String,
+    /// Its arguments (`["conference", "sales"]`).
+    pub args: Vec<String>,
+    /// The channel's extension when it entered.
+    pub exten: String,
+}
+
 impl Dialplan {
     /// The context of calls from the proxy (`context=from-proxy` on the
     /// proxy's PJSIP endpoint in `deploy/asterisk/pjsip.conf`).
@@ -257,6 +268,48 @@ impl Dialplan {
             Admission::Incomplete
         } else {
             Admission::NotFound
+        }
+    }
+
+    /// Where a call from the proxy whose request URI user part is `exten`
+    /// enters a Stasis app, with a websocket owning every app: the app,
+    /// its arguments and the channel's extension there. `None` when
+    /// chan_pjsip refuses the call or its dialplan ends it first.
+    ///
+    /// corral's route-ahead lookup reads a request URI the way this
+    /// dialplan does; its tests compare the two.
+    pub fn stasis_entry(&self, exten: &str) -> Option<StasisEntry> {
+        /// A channel that only records the Stasis app it enters.
+        struct Entry(Option<(String, Vec<String>)>);
+        impl Host for Entry {
+            fn channel_name(&self) -> String {
+                "PJSIP/proxy-00000000".into()
+            }
+            fn uniqueid(&self) -> String {
+                "1.1".into()
+            }
+            fn executing(&mut self, _: &Pbx, _: App, _: &[u8]) {}
+            fn is_up(&self) -> bool {
+                false
+            }
+            fn answer(&mut self) {}
+            fn enter_stasis(&mut self, app: &str, args: Vec<String>) -> bool {
+                self.0 = Some((app.to_string(), args));
+                true
+            }
+        }
+        if self.admit(exten.as_bytes()) != Admission::Accept {
+            return None;
+        }
+        let mut host = Entry(None);
+        let mut pbx = Pbx::new(Self::INBOUND_CONTEXT.as_bytes(), exten.as_bytes());
+        match pbx.run(self, &mut host) {
+            Stop::Stasis => host.0.map(|(app, args)| StasisEntry {
+                app,
+                args,
+                exten: String::from_utf8_lossy(&pbx.exten).into_owned(),
+            }),
+            Stop::Hangup { .. } => None,
         }
     }
 
