@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use super::channel::{ChannelState, Membership};
 use crate::ari::rest::{Bridge, Channel};
 use crate::domain::{
-    AgentId, ChannelId, Epoch, Incarnation, NodeId, NodeRecord, NodeState, Role, RoomKey,
-    RoomKind, RoomName, TokenId,
+    AgentId, ChannelId, Epoch, Incarnation, NodeId, NodeRecord, NodeState, Role, RoomKey, RoomKind,
+    RoomName, TokenId,
 };
 use crate::names::{BridgeNames, BridgeOf};
 use crate::queue::{QueueRole, QueueState};
