@@ -438,7 +438,7 @@ async fn a_refused_refer_is_retried_with_backoff() {
         ..Upstream::follow()
     };
     for s in &farm.sims {
-        s.set_upstream(refuse);
+        s.set_upstream(refuse.clone());
     }
     for i in 0..6 {
         farm.call("conf-refuse", &format!("r{i}")).await;

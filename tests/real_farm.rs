@@ -564,14 +564,19 @@ async fn a_refused_refer_is_retried_and_never_hangs_up_on_real_asterisk() {
 
 /// A wrong ARI password for one node: corral says so, naming the node and
 /// the key to fix, keeps serving the other nodes, and never logs the
-/// password.
+/// password. The proxy's calls that land on that node (no corral app
+/// there) are refused unanswered and placed on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_ari_password_is_named_for_its_node() {
     let t = support::real::RealTest::start_streaming(
         "badpass",
         2,
         Backend::Memory,
-        &[("CORRAL_NODE_AST2_PASSWORD", "not-the-password")],
+        &[
+            ("CORRAL_NODE_AST2_PASSWORD", "not-the-password"),
+            // The proxy round-robins (route-ahead would name ast1).
+            ("CORRAL_API_ROUTE_AHEAD", "false"),
+        ],
         &["ast1"],
     )
     .await;
@@ -610,9 +615,40 @@ async fn a_wrong_ari_password_is_named_for_its_node() {
         .unwrap();
     let rooms = t.wait_whole(1, 2, Duration::from_secs(30)).await;
     assert_eq!(rooms["corral:conference:sales"].whole_on(), Some("ast1"));
+    // Through the proxy: round-robin sends every other call to ast2, where
+    // corral's app is not (Stasis() fails there); its shipped dialplan
+    // refuses the call unanswered (503), Kamailio sends it on to ast1, and
+    // every call meets there: none is answered only to be hung up.
+    let processed = |cli: &str| {
+        cli.lines()
+            .find_map(|l| {
+                l.strip_suffix(" calls processed")
+                    .or(l.strip_suffix(" call processed"))
+            })
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let before = processed(&t.farm.nodes[1].rx("core show calls").unwrap());
+    let mut rr = t.call_room("sales", "rr", 6);
+    let rooms = t.wait_whole(1, 8, Duration::from_secs(30)).await;
+    assert_eq!(rooms["corral:conference:sales"].whole_on(), Some("ast1"));
+    let answered = support::eventually(Duration::from_secs(10), "six calls answered", || {
+        let a = rr.answered();
+        async move { (a.len() == 6).then_some(a) }
+    })
+    .await;
+    assert!(rr.failed().is_empty(), "{:?}", rr.failed());
+    let refused = processed(&t.farm.nodes[1].rx("core show calls").unwrap()) - before;
+    eprintln!(
+        "through the proxy: 6 of 6 calls bridged on ast1, {refused} of them refused by ast2 first"
+    );
+    assert!(refused >= 2, "round-robin sent no call to ast2 ({refused})");
+    assert!(answered.values().all(|a| !a.ended));
     t.farm.hangup_all().await;
     let s = run.wait(Duration::from_secs(20)).await;
     assert!(s.is_some_and(|s| s.success()), "{}", run.errors());
+    let s = rr.wait(Duration::from_secs(20)).await;
+    assert!(s.is_some_and(|s| s.success()), "{}", rr.errors());
 }
 
 /// A node whose ARI does not answer when corral starts: corral names it,

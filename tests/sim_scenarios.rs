@@ -1427,8 +1427,8 @@ async fn the_call_log_reads_since_a_seq() {
 }
 
 /// The shipped dialplan on a node: `POST /sim/calls` reports what the
-/// caller got (404, 484 and 403 with no channel; the fallback's answer and
-/// hangup when no websocket owns `corral`); `continue` goes where ARI
+/// caller got (404, 484 and 403 with no channel; the fallback's 503 when
+/// no websocket owns `corral`); `continue` goes where ARI
 /// computes (a label that does not exist is a 404, label `0` a 400, a
 /// context without an extension goes to `s`, a priority is kept) and
 /// `StasisStart`'s `dialplan` shows where `Stasis()` ran; an originate to
@@ -1451,8 +1451,8 @@ async fn the_shipped_dialplan_and_continue_targets() {
             &r.body["sip_status"],
             &r.body["hangup_cause"]
         ),
-        (&json!("failed"), &json!(true), &json!(200), &json!(41)),
-        "no websocket: the fallback answers and hangs up with cause 41"
+        (&json!("failed"), &json!(false), &json!(503), &json!(34)),
+        "no websocket: the fallback refuses the unanswered call, 503 (cause 34)"
     );
     // Stasis(corral), then the shipped dialplan's Stasis(corral-standby).
     assert_eq!(stat(&ari, "stasis_failed").await, 2);

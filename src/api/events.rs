@@ -1,7 +1,8 @@
 //! `GET /v1/events`: the farm's events as server-sent events. Each event's
 //! `event:` is the [`FarmEvent`]'s `type` (`room_placed` — a move when
 //! `previous` is set —, `room_released`, `members_changed`, `node_up`,
-//! `node_down`, `node_draining`, `split_detected`, `split_healed`,
+//! `node_down`, `node_suspect` — `{node, suspect}` when a health check
+//! fails or answers again —, `node_draining`, `split_detected`, `split_healed`,
 //! `queue_changed` — `{queue, waiting, available}` after every saved change
 //! of a queue —, `queue_connected` — `{queue, caller, agent, waited_ms,
 //! connect_ms}` when a caller is bridged with an agent) and its `data:` the

@@ -59,7 +59,7 @@ pub struct RouteQuery {
             content_type = "text/plain", body = String),
         (status = 204, description = "No opinion: dispatch as usual. The `Corral-No-Opinion` header \
             says why: `not_a_room`, `unknown_landing`, `disabled`, `no_eligible_node`, \
-            `store_unavailable`, `owner_draining`, `owner_down`, `unknown_owner`"),
+            `store_unavailable`, `owner_draining`, `owner_down`, `owner_suspect`, `unknown_owner`"),
     ))]
 pub async fn route(State(st): State<AppState>, uri: Uri) -> Response {
     let answer = if st.route_ahead {

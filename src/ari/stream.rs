@@ -72,6 +72,15 @@ impl Default for StreamConfig {
     }
 }
 
+/// First wait before reopening a closed event websocket.
+pub const RECONNECT_INITIAL: Duration = Duration::from_millis(100);
+
+/// Longest wait between attempts: a node without corral's websocket
+/// refuses its calls (`Stasis()` fails), so a node that comes back is
+/// streamed again within this. An attempt is one TCP connect, cheap for a
+/// node that is down.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
 /// The connection's state.
 enum State {
     /// About to open the websocket.
@@ -90,7 +99,11 @@ pub async fn run(
     tx: mpsc::Sender<StreamItem>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(
+        RECONNECT_INITIAL,
+        RECONNECT_MAX,
+        Backoff::DEFAULT_RESET_AFTER,
+    );
     let mut state = State::Connecting;
     loop {
         match state {

@@ -52,6 +52,12 @@ pub struct Args {
     /// (nothing happens).
     #[arg(long, default_value = "accept", value_parser = parse_on_refer)]
     pub refer: OnRefer,
+    /// The proxy's other nodes (`host:port`, comma-separated), in its
+    /// order: a followed 302 that the node it names refuses with a 408 or
+    /// 5xx goes on to the next of these, as the shipped `kamailio.cfg`
+    /// does. None: such a call is lost.
+    #[arg(long, value_delimiter = ',')]
+    pub failover: Vec<String>,
     /// The Stasis app of the dialplan: `Stasis(corral,...)` in it becomes
     /// `Stasis(APP,...)`, as an operator who sets corral's `app` edits the
     /// shipped extensions.conf.
@@ -164,6 +170,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         on_302: args.upstream,
         follow_delay: std::time::Duration::from_millis(args.follow_delay_ms),
         on_refer: args.refer,
+        failover: args.failover,
     };
     cfg.dialplan = dialplan;
     cfg.version = args.version;

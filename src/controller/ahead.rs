@@ -54,8 +54,12 @@ impl Controller {
             Err(NoOwner::NoEligibleNode) => OwnerFact::NoEligibleNode,
             Err(NoOwner::StoreUnavailable(_)) => OwnerFact::StoreUnavailable,
         };
-        let state = owner.as_ref().ok().and_then(|o| self.node_state(&o.node));
-        decide::route(fact, state)
+        let node = owner.as_ref().ok().and_then(|o| self.node_record(&o.node));
+        decide::route(
+            fact,
+            node.as_ref().map(|r| r.0),
+            node.as_ref().is_some_and(|r| r.1),
+        )
     }
 
     /// The configured node `addr` names: its id, or its SIP host with or
@@ -74,10 +78,10 @@ impl Controller {
             .map(|n| n.id.clone())
     }
 
-    /// A configured node's state in the latest node view (the store's,
+    /// A configured node's state and suspect mark in the latest node view (the store's,
     /// refreshed every half second and at once after a drain); `None` for
     /// a node that is not configured or not registered yet.
-    fn node_state(&self, node: &NodeId) -> Option<NodeState> {
+    fn node_record(&self, node: &NodeId) -> Option<(NodeState, bool)> {
         if !self.inner.nodes.contains_key(node) {
             return None;
         }
@@ -87,6 +91,6 @@ impl Controller {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .find(|r| &r.id == node)
-            .map(|r| r.state)
+            .map(|r| (r.state, r.suspect))
     }
 }

@@ -448,6 +448,9 @@ pub(crate) struct NodeRuntime {
     /// after a registration, one when the store answers again) would both
     /// find a stray call not moving yet and move it twice.
     pub(crate) resync: tokio::sync::Mutex<()>,
+    /// A resync to heal a split is scheduled ([`super::Controller::heal_soon`]):
+    /// one at a time, however many calls joined split meanwhile.
+    pub(crate) heal_pending: std::sync::atomic::AtomicBool,
 }
 
 impl NodeRuntime {
@@ -465,6 +468,7 @@ impl NodeRuntime {
             state: Mutex::new(NodeState::new()),
             mailboxes: Mailboxes::default(),
             resync: tokio::sync::Mutex::new(()),
+            heal_pending: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -165,6 +165,8 @@ pub enum DegradedReason {
     UnknownOwner,
     /// ARI refused the redirect for a reason other than the call being gone.
     RedirectFailed,
+    /// The owner failed a health check (paused, hung): not sent there.
+    OwnerSuspect,
 }
 
 impl DegradedReason {
@@ -175,6 +177,7 @@ impl DegradedReason {
             DegradedReason::NoEligibleNode => "no_eligible_node",
             DegradedReason::UnknownOwner => "unknown_owner",
             DegradedReason::RedirectFailed => "redirect_failed",
+            DegradedReason::OwnerSuspect => "owner_suspect",
         }
     }
 }
@@ -326,6 +329,9 @@ pub(crate) struct PlaceFacts<'a> {
     pub(crate) hop_limit: u32,
     /// The owner is a configured node (its SIP host is known).
     pub(crate) owner_known: bool,
+    /// The owner failed a health check and has not answered since (a
+    /// paused or hung node): a call sent there would wait in its socket.
+    pub(crate) owner_suspect: bool,
 }
 
 /// What to do with a call now.
@@ -359,6 +365,9 @@ pub(crate) fn place(f: &PlaceFacts<'_>) -> Step {
         OwnerFact::StoreUnavailable => Step::Degraded(DegradedReason::StoreUnavailable),
         OwnerFact::NoEligibleNode => Step::Degraded(DegradedReason::NoEligibleNode),
         OwnerFact::Node(owner) if owner == f.landing => Step::JoinHere,
+        // When in doubt, join where the call is: the resync heals the
+        // split once the owner answers again or is marked down.
+        OwnerFact::Node(_) if f.owner_suspect => Step::Degraded(DegradedReason::OwnerSuspect),
         OwnerFact::Node(owner) if f.hops >= f.hop_limit => Step::JoinSplit {
             owner: owner.clone(),
         },
@@ -538,6 +547,9 @@ pub enum NoOpinion {
     OwnerDraining,
     /// The room's node is down.
     OwnerDown,
+    /// The room's node failed a health check and has not answered since
+    /// (paused, hung): a call sent there would wait in its socket.
+    OwnerSuspect,
     /// The owner is not a node corral knows the state of.
     UnknownOwner,
 }
@@ -553,6 +565,7 @@ impl NoOpinion {
             NoOpinion::StoreUnavailable => "store_unavailable",
             NoOpinion::OwnerDraining => "owner_draining",
             NoOpinion::OwnerDown => "owner_down",
+            NoOpinion::OwnerSuspect => "owner_suspect",
             NoOpinion::UnknownOwner => "unknown_owner",
         }
     }
@@ -560,11 +573,18 @@ impl NoOpinion {
 
 /// The answer for a room, from the owner decision (the same one a
 /// `StasisStart` makes) and the owner's state: only an up node is ever
-/// named.
-pub(crate) fn route(owner: OwnerFact<'_>, owner_state: Option<NodeState>) -> RouteAnswer {
+/// named, and not while it is suspect (`owner_suspect`).
+pub(crate) fn route(
+    owner: OwnerFact<'_>,
+    owner_state: Option<NodeState>,
+    owner_suspect: bool,
+) -> RouteAnswer {
     match (owner, owner_state) {
         (OwnerFact::StoreUnavailable, _) => RouteAnswer::NoOpinion(NoOpinion::StoreUnavailable),
         (OwnerFact::NoEligibleNode, _) => RouteAnswer::NoOpinion(NoOpinion::NoEligibleNode),
+        (OwnerFact::Node(_), Some(NodeState::Up)) if owner_suspect => {
+            RouteAnswer::NoOpinion(NoOpinion::OwnerSuspect)
+        }
         (OwnerFact::Node(node), Some(NodeState::Up)) => RouteAnswer::Node(node.clone()),
         (OwnerFact::Node(_), Some(NodeState::Draining)) => {
             RouteAnswer::NoOpinion(NoOpinion::OwnerDraining)
@@ -702,8 +722,12 @@ mod route_tests {
     fn only_an_up_owner_is_named() {
         let x = NodeId::new("ast1").unwrap();
         assert_eq!(
-            route(OwnerFact::Node(&x), Some(NodeState::Up)),
+            route(OwnerFact::Node(&x), Some(NodeState::Up), false),
             RouteAnswer::Node(x.clone())
+        );
+        assert_eq!(
+            route(OwnerFact::Node(&x), Some(NodeState::Up), true),
+            RouteAnswer::NoOpinion(NoOpinion::OwnerSuspect)
         );
         for (state, why) in [
             (Some(NodeState::Draining), NoOpinion::OwnerDraining),
@@ -711,17 +735,17 @@ mod route_tests {
             (None, NoOpinion::UnknownOwner),
         ] {
             assert_eq!(
-                route(OwnerFact::Node(&x), state),
+                route(OwnerFact::Node(&x), state, false),
                 RouteAnswer::NoOpinion(why)
             );
         }
         for state in [None, Some(NodeState::Up)] {
             assert_eq!(
-                route(OwnerFact::NoEligibleNode, state),
+                route(OwnerFact::NoEligibleNode, state, false),
                 RouteAnswer::NoOpinion(NoOpinion::NoEligibleNode)
             );
             assert_eq!(
-                route(OwnerFact::StoreUnavailable, state),
+                route(OwnerFact::StoreUnavailable, state, false),
                 RouteAnswer::NoOpinion(NoOpinion::StoreUnavailable)
             );
         }
@@ -733,12 +757,13 @@ mod route_tests {
             NoOpinion::StoreUnavailable,
             NoOpinion::OwnerDraining,
             NoOpinion::OwnerDown,
+            NoOpinion::OwnerSuspect,
             NoOpinion::UnknownOwner,
         ]
         .iter()
         .map(|n| n.as_str())
         .collect();
-        assert_eq!(names.len(), 8, "each reason has its own name");
+        assert_eq!(names.len(), 9, "each reason has its own name");
     }
 }
 
@@ -1378,6 +1403,7 @@ mod tests {
             hops,
             hop_limit: 2,
             owner_known: true,
+            owner_suspect: false,
         }
     }
 
@@ -1405,6 +1431,17 @@ mod tests {
             place(&facts(&x, OwnerFact::Node(&y), 2)),
             Step::JoinSplit { owner: y.clone() }
         );
+        // A suspect owner: join here, also past the hop limit; an owner
+        // here joins here whatever its mark (its own health is not news to
+        // its calls).
+        for hops in [0, 2] {
+            let mut hung = facts(&x, OwnerFact::Node(&y), hops);
+            hung.owner_suspect = true;
+            assert_eq!(place(&hung), Step::Degraded(DegradedReason::OwnerSuspect));
+        }
+        let mut here = facts(&x, OwnerFact::Node(&x), 0);
+        here.owner_suspect = true;
+        assert_eq!(place(&here), Step::JoinHere);
         let mut unknown = facts(&x, OwnerFact::Node(&y), 0);
         unknown.owner_known = false;
         assert_eq!(

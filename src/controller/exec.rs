@@ -65,6 +65,11 @@ const JOIN_RETRIES: u32 = 3;
 /// After the retries of a failed join, its placement is posted again this
 /// much later (and so on, while the call lives).
 const JOIN_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// A call joined where it landed while its room lives elsewhere (a split):
+/// the node is resynced this much later, and again while splits remain,
+/// so a split is healed about this long after its cause ends rather than
+/// at the next periodic resync.
+const HEAL_SOON: std::time::Duration = std::time::Duration::from_secs(1);
 /// First pause before a failed join is tried again.
 const JOIN_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Longest pause before a failed join is tried again.
@@ -351,13 +356,46 @@ impl Controller {
             OwnerFact::Node(n) => self.inner.nodes.contains_key(n),
             _ => false,
         };
+        let owner_suspect = match owner {
+            OwnerFact::Node(n) if n != &call.node.id => self.is_suspect(n),
+            _ => false,
+        };
         PlaceFacts {
             landing: &call.node.id,
             owner,
             hops: p.hops,
             hop_limit: self.inner.cfg.hop_limit,
             owner_known,
+            owner_suspect,
         }
+    }
+
+    /// Whether `node` is marked suspect in the latest node view.
+    fn is_suspect(&self, node: &NodeId) -> bool {
+        self.inner
+            .view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|r| &r.id == node && r.suspect)
+    }
+
+    /// Resyncs `node` after [`HEAL_SOON`] (one pending at a time): a call
+    /// joined away from its room's node, and the split heals as soon as
+    /// the move can be made.
+    pub(crate) fn heal_soon(&self, node: &Arc<NodeRuntime>) {
+        use std::sync::atomic::Ordering;
+        if node.heal_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (ctrl, node) = (self.clone(), node.clone());
+        self.inner.tracker.spawn(async move {
+            let slept = ctrl.sleep_unless_stopped(HEAL_SOON).await;
+            node.heal_pending.store(false, Ordering::Release);
+            if slept && node.is_up() {
+                ctrl.resync(&node).await;
+            }
+        });
     }
 
     /// Carries out `step` for `call`, and the steps its outcome leads to.
@@ -395,9 +433,14 @@ impl Controller {
                 Step::JoinSplit { owner } => return self.join_split(call, &p.room, &owner).await,
                 Step::Degraded(reason) => {
                     self.inner.metrics.degraded(&call.node.id, reason.as_str());
-                    return self
-                        .join_unrecorded(call, &p.room, JoinKind::Degraded)
+                    self.join_unrecorded(call, &p.room, JoinKind::Degraded)
                         .await;
+                    // A split to heal once its cause ends (the store's
+                    // return resyncs every node by itself).
+                    if reason != decide::DegradedReason::StoreUnavailable {
+                        self.heal_soon(call.node);
+                    }
+                    return;
                 }
                 Step::Gone => return,
             };
@@ -563,6 +606,7 @@ impl Controller {
         tracing::warn!(node = %node.id, room = %room, owner = %owner, "hop limit reached; joining where the call is (split)");
         self.split_began(node, room, owner, Instant::now());
         self.join_unrecorded(call, room, JoinKind::Split).await;
+        self.heal_soon(node);
     }
 
     /// Mints a token for `to` and redirects the ringing call there; a
@@ -945,10 +989,20 @@ impl Controller {
             self.split_began(node, &room, &owner, now);
         }
         let deadline = self.inner.cfg.redirect_deadline;
+        if !stray.is_empty() {
+            // Looked at again shortly: moves on their way are confirmed,
+            // and moves not possible now are tried as soon as they are.
+            self.heal_soon(node);
+        }
         for (room, (owner, chans)) in stray {
             let Some(target) = self.sip_host(&owner) else {
                 continue;
             };
+            if self.is_suspect(&owner) {
+                // A hung owner would leave the moved calls ringing in its
+                // socket: the split stays until it answers or is down.
+                continue;
+            }
             for chan in chans {
                 let (moving, failures) =
                     node.with(|s| (s.moving(&chan), s.move_failures.get(&chan).copied()));

@@ -250,6 +250,14 @@ pub enum FarmEvent {
         /// Rooms released.
         released_rooms: u32,
     },
+    /// A node failed a health check (`suspect`: it takes no new room and
+    /// no call is sent to it; its rooms stay), or answered again.
+    NodeSuspect {
+        /// The node.
+        node: NodeId,
+        /// Marked (true) or cleared (false).
+        suspect: bool,
+    },
     /// A split room is whole again: its stray calls moved to the owner.
     SplitHealed {
         /// The room.

@@ -546,9 +546,13 @@ async fn health(ctrl: Controller, node: Arc<NodeRuntime>, cancel: CancellationTo
                 match ctrl.inner.store.set_node_suspect(&node.id, mark).await {
                     Ok(()) => {
                         if mark {
-                            tracing::warn!(node = %node.id, "ping failed; the node takes no new room until it answers");
+                            tracing::warn!(node = %node.id, "ping failed; the node takes no new room and no call until it answers");
                         }
                         ctrl.refresh_view().await;
+                        ctrl.emit(FarmEvent::NodeSuspect {
+                            node: node.id.clone(),
+                            suspect: mark,
+                        });
                     }
                     Err(e) => {
                         tracing::debug!(node = %node.id, reason = %e, "suspect mark not written")

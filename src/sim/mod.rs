@@ -92,7 +92,7 @@ pub enum OnRefer {
 
 /// The model of the network upstream of the node (the SIP proxy and the
 /// callers' user agents).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upstream {
     /// What happens to a 302.
     pub on_302: On302,
@@ -102,6 +102,13 @@ pub struct Upstream {
     pub follow_delay: Duration,
     /// What happens to a REFER.
     pub on_refer: OnRefer,
+    /// The proxy's other nodes (`host:port`), in its order: when the node
+    /// a 302 sent the call to refuses it (a SIP 408 or 5xx from its
+    /// dialplan, e.g. the shipped fallback's 503 when `Stasis()` failed, or
+    /// no answer at all), the call goes on to the next of these, as the
+    /// shipped `kamailio.cfg` does with `ds_next_dst()`. Empty: lost.
+    #[serde(default)]
+    pub failover: Vec<String>,
 }
 
 impl Upstream {
@@ -114,6 +121,7 @@ impl Upstream {
             on_302: On302::Follow,
             follow_delay: Self::DEFAULT_FOLLOW_DELAY,
             on_refer: OnRefer::Accept,
+            failover: Vec::new(),
         }
     }
 
@@ -498,7 +506,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Common {
     pub(crate) fn upstream(&self) -> Upstream {
-        *lock(&self.upstream)
+        lock(&self.upstream).clone()
     }
 
     pub(crate) fn faults(&self) -> Faults {

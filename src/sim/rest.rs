@@ -1684,6 +1684,7 @@ struct UpstreamPatch {
     on_302: Option<On302>,
     follow_delay_ms: Option<u64>,
     on_refer: Option<OnRefer>,
+    failover: Option<Vec<String>>,
 }
 
 async fn sim_put_upstream(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -> AriResult {
@@ -1700,7 +1701,19 @@ async fn sim_put_upstream(State(sh): State<Arc<Shared>>, SimJson(body): SimJson)
         if let Some(v) = patch.on_refer {
             u.on_refer = v;
         }
-        *u
+        if let Some(v) = patch.failover {
+            if v.len() > 64
+                || v.iter()
+                    .any(|h| h.is_empty() || h.len() > 255 || h.contains(char::is_whitespace))
+            {
+                return Err(AriError::new(
+                    400,
+                    "Invalid upstream: failover is up to 64 host:port".to_string(),
+                ));
+            }
+            u.failover = v;
+        }
+        u.clone()
     };
     ok(serde_json::to_value(now).unwrap_or(Value::Null))
 }

@@ -69,20 +69,86 @@ pub(crate) fn parse_sip_uri(resource: &str) -> Option<SipTarget> {
     })
 }
 
+/// What came of an INVITE sent to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Invited {
+    /// The node created a channel and kept it (in Stasis, or answered).
+    Taken,
+    /// Refused in a way the proxy fails over on: no answer, or a 408 or
+    /// 5xx (from the node, or from its dialplan before answering).
+    Retry,
+    /// Refused for good (404, 484, 403, a 6xx...).
+    Refused,
+}
+
 /// Sends the INVITE of a followed 302 or an accepted REFER: `true` when the
 /// destination created a channel (201).
 async fn invite(sh: &Shared, target: &SipTarget, caller: &str, call_id: &str) -> bool {
-    let url = format!("http://{}/sim/calls", target.hostport);
-    let body = json!({"exten": target.user, "caller": caller, "call_id": call_id});
+    send_invite(sh, &target.hostport, &target.user, caller, call_id).await == Invited::Taken
+}
+
+/// Follows a 302 as the shipped `kamailio.cfg` does: to the node it names,
+/// and when that node refuses it with a 408 or 5xx, on to the next node of
+/// [`super::Upstream::failover`] (the same user part: a token there is
+/// re-resolved by corral).
+async fn follow_302(
+    sh: &Shared,
+    target: &SipTarget,
+    failover: &[String],
+    caller: &str,
+    call_id: &str,
+) -> bool {
+    let mut tried = vec![target.hostport.as_str()];
+    let mut next = Some(target.hostport.as_str());
+    while let Some(host) = next {
+        match send_invite(sh, host, &target.user, caller, call_id).await {
+            Invited::Taken => return true,
+            Invited::Refused => return false,
+            Invited::Retry => {}
+        }
+        next = failover
+            .iter()
+            .map(String::as_str)
+            .find(|h| !tried.contains(h));
+        if let Some(h) = next {
+            tried.push(h);
+        }
+    }
+    false
+}
+
+async fn send_invite(
+    sh: &Shared,
+    hostport: &str,
+    user: &str,
+    caller: &str,
+    call_id: &str,
+) -> Invited {
+    let url = format!("http://{hostport}/sim/calls");
+    let body = json!({"exten": user, "caller": caller, "call_id": call_id});
     match sh.common.http.post(&url).json(&body).send().await {
-        Ok(resp) if resp.status().as_u16() == 201 => true,
+        Ok(resp) if resp.status().as_u16() == 201 => {
+            let v: serde_json::Value = resp.json().await.unwrap_or_default();
+            let sip = v["sip_status"].as_u64().unwrap_or(0);
+            if v["stasis"] == "failed" && v["answered"] != true && (sip == 408 || sip >= 500) {
+                tracing::debug!(node = %sh.common.id, status = sip, "INVITE refused by the dialplan");
+                Invited::Retry
+            } else {
+                Invited::Taken
+            }
+        }
         Ok(resp) => {
-            tracing::debug!(node = %sh.common.id, status = resp.status().as_u16(), "INVITE refused");
-            false
+            let status = resp.status().as_u16();
+            tracing::debug!(node = %sh.common.id, status, "INVITE refused");
+            if status == 408 || status >= 500 {
+                Invited::Retry
+            } else {
+                Invited::Refused
+            }
         }
         Err(err) => {
             tracing::debug!(node = %sh.common.id, cause = %err, "INVITE failed");
-            false
+            Invited::Retry
         }
     }
 }
@@ -164,7 +230,7 @@ pub(crate) async fn redirect(sh: Arc<Shared>, chan_id: String, resource: String)
                     _ = sh.cancel.cancelled() => return,
                     _ = tokio::time::sleep(upstream.follow_delay) => {}
                 }
-                if invite(&sh, &target, &caller, &call_id).await {
+                if follow_302(&sh, &target, &upstream.failover, &caller, &call_id).await {
                     bump(&sh.common.stats.redirects_followed);
                 } else {
                     bump(&sh.common.stats.redirects_lost);

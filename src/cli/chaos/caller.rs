@@ -6,7 +6,9 @@
 //! id). Like the shipped `kamailio.cfg`:
 //! - a node that refuses the connection, answers 5xx or sends nothing
 //!   within [`FR_TIMER`] is marked inactive and the call goes to the next
-//!   node (failover, `ds_next_dst`); an attempt that timed out may still be
+//!   node (failover, `ds_next_dst`); a call the node's dialplan refused
+//!   unanswered with a SIP 5xx (the shipped fallback's 503 when `Stasis()`
+//!   failed) goes to the next node too, without marking this one; an attempt that timed out may still be
 //!   taken by that node later, so it is cancelled once the node answers
 //!   again (a CANCEL);
 //! - inactive nodes are probed every [`PROBE_INTERVAL`] (`GET /sim/info`
@@ -307,7 +309,16 @@ impl OneCall {
                     break;
                 }
                 Err(r) => {
-                    self.dispatcher.set(node, false);
+                    // `ds_mark_dst` when the node does not answer (a
+                    // timeout, a transport error); a node whose dialplan
+                    // refused the call stays in, and the next is tried.
+                    let mark = match &r {
+                        AttemptResult::Failed(why) => !why.starts_with("SIP "),
+                        _ => true,
+                    };
+                    if mark {
+                        self.dispatcher.set(node, false);
+                    }
                     if r == AttemptResult::TimedOut {
                         ghosts.push(call_id.clone());
                     }
@@ -351,6 +362,13 @@ impl OneCall {
         match sent {
             Ok(r) if r.status().as_u16() == 201 => {
                 let v: Value = r.json().await.unwrap_or(Value::Null);
+                // The dialplan refused the call before answering it (the
+                // shipped fallback's 503 when Stasis() failed): Kamailio's
+                // failure route tries the next node on 408 and 5xx.
+                let sip = v["sip_status"].as_u64().unwrap_or(0);
+                if v["stasis"] == "failed" && v["answered"] != true && (sip == 408 || sip >= 500) {
+                    return Err(AttemptResult::Failed(format!("SIP {sip}")));
+                }
                 Ok(v["stasis"] == "started")
             }
             Ok(r) => Err(AttemptResult::Failed(format!(

@@ -622,12 +622,11 @@ pub fn fate(rec: &CallRecord, evs: &[CallEvent], inj: &Injected, node_ids: &[Str
                     }
                 }
                 // Bridged before, and moved here (a REFER) less than a
-                // second before its caller hung up: on its way back in.
+                // second before or after its caller sent the hangup (a
+                // hangup sent while the call was between two nodes is
+                // served where it arrives): on its way back in.
                 _ if evs.iter().any(|e| {
-                    e.node == *node
-                        && e.what == What::Answer
-                        && e.at <= *at
-                        && *at - e.at < MOVING_MS
+                    e.node == *node && e.what == What::Answer && (*at - e.at).abs() < MOVING_MS
                 }) =>
                 {
                     Fate::Bridged
@@ -851,6 +850,20 @@ mod tests {
             fate(&call(Some((0, true)), found.clone()), &left, &inj, &ids),
             Fate::LostByCorral(w) if w.contains("out of its room's bridge")
         ));
+        // Bridged on ast2, moved (REFER) to ast1 while its caller hung up:
+        // the hangup was sent just before the answer there.
+        let moving = [
+            ev(1, 1010, What::Answer, None),
+            ev(1, 1011, What::EnterBridge, None),
+            ev(1, 8990, What::LeaveBridge, None),
+            ev(1, 8991, What::Hangup, Some(16)),
+            ev(0, 9020, What::Answer, None),
+            ev(0, 9040, What::Hangup, Some(16)),
+        ];
+        assert_eq!(
+            fate(&call(Some((1, true)), found.clone()), &moving, &inj, &ids),
+            Fate::Bridged
+        );
         assert!(matches!(
             fate(&call(Some((0, true)), found), &[], &inj, &ids),
             Fate::LostByCorral(w) if w.contains("never bridged")

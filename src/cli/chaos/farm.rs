@@ -367,6 +367,13 @@ impl SimFarm {
     // -- nodes ---------------------------------------------------------
 
     async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        // The proxy's failover for a followed 302 the node refuses: the
+        // other nodes, from the next one on.
+        let count = self.nodes.len();
+        let failover: Vec<String> = (1..count)
+            .filter_map(|k| self.nodes.get((i + k) % count))
+            .map(|o| format!("127.0.0.1:{}", o.port))
+            .collect();
         let Some(n) = self.nodes.get_mut(i) else {
             anyhow::bail!("no node {i}");
         };
@@ -383,6 +390,9 @@ impl SimFarm {
                 .args(["--password", render::ARI_PASSWORD])
                 .args(["--seed", &(self.seed.wrapping_add(i as u64)).to_string()])
                 .env("RUST_LOG", "corral=warn");
+            if !failover.is_empty() {
+                cmd.args(["--failover", &failover.join(",")]);
+            }
             let mut p = Process::spawn(&format!("sim-node {}", n.id), cmd, &log)?;
             register(p.pid());
             let until = tokio::time::Instant::now() + START_DEADLINE;

@@ -103,6 +103,21 @@ fn first_event(events: &[Seen], kind: &str, node: &str, from: i64, to: i64) -> O
         .min()
 }
 
+/// When `node` was first marked suspect (`mark`) or cleared, in the span.
+fn first_mark(events: &[Seen], node: &str, mark: bool, from: i64, to: i64) -> Option<i64> {
+    events
+        .iter()
+        .filter(|e| {
+            e.kind == "node_suspect"
+                && e.data["node"] == node
+                && e.data["suspect"] == mark
+                && e.at >= from
+                && e.at <= to
+        })
+        .map(|e| e.at)
+        .min()
+}
+
 /// Judges one phase.
 pub fn judge(d: &PhaseData<'_>, p: &Promises) -> Row {
     let inj = d.inj;
@@ -241,7 +256,11 @@ pub fn judge(d: &PhaseData<'_>, p: &Promises) -> Row {
             s
         }
         Fault::NodeStop => {
-            let down = first_event(d.events, "node_down", &node, inj.start, inj.end);
+            // It stops taking rooms and calls when marked suspect (a
+            // failed health check) or down, whichever comes first.
+            let suspect = first_mark(d.events, &node, true, inj.start, inj.end);
+            let marked_down = first_event(d.events, "node_down", &node, inj.start, inj.end);
+            let down = suspect.into_iter().chain(marked_down).min();
             let late_rooms = d
                 .events
                 .iter()
@@ -255,14 +274,14 @@ pub fn judge(d: &PhaseData<'_>, p: &Promises) -> Row {
             match down {
                 Some(t) if t - inj.start <= p.hung_stop_ms => {}
                 Some(t) => row.broken.push(format!(
-                    "the hung node was marked down after {} (promise: no new rooms after {})",
+                    "the hung node was marked suspect or down after {} (promise: no new rooms after {})",
                     secs(t - inj.start),
                     secs(p.hung_stop_ms)
                 )),
                 // A stop shorter than the bound need not be noticed.
                 None if inj.end - inj.start <= p.hung_stop_ms => {}
                 None => row.broken.push(format!(
-                    "the hung node was not marked down in its {} stop (promise: no new rooms after {})",
+                    "the hung node was not marked suspect or down in its {} stop (promise: no new rooms after {})",
                     secs(inj.end - inj.start),
                     secs(p.hung_stop_ms)
                 )),
@@ -273,9 +292,18 @@ pub fn judge(d: &PhaseData<'_>, p: &Promises) -> Row {
                     secs(p.hung_stop_ms)
                 ));
             }
-            let up = first_event(d.events, "node_up", &node, inj.end, end_of_run);
+            // Back: up again after a down, or its suspect mark cleared.
+            let up = first_event(d.events, "node_up", &node, inj.end, end_of_run)
+                .into_iter()
+                .chain(first_mark(d.events, &node, false, inj.end, end_of_run))
+                .min();
             format!(
-                "down {}, up {}",
+                "{} {}, back {}",
+                if marked_down.is_some_and(|t| suspect.is_none_or(|s| t < s)) {
+                    "down"
+                } else {
+                    "suspect"
+                },
                 down.map_or_else(|| looked(inj.start), |t| secs(t - inj.start)),
                 up.map_or_else(|| looked(inj.end), |t| secs(t - inj.end))
             )
@@ -458,7 +486,7 @@ lost:fault: lost with the fault (with a crashed node, a 302 the proxy dropped, s
 lost:corral: lost when corral could have kept them; hungup:crl: channels corral hung up over ARI;
 splits / longest: rooms seen in more than one bridge (100 ms samples of GET /ari/bridges), the longest;
 whole: rooms in one bridge on one node / rooms with calls, at the end of the load;
-recovery: corral's reaction (node marked down, stream up again, standby took over, rooms whole after Redis was back);
+recovery: corral's reaction (node marked suspect or down, stream up again, standby took over, rooms whole after Redis was back);
   \">5.20s\": not seen in the 5.2 s the phase looked.";
 
 #[cfg(test)]

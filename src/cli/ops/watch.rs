@@ -70,6 +70,15 @@ fn describe(kind: &str, v: &Value) -> String {
             s("reason"),
             v["released_rooms"]
         ),
+        "node_suspect" => format!(
+            "node {} {}",
+            s("node"),
+            if v["suspect"] == true {
+                "SUSPECT (health check failed: no new rooms, no calls sent)"
+            } else {
+                "answers again"
+            }
+        ),
         "node_draining" => format!(
             "node {} {}",
             s("node"),

@@ -503,13 +503,16 @@ mod tests {
         assert_eq!(
             stop,
             Stop::Hangup {
-                cause: 41,
+                cause: 34,
                 reason: "Hangup()".into()
             }
         );
-        assert!(rec.up, "the fallback answers");
+        assert!(
+            !rec.up,
+            "refused unanswered: 503, the proxy tries the next node"
+        );
+        assert_eq!(cause_to_sip(34), 503);
         assert_eq!(pbx.var("STASISSTATUS"), Some(&b"FAILED"[..]));
-        assert_eq!(pbx.var("PLAYBACKSTATUS"), Some(&b"FAILED"[..]));
         assert_eq!(
             rec.trace[2..],
             [
@@ -518,17 +521,18 @@ mod tests {
                 "conf-sales@from-proxy:4 Stasis(corral-standby,conference,sales)",
                 "conf-sales@from-proxy:5 Goto(corral-fallback,s,1)",
                 "s@corral-fallback:1 NoOp(corral unavailable: STASISSTATUS=FAILED)",
-                "s@corral-fallback:2 Answer()",
-                "s@corral-fallback:3 Playback(ss-noservice)",
-                "s@corral-fallback:4 Hangup(41)",
+                "s@corral-fallback:2 GotoIf(1?refuse)",
+                "s@corral-fallback:6 Hangup(34)",
             ]
         );
-        // An agent without a queue part: the fallback, no Stasis at all.
+        // An agent without a queue part: the fallback, no Stasis at all:
+        // answered, told, hung up.
         let (rec, _, _) = call(&dp, "agent-x", true);
         assert!(rec.stasis.is_empty());
+        assert!(rec.up, "the treatment answers");
         assert_eq!(
             rec.trace.last().map(String::as_str),
-            Some("s@corral-fallback:4 Hangup(41)")
+            Some("s@corral-fallback:5 Hangup(41)")
         );
     }
 
