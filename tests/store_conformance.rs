@@ -14,8 +14,9 @@ use corral::domain::{
     ChannelId, Epoch, Incarnation, NodeId, NodeState, Role, RoomKey, RoomKind, TokenId,
 };
 use corral::store::{
-    self, Config, Consumed, Error, MemberAdded, MemberRemoved, NodeRegistration, Release,
-    Resolution, RoomFilter, Store, TokenGrant,
+    self, CallArrival, CallPlaced, Config, Consumed, Error, MemberAdded, MemberRemoved,
+    NodeRegistration, QueueSave, RedirectToken, Release, Resolution, RoomFilter, Store, TokenGrant,
+    TokenJoin,
 };
 use support::eventually;
 use support::redis::{Mode, RedisProcess, unique_farm};
@@ -111,6 +112,15 @@ conformance!(
     queue_callers_change_with_their_document,
     race_queue_writers_lose_no_change,
     tokens_carry_the_agent,
+    place_call_joins_on_the_owner_in_one_step,
+    place_call_mints_a_token_for_the_owner_elsewhere,
+    place_call_follows_the_owner_rules,
+    place_call_refuses_a_suspect_choice_but_its_rooms_stay,
+    join_with_token_consumes_once_and_records_the_member,
+    join_with_token_follows_the_member_rules,
+    race_many_placed_calls_one_owner_every_member_there,
+    race_two_token_joins_one_winner,
+    queue_saves_on_a_node_check_it_owns_the_queue,
 );
 
 fn node(s: &str) -> NodeId {
@@ -1218,4 +1228,681 @@ async fn queue_callers_change_with_their_document(s: Arc<dyn Store>) {
         Err(Error::InvalidInput { .. })
     ));
     assert_eq!(s.load_queue(&q).await.unwrap().unwrap().callers.len(), 3);
+}
+
+// ---- the merged call-path operations (one round trip per step) ----------
+
+fn arrival(room: &RoomKey, landing: &str, channel: &str, token: Option<&TokenId>) -> CallArrival {
+    CallArrival {
+        room: room.clone(),
+        landing: node(landing),
+        channel: chan(channel),
+        role: if room.kind == RoomKind::Queue {
+            Role::Caller
+        } else {
+            Role::Participant
+        },
+        redirect: token.map(|t| RedirectToken {
+            token: t.clone(),
+            caller: "\"Bob\" <sip:200@example.com>".to_owned(),
+            hops: 1,
+            agent: None,
+            ttl: Duration::from_secs(30),
+        }),
+    }
+}
+
+/// A call landing on the node the room lives on (or is placed on) is its
+/// member after the one step: placement and member record together, as
+/// `resolve_placement` then `add_member` would leave them; a repeat is
+/// harmless.
+async fn place_call_joins_on_the_owner_in_one_step(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let room = conf("one");
+    let t = TokenId::generate(&mut rand::rng());
+    let first = s
+        .place_call(&arrival(&room, "a", "c1", Some(&t)), &node("a"))
+        .await
+        .unwrap();
+    let CallPlaced::Joined {
+        epoch,
+        members: 1,
+        created: true,
+        previous: None,
+        already: false,
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    // No token is minted when the call stays.
+    assert_eq!(s.peek_token(&t).await.unwrap(), None);
+    // An existing room: the choice is ignored, the member added.
+    assert_eq!(
+        s.place_call(&arrival(&room, "a", "c2", None), &node("b"))
+            .await
+            .unwrap(),
+        CallPlaced::Joined {
+            epoch,
+            members: 2,
+            created: false,
+            previous: None,
+            already: false
+        }
+    );
+    assert_eq!(
+        s.place_call(&arrival(&room, "a", "c2", None), &node("b"))
+            .await
+            .unwrap(),
+        CallPlaced::Joined {
+            epoch,
+            members: 2,
+            created: false,
+            previous: None,
+            already: true
+        }
+    );
+    let d = s.get_room(&room).await.unwrap().unwrap();
+    assert_eq!(
+        (d.placement.node.clone(), d.placement.epoch),
+        (node("a"), epoch)
+    );
+    assert_eq!(d.placement.members, 2);
+    assert_eq!(d.placement.empty_since_ms, None);
+    assert_eq!(
+        d.members
+            .iter()
+            .map(|m| m.channel.clone())
+            .collect::<Vec<_>>(),
+        [chan("c1"), chan("c2")]
+    );
+    assert!(d.members.iter().all(|m| m.role == Role::Participant));
+    // The same bookkeeping as the separate operations: the node's counts,
+    // and the last one out starts the linger.
+    let a = s.list_nodes().await.unwrap();
+    let a = a.iter().find(|n| n.id == node("a")).unwrap();
+    assert_eq!((a.rooms, a.members), (1, 2));
+    for c in ["c1", "c2"] {
+        s.remove_member(&room, &node("a"), &chan(c)).await.unwrap();
+    }
+    assert_eq!(
+        s.release_room(&room, epoch, Duration::ZERO).await.unwrap(),
+        Release::Released
+    );
+    // A queue caller is recorded with its role.
+    let q = RoomKey::parse("queue", "one").unwrap();
+    s.place_call(&arrival(&q, "b", "q1", None), &node("b"))
+        .await
+        .unwrap();
+    let d = s.get_room(&q).await.unwrap().unwrap();
+    assert_eq!(d.members[0].role, Role::Caller);
+}
+
+/// A call landing away from its room gets, in the same step, a token bound
+/// to the owner (grant: its room, from the landing node, its channel); no
+/// member is recorded, and no token is minted when none is asked for.
+async fn place_call_mints_a_token_for_the_owner_elsewhere(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let room = conf("away");
+    let (_, e, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    let t = TokenId::generate(&mut rand::rng());
+    let placed = s
+        .place_call(&arrival(&room, "b", "x1", Some(&t)), &node("b"))
+        .await
+        .unwrap();
+    let CallPlaced::Elsewhere {
+        owner: o,
+        epoch,
+        created: false,
+        previous: None,
+        token: Some(record),
+    } = placed
+    else {
+        panic!("{placed:?}")
+    };
+    assert_eq!((o, epoch), (node("a"), e));
+    assert_eq!(record.grant.room, room);
+    assert_eq!(
+        (record.grant.from.clone(), record.grant.to.clone()),
+        (node("b"), node("a"))
+    );
+    assert_eq!(record.grant.channel, chan("x1"));
+    assert_eq!(record.grant.hops, 1);
+    assert_eq!(record.grant.caller, "\"Bob\" <sip:200@example.com>");
+    assert!(record.expires_ms >= record.minted_ms + 30_000);
+    assert_eq!(s.peek_token(&t).await.unwrap(), Some(record.clone()));
+    assert_eq!(
+        s.get_room(&room).await.unwrap().unwrap().placement.members,
+        0
+    );
+    // Only the owner consumes it.
+    assert!(matches!(
+        s.consume_token(&t, &node("b")).await.unwrap(),
+        Consumed::WrongNode(_)
+    ));
+    assert_eq!(
+        s.consume_token(&t, &node("a")).await.unwrap(),
+        Consumed::Ok(record)
+    );
+    // No token asked for (past the hop limit): the owner only.
+    assert_eq!(
+        s.place_call(&arrival(&room, "b", "x2", None), &node("b"))
+            .await
+            .unwrap(),
+        CallPlaced::Elsewhere {
+            owner: node("a"),
+            epoch: e,
+            created: false,
+            previous: None,
+            token: None
+        }
+    );
+    // A new room placed by the choice on another node: created there.
+    let t2 = TokenId::generate(&mut rand::rng());
+    let placed = s
+        .place_call(&arrival(&conf("new"), "b", "x3", Some(&t2)), &node("a"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&placed, CallPlaced::Elsewhere { owner, created: true, token: Some(_), .. } if *owner == node("a")),
+        "{placed:?}"
+    );
+    // An agent's token carries the agent.
+    let q = RoomKey::parse("queue", "help").unwrap();
+    s.resolve_placement(&q, &node("a")).await.unwrap();
+    let t3 = TokenId::generate(&mut rand::rng());
+    let mut a = arrival(&q, "b", "x4", Some(&t3));
+    a.role = Role::Agent;
+    if let Some(r) = a.redirect.as_mut() {
+        r.agent = Some(corral::domain::AgentId::new("ann").unwrap());
+    }
+    s.place_call(&a, &node("b")).await.unwrap();
+    let rec = s.peek_token(&t3).await.unwrap().unwrap();
+    assert_eq!(
+        rec.grant.agent.map(|a| a.to_string()),
+        Some("ann".to_owned())
+    );
+    // Bad input is refused before anything is written.
+    let mut long = arrival(&conf("long"), "b", "x5", Some(&t3));
+    if let Some(r) = long.redirect.as_mut() {
+        r.caller = "x".repeat(store::MAX_CALLER_LEN + 1);
+    }
+    assert!(matches!(
+        s.place_call(&long, &node("a")).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(s.get_room(&conf("long")).await.unwrap().is_none());
+}
+
+/// The owner rules of `resolve_placement` hold inside `place_call`: an
+/// ineligible choice writes nothing; a down owner is replaced by the
+/// choice with a larger epoch and the room starts empty.
+async fn place_call_follows_the_owner_rules(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b", "d"]).await;
+    s.set_node_drain(&node("d"), true).await.unwrap();
+    let room = conf("rules");
+    for choice in ["d", "zz"] {
+        assert_eq!(
+            s.place_call(&arrival(&room, "a", "c1", None), &node(choice))
+                .await
+                .unwrap(),
+            CallPlaced::ChoiceIneligible { node: node(choice) }
+        );
+    }
+    assert!(s.get_room(&room).await.unwrap().is_none());
+    // A draining owner keeps its room and takes joiners.
+    let (_, e, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    s.add_member(&room, &node("a"), &chan("old"), Role::Participant)
+        .await
+        .unwrap();
+    s.set_node_drain(&node("a"), true).await.unwrap();
+    assert!(matches!(
+        s.place_call(&arrival(&room, "a", "c2", None), &node("b")).await.unwrap(),
+        CallPlaced::Joined { epoch, members: 2, created: false, .. } if epoch == e
+    ));
+    // A down owner: the choice takes the room, empty, with a larger epoch.
+    s.set_node_health(&node("a"), false).await.unwrap();
+    s.register_node(&reg("a", "00:00:00:00:00:a"))
+        .await
+        .unwrap();
+    let placed = s
+        .place_call(&arrival(&room, "b", "c3", None), &node("b"))
+        .await
+        .unwrap();
+    let CallPlaced::Joined {
+        epoch: e2,
+        members: 1,
+        created: true,
+        already: false,
+        ..
+    } = placed
+    else {
+        panic!("{placed:?}")
+    };
+    assert!(e2 > e);
+    let d = s.get_room(&room).await.unwrap().unwrap();
+    assert_eq!(d.placement.node, node("b"));
+    assert_eq!(
+        d.members
+            .iter()
+            .map(|m| m.channel.clone())
+            .collect::<Vec<_>>(),
+        [chan("c3")]
+    );
+}
+
+/// The suspect rule of `resolve_placement` holds inside `place_call`: a
+/// suspect node (a failed health check) is refused as the choice for a new
+/// room and nothing is written, while the rooms it has keep their calls
+/// (an arrival there joins, a token for it joins, a call landing elsewhere
+/// gets a token for it); cleared, it is eligible again.
+async fn place_call_refuses_a_suspect_choice_but_its_rooms_stay(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let (kept, new) = (conf("kept"), conf("new"));
+    let (_, e, _, _) = owner(s.resolve_placement(&kept, &node("a")).await.unwrap());
+    s.set_node_suspect(&node("a"), true).await.unwrap();
+    let t = TokenId::generate(&mut rand::rng());
+    assert_eq!(
+        s.place_call(&arrival(&new, "a", "n1", Some(&t)), &node("a"))
+            .await
+            .unwrap(),
+        CallPlaced::ChoiceIneligible { node: node("a") }
+    );
+    assert!(s.get_room(&new).await.unwrap().is_none());
+    assert_eq!(s.peek_token(&t).await.unwrap(), None);
+    // Its room stays, with its joiners: landing there, or by token.
+    assert_eq!(
+        s.place_call(&arrival(&kept, "a", "k1", None), &node("b"))
+            .await
+            .unwrap(),
+        CallPlaced::Joined {
+            epoch: e,
+            members: 1,
+            created: false,
+            previous: None,
+            already: false
+        }
+    );
+    let placed = s
+        .place_call(&arrival(&kept, "b", "k2", Some(&t)), &node("b"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&placed, CallPlaced::Elsewhere { owner, epoch, created: false, token: Some(_), .. }
+            if *owner == node("a") && *epoch == e),
+        "{placed:?}"
+    );
+    assert!(matches!(
+        s.join_with_token(&t, &node("a"), &chan("k2"))
+            .await
+            .unwrap(),
+        TokenJoin::Joined {
+            member: MemberAdded::Added {
+                members: 2,
+                claimed: false,
+                ..
+            },
+            ..
+        }
+    ));
+    // Cleared: eligible again.
+    s.set_node_suspect(&node("a"), false).await.unwrap();
+    assert!(matches!(
+        s.place_call(&arrival(&new, "a", "n1", None), &node("a"))
+            .await
+            .unwrap(),
+        CallPlaced::Joined { created: true, .. }
+    ));
+}
+
+/// A token arriving on its node is consumed and its call recorded in the
+/// token's room in one step, with the role its grant implies; after, the
+/// token is its channel's alone (a retry by it joins again, harmlessly);
+/// wrong node, expired and unknown tokens record nothing.
+async fn join_with_token_consumes_once_and_records_the_member(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let room = conf("tok");
+    let (_, e, _, _) = owner(s.resolve_placement(&room, &node("b")).await.unwrap());
+    let t = TokenId::generate(&mut rand::rng());
+    s.mint_token(&t, &grant(&room, "a", "b"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.join_with_token(&t, &node("a"), &chan("y1"))
+            .await
+            .unwrap(),
+        TokenJoin::NotConsumed(Consumed::WrongNode(_))
+    ));
+    assert_eq!(
+        s.get_room(&room).await.unwrap().unwrap().placement.members,
+        0
+    );
+    let joined = s
+        .join_with_token(&t, &node("b"), &chan("y1"))
+        .await
+        .unwrap();
+    let TokenJoin::Joined { record, member } = joined else {
+        panic!("{joined:?}")
+    };
+    assert_eq!(record.grant, grant(&room, "a", "b"));
+    assert_eq!(
+        member,
+        MemberAdded::Added {
+            epoch: e,
+            members: 1,
+            claimed: false
+        }
+    );
+    let d = s.get_room(&room).await.unwrap().unwrap();
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(
+        (d.members[0].channel.clone(), d.members[0].role),
+        (chan("y1"), Role::Participant)
+    );
+    // The token is the consuming channel's: its retry (after a timeout
+    // that may have consumed it) gets it again and finds itself a member
+    // already; any other channel, or the same one on another node, finds
+    // nothing, and nobody can peek at it or consume it plainly.
+    assert_eq!(
+        s.join_with_token(&t, &node("b"), &chan("y1"))
+            .await
+            .unwrap(),
+        TokenJoin::Joined {
+            record: record.clone(),
+            member: MemberAdded::AlreadyMember {
+                epoch: e,
+                members: 1
+            }
+        }
+    );
+    for (n, c) in [("b", "y2"), ("a", "y1")] {
+        assert_eq!(
+            s.join_with_token(&t, &node(n), &chan(c)).await.unwrap(),
+            TokenJoin::NotConsumed(Consumed::Unknown),
+            "{n}/{c}"
+        );
+    }
+    assert_eq!(
+        s.consume_token(&t, &node("b")).await.unwrap(),
+        Consumed::Unknown
+    );
+    assert_eq!(
+        s.consume_token_as(&t, &node("b"), &chan("y1"))
+            .await
+            .unwrap(),
+        Consumed::Ok(record.clone()),
+        "the same consumer, through consume_token_as"
+    );
+    assert_eq!(s.peek_token(&t).await.unwrap(), None);
+    assert_eq!(
+        s.get_room(&room).await.unwrap().unwrap().placement.members,
+        1
+    );
+    // Queue tokens: an agent's grant records an agent, else a caller.
+    let q = RoomKey::parse("queue", "tq").unwrap();
+    s.resolve_placement(&q, &node("b")).await.unwrap();
+    let mut g = grant(&q, "a", "b");
+    let (ta, tc) = (
+        TokenId::generate(&mut rand::rng()),
+        TokenId::generate(&mut rand::rng()),
+    );
+    s.mint_token(&tc, &g, Duration::from_secs(30))
+        .await
+        .unwrap();
+    g.agent = Some(corral::domain::AgentId::new("ann").unwrap());
+    s.mint_token(&ta, &g, Duration::from_secs(30))
+        .await
+        .unwrap();
+    s.join_with_token(&tc, &node("b"), &chan("qc"))
+        .await
+        .unwrap();
+    s.join_with_token(&ta, &node("b"), &chan("qa"))
+        .await
+        .unwrap();
+    let roles: Vec<_> = s
+        .get_room(&q)
+        .await
+        .unwrap()
+        .unwrap()
+        .members
+        .into_iter()
+        .map(|m| (m.channel, m.role))
+        .collect();
+    assert_eq!(
+        roles,
+        [(chan("qa"), Role::Agent), (chan("qc"), Role::Caller)]
+    );
+    // Expired: not consumed, nothing recorded.
+    let tx = TokenId::generate(&mut rand::rng());
+    s.mint_token(&tx, &grant(&room, "a", "b"), Duration::from_millis(100))
+        .await
+        .unwrap();
+    eventually(WAIT, "the token expires", || {
+        let s = s.clone();
+        let tx = tx.clone();
+        async move {
+            match s.peek_token(&tx).await.unwrap() {
+                Some(r)
+                    if s.consume_token(&tx, &node("zz"))
+                        .await
+                        .is_ok_and(|c| matches!(c, Consumed::Expired(_))) =>
+                {
+                    Some(r)
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(matches!(
+        s.join_with_token(&tx, &node("b"), &chan("late"))
+            .await
+            .unwrap(),
+        TokenJoin::NotConsumed(Consumed::Expired(_))
+    ));
+    assert_eq!(
+        s.get_room(&room).await.unwrap().unwrap().placement.members,
+        1
+    );
+}
+
+/// `add_member`'s rules hold inside `join_with_token`: a room that lives
+/// elsewhere now answers `Moved` (the token is used up all the same); an
+/// unplaced room is claimed by the node; a down node records nothing.
+async fn join_with_token_follows_the_member_rules(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b", "c"]).await;
+    let moved = conf("moved");
+    let (_, e, _, _) = owner(s.resolve_placement(&moved, &node("c")).await.unwrap());
+    let t = TokenId::generate(&mut rand::rng());
+    s.mint_token(&t, &grant(&moved, "a", "b"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let r = s
+        .join_with_token(&t, &node("b"), &chan("m1"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r, TokenJoin::Joined { member: MemberAdded::Moved { owner, epoch }, .. } if *owner == node("c") && *epoch == e),
+        "{r:?}"
+    );
+    assert_eq!(s.peek_token(&t).await.unwrap(), None);
+    // Released meanwhile: claimed by the node the token arrived on.
+    let gone = conf("gone");
+    let t = TokenId::generate(&mut rand::rng());
+    s.mint_token(&t, &grant(&gone, "a", "b"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let r = s
+        .join_with_token(&t, &node("b"), &chan("g1"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &r,
+            TokenJoin::Joined {
+                member: MemberAdded::Added {
+                    members: 1,
+                    claimed: true,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        s.get_room(&gone).await.unwrap().unwrap().placement.node,
+        node("b")
+    );
+    // A down node: consumed, nothing recorded.
+    let lost = conf("lost");
+    let t = TokenId::generate(&mut rand::rng());
+    s.mint_token(&t, &grant(&lost, "a", "b"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    s.set_node_health(&node("b"), false).await.unwrap();
+    let r = s
+        .join_with_token(&t, &node("b"), &chan("l1"))
+        .await
+        .unwrap();
+    assert!(matches!(r, TokenJoin::NodeUnavailable { .. }), "{r:?}");
+    assert!(s.get_room(&lost).await.unwrap().is_none());
+    assert_eq!(s.peek_token(&t).await.unwrap(), None);
+}
+
+/// Calls racing into a new room from every node: one owner, every call
+/// that landed there recorded, every other one holding a token for it.
+async fn race_many_placed_calls_one_owner_every_member_there(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b", "c"]).await;
+    let room = conf("rush");
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let s = s.clone();
+            let room = room.clone();
+            tokio::spawn(async move {
+                let landing = ["a", "b", "c"][i % 3];
+                let t = TokenId::generate(&mut rand::rng());
+                let a = arrival(&room, landing, &format!("k{i}"), Some(&t));
+                (landing, s.place_call(&a, &node(landing)).await.unwrap())
+            })
+        })
+        .collect();
+    let mut owners = std::collections::HashSet::new();
+    let mut joined = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (landing, CallPlaced::Joined { .. }) => {
+                owners.insert(node(landing));
+                joined += 1;
+            }
+            (
+                _,
+                CallPlaced::Elsewhere {
+                    owner,
+                    token: Some(r),
+                    ..
+                },
+            ) => {
+                assert_eq!(r.grant.to, owner);
+                owners.insert(owner);
+            }
+            (_, other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    let d = s.get_room(&room).await.unwrap().unwrap();
+    assert!(owners.contains(&d.placement.node));
+    assert_eq!(d.members.len(), joined);
+    assert_eq!(joined, 20);
+}
+
+/// Two arrivals of one token: one consumes it and is recorded, the other
+/// finds nothing and records nothing.
+async fn race_two_token_joins_one_winner(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let room = conf("twice");
+    s.resolve_placement(&room, &node("b")).await.unwrap();
+    for i in 0..20 {
+        let t = TokenId::generate(&mut rand::rng());
+        s.mint_token(&t, &grant(&room, "a", "b"), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..2)
+            .map(|k| {
+                let s = s.clone();
+                let t = t.clone();
+                tokio::spawn(async move {
+                    s.join_with_token(&t, &node("b"), &chan(&format!("w{i}-{k}")))
+                        .await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for task in tasks {
+            match task.await.unwrap().unwrap() {
+                TokenJoin::Joined { .. } => wins += 1,
+                TokenJoin::NotConsumed(Consumed::Unknown) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(wins, 1);
+    }
+    assert_eq!(s.get_room(&room).await.unwrap().unwrap().members.len(), 20);
+}
+
+/// The queue engine's save on a node is the compare-and-set of
+/// `save_queue_parts` plus an owner check in the same step: written only
+/// while that node owns the queue's room and is up; else nothing changes
+/// and the answer names the owner now.
+async fn queue_saves_on_a_node_check_it_owns_the_queue(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let q = qname("line");
+    let room = RoomKey::new(RoomKind::Queue, q.clone());
+    let add = [(1u64, "{\"c\":1}".to_owned())];
+    assert_eq!(
+        s.save_queue_on(&q, &node("a"), 0, "{}", &[], &add)
+            .await
+            .unwrap(),
+        QueueSave::Moved(None),
+        "an unplaced queue"
+    );
+    s.resolve_placement(&room, &node("a")).await.unwrap();
+    assert_eq!(
+        s.save_queue_on(&q, &node("b"), 0, "{}", &[], &add)
+            .await
+            .unwrap(),
+        QueueSave::Moved(Some(node("a")))
+    );
+    assert_eq!(s.load_queue(&q).await.unwrap(), None);
+    assert_eq!(
+        s.save_queue_on(&q, &node("a"), 0, "{\"v\":1}", &[], &add)
+            .await
+            .unwrap(),
+        QueueSave::Saved(1)
+    );
+    assert_eq!(
+        s.save_queue_on(&q, &node("a"), 0, "{\"v\":2}", &[], &[])
+            .await
+            .unwrap(),
+        QueueSave::Conflict
+    );
+    assert_eq!(
+        s.save_queue_on(&q, &node("a"), 1, "{\"v\":2}", &[1], &[])
+            .await
+            .unwrap(),
+        QueueSave::Saved(2)
+    );
+    let d = s.load_queue(&q).await.unwrap().unwrap();
+    assert_eq!(
+        (d.version, d.doc.as_str(), d.callers.len()),
+        (2, "{\"v\":2}", 0)
+    );
+    // The owner down: nothing is saved.
+    s.set_node_health(&node("a"), false).await.unwrap();
+    assert!(matches!(
+        s.save_queue_on(&q, &node("a"), 2, "{\"v\":3}", &[], &[])
+            .await
+            .unwrap(),
+        QueueSave::Moved(_)
+    ));
+    assert_eq!(s.queue_version(&q).await.unwrap(), 2);
 }

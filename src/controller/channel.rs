@@ -229,6 +229,10 @@ pub(crate) struct NodeState {
     /// Rooms with calls bridged here that another node owns, since when
     /// the split was detected (for its duration when healed).
     pub(crate) splits: HashMap<RoomKey, Instant>,
+    /// Tokens of redirects from this node whose arrival is awaited, true
+    /// once this replica consumed one on its destination: the redirect's
+    /// watcher then needs no store read to confirm it.
+    pub(crate) redirects: HashMap<TokenId, bool>,
     /// Channels whose moves away failed: how many, and when the last one
     /// was found failed (the next try waits a backoff from there).
     pub(crate) move_failures: HashMap<ChannelId, (u32, Instant)>,
@@ -282,6 +286,7 @@ impl NodeState {
             bridges: HashSet::new(),
             room_bridges: HashMap::new(),
             splits: HashMap::new(),
+            redirects: HashMap::new(),
             move_failures: HashMap::new(),
             incarnation: None,
             bridge_use: HashMap::new(),

@@ -45,13 +45,16 @@ use super::decide::{
     self, Admit, AfterToken, Arrival, BridgedFix, HandBack, How, MoveFailure, OwnerFact,
     PlaceFacts, Placing, RoomFacts, Step, UnhandledFix,
 };
-use super::owner::NoOwner;
+use super::owner::{NoOwner, Prepared};
 use super::rooms::MoveFailed;
 use super::{Controller, FarmEvent};
 use crate::ari::rest::Channel;
 use crate::domain::{ChannelId, NodeId, RoomKey, RoomKind, TokenId};
 use crate::retry::Backoff;
-use crate::store::{Consumed, MemberAdded, RoomFilter, TokenGrant};
+use crate::store::{
+    CallArrival, Consumed, MemberAdded, RedirectToken, RoomFilter, TokenGrant, TokenJoin,
+    TokenRecord,
+};
 use crate::telemetry::{JoinKind, RedirectOutcome, TokenOutcome};
 
 /// A join whose ARI calls failed past their own retries while the call is
@@ -173,15 +176,17 @@ impl Controller {
         }
     }
 
-    /// A call arrived with a token in its extension.
+    /// A call arrived with a token in its extension: consumed and, when
+    /// consumed, recorded in its room in one store round trip
+    /// ([`crate::store::Store::join_with_token`]).
     async fn on_token(&self, call: Call<'_>, token: &TokenId) {
         let node = call.node;
         // A join that failed after the token was consumed, retried: the
         // token is this channel's already.
         let held = node.with(|s| s.held_token(call.chan));
         let retry = held.is_some();
-        let checked = match held {
-            Some(rec) => Checked::Store(Consumed::Ok(rec)),
+        let (checked, prepared) = match held {
+            Some(rec) => (Checked::Store(Consumed::Ok(rec)), Prepared::Nothing),
             None => self.check_token(call, token).await,
         };
         let answer = match &checked {
@@ -196,7 +201,7 @@ impl Controller {
                         .metrics
                         .redirect(&rec.grant.from, RedirectOutcome::Confirmed);
                 }
-                self.carry_out(call, &p, Step::JoinHere).await;
+                self.carry_out(call, &p, Step::JoinHere, prepared).await;
             }
             AfterToken::Replace(p) => {
                 tracing::info!(node = %node.id, room = %p.room, token = token.prefix(), "token re-resolved");
@@ -209,6 +214,7 @@ impl Controller {
                     call,
                     &p,
                     Step::Degraded(decide::DegradedReason::StoreUnavailable),
+                    Prepared::Nothing,
                 )
                 .await;
             }
@@ -216,12 +222,15 @@ impl Controller {
         }
     }
 
-    /// Consumes `token` on the call's node. While the store does not
-    /// answer, a token this replica minted is used from its memory; any
-    /// other waits in Stasis, still ringing (a 180 is sent once), asking
-    /// again with backoff, for at most `token_store_wait`
+    /// Consumes `token` on the call's node and, when consumed, records the
+    /// call in the token's room, in one store round trip
+    /// ([`crate::store::Store::join_with_token`]); the member record's
+    /// answer comes back as [`Prepared::Recorded`] for the join. While the
+    /// store does not answer, a token this replica minted is used from its
+    /// memory; any other waits in Stasis, still ringing (a 180 is sent
+    /// once), asking again with backoff, for at most `token_store_wait`
     /// ([`decide::token_store_silent`]).
-    async fn check_token(&self, call: Call<'_>, token: &TokenId) -> Checked {
+    async fn check_token(&self, call: Call<'_>, token: &TokenId) -> (Checked, Prepared) {
         let node = call.node;
         let started = Instant::now();
         let mut backoff = self.store_backoff();
@@ -229,23 +238,37 @@ impl Controller {
         loop {
             let t = Instant::now();
             // By this channel: a retry after a timeout that consumed the
-            // token anyway gets it again.
-            let c = self
+            // token anyway gets it again (and its member record, again).
+            let joined = self
                 .inner
                 .store
-                .consume_token_as(token, &node.id, call.chan)
+                .join_with_token(token, &node.id, call.chan)
                 .await;
             self.inner
                 .metrics
-                .store_latency("consume_token", t.elapsed());
-            let e = match c {
-                Ok(c) => {
+                .store_latency("join_with_token", t.elapsed());
+            let e = match joined {
+                Ok(joined) => {
                     self.inner.minted.forget(token);
+                    let (c, prepared) = match joined {
+                        TokenJoin::Joined { record, member } => {
+                            (Consumed::Ok(record), Prepared::Recorded(Ok(member)))
+                        }
+                        TokenJoin::NodeUnavailable { record } => {
+                            let refused = crate::store::Error::NodeUnavailable {
+                                node: node.id.clone(),
+                                room: record.grant.room.clone(),
+                            };
+                            (Consumed::Ok(record), Prepared::Recorded(Err(refused)))
+                        }
+                        TokenJoin::NotConsumed(c) => (c, Prepared::Nothing),
+                    };
                     if let Consumed::Ok(rec) = &c {
                         node.with(|s| s.hold_token(call.chan, rec.clone()));
+                        self.redirect_arrived(&rec.grant.from, token);
                     }
                     self.inner.metrics.token(&node.id, TokenOutcome::of(&c));
-                    return Checked::Store(c);
+                    return (Checked::Store(c), prepared);
                 }
                 Err(e) => e,
             };
@@ -259,7 +282,10 @@ impl Controller {
                     self.inner
                         .metrics
                         .token(&node.id, TokenOutcome::UsedLocally);
-                    return known.map_or(Checked::Unchecked, Checked::Local);
+                    return (
+                        known.map_or(Checked::Unchecked, Checked::Local),
+                        Prepared::Nothing,
+                    );
                 }
                 decide::StoreSilent::Wait => {
                     if !waiting {
@@ -277,31 +303,54 @@ impl Controller {
                         .delay_for(e.retry())
                         .unwrap_or(super::STORE_RETRY_INITIAL);
                     if !self.sleep_unless_stopped(pause).await {
-                        return Checked::Unchecked;
+                        return (Checked::Unchecked, Prepared::Nothing);
                     }
                 }
                 decide::StoreSilent::GiveUp => {
                     tracing::warn!(node = %node.id, channel = %call.chan, reason = %e,
                         waited_ms = started.elapsed().as_millis() as u64, "token not checked (store unavailable)");
-                    return Checked::Unchecked;
+                    return (Checked::Unchecked, Prepared::Nothing);
                 }
             }
         }
     }
 
-    /// Places a call: asks the owner decision, then carries out the step.
+    /// Places a call: the owner decision, with the member record or the
+    /// redirect token it leads to, in one store round trip
+    /// ([`Controller::owner_for_call`]); then carries out the step.
     async fn place(&self, call: Call<'_>, p: Placing) {
-        let owner = self.owner(&p.room, Some(&call.node.id)).await;
-        let fact = match &owner {
-            Ok(o) => OwnerFact::Node(&o.node),
-            Err(NoOwner::NoEligibleNode) => OwnerFact::NoEligibleNode,
+        // A token is minted with the decision unless the call may not be
+        // redirected again (past the hop limit it joins as a split).
+        let redirect = (p.hops < self.inner.cfg.hop_limit).then(|| RedirectToken {
+            token: TokenId::generate(&mut rand::rng()),
+            caller: call.channel.caller.number.chars().take(64).collect(),
+            hops: p.hops + 1,
+            agent: p.who.agent().cloned(),
+            ttl: self.inner.cfg.token_ttl,
+        });
+        let arrival = CallArrival {
+            room: p.room.clone(),
+            landing: call.node.id.clone(),
+            channel: call.chan.clone(),
+            role: p.who.role(),
+            redirect,
+        };
+        let placed = self.owner_for_call(&arrival).await;
+        let (fact, prepared) = match placed {
+            Ok((o, prepared)) => (Some(o.node), prepared),
+            Err(NoOwner::NoEligibleNode) => (None, Prepared::Nothing),
             Err(NoOwner::StoreUnavailable(e)) => {
                 tracing::warn!(room = %p.room, node = %call.node.id, reason = %e, "store unavailable; joining where the call landed");
-                OwnerFact::StoreUnavailable
+                let step = decide::place(&self.facts(call, &p, OwnerFact::StoreUnavailable));
+                return self.carry_out(call, &p, step, Prepared::Nothing).await;
             }
         };
+        let fact = match &fact {
+            Some(n) => OwnerFact::Node(n),
+            None => OwnerFact::NoEligibleNode,
+        };
         let step = decide::place(&self.facts(call, &p, fact));
-        self.carry_out(call, &p, step).await;
+        self.carry_out(call, &p, step, prepared).await;
     }
 
     fn facts<'a>(&'a self, call: Call<'a>, p: &Placing, owner: OwnerFact<'a>) -> PlaceFacts<'a> {
@@ -352,17 +401,37 @@ impl Controller {
     }
 
     /// Carries out `step` for `call`, and the steps its outcome leads to.
-    async fn carry_out(&self, call: Call<'_>, p: &Placing, mut step: Step) {
+    /// `prepared` is the store work the decision's round trip did already
+    /// (the member record, or the token for the owner): the first step that
+    /// can use it does, instead of another round trip.
+    async fn carry_out(&self, call: Call<'_>, p: &Placing, mut step: Step, prepared: Prepared) {
+        let mut prepared = Some(prepared);
         loop {
             step = match step {
-                Step::JoinHere => match self.join_here(call, p).await {
-                    Some(next) => next,
-                    None => return,
-                },
-                Step::Redirect { to, hops } => match self.redirect(call, p, &to, hops).await {
-                    Some(next) => next,
-                    None => return,
-                },
+                Step::JoinHere => {
+                    let next = match prepared.take() {
+                        Some(Prepared::Recorded(added)) => self.joined_here(call, p, added).await,
+                        _ => self.join_here(call, p).await,
+                    };
+                    match next {
+                        Some(next) => next,
+                        None => return,
+                    }
+                }
+                Step::Redirect { to, hops } => {
+                    let minted = match prepared.take() {
+                        Some(Prepared::Minted(token, rec))
+                            if rec.grant.to == to && rec.grant.hops == hops =>
+                        {
+                            Some((token, rec))
+                        }
+                        _ => None,
+                    };
+                    match self.redirect(call, p, &to, hops, minted).await {
+                        Some(next) => next,
+                        None => return,
+                    }
+                }
                 Step::JoinSplit { owner } => return self.join_split(call, &p.room, &owner).await,
                 Step::Degraded(reason) => {
                     self.inner.metrics.degraded(&call.node.id, reason.as_str());
@@ -384,14 +453,27 @@ impl Controller {
     /// room moved meanwhile (the call is still ringing: the next step moves
     /// it) or not answer (degraded).
     async fn join_here(&self, call: Call<'_>, p: &Placing) -> Option<Step> {
-        let (node, chan, room) = (call.node, call.chan, &p.room);
         let t = Instant::now();
         let added = self
             .inner
             .store
-            .add_member(room, &node.id, chan, p.who.role())
+            .add_member(&p.room, &call.node.id, call.chan, p.who.role())
             .await;
         self.inner.metrics.store_latency("add_member", t.elapsed());
+        self.joined_here(call, p, added).await
+    }
+
+    /// Carries on from the member record's answer `added`: bridges the
+    /// call (or hands it to the queue engine); a room that moved meanwhile
+    /// leads to the next step, a store that did not answer to a degraded
+    /// join.
+    async fn joined_here(
+        &self,
+        call: Call<'_>,
+        p: &Placing,
+        added: Result<MemberAdded, crate::store::Error>,
+    ) -> Option<Step> {
+        let (node, chan, room) = (call.node, call.chan, &p.room);
         let (epoch, members, claimed) = match added {
             Ok(MemberAdded::Added {
                 epoch,
@@ -531,19 +613,53 @@ impl Controller {
 
     /// Mints a token for `to` and redirects the ringing call there; a
     /// failure is decided by [`decide::after_move_failed`].
-    async fn redirect(&self, call: Call<'_>, p: &Placing, to: &NodeId, hops: u32) -> Option<Step> {
+    /// `minted` is the token the decision's round trip minted for `to`
+    /// already, with its record (else one is minted now). Either way its
+    /// grant is kept in this replica too ([`super::minted`]), for its
+    /// arrival while the store does not answer.
+    async fn redirect(
+        &self,
+        call: Call<'_>,
+        p: &Placing,
+        to: &NodeId,
+        hops: u32,
+        minted: Option<(TokenId, TokenRecord)>,
+    ) -> Option<Step> {
         let node = call.node;
         let target = self.sip_host(to)?;
-        let grant = TokenGrant {
-            room: p.room.clone(),
-            from: node.id.clone(),
-            to: to.clone(),
-            channel: call.chan.clone(),
-            caller: call.channel.caller.number.chars().take(64).collect(),
-            hops,
-            agent: p.who.agent().cloned(),
+        let sent = match minted {
+            Some((token, rec)) => {
+                self.inner.metrics.token(&node.id, TokenOutcome::Minted);
+                self.inner.minted.keep(
+                    &token,
+                    &rec.grant,
+                    self.inner.cfg.token_ttl,
+                    Instant::now(),
+                );
+                // Expected before the redirect: its arrival may be handled
+                // before the redirect's answer.
+                node.with(|s| s.redirects.insert(token.clone(), false));
+                let sent = self.send_minted(node, call.chan, &token, &target).await;
+                if sent.is_err() {
+                    node.with(|s| s.redirects.remove(&token));
+                }
+                sent.map(|endpoint| (token, endpoint))
+                    .map_err(MoveFailed::Redirect)
+            }
+            None => {
+                let grant = TokenGrant {
+                    room: p.room.clone(),
+                    from: node.id.clone(),
+                    to: to.clone(),
+                    channel: call.chan.clone(),
+                    caller: call.channel.caller.number.chars().take(64).collect(),
+                    hops,
+                    agent: p.who.agent().cloned(),
+                };
+                self.send_with_token(node, grant, &target).await
+            }
         };
-        let failure = match self.send_with_token(node, grant, &target).await {
+        let failure = match sent {
             Ok((token, _)) => {
                 self.inner.metrics.call_setup(call.started.elapsed());
                 tracing::debug!(node = %node.id, room = %p.room, owner = %to, token = token.prefix(), "redirected");
@@ -577,8 +693,15 @@ impl Controller {
     fn watch_redirect(&self, node: Arc<NodeRuntime>, token: TokenId, room: RoomKey) {
         let ctrl = self.clone();
         let deadline = self.inner.cfg.redirect_deadline;
+        node.with(|s| {
+            s.redirects.entry(token.clone()).or_insert(false);
+        });
         self.inner.tracker.spawn(async move {
             if !ctrl.sleep_unless_stopped(deadline).await {
+                return;
+            }
+            // Its arrival handled here: confirmed without asking the store.
+            if node.with(|s| s.redirects.remove(&token)) == Some(true) {
                 return;
             }
             match ctrl.inner.store.peek_token(&token).await {
@@ -598,6 +721,18 @@ impl Controller {
                 Err(e) => tracing::debug!(reason = %e, "redirect not checked (store unavailable)"),
             }
         });
+    }
+
+    /// A token minted on `from` arrived here and was consumed: the
+    /// redirect watcher of `from` needs no store read to know.
+    fn redirect_arrived(&self, from: &NodeId, token: &TokenId) {
+        if let Some(from) = self.inner.nodes.get(from) {
+            from.with(|s| {
+                if let Some(arrived) = s.redirects.get_mut(token) {
+                    *arrived = true;
+                }
+            });
+        }
     }
 
     /// Gives a call corral cannot place back to the dialplan (`continue`),

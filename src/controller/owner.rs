@@ -20,8 +20,8 @@
 use std::time::Instant;
 
 use super::{Controller, FarmEvent};
-use crate::domain::{Epoch, NodeId, RoomKey};
-use crate::store::Resolution;
+use crate::domain::{Epoch, NodeId, RoomKey, TokenId};
+use crate::store::{CallArrival, CallPlaced, MemberAdded, Resolution, TokenRecord};
 
 /// A room's owner, as the store decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,12 +58,12 @@ impl Controller {
     ) -> Result<Owner, NoOwner> {
         for _ in 0..2 {
             let choice = {
+                // Read in place (no copy of the node records per decision).
                 let view = self
                     .inner
                     .view
                     .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 self.inner
                     .policy
                     .lock()
@@ -110,6 +110,125 @@ impl Controller {
                     self.refresh_view().await;
                 }
             }
+        }
+        Err(NoOwner::NoEligibleNode)
+    }
+}
+
+/// What the call path's one-step arrival ([`Controller::owner_for_call`])
+/// did besides deciding the owner, for the executor to carry on from.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// Nothing: the next step does its own store work.
+    Nothing,
+    /// The member record's answer (the room lives here): the join goes
+    /// straight to ARI. An error is the store's refusal (a down node).
+    Recorded(Result<MemberAdded, crate::store::Error>),
+    /// A token minted for the owner: the redirect goes straight to ARI.
+    Minted(TokenId, TokenRecord),
+}
+
+impl Controller {
+    /// The owner decision of [`Controller::owner`] and, in the same store
+    /// round trip ([`crate::store::Store::place_call`]), the member record
+    /// when the room lives on `call.landing`, or the redirect token for its
+    /// owner when it lives elsewhere.
+    ///
+    /// # Errors
+    /// [`NoOwner`]: no eligible node, or the store did not answer.
+    pub(crate) async fn owner_for_call(
+        &self,
+        call: &CallArrival,
+    ) -> Result<(Owner, Prepared), NoOwner> {
+        for _ in 0..2 {
+            let choice = {
+                let view = self
+                    .inner
+                    .view
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.inner
+                    .policy
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .choose(&call.room, Some(&call.landing), &view)
+            };
+            let Some(choice) = choice else {
+                self.refresh_view().await;
+                continue;
+            };
+            let started = Instant::now();
+            let placed = self.inner.store.place_call(call, &choice).await;
+            self.inner
+                .metrics
+                .store_latency("place_call", started.elapsed());
+            let (node, epoch, created, previous, prepared) =
+                match placed.map_err(NoOwner::StoreUnavailable)? {
+                    CallPlaced::Joined {
+                        epoch,
+                        members,
+                        created,
+                        previous,
+                        already,
+                    } => {
+                        let added = if already {
+                            MemberAdded::AlreadyMember { epoch, members }
+                        } else {
+                            MemberAdded::Added {
+                                epoch,
+                                members,
+                                claimed: false,
+                            }
+                        };
+                        let node = call.landing.clone();
+                        (
+                            node,
+                            epoch,
+                            created,
+                            previous,
+                            Prepared::Recorded(Ok(added)),
+                        )
+                    }
+                    CallPlaced::Elsewhere {
+                        owner,
+                        epoch,
+                        created,
+                        previous,
+                        token,
+                    } => {
+                        let prepared = match (token, &call.redirect) {
+                            (Some(record), Some(r)) => Prepared::Minted(r.token.clone(), record),
+                            _ => Prepared::Nothing,
+                        };
+                        (owner, epoch, created, previous, prepared)
+                    }
+                    CallPlaced::ChoiceIneligible { .. } => {
+                        self.refresh_view().await;
+                        continue;
+                    }
+                };
+            if created {
+                self.inner
+                    .policy
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .record_placement(&node);
+                self.inner.metrics.placed(&node);
+                self.emit(FarmEvent::RoomPlaced {
+                    room: call.room.clone(),
+                    node: node.clone(),
+                    epoch: epoch.0,
+                    previous,
+                });
+            }
+            return Ok((
+                Owner {
+                    node,
+                    epoch,
+                    created,
+                },
+                prepared,
+            ));
         }
         Err(NoOwner::NoEligibleNode)
     }

@@ -295,17 +295,35 @@ impl Controller {
             std::time::Instant::now(),
         );
         let endpoint = self
+            .send_minted(node, &grant.channel, &token, sip_host)
+            .await
+            .map_err(MoveFailed::Redirect)?;
+        Ok((token, endpoint))
+    }
+
+    /// Redirects `chan` (on `node`) with a token minted already to the
+    /// node at `sip_host`, and remembers it is on its way; returns the
+    /// endpoint used.
+    ///
+    /// # Errors
+    /// ARI refused or failed the redirect.
+    pub(crate) async fn send_minted(
+        &self,
+        node: &Arc<NodeRuntime>,
+        chan: &ChannelId,
+        token: &TokenId,
+        sip_host: &str,
+    ) -> Result<String, crate::ari::Error> {
+        let endpoint = self
             .inner
             .cfg
             .endpoint_template
             .replace("{token}", token.as_str())
             .replace("{sip_host}", sip_host);
-        let chan = &grant.channel;
         self.ari_retry(|| node.ari.redirect(chan, &endpoint))
-            .await
-            .map_err(MoveFailed::Redirect)?;
+            .await?;
         node.with(|s| s.redirected(chan, token.clone(), std::time::Instant::now()));
         self.inner.metrics.redirect(&node.id, RedirectOutcome::Sent);
-        Ok((token, endpoint))
+        Ok(endpoint)
     }
 }

@@ -24,11 +24,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::{
-    Consumed, Error, HealthChanged, Member, MemberAdded, MemberRemoved, NodeRecord,
-    NodeRegistration, Placement, QueueDoc, Registered, Release, Resolution, RoomDetail, RoomFilter,
-    RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant, TokenRecord,
+    CallArrival, CallPlaced, Consumed, Error, HealthChanged, Member, MemberAdded, MemberRemoved,
+    NodeRecord, NodeRegistration, Placement, QueueDoc, QueueSave, Registered, Release, Resolution,
+    RoomDetail, RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant, TokenJoin, TokenRecord,
 };
-use crate::domain::{ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomName, TokenId};
+use crate::domain::{
+    ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
+};
 
 /// How many mints between two sweeps of dead tokens.
 const SWEEP_EVERY: u64 = 1024;
@@ -88,42 +90,6 @@ struct Token {
 }
 
 impl MemoryStore {
-    /// Consumes `token` on `node`, by `by` (kept, marked used) or by nobody
-    /// (deleted): the rule of `consume_token.lua`.
-    fn consume(
-        &self,
-        token: &TokenId,
-        node: &NodeId,
-        by: Option<&ChannelId>,
-    ) -> Result<Consumed, Error> {
-        let now = self.now_ms();
-        let mut st = self.lock();
-        let Some(t) = st.tokens.get_mut(token).filter(|t| t.gone_ms > now) else {
-            st.tokens.remove(token);
-            return Ok(Consumed::Unknown);
-        };
-        if let Some((n, c)) = &t.used_by {
-            return Ok(match by {
-                Some(by) if n == node && c == by => Consumed::Ok(t.record.clone()),
-                _ => Consumed::Unknown,
-            });
-        }
-        let record = t.record.clone();
-        if now >= record.expires_ms {
-            return Ok(Consumed::Expired(record));
-        }
-        if record.grant.to != *node {
-            return Ok(Consumed::WrongNode(record));
-        }
-        match by {
-            Some(by) => t.used_by = Some((node.clone(), by.clone())),
-            None => {
-                st.tokens.remove(token);
-            }
-        }
-        Ok(Consumed::Ok(record))
-    }
-
     /// An empty store for `farm`.
     ///
     /// # Errors
@@ -244,6 +210,195 @@ impl State {
         released
     }
 
+    /// The owner decision (`Store::resolve_placement`).
+    fn resolve(&mut self, room: &RoomKey, choice: &NodeId, now: u64) -> Resolution {
+        let mut previous = None;
+        if let Some(current) = self.rooms.get(room) {
+            if self.owner_healthy(current) {
+                return Resolution::Owner {
+                    node: current.node.clone(),
+                    epoch: Epoch(current.epoch),
+                    created: false,
+                    previous: None,
+                };
+            }
+            previous = Some(current.node.clone());
+        }
+        let Some(generation) = self.eligible(choice) else {
+            return Resolution::ChoiceIneligible {
+                node: choice.clone(),
+            };
+        };
+        self.drop_room(room);
+        let epoch = self.place(room, choice, generation, now);
+        Resolution::Owner {
+            node: choice.clone(),
+            epoch: Epoch(epoch),
+            created: true,
+            previous,
+        }
+    }
+
+    /// The member record (`Store::add_member`).
+    fn add(
+        &mut self,
+        room: &RoomKey,
+        node: &NodeId,
+        channel: &ChannelId,
+        role: Role,
+        now: u64,
+    ) -> Result<MemberAdded, Error> {
+        let mut claimed = false;
+        let owned = self
+            .rooms
+            .get(room)
+            .filter(|r| self.owner_healthy(r))
+            .map(|r| (r.node.clone(), r.epoch));
+        match owned {
+            Some((owner, epoch)) if owner != *node => {
+                return Ok(MemberAdded::Moved {
+                    owner,
+                    epoch: Epoch(epoch),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let generation = match self.nodes.get(node) {
+                    Some(n) if n.healthy => n.generation,
+                    _ => {
+                        return Err(Error::NodeUnavailable {
+                            node: node.clone(),
+                            room: room.clone(),
+                        });
+                    }
+                };
+                self.drop_room(room);
+                self.place(room, node, generation, now);
+                claimed = true;
+            }
+        }
+        let Some(r) = self.rooms.get_mut(room) else {
+            return Err(Error::Corrupt {
+                what: format!("room {room}"),
+                detail: "vanished under the lock".into(),
+            });
+        };
+        let epoch = Epoch(r.epoch);
+        if r.members.contains_key(channel) {
+            return Ok(MemberAdded::AlreadyMember {
+                epoch,
+                members: r.members.len() as u32,
+            });
+        }
+        r.members.insert(channel.clone(), (role, now));
+        r.empty_since = None;
+        let members = r.members.len() as u32;
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.members += 1;
+        }
+        Ok(MemberAdded::Added {
+            epoch,
+            members,
+            claimed,
+        })
+    }
+
+    /// Stores a token (`Store::mint_token`); `None` when its id is taken.
+    fn mint(
+        &mut self,
+        token: &TokenId,
+        grant: TokenGrant,
+        ttl: Duration,
+        now: u64,
+    ) -> Option<TokenRecord> {
+        self.mints += 1;
+        if self.mints.is_multiple_of(SWEEP_EVERY) {
+            self.tokens.retain(|_, t| t.gone_ms > now);
+        }
+        if self.tokens.get(token).is_some_and(|t| t.gone_ms > now) {
+            return None;
+        }
+        let expires_ms = now + ttl.as_millis() as u64;
+        let record = TokenRecord {
+            grant,
+            minted_ms: now,
+            expires_ms,
+        };
+        self.tokens.insert(
+            token.clone(),
+            Token {
+                record: record.clone(),
+                gone_ms: expires_ms + TOKEN_TOMBSTONE.as_millis() as u64,
+                used_by: None,
+            },
+        );
+        Some(record)
+    }
+
+    /// Uses a token on `node`, by `by` (kept, marked used, so that `by`
+    /// may retry: `Store::consume_token_as`) or by nobody (deleted:
+    /// `Store::consume_token`): the rule of `consume_token.lua`.
+    fn consume(
+        &mut self,
+        token: &TokenId,
+        node: &NodeId,
+        by: Option<&ChannelId>,
+        now: u64,
+    ) -> Consumed {
+        let Some(t) = self.tokens.get_mut(token).filter(|t| t.gone_ms > now) else {
+            self.tokens.remove(token);
+            return Consumed::Unknown;
+        };
+        if let Some((n, c)) = &t.used_by {
+            return match by {
+                Some(by) if n == node && c == by => Consumed::Ok(t.record.clone()),
+                _ => Consumed::Unknown,
+            };
+        }
+        let record = t.record.clone();
+        if now >= record.expires_ms {
+            return Consumed::Expired(record);
+        }
+        if record.grant.to != *node {
+            return Consumed::WrongNode(record);
+        }
+        match by {
+            Some(by) => t.used_by = Some((node.clone(), by.clone())),
+            None => {
+                self.tokens.remove(token);
+            }
+        }
+        Consumed::Ok(record)
+    }
+
+    /// The compare-and-set of a queue's document (`Store::save_queue_parts`).
+    fn save_queue(
+        &mut self,
+        queue: &RoomName,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Option<u64> {
+        let current = self.queues.get(queue).map_or(0, |q| q.0);
+        if current != expected {
+            return None;
+        }
+        let entry = self
+            .queues
+            .entry(queue.clone())
+            .or_insert_with(|| (0, String::new(), BTreeMap::new()));
+        entry.0 = current + 1;
+        entry.1 = doc.to_owned();
+        for seq in removed {
+            entry.2.remove(seq);
+        }
+        for (seq, e) in added {
+            entry.2.insert(*seq, e.clone());
+        }
+        Some(current + 1)
+    }
+
     fn placement(key: &RoomKey, room: &Room) -> Placement {
         Placement {
             room: key.clone(),
@@ -286,32 +441,88 @@ impl Store for MemoryStore {
         choice: &NodeId,
     ) -> Result<Resolution, Error> {
         let now = self.now_ms();
-        let mut st = self.lock();
-        let mut previous = None;
-        if let Some(current) = st.rooms.get(room) {
-            if st.owner_healthy(current) {
-                return Ok(Resolution::Owner {
-                    node: current.node.clone(),
-                    epoch: Epoch(current.epoch),
-                    created: false,
-                    previous: None,
-                });
-            }
-            previous = Some(current.node.clone());
+        Ok(self.lock().resolve(room, choice, now))
+    }
+
+    async fn place_call(&self, call: &CallArrival, choice: &NodeId) -> Result<CallPlaced, Error> {
+        if let Some(r) = &call.redirect {
+            super::check_redirect(r)?;
         }
-        let Some(generation) = st.eligible(choice) else {
-            return Ok(Resolution::ChoiceIneligible {
-                node: choice.clone(),
-            });
+        let now = self.now_ms();
+        let mut st = self.lock();
+        let (owner, epoch, created, previous) = match st.resolve(&call.room, choice, now) {
+            Resolution::Owner {
+                node,
+                epoch,
+                created,
+                previous,
+            } => (node, epoch, created, previous),
+            Resolution::ChoiceIneligible { node } => {
+                return Ok(CallPlaced::ChoiceIneligible { node });
+            }
         };
-        st.drop_room(room);
-        let epoch = st.place(room, choice, generation, now);
-        Ok(Resolution::Owner {
-            node: choice.clone(),
-            epoch: Epoch(epoch),
-            created: true,
+        if owner == call.landing {
+            let (members, already) =
+                match st.add(&call.room, &owner, &call.channel, call.role, now)? {
+                    MemberAdded::Added { members, .. } => (members, false),
+                    MemberAdded::AlreadyMember { members, .. } => (members, true),
+                    MemberAdded::Moved { .. } => {
+                        return Err(Error::Corrupt {
+                            what: format!("room {}", call.room),
+                            detail: "moved under the lock".into(),
+                        });
+                    }
+                };
+            return Ok(CallPlaced::Joined {
+                epoch,
+                members,
+                created,
+                previous,
+                already,
+            });
+        }
+        let token = match &call.redirect {
+            Some(r) => {
+                let grant = TokenGrant {
+                    room: call.room.clone(),
+                    from: call.landing.clone(),
+                    to: owner.clone(),
+                    channel: call.channel.clone(),
+                    caller: r.caller.clone(),
+                    hops: r.hops,
+                    agent: r.agent.clone(),
+                };
+                st.mint(&r.token, grant, r.ttl, now)
+            }
+            None => None,
+        };
+        Ok(CallPlaced::Elsewhere {
+            owner,
+            epoch,
+            created,
             previous,
+            token,
         })
+    }
+
+    async fn join_with_token(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        channel: &ChannelId,
+    ) -> Result<TokenJoin, Error> {
+        let now = self.now_ms();
+        let mut st = self.lock();
+        let record = match st.consume(token, node, Some(channel), now) {
+            Consumed::Ok(record) => record,
+            other => return Ok(TokenJoin::NotConsumed(other)),
+        };
+        let role = super::grant_role(&record.grant);
+        match st.add(&record.grant.room, node, channel, role, now) {
+            Ok(member) => Ok(TokenJoin::Joined { record, member }),
+            Err(Error::NodeUnavailable { .. }) => Ok(TokenJoin::NodeUnavailable { record }),
+            Err(e) => Err(e),
+        }
     }
 
     async fn get_room(&self, room: &RoomKey) -> Result<Option<RoomDetail>, Error> {
@@ -339,56 +550,7 @@ impl Store for MemoryStore {
         role: Role,
     ) -> Result<MemberAdded, Error> {
         let now = self.now_ms();
-        let mut st = self.lock();
-        let mut claimed = false;
-        let owned = st.rooms.get(room).filter(|r| st.owner_healthy(r)).cloned();
-        match owned {
-            Some(r) if r.node != *node => {
-                return Ok(MemberAdded::Moved {
-                    owner: r.node,
-                    epoch: Epoch(r.epoch),
-                });
-            }
-            Some(_) => {}
-            None => {
-                let generation = match st.nodes.get(node) {
-                    Some(n) if n.healthy => n.generation,
-                    _ => {
-                        return Err(Error::NodeUnavailable {
-                            node: node.clone(),
-                            room: room.clone(),
-                        });
-                    }
-                };
-                st.drop_room(room);
-                st.place(room, node, generation, now);
-                claimed = true;
-            }
-        }
-        let Some(r) = st.rooms.get_mut(room) else {
-            return Err(Error::Corrupt {
-                what: format!("room {room}"),
-                detail: "vanished under the lock".into(),
-            });
-        };
-        let epoch = Epoch(r.epoch);
-        if r.members.contains_key(channel) {
-            return Ok(MemberAdded::AlreadyMember {
-                epoch,
-                members: r.members.len() as u32,
-            });
-        }
-        r.members.insert(channel.clone(), (role, now));
-        r.empty_since = None;
-        let members = r.members.len() as u32;
-        if let Some(n) = st.nodes.get_mut(node) {
-            n.members += 1;
-        }
-        Ok(MemberAdded::Added {
-            epoch,
-            members,
-            claimed,
-        })
+        self.lock().add(room, node, channel, role, now)
     }
 
     async fn remove_member(
@@ -450,30 +612,12 @@ impl Store for MemoryStore {
     ) -> Result<(), Error> {
         super::check_grant(grant, ttl)?;
         let now = self.now_ms();
-        let mut st = self.lock();
-        st.mints += 1;
-        if st.mints.is_multiple_of(SWEEP_EVERY) {
-            st.tokens.retain(|_, t| t.gone_ms > now);
-        }
-        if st.tokens.get(token).is_some_and(|t| t.gone_ms > now) {
-            return Err(Error::TokenExists {
+        match self.lock().mint(token, grant.clone(), ttl, now) {
+            Some(_) => Ok(()),
+            None => Err(Error::TokenExists {
                 prefix: token.prefix().to_owned(),
-            });
+            }),
         }
-        let expires_ms = now + ttl.as_millis() as u64;
-        st.tokens.insert(
-            token.clone(),
-            Token {
-                record: TokenRecord {
-                    grant: grant.clone(),
-                    minted_ms: now,
-                    expires_ms,
-                },
-                gone_ms: expires_ms + TOKEN_TOMBSTONE.as_millis() as u64,
-                used_by: None,
-            },
-        );
-        Ok(())
     }
 
     async fn peek_token(&self, token: &TokenId) -> Result<Option<TokenRecord>, Error> {
@@ -487,7 +631,8 @@ impl Store for MemoryStore {
     }
 
     async fn consume_token(&self, token: &TokenId, node: &NodeId) -> Result<Consumed, Error> {
-        self.consume(token, node, None)
+        let now = self.now_ms();
+        Ok(self.lock().consume(token, node, None, now))
     }
 
     async fn consume_token_as(
@@ -496,7 +641,8 @@ impl Store for MemoryStore {
         node: &NodeId,
         by: &ChannelId,
     ) -> Result<Consumed, Error> {
-        self.consume(token, node, Some(by))
+        let now = self.now_ms();
+        Ok(self.lock().consume(token, node, Some(by), now))
     }
 
     async fn register_node(&self, reg: &NodeRegistration) -> Result<Registered, Error> {
@@ -711,24 +857,30 @@ impl Store for MemoryStore {
         added: &[(u64, String)],
     ) -> Result<Option<u64>, Error> {
         super::check_queue_doc(doc, added)?;
+        Ok(self.lock().save_queue(queue, expected, doc, removed, added))
+    }
+
+    async fn save_queue_on(
+        &self,
+        queue: &RoomName,
+        owner: &NodeId,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Result<QueueSave, Error> {
+        super::check_queue_doc(doc, added)?;
         let mut st = self.lock();
-        let current = st.queues.get(queue).map_or(0, |q| q.0);
-        if current != expected {
-            return Ok(None);
+        let room = RoomKey::new(RoomKind::Queue, queue.clone());
+        match st.rooms.get(&room) {
+            Some(r) if r.node == *owner && st.owner_healthy(r) => {}
+            Some(r) if r.node != *owner => return Ok(QueueSave::Moved(Some(r.node.clone()))),
+            _ => return Ok(QueueSave::Moved(None)),
         }
-        let entry = st
-            .queues
-            .entry(queue.clone())
-            .or_insert_with(|| (0, String::new(), BTreeMap::new()));
-        entry.0 = current + 1;
-        entry.1 = doc.to_owned();
-        for seq in removed {
-            entry.2.remove(seq);
-        }
-        for (seq, e) in added {
-            entry.2.insert(*seq, e.clone());
-        }
-        Ok(Some(current + 1))
+        Ok(match st.save_queue(queue, expected, doc, removed, added) {
+            Some(v) => QueueSave::Saved(v),
+            None => QueueSave::Conflict,
+        })
     }
 
     async fn queue_version(&self, queue: &RoomName) -> Result<u64, Error> {

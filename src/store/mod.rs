@@ -72,6 +72,38 @@ pub trait Store: Send + Sync + 'static {
     async fn resolve_placement(&self, room: &RoomKey, choice: &NodeId)
     -> Result<Resolution, Error>;
 
+    /// A call's arrival, decided and written in one atomic step (one round
+    /// trip): the owner decision of [`Store::resolve_placement`] with
+    /// `choice`; then, when the owner is `call.landing`, the member record
+    /// of [`Store::add_member`]; when it is another node and `call.redirect`
+    /// is given, a token bound to that owner, as [`Store::mint_token`]
+    /// stores it (never overwriting one). Nothing is written when the
+    /// choice is refused.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the store cannot be reached;
+    /// [`Error::InvalidInput`] for a caller id that is too long or a zero ttl.
+    async fn place_call(&self, call: &CallArrival, choice: &NodeId) -> Result<CallPlaced, Error>;
+
+    /// A redirected call's arrival in one atomic step (one round trip): its
+    /// token consumed by `channel` as by [`Store::consume_token_as`] (kept,
+    /// marked used, so a retry by the same channel on the same node gets it
+    /// again and records the member again, harmlessly; anyone else gets
+    /// `Unknown`); if consumed, its member recorded as by
+    /// [`Store::add_member`] for the token's room on `node`, with the role
+    /// its grant implies (conference: participant; queue: agent when the
+    /// grant names one, else caller). A token that is not consumed records
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the store cannot be reached.
+    async fn join_with_token(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        channel: &ChannelId,
+    ) -> Result<TokenJoin, Error>;
+
     /// The room's placement and members, if it is placed.
     async fn get_room(&self, room: &RoomKey) -> Result<Option<RoomDetail>, Error>;
 
@@ -200,6 +232,20 @@ pub trait Store: Send + Sync + 'static {
         added: &[(u64, String)],
     ) -> Result<Option<u64>, Error>;
 
+    /// [`Store::save_queue_parts`] for the queue's engine on `owner`, in
+    /// one atomic step with an owner check: written only while `owner` owns
+    /// the queue's room and is healthy; else nothing is written and the
+    /// answer is [`QueueSave::Moved`].
+    async fn save_queue_on(
+        &self,
+        queue: &RoomName,
+        owner: &NodeId,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Result<QueueSave, Error>;
+
     /// [`Store::save_queue_parts`] with no caller entry changed.
     async fn save_queue(
         &self,
@@ -219,6 +265,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Round trip to the store (for `/readyz`).
     async fn ping(&self) -> Result<(), Error>;
+}
+
+/// The answer of [`Store::save_queue_on`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueSave {
+    /// Written: the new version.
+    Saved(u64),
+    /// Another writer got there first (reload and retry).
+    Conflict,
+    /// The node no longer owns the queue's room (or it is down): the owner
+    /// now, if the room is placed.
+    Moved(Option<NodeId>),
 }
 
 /// A queue's stored state: an opaque JSON document, its version and the
@@ -287,6 +345,100 @@ pub enum Resolution {
         /// The refused choice.
         node: NodeId,
     },
+}
+
+/// A call arriving for a room ([`Store::place_call`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallArrival {
+    /// The room it is for.
+    pub room: RoomKey,
+    /// The node it landed on.
+    pub landing: NodeId,
+    /// Its channel on `landing`.
+    pub channel: ChannelId,
+    /// The role it joins with.
+    pub role: Role,
+    /// The token to mint if the room lives on another node; `None`: mint
+    /// none (the call will not be redirected, e.g. past the hop limit).
+    pub redirect: Option<RedirectToken>,
+}
+
+/// The token [`Store::place_call`] mints for a call whose room lives
+/// elsewhere: its grant is the call's room, `from` the landing node, `to`
+/// the owner the store found, `channel` the call's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectToken {
+    /// The token id (generated).
+    pub token: TokenId,
+    /// The caller id to restore (at most [`MAX_CALLER_LEN`] bytes).
+    pub caller: String,
+    /// The hop count the token carries.
+    pub hops: u32,
+    /// The queue agent the call logs in as, if any.
+    pub agent: Option<AgentId>,
+    /// How long the token is valid.
+    pub ttl: Duration,
+}
+
+/// The answer of [`Store::place_call`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CallPlaced {
+    /// The room lives on the landing node and the call is its member.
+    Joined {
+        /// The placement's epoch.
+        epoch: Epoch,
+        /// Members now.
+        members: u32,
+        /// True when this call placed the room.
+        created: bool,
+        /// The unhealthy owner this call replaced, if any.
+        previous: Option<NodeId>,
+        /// True when the channel was a member already (a repeat).
+        already: bool,
+    },
+    /// The room lives on another node.
+    Elsewhere {
+        /// The owner.
+        owner: NodeId,
+        /// The placement's epoch.
+        epoch: Epoch,
+        /// True when this call placed the room.
+        created: bool,
+        /// The unhealthy owner this call replaced, if any.
+        previous: Option<NodeId>,
+        /// The token minted for the owner; `None` when none was asked for
+        /// (or, never with generated ids, its id existed).
+        token: Option<TokenRecord>,
+    },
+    /// The room needs a new owner and the choice is unknown, draining,
+    /// suspect, down or full: choose again with fresh node records.
+    ChoiceIneligible {
+        /// The refused choice.
+        node: NodeId,
+    },
+}
+
+/// The answer of [`Store::join_with_token`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum TokenJoin {
+    /// Consumed here; `member` is what recording the member in the token's
+    /// room gave (`Moved` when the room lives elsewhere now).
+    Joined {
+        /// The consumed token.
+        record: TokenRecord,
+        /// The member record's answer.
+        member: MemberAdded,
+    },
+    /// Consumed here, but the room has no healthy owner and this node is
+    /// down or unknown: nothing recorded.
+    NodeUnavailable {
+        /// The consumed token.
+        record: TokenRecord,
+    },
+    /// Not consumed (`WrongNode`, `Expired` or `Unknown`): nothing recorded.
+    NotConsumed(Consumed),
 }
 
 /// A room's placement, as listed.
@@ -711,6 +863,23 @@ pub(crate) fn check_grant(grant: &TokenGrant, ttl: Duration) -> Result<(), Error
     Ok(())
 }
 
+/// Checks the free-text parts of a token [`Store::place_call`] mints.
+pub(crate) fn check_redirect(r: &RedirectToken) -> Result<(), Error> {
+    if r.caller.len() > MAX_CALLER_LEN {
+        return Err(Error::InvalidInput {
+            what: "caller",
+            reason: format!("longer than {MAX_CALLER_LEN} bytes"),
+        });
+    }
+    if r.ttl.is_zero() {
+        return Err(Error::InvalidInput {
+            what: "token ttl",
+            reason: "must be positive".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a registration's free-text parts.
 pub(crate) fn check_registration(reg: &NodeRegistration) -> Result<(), Error> {
     if reg.sip_host.is_empty() || reg.sip_host.len() > MAX_SIP_HOST_LEN {
@@ -766,4 +935,15 @@ pub(crate) fn effective_state(healthy: bool, draining: bool) -> NodeState {
 /// Clamps a requested page size to something sane.
 pub(crate) fn page_limit(limit: usize) -> usize {
     limit.clamp(1, 10_000)
+}
+
+/// The role a token's call joins its room with ([`Store::join_with_token`]):
+/// a conference participant; in a queue an agent when the grant names one,
+/// else a caller.
+pub(crate) fn grant_role(grant: &TokenGrant) -> Role {
+    match (grant.room.kind, &grant.agent) {
+        (RoomKind::Conference, _) => Role::Participant,
+        (RoomKind::Queue, Some(_)) => Role::Agent,
+        (RoomKind::Queue, None) => Role::Caller,
+    }
 }

@@ -35,9 +35,10 @@ use tracing::{debug, info, warn};
 
 use super::keys::Keys;
 use super::{
-    Config, Consumed, Error, HealthChanged, Member, MemberAdded, MemberRemoved, NodeRecord,
-    NodeRegistration, Placement, QueueDoc, RELEASE_BATCH, Registered, Release, Resolution,
-    RoomDetail, RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE, TokenGrant, TokenRecord,
+    CallArrival, CallPlaced, Config, Consumed, Error, HealthChanged, Member, MemberAdded,
+    MemberRemoved, NodeRecord, NodeRegistration, Placement, QueueDoc, QueueSave, RELEASE_BATCH,
+    Registered, Release, Resolution, RoomDetail, RoomFilter, RoomPage, Store, TOKEN_TOMBSTONE,
+    TokenGrant, TokenJoin, TokenRecord,
 };
 use crate::domain::{
     AgentId, ChannelId, Epoch, Incarnation, NodeId, Role, RoomKey, RoomKind, RoomName, TokenId,
@@ -64,6 +65,8 @@ struct Scripts {
     release_lease: Script,
     save_queue: Script,
     load_queue: Script,
+    place_call: Script,
+    join_with_token: Script,
 }
 
 macro_rules! lua {
@@ -93,10 +96,12 @@ impl Scripts {
             release_lease: lua!("release_lease"),
             save_queue: lua!("save_queue"),
             load_queue: lua!("load_queue"),
+            place_call: lua!("place_call"),
+            join_with_token: lua!("join_with_token"),
         }
     }
 
-    fn all(&self) -> [(&'static str, &Script); 18] {
+    fn all(&self) -> [(&'static str, &Script); 20] {
         [
             ("resolve_placement", &self.resolve_placement),
             ("add_member", &self.add_member),
@@ -116,6 +121,8 @@ impl Scripts {
             ("release_lease", &self.release_lease),
             ("save_queue", &self.save_queue),
             ("load_queue", &self.load_queue),
+            ("place_call", &self.place_call),
+            ("join_with_token", &self.join_with_token),
         ]
     }
 }
@@ -187,6 +194,10 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Arc<Scripts>,
     deadline: Duration,
+    /// Requests sent per operation (each one round trip), for benchmarks:
+    /// Redis counts the commands a script runs like top-level ones, so only
+    /// the client can tell how many plain commands it sent.
+    requests: Arc<Mutex<std::collections::HashMap<&'static str, u64>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -365,6 +376,7 @@ impl RedisStore {
             keys: Keys::new(&cfg.farm),
             scripts: Arc::new(Scripts::new()),
             deadline,
+            requests: Arc::default(),
         };
         store.load_scripts().await?;
         info!(farm = %cfg.farm, "redis store ready");
@@ -413,7 +425,27 @@ impl RedisStore {
         self.run("raw", Request::Cmd(cmd)).await
     }
 
+    /// How many requests (round trips) each operation sent so far, sorted
+    /// by operation (scripts by their name, plain commands by theirs).
+    pub fn requests(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<_> = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        v.sort();
+        v
+    }
+
     async fn run(&self, op: &'static str, req: Request<'_>) -> Result<Value, Error> {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(op)
+            .or_default() += 1;
         let call = async {
             match &self.conn {
                 Conn::Single(m) => req.run_on(&mut m.clone()).await,
@@ -445,6 +477,45 @@ impl RedisStore {
                 script: op,
                 source: e,
             }),
+        }
+    }
+
+    /// `save_queue.lua`, with the owner check when `owner` is given.
+    async fn save_queue_with(
+        &self,
+        queue: &RoomName,
+        owner: Option<&NodeId>,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Result<QueueSave, Error> {
+        const OP: &str = "save_queue";
+        super::check_queue_doc(doc, added)?;
+        let room = RoomKey::new(RoomKind::Queue, queue.clone());
+        let mut inv = self.scripts.save_queue.prepare_invoke();
+        inv.key(self.keys.queue(queue))
+            .key(self.keys.queues())
+            .key(self.keys.queue_callers(queue))
+            .key(self.keys.room(&room))
+            .key(self.keys.prefix())
+            .arg(expected)
+            .arg(doc)
+            .arg(queue.as_str())
+            .arg(owner.map(NodeId::as_str).unwrap_or(""))
+            .arg(removed.len());
+        for seq in removed {
+            inv.arg(*seq);
+        }
+        for (seq, e) in added {
+            inv.arg(*seq).arg(e.as_str());
+        }
+        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
+        match int(OP, v.first())? {
+            1 => Ok(QueueSave::Saved(int(OP, v.get(1))?)),
+            0 => Ok(QueueSave::Conflict),
+            2 => Ok(QueueSave::Moved(opt_node_id(OP, v.get(1))?)),
+            other => Err(corrupt(OP, format!("unknown status {other}"))),
         }
     }
 
@@ -501,7 +572,9 @@ fn script_source(name: &str) -> &'static str {
         "acquire_lease",
         "release_lease",
         "save_queue",
-        "load_queue"
+        "load_queue",
+        "place_call",
+        "join_with_token"
     )
 }
 
@@ -697,6 +770,53 @@ fn parse_node(id: NodeId, rooms: u64, f: &[(String, String)]) -> Result<NodeReco
     })
 }
 
+/// Reads an `add_member`-shaped reply (`add_member.lua`, and the member
+/// part of `join_with_token.lua`); `None` for `unavailable`.
+fn parse_member_added(what: &str, v: &[Value]) -> Result<Option<MemberAdded>, Error> {
+    match string(what, v.first())?.as_str() {
+        "added" => Ok(Some(MemberAdded::Added {
+            epoch: Epoch(int(what, v.get(1))?),
+            members: int(what, v.get(2))? as u32,
+            claimed: int(what, v.get(3))? == 1,
+        })),
+        "already" => Ok(Some(MemberAdded::AlreadyMember {
+            epoch: Epoch(int(what, v.get(1))?),
+            members: int(what, v.get(2))? as u32,
+        })),
+        "moved" => Ok(Some(MemberAdded::Moved {
+            owner: node_id(what, v.get(1))?,
+            epoch: Epoch(int(what, v.get(2))?),
+        })),
+        "unavailable" => Ok(None),
+        other => Err(corrupt(what, format!("unknown member status {other:?}"))),
+    }
+}
+
+/// An optional node id: `''` is none.
+fn opt_node_id(what: &str, v: Option<&Value>) -> Result<Option<NodeId>, Error> {
+    let s = string(what, v)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    NodeId::new(&s)
+        .map(Some)
+        .map_err(|e| corrupt(what, format!("bad node id {s:?}: {e}")))
+}
+
+/// The grant of the token [`Store::place_call`] mints for `call` towards
+/// `owner`.
+fn redirect_grant(call: &CallArrival, r: &super::RedirectToken, owner: &NodeId) -> TokenGrant {
+    TokenGrant {
+        room: call.room.clone(),
+        from: call.landing.clone(),
+        to: owner.clone(),
+        channel: call.channel.clone(),
+        caller: r.caller.clone(),
+        hops: r.hops,
+        agent: r.agent.clone(),
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
@@ -742,6 +862,110 @@ impl Store for RedisStore {
         }
     }
 
+    async fn place_call(&self, call: &CallArrival, choice: &NodeId) -> Result<CallPlaced, Error> {
+        const OP: &str = "place_call";
+        let member = names::store_member(&call.room);
+        let mut inv = self.scripts.place_call.prepare_invoke();
+        inv.key(self.keys.room(&call.room))
+            .key(self.keys.epoch())
+            .key(self.keys.node(choice))
+            .key(self.keys.node_rooms(choice))
+            .key(self.keys.node(&call.landing));
+        match &call.redirect {
+            Some(r) => {
+                super::check_redirect(r)?;
+                inv.key(self.keys.token(&r.token));
+            }
+            None => {
+                inv.key(self.keys.prefix());
+            }
+        }
+        inv.key(self.keys.prefix())
+            .arg(member)
+            .arg(choice.as_str())
+            .arg(call.landing.as_str())
+            .arg(call.channel.as_str())
+            .arg(role_letter(call.role));
+        match &call.redirect {
+            Some(r) => inv
+                .arg(ms(r.ttl).max(1))
+                .arg(ms(TOKEN_TOMBSTONE))
+                .arg(&r.caller)
+                .arg(r.hops)
+                .arg(r.agent.as_ref().map(AgentId::as_str).unwrap_or("")),
+            None => inv.arg(""),
+        };
+        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
+        match string(OP, v.first())?.as_str() {
+            "joined" => Ok(CallPlaced::Joined {
+                epoch: Epoch(int(OP, v.get(1))?),
+                members: int(OP, v.get(2))? as u32,
+                created: int(OP, v.get(3))? == 1,
+                previous: opt_node_id(OP, v.get(4))?,
+                already: int(OP, v.get(5))? == 1,
+            }),
+            "elsewhere" => {
+                let owner = node_id(OP, v.get(1))?;
+                let minted_ms = int(OP, v.get(5))?;
+                let token = match &call.redirect {
+                    Some(r) if minted_ms > 0 => Some(TokenRecord {
+                        grant: redirect_grant(call, r, &owner),
+                        minted_ms,
+                        expires_ms: int(OP, v.get(6))?,
+                    }),
+                    _ => None,
+                };
+                Ok(CallPlaced::Elsewhere {
+                    owner,
+                    epoch: Epoch(int(OP, v.get(2))?),
+                    created: int(OP, v.get(3))? == 1,
+                    previous: opt_node_id(OP, v.get(4))?,
+                    token,
+                })
+            }
+            "ineligible" => Ok(CallPlaced::ChoiceIneligible {
+                node: choice.clone(),
+            }),
+            other => Err(corrupt(OP, format!("unknown status {other:?}"))),
+        }
+    }
+
+    async fn join_with_token(
+        &self,
+        token: &TokenId,
+        node: &NodeId,
+        channel: &ChannelId,
+    ) -> Result<TokenJoin, Error> {
+        const OP: &str = "join_with_token";
+        let mut inv = self.scripts.join_with_token.prepare_invoke();
+        inv.key(self.keys.token(token))
+            .key(self.keys.epoch())
+            .key(self.keys.node(node))
+            .key(self.keys.node_rooms(node))
+            .key(self.keys.prefix())
+            .arg(node.as_str())
+            .arg(channel.as_str());
+        let mut v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
+        let status = string(OP, v.first())?;
+        if status == "unknown" {
+            return Ok(TokenJoin::NotConsumed(Consumed::Unknown));
+        }
+        if v.len() < 2 {
+            return Err(corrupt(OP, "short reply"));
+        }
+        let record = parse_token(&fields(OP, &v[2..])?)?;
+        let member = array(OP, v.swap_remove(1))?;
+        match status.as_str() {
+            "ok" => Ok(match parse_member_added(OP, &member)? {
+                Some(member) => TokenJoin::Joined { record, member },
+                None => TokenJoin::NodeUnavailable { record },
+            }),
+            "wrong_node" => Ok(TokenJoin::NotConsumed(Consumed::WrongNode(record))),
+            "expired" => Ok(TokenJoin::NotConsumed(Consumed::Expired(record))),
+            other => Err(corrupt(OP, format!("unknown status {other:?}"))),
+        }
+    }
+
     async fn get_room(&self, room: &RoomKey) -> Result<Option<RoomDetail>, Error> {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.keys.room(room));
@@ -771,26 +995,10 @@ impl Store for RedisStore {
             .arg(channel.as_str())
             .arg(role_letter(role));
         let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
-        match string(OP, v.first())?.as_str() {
-            "added" => Ok(MemberAdded::Added {
-                epoch: Epoch(int(OP, v.get(1))?),
-                members: int(OP, v.get(2))? as u32,
-                claimed: int(OP, v.get(3))? == 1,
-            }),
-            "already" => Ok(MemberAdded::AlreadyMember {
-                epoch: Epoch(int(OP, v.get(1))?),
-                members: int(OP, v.get(2))? as u32,
-            }),
-            "moved" => Ok(MemberAdded::Moved {
-                owner: node_id(OP, v.get(1))?,
-                epoch: Epoch(int(OP, v.get(2))?),
-            }),
-            "unavailable" => Err(Error::NodeUnavailable {
-                node: node.clone(),
-                room: room.clone(),
-            }),
-            other => Err(corrupt(OP, format!("unknown status {other:?}"))),
-        }
+        parse_member_added(OP, &v)?.ok_or_else(|| Error::NodeUnavailable {
+            node: node.clone(),
+            room: room.clone(),
+        })
     }
 
     async fn remove_member(
@@ -1158,28 +1366,26 @@ impl Store for RedisStore {
         removed: &[u64],
         added: &[(u64, String)],
     ) -> Result<Option<u64>, Error> {
-        const OP: &str = "save_queue";
-        super::check_queue_doc(doc, added)?;
-        let mut inv = self.scripts.save_queue.prepare_invoke();
-        inv.key(self.keys.queue(queue))
-            .key(self.keys.queues())
-            .key(self.keys.queue_callers(queue))
-            .arg(expected)
-            .arg(doc)
-            .arg(queue.as_str())
-            .arg(removed.len());
-        for seq in removed {
-            inv.arg(*seq);
+        match self
+            .save_queue_with(queue, None, expected, doc, removed, added)
+            .await?
+        {
+            QueueSave::Saved(v) => Ok(Some(v)),
+            _ => Ok(None),
         }
-        for (seq, e) in added {
-            inv.arg(*seq).arg(e.as_str());
-        }
-        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
-        if int(OP, v.first())? == 1 {
-            Ok(Some(int(OP, v.get(1))? as u64))
-        } else {
-            Ok(None)
-        }
+    }
+
+    async fn save_queue_on(
+        &self,
+        queue: &RoomName,
+        owner: &NodeId,
+        expected: u64,
+        doc: &str,
+        removed: &[u64],
+        added: &[(u64, String)],
+    ) -> Result<QueueSave, Error> {
+        self.save_queue_with(queue, Some(owner), expected, doc, removed, added)
+            .await
     }
 
     async fn queue_version(&self, queue: &RoomName) -> Result<u64, Error> {

@@ -16,6 +16,7 @@ use rand::{RngExt, SeedableRng};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::redis_stats::RedisCounters;
 use crate::ari::AriNode;
 use crate::ari::events::EventKind;
 use crate::ari::rest::BridgeType;
@@ -84,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let s = s.clone();
         net()?.spawn(async move { s.restart().await }).await??;
     }
-    let (corral, t) = with_corral(&sims, &args).await?;
+    let (corral, t, counters) = with_corral(&sims, &args).await?;
     println!();
     println!(
         "                      calls/s    p50 setup   p99 setup   (throughput closed-loop; setup times paced at {}/s)",
@@ -116,7 +117,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         t.splits,
         t.degraded
     );
+    if let Some(c) = counters {
+        // Every call of both phases, as Redis saw them.
+        let calls = (args.calls + paced_count(&args)) as u64;
+        c.print(calls, "call");
+    }
     Ok(())
+}
+
+/// Calls in the paced phase.
+fn paced_count(args: &Args) -> usize {
+    (args.rate as usize * 5).min(args.calls).max(1)
 }
 
 /// The runtime of the simulated nodes and the load generator: separate
@@ -356,7 +367,7 @@ async fn two_phases(
     wait_until(Duration::from_secs(120), || done() >= total).await?;
     let elapsed = started.elapsed();
     let _ = take();
-    let paced = (args.rate as usize * 5).min(args.calls).max(1);
+    let paced = paced_count(args);
     load_on_net(sims, args, &format!("{tag}b"), paced, Some(args.rate)).await?;
     wait_until(Duration::from_secs(120), || done() >= total + paced as u64).await?;
     let mut s = take();
@@ -371,14 +382,31 @@ async fn two_phases(
 async fn with_corral(
     sims: &[SimNode],
     args: &Args,
-) -> anyhow::Result<(RunFigures, crate::telemetry::TotalsSnapshot)> {
-    let store = store::connect(&store::Config {
+) -> anyhow::Result<(
+    RunFigures,
+    crate::telemetry::TotalsSnapshot,
+    Option<RedisCounters>,
+)> {
+    let cfg = store::Config {
         farm: format!("bench{}", std::process::id()),
         redis_url: args.redis.clone(),
         ..store::Config::default()
-    })
-    .await
-    .context("cannot start the store")?;
+    };
+    // On Redis, keep the concrete store: its counters are read around the run.
+    let redis = match &args.redis {
+        Some(_) => Some(
+            store::RedisStore::connect(&cfg)
+                .await
+                .context("cannot start the store")?,
+        ),
+        None => None,
+    };
+    let store: Arc<dyn store::Store> = match &redis {
+        Some(r) => Arc::new(r.clone()),
+        None => store::connect(&cfg)
+            .await
+            .context("cannot start the store")?,
+    };
     let metrics = Arc::new(Metrics::new());
     metrics.keep_samples();
     let specs = node_specs(sims)?;
@@ -399,6 +427,10 @@ async fn with_corral(
         ctrl.nodes_streaming().iter().all(|(_, up)| *up)
     })
     .await?;
+    let before = match &redis {
+        Some(r) => Some(RedisCounters::read(r).await?),
+        None => None,
+    };
     let figures = two_phases(
         sims,
         args,
@@ -407,11 +439,15 @@ async fn with_corral(
         || metrics.take_samples(),
     )
     .await;
+    let counters = match (&redis, &before) {
+        (Some(r), Some(b)) => Some(RedisCounters::read(r).await?.since(b)),
+        _ => None,
+    };
     let t = metrics.snapshot();
     if let Ok(path) = std::env::var("CORRAL_BENCH_METRICS") {
         std::fs::write(path, metrics.encode())?;
     }
     shutdown.cancel();
     let _ = handle.await;
-    Ok((figures?, t))
+    Ok((figures?, t, counters))
 }

@@ -7,6 +7,7 @@ pub mod calls;
 pub mod placement;
 pub mod queues;
 pub mod real;
+mod redis_stats;
 pub mod sim;
 
 /// The benchmarks.

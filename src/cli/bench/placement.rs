@@ -271,6 +271,8 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
         &paced,
     );
 
+    script_costs(&store, &nodes, &raw_sha).await?;
+
     println!(
         "\n## Memory ({} rooms, farm {:?})",
         args.rooms,
@@ -852,4 +854,144 @@ impl Drop for PrivateRedis {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Invocations per script in [`script_costs`].
+const COST_CALLS: usize = 20_000;
+
+/// In flight during [`script_costs`].
+const COST_CONCURRENCY: usize = 16;
+
+/// Each call-path script's cost in Redis, from Redis's own counters (`INFO
+/// commandstats`: execution time of `EVALSHA`; `INFO cpu`: the server's CPU,
+/// socket I/O included) over [`COST_CALLS`] calls of it alone, against a
+/// trivial `EVALSHA` measured the same way.
+async fn script_costs(
+    store: &Arc<RedisStore>,
+    nodes: &[NodeRecord],
+    raw_sha: &str,
+) -> anyhow::Result<()> {
+    use crate::domain::{ChannelId, Role, TokenId};
+    use crate::store::{CallArrival, RedirectToken, TokenGrant};
+
+    let (Some(a), Some(b)) = (nodes.first(), nodes.get(1)) else {
+        return Ok(());
+    };
+    let (a, b) = (a.id.clone(), b.id.clone());
+    let room = RoomKey::new(RoomKind::Conference, RoomName::new("cost-room")?);
+    store.resolve_placement(&room, &a).await?;
+    println!(
+        "\n## Script cost in Redis ({COST_CALLS} calls each, {COST_CONCURRENCY} in flight; Redis's counters)"
+    );
+    println!(
+        "{:<58} {:>10} {:>7} {:>12} {:>7}",
+        "", "exec µs", "ratio", "CPU µs (I/O)", "ratio"
+    );
+    let mut base: Option<(f64, f64)> = None;
+    let cases: [&str; 7] = [
+        "raw EVALSHA `return 1`",
+        "resolve_placement, placed room",
+        "place_call, placed room elsewhere, no token",
+        "place_call, placed room elsewhere, token minted",
+        "place_call, placed room here, member recorded",
+        "join_with_token (consume + member recorded)",
+        "remove_member",
+    ];
+    for (case, label) in cases.iter().enumerate() {
+        // Tokens to consume are minted before the measured run.
+        let tokens: Vec<TokenId> = if case == 5 {
+            let mut v = Vec::with_capacity(COST_CALLS);
+            for i in 0..COST_CALLS {
+                let t = TokenId::generate(&mut rand::rng());
+                let grant = TokenGrant {
+                    room: room.clone(),
+                    from: b.clone(),
+                    to: a.clone(),
+                    channel: ChannelId::new(format!("tok-{i}"))?,
+                    caller: "100".into(),
+                    hops: 1,
+                    agent: None,
+                };
+                store
+                    .mint_token(&t, &grant, Duration::from_secs(60))
+                    .await?;
+                v.push(t);
+            }
+            v
+        } else {
+            Vec::new()
+        };
+        let tokens = Arc::new(tokens);
+        let before = super::redis_stats::RedisCounters::read(store).await?;
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..COST_CONCURRENCY {
+            let (store, room, a, b) = (store.clone(), room.clone(), a.clone(), b.clone());
+            let (next, tokens, sha) = (next.clone(), tokens.clone(), raw_sha.to_owned());
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= COST_CALLS {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    let chan = ChannelId::new(format!("c{case}-{i}"))?;
+                    let arrival = |landing: &NodeId, token: bool| CallArrival {
+                        room: room.clone(),
+                        landing: landing.clone(),
+                        channel: chan.clone(),
+                        role: Role::Participant,
+                        redirect: token.then(|| RedirectToken {
+                            token: TokenId::generate(&mut rand::rng()),
+                            caller: "100".into(),
+                            hops: 1,
+                            agent: None,
+                            ttl: Duration::from_secs(5),
+                        }),
+                    };
+                    match case {
+                        0 => {
+                            let mut cmd = redis::cmd("EVALSHA");
+                            cmd.arg(&sha).arg(0);
+                            store.raw(cmd).await?;
+                        }
+                        1 => {
+                            store.resolve_placement(&room, &b).await?;
+                        }
+                        2 => {
+                            store.place_call(&arrival(&b, false), &b).await?;
+                        }
+                        3 => {
+                            store.place_call(&arrival(&b, true), &b).await?;
+                        }
+                        4 => {
+                            store.place_call(&arrival(&a, false), &a).await?;
+                        }
+                        5 => {
+                            let chan = ChannelId::new(format!("j-{i}"))?;
+                            store.join_with_token(&tokens[i], &a, &chan).await?;
+                        }
+                        _ => {
+                            // The members case 4 recorded.
+                            let chan = ChannelId::new(format!("c4-{i}"))?;
+                            store.remove_member(&room, &a, &chan).await?;
+                        }
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            w.await??;
+        }
+        let d = super::redis_stats::RedisCounters::read(store)
+            .await?
+            .since(&before);
+        let (exec, cpu) = d.script_cost(COST_CALLS as u64);
+        let (e0, c0) = *base.get_or_insert((exec, cpu));
+        println!(
+            "{label:<58} {exec:>10.2} {:>7.2} {cpu:>12.2} {:>7.2}",
+            exec / e0.max(0.01),
+            cpu / c0.max(0.01)
+        );
+    }
+    Ok(())
 }

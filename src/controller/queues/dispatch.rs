@@ -23,18 +23,35 @@ enum PairFailed {
 
 impl Controller {
     /// The queue's node runtime, if this replica streams it.
+    /// The node of the queue's holding bridge as last joined here is taken
+    /// without a store read (the engine's saves check it still owns the
+    /// queue); else the room is read.
     pub(super) async fn queue_node(&self, queue: &RoomName) -> Option<Arc<NodeRuntime>> {
+        let known = lock(&self.inner.queues.holding)
+            .get(queue)
+            .and_then(|(n, _)| self.inner.nodes.get(n).cloned());
+        if let Some(rt) = known
+            && rt.link().is_streaming()
+        {
+            return Some(rt);
+        }
         let room = RoomKey::new(RoomKind::Queue, queue.clone());
         let detail = self.inner.store.get_room(&room).await.ok()??;
         let rt = self.inner.nodes.get(&detail.placement.node)?.clone();
-        rt.link().is_streaming().then_some(rt)
+        if rt.link().is_streaming() {
+            lock(&self.inner.queues.holding)
+                .insert(queue.clone(), (rt.id.clone(), detail.placement.epoch));
+            Some(rt)
+        } else {
+            None
+        }
     }
 
     /// Pairs waiting callers with free agents (after ending due wrap-ups
     /// and sending callers past `max_wait` to the treatment), then arms the
     /// next wake-up.
     pub(crate) async fn queue_dispatch(&self, queue: &RoomName) {
-        let Some(node) = self.queue_node(queue).await else {
+        let Some(mut node) = self.queue_node(queue).await else {
             return;
         };
         let settings = self.inner.cfg.queues.settings(queue);
@@ -58,7 +75,7 @@ impl Controller {
                 .remove(queue)
                 .unwrap_or_default();
             let res = self
-                .queue_update(queue, |st, now| {
+                .queue_update_on(queue, Some(&node.id), |st, now| {
                     for a in &returned {
                         st.returned(a);
                     }
@@ -72,7 +89,25 @@ impl Controller {
                 })
                 .await;
             let (actions, st) = match res {
-                Ok(x) => x,
+                Ok(Ok(x)) => x,
+                Ok(Err(owner)) => {
+                    // The queue moved since this replica last joined it:
+                    // read where it lives now, and dispatch there (if
+                    // streamed here).
+                    lock(&self.inner.queues.returned)
+                        .entry(queue.clone())
+                        .or_default()
+                        .extend(returned);
+                    let stale = lock(&self.inner.queues.holding).remove(queue);
+                    tracing::debug!(queue = %queue, owner = ?owner, stale = ?stale.map(|(n, _)| n), "queue moved; its node read again");
+                    match self.queue_node(queue).await {
+                        Some(n) if n.id != node.id => {
+                            node = n;
+                            continue;
+                        }
+                        _ => return,
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(queue = %queue, reason = %e, "queue not dispatched");
                     return;

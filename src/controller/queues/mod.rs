@@ -49,6 +49,7 @@ use super::channel::NodeRuntime;
 use super::{Controller, FarmEvent};
 use crate::domain::{AgentId, ChannelId, NodeId, RoomKind, RoomName};
 use crate::queue::QueueState;
+use crate::store::QueueSave;
 
 /// The engine's memory: nothing that must survive (the store has the rest).
 #[derive(Default)]
@@ -66,7 +67,9 @@ pub(crate) struct Runtime {
     /// Agents back in the holding bridge, to mark in the queue's next
     /// dispatch (one save instead of two per call).
     returned: Mutex<HashMap<RoomName, Vec<AgentId>>>,
-    /// Each queue's holding bridge as last joined here: (node, epoch).
+    /// Each queue's holding bridge as last joined here: (node, epoch). The
+    /// engine runs for that node without reading the room; its saves check
+    /// the node still owns the queue ([`crate::store::Store::save_queue_on`]).
     holding: Mutex<HashMap<RoomName, (NodeId, crate::domain::Epoch)>>,
     /// The earliest wake-up armed per queue (Unix ms).
     wakeups: Mutex<HashMap<RoomName, u64>>,
@@ -169,25 +172,43 @@ impl Controller {
     pub(crate) async fn queue_update<T>(
         &self,
         queue: &RoomName,
-        mut f: impl FnMut(&mut QueueState, u64) -> T,
+        f: impl FnMut(&mut QueueState, u64) -> T,
     ) -> Result<(T, Arc<QueueState>), QueueError> {
+        // Without an owner to check, the store never answers "moved".
+        self.queue_update_on(queue, None, f)
+            .await?
+            .map_err(|_| QueueError::Contended(queue.clone()))
+    }
+
+    /// [`Controller::queue_update`] for the engine of the queue's node
+    /// `owner`: the save also checks that `owner` still owns the queue;
+    /// `Ok(Err(owner now))` when it does not (nothing written).
+    ///
+    /// One store round trip when this replica saved the queue last: its
+    /// saved version is the compare-and-set's expectation (a conflict
+    /// reloads and applies `f` again). Only a transition that changes
+    /// nothing reads the version, to be sure it saw the latest state.
+    pub(crate) async fn queue_update_on<T>(
+        &self,
+        queue: &RoomName,
+        owner: Option<&NodeId>,
+        mut f: impl FnMut(&mut QueueState, u64) -> T,
+    ) -> Result<Result<(T, Arc<QueueState>), Option<NodeId>>, QueueError> {
         let l = self.queue_lock(queue);
         let _g = l.lock().await;
+        let mut cached = lock(&self.inner.queues.cache).remove(queue);
         for _ in 0..32 {
-            // The document this replica saved last, if nobody changed it
-            // since (one small read instead of the whole document).
-            let cached = lock(&self.inner.queues.cache).remove(queue);
-            let cached = match cached {
-                Some(c) if self.inner.store.queue_version(queue).await? == c.version => Some(c),
-                _ => None,
-            };
-            let (version, mut st, stored) = match cached {
+            let (version, mut st, stored, fresh) = match cached.take() {
                 Some(c) => (
                     c.version,
                     Arc::try_unwrap(c.state).unwrap_or_else(|a| (*a).clone()),
                     Some(c.doc),
+                    false,
                 ),
-                None => self.queue_load_doc(queue).await?,
+                None => {
+                    let (v, st, stored) = self.queue_load_doc(queue).await?;
+                    (v, st, stored, true)
+                }
             };
             let before = st.callers.clone();
             let out = f(&mut st, now_ms());
@@ -196,22 +217,41 @@ impl Controller {
             // Unchanged if the document serializes as stored (the
             // serializer is deterministic) and no caller changed.
             if stored.as_deref() == Some(doc.as_str()) && removed.is_empty() && added.is_empty() {
+                // A state kept from this replica's last save may be stale
+                // (another writer): checked before nothing is done.
+                if !fresh && self.inner.store.queue_version(queue).await? != version {
+                    continue;
+                }
                 let state = Arc::new(st);
                 self.cache_queue(queue, version, state.clone(), doc);
-                return Ok((out, state));
+                return Ok(Ok((out, state)));
             }
             let t = Instant::now();
-            let saved = self
-                .inner
-                .store
-                .save_queue_parts(queue, version, &doc, &removed, &added)
-                .await?;
+            let saved = match owner {
+                Some(o) => {
+                    self.inner
+                        .store
+                        .save_queue_on(queue, o, version, &doc, &removed, &added)
+                        .await
+                }
+                None => self
+                    .inner
+                    .store
+                    .save_queue_parts(queue, version, &doc, &removed, &added)
+                    .await
+                    .map(|v| v.map_or(QueueSave::Conflict, QueueSave::Saved)),
+            };
             self.inner.metrics.store_latency("save_queue", t.elapsed());
-            if let Some(v) = saved {
-                self.queue_observe(queue, &st);
-                let state = Arc::new(st);
-                self.cache_queue(queue, v, state.clone(), doc);
-                return Ok((out, state));
+            match saved {
+                Ok(QueueSave::Saved(v)) => {
+                    self.queue_observe(queue, &st);
+                    let state = Arc::new(st);
+                    self.cache_queue(queue, v, state.clone(), doc);
+                    return Ok(Ok((out, state)));
+                }
+                Ok(QueueSave::Conflict) => {}
+                Ok(QueueSave::Moved(now)) => return Ok(Err(now)),
+                Err(e) => return Err(e.into()),
             }
         }
         Err(QueueError::Contended(queue.clone()))
