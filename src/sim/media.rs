@@ -7,9 +7,9 @@
 //!
 //! 1. A channel that is not `Up` has no media path (the simulator has no
 //!    early media): it hears `ringing` if the app indicated ringing (a 180,
-//!    so the caller's phone plays ringback), else `silence`. This is
-//!    `ARI-NOTES.md` §5: MOH needs "early media or an answered channel for
-//!    the caller to actually hear anything".
+//!    so the caller's phone plays ringback), else `silence`: a caller hears
+//!    music on hold or a bridge only over early media or once answered
+//!    (ARCHITECTURE.md, *ARI facts: what a caller hears*).
 //! 2. MOH started on the channel itself (`POST /channels/{id}/moh`): `moh`.
 //! 3. A bridge playing MOH (`POST /bridges/{id}/moh`, an announcer channel
 //!    hidden from ARI): `moh` with the bridge's class, for every member.

@@ -4,8 +4,9 @@
 //!
 //! Its role: stand in for a real Asterisk at the network boundary, so that
 //! corral's ARI client and controller run unchanged against it. What it must
-//! get right is written down in `ARI-NOTES.md` §7 (check order of redirect,
-//! 302 versus REFER, the event sequences, one websocket per app name).
+//! get right is written down in ARCHITECTURE.md, *ARI facts* (the check
+//! order of a redirect, 302 versus REFER, the event sequences and who gets
+//! them, one websocket per app name).
 //!
 //! # Layout
 //!

@@ -1,10 +1,11 @@
 //! The node's HTTP surface: ARI under `/ari` (Basic auth or `api_key`), the
 //! control API under `/sim` (no auth), built by one function, [`router`].
 //!
-//! Rules shared by every ARI handler (`ARI-NOTES.md` §3.6): parameters come
-//! from the query string, a form body or a JSON body (the body wins); void
-//! operations answer 204 with an empty body; errors are `{"message": ...}`;
-//! unknown paths 404 `Resource not found`; a wrong method 405 with `Allow`.
+//! Rules shared by every ARI handler (ARCHITECTURE.md, *ARI facts: REST
+//! conventions*): parameters come from the query string, a form body or a
+//! JSON body (the body wins); void operations answer 204 with an empty
+//! body; errors are `{"message": ...}`; unknown paths 404 `Resource not
+//! found`; a wrong method 405 with `Allow`.
 //! [`routes`] lists every ARI operation served, with the parameters read and
 //! the statuses it can answer, so a test can hold it against the spec.
 
@@ -49,7 +50,7 @@ pub struct AriRoute {
     /// Statuses it can answer, all listed in the spec (success included).
     pub statuses: &'static [u16],
     /// Statuses Asterisk really gives that the spec does not list, each with
-    /// where `ARI-NOTES.md` documents it.
+    /// the fact of ARCHITECTURE.md, *ARI facts*, that it comes from.
     pub quirks: &'static [(u16, &'static str)],
 }
 
@@ -82,7 +83,7 @@ const ORIGINATE_WITH_ID: &[&str] = &[
 const CONTROL: &[u16] = &[204, 404, 409, 412];
 const BRIDGE_TYPE_QUIRK: &[(u16, &str)] = &[(
     500,
-    "ARI-NOTES §5: invalid type combinations give 500 Unable to create bridge",
+    "ARI facts: bridges: invalid type combinations give 500 Unable to create bridge",
 )];
 
 macro_rules! route {
@@ -169,7 +170,7 @@ static ROUTES: &[AriRoute] = &[
         CONTROL,
         &[(
             400,
-            "ARI-NOTES §2.7: label `0` gives 400 Requested priority is illegal"
+            "ARI facts: continue and move: label `0` gives 400 Requested priority is illegal"
         )]
     ),
     route!(
@@ -280,7 +281,7 @@ static ROUTES: &[AriRoute] = &[
         "eventWebsocket",
         &["app", "subscribeAll"],
         &[101],
-        &[(400, "ARI-NOTES §3.1: missing app gives 400")]
+        &[(400, "ARI facts: the event websocket: missing app gives 400")]
     ),
 ];
 

@@ -292,10 +292,11 @@ enum Outcome {
 /// `hangup_after_ms`, a BYE later); busy (`ChannelHangupRequest` and
 /// `ChannelDestroyed` with cause 17, `tech_cause` 486); unavailable (cause
 /// 20); unreachable (no ringing; at the timeout cause 19, `tech_cause`
-/// 480); or ring until the originate timeout (cause 19, `tech_cause` 480). A failed channel is
-/// destroyed without `ChannelHangupRequest`; its `ChannelDestroyed` reaches
-/// the app named in `app=` through the originate's extra subscription
-/// (`ARI-NOTES.md` §2.4).
+/// 480); or ring until the originate timeout (cause 19, `tech_cause` 480).
+/// A failed channel other than a busy one is destroyed without
+/// `ChannelHangupRequest`; its `ChannelDestroyed` reaches the app named in
+/// `app=` through the originate's extra subscription (ARCHITECTURE.md,
+/// *ARI facts: originate*).
 pub(crate) async fn run_originate(
     sh: Arc<Shared>,
     chan_id: String,

@@ -1,11 +1,12 @@
 //! One incarnation of a node: its channels, bridges, Stasis apps and event
 //! websockets, and the rules for who receives which event.
 //!
-//! Delivery follows `ARI-NOTES.md` §2.4 and §3.5: an app gets a channel's
-//! events while the channel is in its Stasis app (`StasisStart` until
-//! `StasisEnd`), while it holds an extra subscription (channels originated
-//! with `app=`), or when its websocket asked for `subscribeAll`; bridge
-//! events go to apps whose channels were added to the bridge through ARI.
+//! Delivery follows ARCHITECTURE.md, *ARI facts: who gets which event*: an
+//! app gets a channel's events while the channel is in its Stasis app
+//! (`StasisStart` until `StasisEnd`), while it holds an extra subscription
+//! (channels originated with `app=`, explicit subscriptions), or when its
+//! websocket asked for `subscribeAll`; bridge events go to apps whose
+//! channels were added to the bridge through ARI, while they are in it.
 //! An app without a websocket loses its events (counted, never replayed).
 //!
 //! Everything is behind one std `Mutex`, held for short sections and never
@@ -229,8 +230,8 @@ pub(crate) struct Hangup {
     pub(crate) soft: bool,
     /// `ChannelDestroyed.cause`.
     pub(crate) cause: i64,
-    /// Emit `ChannelHangupRequest` at all (a dialplan `Hangup()` or a failed
-    /// dial does not queue one).
+    /// Emit `ChannelHangupRequest` at all (a failed dial other than a busy
+    /// one does not queue one).
     pub(crate) request: bool,
 }
 
