@@ -14,7 +14,10 @@
 //!   and [`routes`], the table of ARI operations the node serves;
 //! - `state`: one node incarnation's channels, bridges, apps and sockets, and
 //!   the event fan-out (who receives which event);
-//! - `rest`: the axum router: auth, parameter merging, every handler;
+//! - `rest`: the axum router: auth, faults, every handler;
+//! - `http`: what every answer of the router shares: the ARI error,
+//!   parameters merged as Asterisk merges them, the path id and JSON body
+//!   extractors;
 //! - `ws`: the event websocket (ownership of app names, takeover);
 //! - `sip`: the simulated SIP side: 302 and REFER, the upstream proxy model,
 //!   and the far ends of originated channels playing their scripts;
@@ -38,6 +41,7 @@
 
 mod dialplan;
 mod endpoint;
+mod http;
 mod log;
 mod media;
 mod net;

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::bump;
-use super::rest::{AriError, parse_urlencoded};
+use super::http::{AriError, parse_urlencoded};
 use super::state::Shared;
 
 /// Unregisters the socket when dropped: after the connection ends, or if the
