@@ -12,24 +12,32 @@
 //!
 //! - this file: [`SimConfig`], the [`SimNode`] handle (start, kill, restart)
 //!   and [`routes`], the table of ARI operations the node serves;
-//! - `state`: one node incarnation's channels, bridges, apps and sockets, and
-//!   the event fan-out (who receives which event);
 //! - `rest`: the axum router: auth, faults, every handler;
-//! - `http`: what every answer of the router shares: the ARI error,
-//!   parameters merged as Asterisk merges them, the path id and JSON body
-//!   extractors;
 //! - `ws`: the event websocket (ownership of app names, takeover);
 //! - `sip`: the simulated SIP side: 302 and REFER, the upstream proxy model,
 //!   and the far ends of originated channels playing their scripts;
 //! - `endpoint`: those scripts ([`EndpointScript`]) and their lookup by
 //!   endpoint resource;
-//! - `media`: what each channel hears (MOH, ringing, its bridge, silence);
+//! - `pbx`: a channel running the dialplan (answering, entering Stasis,
+//!   hanging up);
+//! - `state`: one node incarnation's channels, bridges, apps and sockets,
+//!   the event fan-out (who receives which event), and the changes that
+//!   alter what a channel hears, written to the call log;
+//! - `media`: the rules of what each channel hears (MOH, ringing, its
+//!   bridge, silence);
 //! - `log`: the bounded call log behind `GET /sim/log`;
+//! - `model`: the records of channels and bridges with their ARI JSON, what
+//!   a channel hears, Asterisk's timestamps and channel states;
+//! - `http`: what every answer of the router shares: the ARI error,
+//!   parameters merged as Asterisk merges them, the path id and JSON body
+//!   extractors;
 //! - `dialplan`: `extensions.conf` run with Asterisk's rules (by default
 //!   the shipped `deploy/asterisk/extensions.conf`);
-//! - `pbx`: a channel running that dialplan (answering, entering Stasis,
-//!   hanging up);
 //! - `net`: a listener whose connections all die when the node is killed.
+//!
+//! A module uses only modules listed below it, and this file's shared
+//! items (`Common`, `bump`, `lock`, the upstream and fault settings): no
+//! two of them depend on each other.
 //!
 //! # Incarnations
 //!
@@ -44,6 +52,7 @@ mod endpoint;
 mod http;
 mod log;
 mod media;
+mod model;
 mod net;
 mod pbx;
 mod rest;

@@ -30,9 +30,8 @@ use super::http::{
     AriError, AriResult, Id, Params, SimJson, clip, no_content, ok, parse_urlencoded,
 };
 use super::media::DEFAULT_MOH_CLASS;
-use super::state::{
-    AfterAnswer, Bridge, BridgeKind, Channel, Hangup, Shared, State as NodeState, chan_state,
-};
+use super::model::{AfterAnswer, Bridge, BridgeKind, Channel, chan_state, now_ts};
+use super::state::{Hangup, Shared, State as NodeState};
 use super::{EndpointScript, On302, OnRefer, bump, lock, pbx, sip, ws};
 
 /// One ARI operation the simulator serves.
@@ -483,7 +482,7 @@ async fn info(State(sh): State<Arc<Shared>>, p: Params) -> AriResult {
 async fn ping(State(sh): State<Arc<Shared>>) -> AriResult {
     ok(json!({
         "ping": "pong",
-        "timestamp": super::state::now_ts(),
+        "timestamp": now_ts(),
         "asterisk_id": sh.common.asterisk_id,
     }))
 }
@@ -664,7 +663,7 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
         priority: if extension.is_some() { priority } else { 1 },
         app_name: "AppDial2".into(),
         app_data: "(Outgoing Line)".into(),
-        creationtime: super::state::now_ts(),
+        creationtime: now_ts(),
         stasis: None,
         subscribers: app.iter().cloned().collect(),
         bridge: None,
@@ -741,7 +740,7 @@ async fn create_channel(State(sh): State<Arc<Shared>>, p: Params) -> AriResult {
         priority: 1,
         app_name: String::new(),
         app_data: String::new(),
-        creationtime: super::state::now_ts(),
+        creationtime: now_ts(),
         stasis: None,
         subscribers: [app.clone()].into_iter().collect(),
         bridge: None,
@@ -1044,7 +1043,7 @@ fn create_bridge_common(sh: &Shared, id: Option<String>, p: &Params) -> AriResul
         kind,
         name: p.get("name").unwrap_or("").to_string(),
         channels: Vec::new(),
-        creationtime: super::state::now_ts(),
+        creationtime: now_ts(),
         moh: None,
         subscribers: Default::default(),
     };
@@ -1343,7 +1342,7 @@ async fn sim_new_call(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -> 
         priority: 1,
         app_name: String::new(),
         app_data: String::new(),
-        creationtime: super::state::now_ts(),
+        creationtime: now_ts(),
         stasis: None,
         subscribers: Default::default(),
         bridge: None,
@@ -1405,7 +1404,7 @@ async fn sim_hangup_call(State(sh): State<Arc<Shared>>, Id(call_id): Id) -> AriR
     let answered = st
         .channels
         .get(&chan)
-        .is_some_and(|c| c.state == super::state::chan_state::UP);
+        .is_some_and(|c| c.state == chan_state::UP);
     let h = if answered {
         Hangup::normal()
     } else {

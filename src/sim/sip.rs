@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::state::{AfterAnswer, Hangup, Shared, chan_state};
+use super::model::{AfterAnswer, chan_state};
+use super::state::{Hangup, Shared};
 use super::{EndpointScript, On302, OnRefer, bump, pbx};
 
 /// Where a SIP URI points.
