@@ -1,5 +1,6 @@
 //! Scenarios driven over real HTTP and websockets (plain reqwest and
-//! tokio-tungstenite), each checking one behaviour of `ARI-NOTES.md`.
+//! tokio-tungstenite), each checking one of the facts in ARCHITECTURE.md,
+//! *ARI facts*.
 
 mod sim_util;
 mod support;
@@ -27,9 +28,9 @@ fn redirect_path(chan: &str, endpoint: Option<&str>) -> String {
     }
 }
 
-/// Redirect checks run 404 → 409 → 412 → 400 → 422 (ARI-NOTES §2.1): each
-/// channel below fails several checks, and the first in Asterisk's order
-/// decides the status.
+/// Redirect checks run 404 → 409 → 412 → 400 → 422 (ARCHITECTURE.md, *ARI
+/// facts: redirect check order*): each channel below fails several checks,
+/// and the first in Asterisk's order decides the status.
 #[tokio::test]
 async fn redirect_errors_come_in_asterisk_order() {
     let node = start("order").await;
@@ -275,9 +276,10 @@ async fn unknown_extension_is_a_404() {
     assert_eq!(s["args"], json!(["agent", "sales-emea", "bob"]));
 }
 
-/// Bridges as bridges.json and ARI-NOTES §5 say: mixing bridges switch from
-/// simple_bridge to softmix at three channels; addChannel/removeChannel
-/// codes; holding bridges and MOH; destroy keeps the channels in Stasis.
+/// Bridges as bridges.json and ARCHITECTURE.md, *ARI facts: bridges*, say:
+/// mixing bridges switch from simple_bridge to softmix at three channels;
+/// addChannel/removeChannel codes; holding bridges and MOH; destroy keeps
+/// the channels in Stasis.
 #[tokio::test]
 async fn bridges_behave_like_asterisk() {
     let node = start("bridges").await;
@@ -906,9 +908,10 @@ async fn answered_call(ari: &Ari, ev: &Events, exten: &str, caller: &str) -> Str
 /// Each endpoint script, seen over ARI on the socket of the app named in
 /// `app=` and in `/sim/stats`: answer → Ringing, Up, StasisStart with the
 /// comma-split appArgs; busy, unavailable and no answer → ChannelDestroyed
-/// (causes 17, 20, 19 with Asterisk's texts) without ChannelHangupRequest
-/// or StasisStart, delivered through the originate's extra subscription
-/// (ARI-NOTES §2.4) and to no other app. Scripts are set over
+/// (causes 17, 20, 19 with Asterisk's texts) without StasisStart (and, but
+/// for busy, without ChannelHangupRequest), delivered through the
+/// originate's extra subscription (ARCHITECTURE.md, *ARI facts:
+/// originate*) and to no other app. Scripts are set over
 /// `PUT /sim/endpoints` and listed by `GET /sim/endpoints`.
 #[tokio::test]
 async fn originate_outcomes_follow_every_script() {
@@ -1232,8 +1235,8 @@ async fn a_holding_caller_hears_moh_until_bridged_with_an_agent() {
 /// by the answer); a channel's own MOH with its class; a bridge's MOH
 /// (`POST /bridges/{id}/moh`, class changes logged); an unanswered caller
 /// in a holding bridge hears nothing until answered (no media path,
-/// ARI-NOTES §5); a holding bridge's announcer is heard instead of MOH;
-/// a hangup stops the music.
+/// ARCHITECTURE.md, *ARI facts: what a caller hears*); a holding bridge's
+/// announcer is heard instead of MOH; a hangup stops the music.
 #[tokio::test]
 async fn what_a_channel_hears() {
     let node = start("hears").await;

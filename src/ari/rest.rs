@@ -1,6 +1,6 @@
 //! Typed ARI REST calls, each documented with the statuses Asterisk 22 can
-//! answer and what they mean for corral (ARCHITECTURE.md, "Facts of ARI
-//! corral relies on"). Ids corral sends are newtypes ([`ChannelId`],
+//! answer and what they mean for corral (ARCHITECTURE.md, *ARI facts*).
+//! Ids corral sends are newtypes ([`ChannelId`],
 //! [`BridgeId`]); ids read back from ARI stay strings until corral acts on
 //! them, so one odd id can never fail a whole listing.
 //!

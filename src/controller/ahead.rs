@@ -1,6 +1,7 @@
 //! Route ahead: the proxy asks where a call's room lives before it
 //! dispatches the call, so the call lands on its room's node and needs no
-//! redirect (DESIGN.md, "Prevent first, repair second").
+//! redirect (ARCHITECTURE.md, *The call path*, step 0: prevent first,
+//! repair second).
 //!
 //! The room is read from the request URI's user part as the shipped
 //! dialplan reads it ([`decide::route_target`]), then resolved by the

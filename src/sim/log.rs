@@ -8,14 +8,13 @@
 //! on the node handle and survives restarts, like the counters. Only the
 //! last [`LOG_CAPACITY`] entries are kept.
 //!
-//! This module only stores entries; `state.rs` and `media.rs` decide when to
-//! write them.
+//! This module only stores entries; `state.rs` decides when to write them.
 
 use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use super::state::{Bridge, Channel, now_ts};
+use super::model::{Bridge, Channel, now_ts};
 
 /// Entries kept; older ones are dropped first. About 200 bytes each, so a
 /// full log is a few megabytes, and enough for a long benchmark's tail.

@@ -4,28 +4,40 @@
 //!
 //! Its role: stand in for a real Asterisk at the network boundary, so that
 //! corral's ARI client and controller run unchanged against it. What it must
-//! get right is written down in `ARI-NOTES.md` §7 (check order of redirect,
-//! 302 versus REFER, the event sequences, one websocket per app name).
+//! get right is written down in ARCHITECTURE.md, *ARI facts* (the check
+//! order of a redirect, 302 versus REFER, the event sequences and who gets
+//! them, one websocket per app name).
 //!
 //! # Layout
 //!
 //! - this file: [`SimConfig`], the [`SimNode`] handle (start, kill, restart)
 //!   and [`routes`], the table of ARI operations the node serves;
-//! - `state`: one node incarnation's channels, bridges, apps and sockets, and
-//!   the event fan-out (who receives which event);
-//! - `rest`: the axum router: auth, parameter merging, every handler;
+//! - `rest`: the axum router: auth, faults, every handler;
 //! - `ws`: the event websocket (ownership of app names, takeover);
 //! - `sip`: the simulated SIP side: 302 and REFER, the upstream proxy model,
 //!   and the far ends of originated channels playing their scripts;
 //! - `endpoint`: those scripts ([`EndpointScript`]) and their lookup by
 //!   endpoint resource;
-//! - `media`: what each channel hears (MOH, ringing, its bridge, silence);
+//! - `pbx`: a channel running the dialplan (answering, entering Stasis,
+//!   hanging up);
+//! - `state`: one node incarnation's channels, bridges, apps and sockets,
+//!   the event fan-out (who receives which event), and the changes that
+//!   alter what a channel hears, written to the call log;
+//! - `media`: the rules of what each channel hears (MOH, ringing, its
+//!   bridge, silence);
 //! - `log`: the bounded call log behind `GET /sim/log`;
+//! - `model`: the records of channels and bridges with their ARI JSON, what
+//!   a channel hears, Asterisk's timestamps and channel states;
+//! - `http`: what every answer of the router shares: the ARI error,
+//!   parameters merged as Asterisk merges them, the path id and JSON body
+//!   extractors;
 //! - `dialplan`: `extensions.conf` run with Asterisk's rules (by default
 //!   the shipped `deploy/asterisk/extensions.conf`);
-//! - `pbx`: a channel running that dialplan (answering, entering Stasis,
-//!   hanging up);
 //! - `net`: a listener whose connections all die when the node is killed.
+//!
+//! A module uses only modules listed below it, and this file's shared
+//! items (`Common`, `bump`, `lock`, the upstream and fault settings): no
+//! two of them depend on each other.
 //!
 //! # Incarnations
 //!
@@ -37,8 +49,10 @@
 
 mod dialplan;
 mod endpoint;
+mod http;
 mod log;
 mod media;
+mod model;
 mod net;
 mod pbx;
 mod rest;

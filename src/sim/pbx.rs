@@ -10,7 +10,8 @@
 
 use super::dialplan::exec::cause_to_sip;
 use super::dialplan::{App, Host, Pbx, Stop};
-use super::state::{Hangup, State, chan_state};
+use super::model::chan_state;
+use super::state::{Hangup, State};
 
 /// `AST_SOFTHANGUP_APPUNLOAD`, the `cause` of the `ChannelHangupRequest`
 /// a real Asterisk 22.10.1 sends when a channel's dialplan ends.

@@ -1,10 +1,12 @@
 //! The node's HTTP surface: ARI under `/ari` (Basic auth or `api_key`), the
 //! control API under `/sim` (no auth), built by one function, [`router`].
 //!
-//! Rules shared by every ARI handler (`ARI-NOTES.md` §3.6): parameters come
-//! from the query string, a form body or a JSON body (the body wins); void
-//! operations answer 204 with an empty body; errors are `{"message": ...}`;
-//! unknown paths 404 `Resource not found`; a wrong method 405 with `Allow`.
+//! Rules shared by every ARI handler (ARCHITECTURE.md, *ARI facts: REST
+//! conventions*): parameters come from the query string, a form body or a
+//! JSON body (the body wins); void operations answer 204 with an empty
+//! body; errors are `{"message": ...}`; unknown paths 404 `Resource not
+//! found`; a wrong method 405 with `Allow`. The error, the parameters and
+//! the extractors are `http.rs`'s; the handlers are here.
 //! [`routes`] lists every ARI operation served, with the parameters read and
 //! the statuses it can answer, so a test can hold it against the spec.
 
@@ -13,9 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,14 +26,13 @@ use serde_json::{Value, json};
 
 use super::dialplan::exec::{MAX_NAME, atoi_i32, scan_i32};
 use super::dialplan::{Admission, Dialplan, Pbx};
-use super::media::DEFAULT_MOH_CLASS;
-use super::state::{
-    AfterAnswer, Bridge, BridgeKind, Channel, Hangup, Shared, State as NodeState, chan_state,
+use super::http::{
+    AriError, AriResult, Id, Params, SimJson, clip, no_content, ok, parse_urlencoded,
 };
+use super::media::DEFAULT_MOH_CLASS;
+use super::model::{AfterAnswer, Bridge, BridgeKind, Channel, chan_state, now_ts};
+use super::state::{Hangup, Shared, State as NodeState};
 use super::{EndpointScript, On302, OnRefer, bump, lock, pbx, sip, ws};
-
-/// Largest request body read (Asterisk's `MAX_CONTENT_LENGTH`); more is 413.
-pub(crate) const MAX_BODY: usize = 40_960;
 
 /// One ARI operation the simulator serves.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +48,7 @@ pub struct AriRoute {
     /// Statuses it can answer, all listed in the spec (success included).
     pub statuses: &'static [u16],
     /// Statuses Asterisk really gives that the spec does not list, each with
-    /// where `ARI-NOTES.md` documents it.
+    /// the fact of ARCHITECTURE.md, *ARI facts*, that it comes from.
     pub quirks: &'static [(u16, &'static str)],
 }
 
@@ -82,7 +81,7 @@ const ORIGINATE_WITH_ID: &[&str] = &[
 const CONTROL: &[u16] = &[204, 404, 409, 412];
 const BRIDGE_TYPE_QUIRK: &[(u16, &str)] = &[(
     500,
-    "ARI-NOTES §5: invalid type combinations give 500 Unable to create bridge",
+    "ARI facts: bridges: invalid type combinations give 500 Unable to create bridge",
 )];
 
 macro_rules! route {
@@ -169,7 +168,7 @@ static ROUTES: &[AriRoute] = &[
         CONTROL,
         &[(
             400,
-            "ARI-NOTES §2.7: label `0` gives 400 Requested priority is illegal"
+            "ARI facts: continue and move: label `0` gives 400 Requested priority is illegal"
         )]
     ),
     route!(
@@ -280,7 +279,7 @@ static ROUTES: &[AriRoute] = &[
         "eventWebsocket",
         &["app", "subscribeAll"],
         &[101],
-        &[(400, "ARI-NOTES §3.1: missing app gives 400")]
+        &[(400, "ARI facts: the event websocket: missing app gives 400")]
     ),
 ];
 
@@ -354,193 +353,6 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         // too (Asterisk authenticates before it routes).
         .layer(middleware::from_fn_with_state(sh.clone(), guard))
         .with_state(sh)
-}
-
-// ---------------------------------------------------------------------------
-// Errors, parameters, extractors
-
-/// An ARI error: a status and `{"message": ...}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AriError {
-    status: u16,
-    message: String,
-}
-
-impl AriError {
-    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
-        AriError {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for AriError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(json!({"message": self.message}))).into_response()
-    }
-}
-
-type AriResult = Result<Response, AriError>;
-
-fn no_content() -> AriResult {
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn ok(v: Value) -> AriResult {
-    Ok((StatusCode::OK, axum::Json(v)).into_response())
-}
-
-/// Cuts user input quoted in a message to a sane length.
-fn clip(s: &str) -> String {
-    s.chars().take(128).collect()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn decode(raw: &[u8]) -> Result<String, AriError> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| AriError::new(400, "Invalid UTF-8 in request parameters"))
-}
-
-/// Parses `a=1&b=2` (percent and `+` decoding) into `into`; later keys win.
-pub(crate) fn parse_urlencoded(
-    raw: &[u8],
-    into: &mut HashMap<String, String>,
-) -> Result<(), AriError> {
-    for pair in raw.split(|b| *b == b'&') {
-        if pair.is_empty() {
-            continue;
-        }
-        let (k, v) = match pair.iter().position(|b| *b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &[][..]),
-        };
-        into.insert(decode(k)?, decode(v)?);
-    }
-    Ok(())
-}
-
-/// An operation's parameters: query string, then form or JSON body.
-#[derive(Debug, Default)]
-pub(crate) struct Params(HashMap<String, String>);
-
-impl Params {
-    /// The value if present and non-empty (Asterisk's `ast_strlen_zero`).
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
-    }
-}
-
-impl<S: Send + Sync> FromRequest<S> for Params {
-    type Rejection = AriError;
-
-    async fn from_request(req: Request, _state: &S) -> Result<Self, AriError> {
-        let (parts, body) = req.into_parts();
-        let mut map = HashMap::new();
-        if let Some(q) = parts.uri.query() {
-            parse_urlencoded(q.as_bytes(), &mut map)?;
-        }
-        let bytes = axum::body::to_bytes(body, MAX_BODY)
-            .await
-            .map_err(|_| AriError::new(413, "Request Entity Too Large"))?;
-        if bytes.is_empty() {
-            return Ok(Params(map));
-        }
-        let ctype = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if ctype.starts_with("application/json") {
-            let v: Value = serde_json::from_slice(&bytes)
-                .map_err(|_| AriError::new(400, "Error parsing request body"))?;
-            if let Value::Object(obj) = v {
-                for (k, v) in obj {
-                    let s = match v {
-                        Value::String(s) => s,
-                        Value::Number(n) => n.to_string(),
-                        Value::Bool(b) => b.to_string(),
-                        Value::Array(items) => items
-                            .iter()
-                            .map(|i| match i {
-                                Value::String(s) => s.clone(),
-                                other => other.to_string(),
-                            })
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        // `variables` and other containers are not modelled.
-                        Value::Object(_) | Value::Null => continue,
-                    };
-                    map.insert(k, s);
-                }
-            }
-        } else if ctype.starts_with("application/x-www-form-urlencoded") {
-            parse_urlencoded(&bytes, &mut map)?;
-        }
-        Ok(Params(map))
-    }
-}
-
-/// The one path parameter of a route; an undecodable one is simply not
-/// found.
-pub(crate) struct Id(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Id {
-    type Rejection = AriError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AriError> {
-        Path::<String>::from_request_parts(parts, state)
-            .await
-            .map(|Path(s)| Id(s))
-            .map_err(|_| AriError::new(404, "Resource not found"))
-    }
-}
-
-/// A JSON body of the control API.
-struct SimJson(Value);
-
-impl<S: Send + Sync> FromRequest<S> for SimJson {
-    type Rejection = AriError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, AriError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| AriError::new(413, "Request Entity Too Large"))?;
-        if bytes.len() > MAX_BODY {
-            return Err(AriError::new(413, "Request Entity Too Large"));
-        }
-        serde_json::from_slice(&bytes)
-            .map(SimJson)
-            .map_err(|e| AriError::new(400, format!("Invalid JSON body: {e}")))
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -670,7 +482,7 @@ async fn info(State(sh): State<Arc<Shared>>, p: Params) -> AriResult {
 async fn ping(State(sh): State<Arc<Shared>>) -> AriResult {
     ok(json!({
         "ping": "pong",
-        "timestamp": super::state::now_ts(),
+        "timestamp": now_ts(),
         "asterisk_id": sh.common.asterisk_id,
     }))
 }
@@ -851,7 +663,7 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
         priority: if extension.is_some() { priority } else { 1 },
         app_name: "AppDial2".into(),
         app_data: "(Outgoing Line)".into(),
-        creationtime: super::state::now_ts(),
+        creationtime: now_ts(),
         stasis: None,
         subscribers: app.iter().cloned().collect(),
         bridge: None,
@@ -928,7 +740,7 @@ async fn create_channel(State(sh): State<Arc<Shared>>, p: Params) -> AriResult {
         priority: 1,
         app_name: String::new(),
         app_data: String::new(),
-        creationtime: super::state::now_ts(),
+        creationtime: now_ts(),
         stasis: None,
         subscribers: [app.clone()].into_iter().collect(),
         bridge: None,
@@ -1231,7 +1043,7 @@ fn create_bridge_common(sh: &Shared, id: Option<String>, p: &Params) -> AriResul
         kind,
         name: p.get("name").unwrap_or("").to_string(),
         channels: Vec::new(),
-        creationtime: super::state::now_ts(),
+        creationtime: now_ts(),
         moh: None,
         subscribers: Default::default(),
     };
@@ -1530,7 +1342,7 @@ async fn sim_new_call(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -> 
         priority: 1,
         app_name: String::new(),
         app_data: String::new(),
-        creationtime: super::state::now_ts(),
+        creationtime: now_ts(),
         stasis: None,
         subscribers: Default::default(),
         bridge: None,
@@ -1592,7 +1404,7 @@ async fn sim_hangup_call(State(sh): State<Arc<Shared>>, Id(call_id): Id) -> AriR
     let answered = st
         .channels
         .get(&chan)
-        .is_some_and(|c| c.state == super::state::chan_state::UP);
+        .is_some_and(|c| c.state == chan_state::UP);
     let h = if answered {
         Hangup::normal()
     } else {
@@ -1779,23 +1591,5 @@ async fn sim_inject(State(sh): State<Arc<Shared>>, SimJson(body): SimJson) -> Ar
         no_content()
     } else {
         Err(AriError::new(404, "no websocket owns this application"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urlencoded_values_decode() {
-        let mut m = HashMap::new();
-        parse_urlencoded(b"endpoint=PJSIP%2Fsip%3Atok%40h&x=a+b&y&z=%zz", &mut m).expect("ok");
-        assert_eq!(m["endpoint"], "PJSIP/sip:tok@h");
-        assert_eq!(m["x"], "a b");
-        assert_eq!(m["y"], "");
-        assert_eq!(m["z"], "%zz");
-        assert!(parse_urlencoded(b"a=%ff%fe", &mut m).is_err());
-        parse_urlencoded(b"t=%4", &mut m).expect("short escape kept");
-        assert_eq!(m["t"], "%4");
     }
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::state::{AfterAnswer, Hangup, Shared, chan_state};
+use super::model::{AfterAnswer, chan_state};
+use super::state::{Hangup, Shared};
 use super::{EndpointScript, On302, OnRefer, bump, pbx};
 
 /// Where a SIP URI points.
@@ -292,10 +293,11 @@ enum Outcome {
 /// `hangup_after_ms`, a BYE later); busy (`ChannelHangupRequest` and
 /// `ChannelDestroyed` with cause 17, `tech_cause` 486); unavailable (cause
 /// 20); unreachable (no ringing; at the timeout cause 19, `tech_cause`
-/// 480); or ring until the originate timeout (cause 19, `tech_cause` 480). A failed channel is
-/// destroyed without `ChannelHangupRequest`; its `ChannelDestroyed` reaches
-/// the app named in `app=` through the originate's extra subscription
-/// (`ARI-NOTES.md` §2.4).
+/// 480); or ring until the originate timeout (cause 19, `tech_cause` 480).
+/// A failed channel other than a busy one is destroyed without
+/// `ChannelHangupRequest`; its `ChannelDestroyed` reaches the app named in
+/// `app=` through the originate's extra subscription (ARCHITECTURE.md,
+/// *ARI facts: originate*).
 pub(crate) async fn run_originate(
     sh: Arc<Shared>,
     chan_id: String,

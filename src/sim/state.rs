@@ -1,53 +1,31 @@
 //! One incarnation of a node: its channels, bridges, Stasis apps and event
 //! websockets, and the rules for who receives which event.
 //!
-//! Delivery follows `ARI-NOTES.md` §2.4 and §3.5: an app gets a channel's
-//! events while the channel is in its Stasis app (`StasisStart` until
-//! `StasisEnd`), while it holds an extra subscription (channels originated
-//! with `app=`), or when its websocket asked for `subscribeAll`; bridge
-//! events go to apps whose channels were added to the bridge through ARI.
+//! Delivery follows ARCHITECTURE.md, *ARI facts: who gets which event*: an
+//! app gets a channel's events while the channel is in its Stasis app
+//! (`StasisStart` until `StasisEnd`), while it holds an extra subscription
+//! (channels originated with `app=`, explicit subscriptions), or when its
+//! websocket asked for `subscribeAll`; bridge events go to apps whose
+//! channels were added to the bridge through ARI, while they are in it.
 //! An app without a websocket loses its events (counted, never replayed).
 //!
 //! Everything is behind one std `Mutex`, held for short sections and never
 //! across an `.await`; events are pushed with `try_send` into each socket's
 //! bounded queue, so emitting never blocks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use time::macros::format_description;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::dialplan::Pbx;
 use super::log::{LogEntry, What};
-use super::media::Hears;
+use super::media::{self, ANNOUNCER};
+use super::model::{Bridge, BridgeKind, Channel, Hears, chan_state, format_ts, now_ts};
 use super::{Common, bump, lock};
-
-/// Asterisk's timestamp format: `2026-01-01T12:00:00.123+0000`.
-pub(crate) fn format_ts(t: OffsetDateTime) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3][offset_hour sign:mandatory][offset_minute]"
-    );
-    t.format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000+0000".to_string())
-}
-
-/// Now, in Asterisk's timestamp format.
-pub(crate) fn now_ts() -> String {
-    format_ts(OffsetDateTime::now_utc())
-}
-
-/// Channel states as `ast_state2str` spells them.
-pub(crate) mod chan_state {
-    pub(crate) const DOWN: &str = "Down";
-    pub(crate) const RING: &str = "Ring";
-    pub(crate) const RINGING: &str = "Ringing";
-    pub(crate) const UP: &str = "Up";
-}
 
 /// Q.850 cause text as `ast_cause2str` gives it.
 pub(crate) fn cause_txt(cause: i64) -> &'static str {
@@ -69,135 +47,6 @@ pub(crate) fn cause_txt(cause: i64) -> &'static str {
         58 => "Bearer capability not available",
         127 => "Interworking, unspecified",
         _ => "Unknown",
-    }
-}
-
-/// A channel.
-#[derive(Debug, Clone)]
-pub(crate) struct Channel {
-    pub(crate) id: String,
-    pub(crate) seq: u64,
-    pub(crate) name: String,
-    pub(crate) tech: String,
-    pub(crate) state: &'static str,
-    pub(crate) protocol_id: String,
-    pub(crate) caller_name: String,
-    pub(crate) caller_number: String,
-    pub(crate) context: String,
-    pub(crate) exten: String,
-    pub(crate) priority: i64,
-    pub(crate) app_name: String,
-    pub(crate) app_data: String,
-    pub(crate) creationtime: String,
-    /// The Stasis app the channel is in.
-    pub(crate) stasis: Option<String>,
-    /// Apps with an extra subscription (originated with `app=`).
-    pub(crate) subscribers: BTreeSet<String>,
-    pub(crate) bridge: Option<String>,
-    /// The channel's role in its bridge (`addChannel?role=`); `announcer`
-    /// matters in holding bridges.
-    pub(crate) bridge_role: Option<String>,
-    /// Inbound call from the simulated proxy (`POST /sim/calls`).
-    pub(crate) inbound: bool,
-    /// The class of the channel's own MOH (`POST /channels/{id}/moh`).
-    pub(crate) moh: Option<String>,
-    /// Ringing indicated (`POST /channels/{id}/ring`).
-    pub(crate) ringing: bool,
-    /// What the channel hears, as last recorded (`media.rs` keeps it up to
-    /// date; `GET /sim/calls` shows it).
-    pub(crate) hears: Hears,
-    /// Where an originated channel goes once answered.
-    pub(crate) after_answer: Option<AfterAnswer>,
-    /// The channel's place in the dialplan and its variables, for channels
-    /// that run the dialplan (inbound calls, channels originated to an
-    /// extension, channels continued out of Stasis).
-    pub(crate) pbx: Option<Pbx>,
-}
-
-/// Where an originated channel goes once its far end answers.
-#[derive(Debug, Clone)]
-pub(crate) enum AfterAnswer {
-    /// `app=`: straight into the Stasis app with `appArgs`.
-    Stasis(String, Vec<String>),
-    /// `extension=` (and `context=`, `priority=`): the dialplan from there.
-    Dialplan(Pbx),
-}
-
-impl Channel {
-    pub(crate) fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "state": self.state,
-            "protocol_id": self.protocol_id,
-            "caller": {"name": self.caller_name, "number": self.caller_number},
-            "connected": {"name": "", "number": ""},
-            "accountcode": "",
-            "dialplan": {
-                "context": self.context,
-                "exten": self.exten,
-                "priority": self.priority,
-                "app_name": self.app_name,
-                "app_data": self.app_data,
-            },
-            "creationtime": self.creationtime,
-            "language": "en",
-        })
-    }
-
-    /// `Down`, `Rsrvd` and `Ringing` are "invalid" for redirect, answer,
-    /// ring, moh, continue (`channel_state_invalid`).
-    pub(crate) fn state_invalid(&self) -> bool {
-        matches!(self.state, chan_state::DOWN | chan_state::RINGING | "Rsrvd")
-    }
-}
-
-/// The type of a bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BridgeKind {
-    Mixing,
-    Holding,
-}
-
-/// A Stasis bridge.
-#[derive(Debug, Clone)]
-pub(crate) struct Bridge {
-    pub(crate) id: String,
-    pub(crate) seq: u64,
-    pub(crate) kind: BridgeKind,
-    pub(crate) name: String,
-    pub(crate) channels: Vec<String>,
-    pub(crate) creationtime: String,
-    /// The class of the MOH played to the bridge (`POST /bridges/{id}/moh`).
-    pub(crate) moh: Option<String>,
-    /// Apps subscribed to the bridge explicitly
-    /// (`POST /applications/{app}/subscription`). The Stasis app of a
-    /// channel in the bridge follows it too, but only while the channel is
-    /// in it (see [`State::bridge_apps`]).
-    pub(crate) subscribers: BTreeSet<String>,
-}
-
-impl Bridge {
-    pub(crate) fn technology(&self) -> &'static str {
-        match self.kind {
-            BridgeKind::Holding => "holding_bridge",
-            BridgeKind::Mixing if self.channels.len() <= 2 => "simple_bridge",
-            BridgeKind::Mixing => "softmix",
-        }
-    }
-
-    pub(crate) fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "technology": self.technology(),
-            "bridge_type": match self.kind { BridgeKind::Mixing => "mixing", BridgeKind::Holding => "holding" },
-            "bridge_class": "stasis",
-            "creator": "Stasis",
-            "name": self.name,
-            "channels": self.channels,
-            "creationtime": self.creationtime,
-            "video_mode": "none",
-        })
     }
 }
 
@@ -229,8 +78,8 @@ pub(crate) struct Hangup {
     pub(crate) soft: bool,
     /// `ChannelDestroyed.cause`.
     pub(crate) cause: i64,
-    /// Emit `ChannelHangupRequest` at all (a dialplan `Hangup()` or a failed
-    /// dial does not queue one).
+    /// Emit `ChannelHangupRequest` at all (a failed dial other than a busy
+    /// one does not queue one).
     pub(crate) request: bool,
 }
 
@@ -787,13 +636,117 @@ impl State {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+// What channels hear: `media.rs` states the rules, these apply them and log
+// what changed.
+impl State {
+    /// Recomputes what `chan_id` hears and records a switch into, out of or
+    /// between MOH classes.
+    pub(crate) fn refresh_hears(&mut self, chan_id: &str) {
+        let now = media::hears(&self.channels, &self.bridges, chan_id);
+        self.set_hears(chan_id, now);
+    }
 
-    #[test]
-    fn timestamps_use_asterisk_format() {
-        let t = OffsetDateTime::from_unix_timestamp(1_767_268_800).expect("valid");
-        assert_eq!(format_ts(t), "2026-01-01T12:00:00.000+0000");
+    /// Recomputes what every channel of `bridge_id` hears.
+    pub(crate) fn refresh_bridge(&mut self, bridge_id: &str) {
+        let members = self
+            .bridges
+            .get(bridge_id)
+            .map(|b| b.channels.clone())
+            .unwrap_or_default();
+        let announcer = members.iter().any(|c| {
+            self.channels
+                .get(c)
+                .is_some_and(|o| o.bridge_role.as_deref() == Some(ANNOUNCER))
+        });
+        for c in members {
+            let now = media::hears_in(&self.channels, &self.bridges, &c, Some(announcer));
+            self.set_hears(&c, now);
+        }
+    }
+
+    /// A channel with bridge `role` joined or left `bridge_id`: recomputes
+    /// what the other members hear when that can change. In a holding
+    /// bridge only an announcer changes it (rule 4); a mixing bridge is
+    /// recomputed (rule 5 counts its members).
+    pub(crate) fn refresh_after_move(&mut self, bridge_id: &str, role: Option<&str>) {
+        let holding = self
+            .bridges
+            .get(bridge_id)
+            .is_some_and(|b| b.kind == BridgeKind::Holding);
+        if holding && role != Some(ANNOUNCER) {
+            return;
+        }
+        self.refresh_bridge(bridge_id);
+    }
+
+    /// Sets what `chan_id` hears (a hangup forces `Silence`), logging
+    /// `moh_stop` then `moh_start` as the MOH class heard changes.
+    pub(crate) fn set_hears(&mut self, chan_id: &str, now: Hears) {
+        let Some(ch) = self.channels.get_mut(chan_id) else {
+            return;
+        };
+        if ch.hears == now {
+            return;
+        }
+        let before = std::mem::replace(&mut ch.hears, now.clone());
+        if before.moh_class() == now.moh_class() {
+            return;
+        }
+        for (what, h) in [(What::MohStop, &before), (What::MohStart, &now)] {
+            let Some(class) = h.moh_class() else {
+                continue;
+            };
+            let Some(ch) = self.channels.get(chan_id) else {
+                return;
+            };
+            let mut e = LogEntry::new(what, ch).class(class);
+            if let Some(b) = h.moh_bridge().and_then(|id| self.bridges.get(id)) {
+                e = e.bridge(b);
+            }
+            self.record(e);
+            if what == What::MohStart {
+                bump(&self.common.stats.moh_started);
+            }
+        }
+    }
+
+    /// `POST`/`DELETE /channels/{id}/moh`: the channel's own MOH, of
+    /// `class`, or none.
+    pub(crate) fn set_channel_moh(&mut self, chan_id: &str, class: Option<String>) {
+        if let Some(ch) = self.channels.get_mut(chan_id) {
+            ch.moh = class;
+        }
+        self.refresh_hears(chan_id);
+    }
+
+    /// Turns the ringing indication on or off, logging `ring_start` /
+    /// `ring_stop` when it changes.
+    pub(crate) fn set_ringing(&mut self, chan_id: &str, on: bool) {
+        let Some(ch) = self.channels.get_mut(chan_id) else {
+            return;
+        };
+        if ch.ringing == on {
+            return;
+        }
+        ch.ringing = on;
+        let what = if on { What::RingStart } else { What::RingStop };
+        let e = LogEntry::new(what, ch);
+        self.record(e);
+        self.refresh_hears(chan_id);
+    }
+
+    /// `POST`/`DELETE /bridges/{id}/moh`: sets the bridge's MOH class (or
+    /// none) and returns the previous one.
+    pub(crate) fn set_bridge_moh(
+        &mut self,
+        bridge_id: &str,
+        class: Option<String>,
+    ) -> Option<String> {
+        let before = self
+            .bridges
+            .get_mut(bridge_id)
+            .and_then(|b| std::mem::replace(&mut b.moh, class));
+        self.refresh_bridge(bridge_id);
+        before
     }
 }

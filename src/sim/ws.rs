@@ -1,11 +1,12 @@
 //! The event websocket, `GET /ari/events?app=a[,b...]&subscribeAll=...`.
 //!
-//! As on Asterisk (`ARI-NOTES.md` §3): the socket is registered before the
-//! upgrade completes, so no event falls between the 101 and the first read;
-//! one socket owns an app name and a newer one takes it over (the old one
-//! gets `ApplicationReplaced` and stays open); the node never pings but
-//! answers pings (axum replies with PONG); when the socket goes, its apps
-//! become inactive and their events are thrown away, never replayed.
+//! As on Asterisk (ARCHITECTURE.md, *ARI facts: the event websocket*): the
+//! socket is registered before the upgrade completes, so no event falls
+//! between the 101 and the first read; one socket owns an app name and a
+//! newer one takes it over (the old one gets `ApplicationReplaced` and
+//! stays open); the node never pings but answers pings (axum replies with
+//! PONG); when the socket goes, its apps become inactive and their events
+//! are thrown away, never replayed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::bump;
-use super::rest::{AriError, parse_urlencoded};
+use super::http::{AriError, parse_urlencoded};
 use super::state::Shared;
 
 /// Unregisters the socket when dropped: after the connection ends, or if the
