@@ -260,22 +260,29 @@ async fn a_call_stranded_by_a_replica_crash_is_placed_by_the_standby() {
     let crashed = std::time::Instant::now();
     a.crash();
     farm.sims[0].set_faults(corral::sim::Faults::default());
+    // Calls on node 0 until one lands in the standby app: A's socket is
+    // gone and B's standby socket is up (a call before that finds neither
+    // app and is refused, 503).
     let mut k = 0;
     eventually(
         Duration::from_secs(5),
-        "a call on node 0 fails Stasis(corral) (A's socket is gone)",
+        "a call on node 0 in the standby app",
         || {
             k += 1;
             let call = format!("next{k}");
             let farm = &farm;
             async move {
                 farm.call_on(0, "conf-strand", &call).await;
-                (farm.sim_stat(|s| s.stasis_failed) > 0).then_some(())
+                let live = farm.live_calls().await;
+                live.iter()
+                    .any(|(_, c)| c["stasis"] == "corral-standby")
+                    .then_some(())
             }
         },
     )
     .await;
-    let live = farm.wait_all_bridged(k + 1, Duration::from_secs(5)).await;
+    let calls = farm.live_calls().await.len();
+    let live = farm.wait_all_bridged(calls, Duration::from_secs(5)).await;
     assert!(
         live.iter().any(|(_, c)| c["call_id"] == "stranded"),
         "the stranded call is bridged: {live:?}"
