@@ -215,3 +215,35 @@ async fn redis_restarted_empty_under_two_replicas() {
     let _ = run_b.await;
     farm.stop().await;
 }
+
+/// A call that arrives while Redis is down joins where it landed (degraded);
+/// when that join's answer fails past the ARI client's own tries, the join
+/// is tried again while the call is still there, as a recorded join is.
+/// (Before: "call gone before it joined" was logged and the call was left
+/// ringing, unhandled, until two resyncs had seen it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_join_whose_answer_fails_still_joins() {
+    let seed = seed("degraded_answer_fails");
+    let mut farm = TestFarm::start_with(2, Backend::PrivateRedis, seed, |c| {
+        c.reconcile_interval = Duration::from_secs(30);
+    })
+    .await;
+    farm.kill_redis();
+    // 6 failures outlast one round of the ARI client's 4 tries.
+    farm.sims[0].set_faults(corral::sim::Faults {
+        rest_rule: Some(corral::sim::RestRule {
+            method: "POST".into(),
+            path: "/ari/channels/*/answer".into(),
+            delay_ms: 0,
+            fail: 6,
+        }),
+        ..Default::default()
+    });
+    farm.call_on(0, "conf-deg", "degraded").await;
+    let calls = farm.wait_all_bridged(1, Duration::from_secs(5)).await;
+    assert!(calls.iter().all(|(i, _)| *i == 0), "seed {seed}: {calls:?}");
+    assert_eq!(farm.sims[0].stats().rest_faults, 6, "seed {seed}");
+    assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
+    farm.restart_redis();
+    farm.stop().await;
+}

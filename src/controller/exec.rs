@@ -588,15 +588,48 @@ impl Controller {
         });
     }
 
-    /// Joins the call where it is, without a member record.
+    /// Joins the call where it is, without a member record. A join whose
+    /// ARI work fails while the call is still there is retried like a
+    /// recorded one (`decide::after_join_failed`), then placed again later.
     async fn join_unrecorded(&self, call: Call<'_>, room: &RoomKey, kind: JoinKind) {
-        match self.put_in_bridge(call.node, call.chan, room, None).await {
-            Ok(_) => {
-                self.inner.metrics.joined(&call.node.id, kind);
-                self.inner.metrics.call_setup(call.started.elapsed());
-            }
-            Err(e) => {
-                tracing::info!(node = %call.node.id, room = %room, channel = %call.chan, reason = %e, "call gone before it joined")
+        let (node, chan) = (call.node, call.chan);
+        let mut backoff = Backoff::new(JOIN_RETRY_INITIAL, JOIN_RETRY_MAX, JOIN_RETRY_MAX);
+        let mut retries = JOIN_RETRIES;
+        loop {
+            let e = match self.put_in_bridge(node, chan, room, None).await {
+                Ok(_) => {
+                    self.inner.metrics.joined(&node.id, kind);
+                    self.inner.metrics.call_setup(call.started.elapsed());
+                    return;
+                }
+                Err(e) => e,
+            };
+            let err = if matches!(e.status(), Some(409 | 422)) {
+                decide::JoinError::LeftApp
+            } else if self.channel_gone(node, chan).await {
+                decide::JoinError::Gone
+            } else {
+                decide::JoinError::Unknown
+            };
+            match decide::after_join_failed(err, retries > 0) {
+                decide::AfterJoinFailed::Undo => {
+                    tracing::info!(node = %node.id, room = %room, channel = %chan, reason = %e, "call gone before it joined");
+                    return;
+                }
+                decide::AfterJoinFailed::Retry => {
+                    retries -= 1;
+                    tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e, "join failed; the call is still there: trying again");
+                    let pause = backoff.delay_for(e.retry()).unwrap_or(JOIN_RETRY_MAX);
+                    if !self.sleep_unless_stopped(pause).await {
+                        return;
+                    }
+                }
+                decide::AfterJoinFailed::LeaveToResync => {
+                    tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e,
+                        "join failed again; the call is placed again shortly");
+                    self.place_again_later(call);
+                    return;
+                }
             }
         }
     }
