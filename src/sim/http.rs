@@ -4,7 +4,7 @@
 //! facts: REST conventions*), and the extractors of a path id and of a
 //! control API JSON body.
 //!
-//! `rest.rs` (every ARI and control handler) and `ws.rs` (the event
+//! `rest/` (every ARI and control handler) and `ws.rs` (the event
 //! websocket's upgrade) both answer with these; nothing here knows a node's
 //! state.
 

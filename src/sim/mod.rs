@@ -12,7 +12,9 @@
 //!
 //! - this file: [`SimConfig`], the [`SimNode`] handle (start, kill, restart)
 //!   and [`routes`], the table of ARI operations the node serves;
-//! - `rest`: the axum router: auth, faults, every handler;
+//! - `rest/`: the axum router: auth, faults, every handler, one file per
+//!   resource (`asterisk`, `channels`, `bridges`, `applications`, and `sim`
+//!   for the `/sim` control API);
 //! - `ws`: the event websocket (ownership of app names, takeover);
 //! - `sip`: the simulated SIP side: 302 and REFER, the upstream proxy model,
 //!   and the far ends of originated channels playing their scripts;
