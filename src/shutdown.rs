@@ -27,6 +27,19 @@ impl<T> OwnedTask<T> {
     }
 }
 
+/// Awaiting an `OwnedTask` yields the task's output, as awaiting its
+/// `JoinHandle` would (`Err` if it panicked or was aborted).
+impl<T> std::future::Future for OwnedTask<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
 impl<T> Drop for OwnedTask<T> {
     fn drop(&mut self) {
         self.0.abort();
@@ -35,9 +48,16 @@ impl<T> Drop for OwnedTask<T> {
 
 /// Returns a token that is cancelled on the first SIGTERM or Ctrl-C. A second
 /// signal exits the process at once (the forced stage of a two-stage stop).
+///
+/// The watcher task is deliberately detached, not an [`OwnedTask`]: its job
+/// outlives the caller's scope (after the first signal the caller drains and
+/// returns, and the second signal must still force the exit while that
+/// drain runs), it holds nothing but the token, and it ends with the runtime.
+/// Returning a guard would make every caller keep one alive for no gain.
 pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
+    // Detached on purpose; see above.
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested; finishing work in flight (signal again to stop now)");
@@ -87,5 +107,18 @@ mod tests {
         drop(task);
         // The sender is dropped with the aborted task.
         assert!(rx.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn awaiting_an_owned_task_returns_its_value() {
+        let task = OwnedTask::spawn(async { 41 + 1 });
+        assert_eq!(task.await.unwrap(), 42);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_owned_task_awaits_to_a_cancelled_error() {
+        let task = OwnedTask::spawn(std::future::pending::<()>());
+        task.0.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
     }
 }

@@ -130,7 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let run = {
         let ctrl = ctrl.clone();
         let s = shutdown.clone();
-        tokio::spawn(async move { ctrl.run(s).await })
+        OwnedTask::spawn(async move { ctrl.run(s).await })
     };
     // Owned: the API and the story end with the demo.
     let _api = match tokio::net::TcpListener::bind(args.api.as_str()).await {

@@ -115,7 +115,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .with_route_ahead(cfg.api.route_ahead),
     );
     let api_shutdown = shutdown.clone();
-    let api = tokio::spawn(crate::api::serve(listener, app, limits, api_shutdown));
+    let api =
+        crate::shutdown::OwnedTask::spawn(crate::api::serve(listener, app, limits, api_shutdown));
     ctrl.run(shutdown).await;
     api.await?;
     Ok(())

@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 
 use crate::controller::{self, Controller, NodeSpec};
 use crate::domain::{NodeId, RoomKey};
+use crate::shutdown::OwnedTask;
 use crate::sim::{SimConfig, SimNode};
 use crate::store;
 use crate::telemetry::Metrics;
@@ -123,7 +124,7 @@ where
     let mut tasks = Vec::new();
     for w in 0..workers {
         let (op, stop) = (op.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(OwnedTask::spawn(async move {
             let (mut lat, mut errors, mut i) = (Vec::new(), 0, w);
             while !stop.load(Ordering::Relaxed) && start.elapsed() < d {
                 let t = Instant::now();
@@ -174,7 +175,7 @@ where
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due).await;
         let op = op.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(OwnedTask::spawn(async move {
             // Latency counts from the issue; how late the issue was against
             // its schedule is reported apart (generator lag), so a stall of
             // the generator is shown, not hidden.
@@ -313,7 +314,9 @@ pub(super) struct BenchApi {
     /// Where the API listens.
     pub(super) addr: std::net::SocketAddr,
     shutdown: tokio_util::sync::CancellationToken,
-    running: tokio::task::JoinHandle<()>,
+    running: OwnedTask<()>,
+    /// The API server (aborted with the bench; it stops on `shutdown`).
+    _api: OwnedTask<()>,
     /// Stops everything when the benchmark ends early with an error.
     _stop: tokio_util::sync::DropGuard,
     _sims: Vec<SimNode>,
@@ -365,7 +368,7 @@ impl BenchApi {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let running = {
             let (c, s) = (ctrl.clone(), shutdown.clone());
-            tokio::spawn(async move { c.run(s).await })
+            OwnedTask::spawn(async move { c.run(s).await })
         };
         let t0 = Instant::now();
         while !ctrl.nodes_streaming().iter().all(|(_, up)| *up) {
@@ -378,7 +381,7 @@ impl BenchApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = crate::api::router(crate::api::AppState::new(ctrl.clone(), Some(TOKEN.into())));
-        tokio::spawn(crate::api::serve(
+        let api = OwnedTask::spawn(crate::api::serve(
             listener,
             app,
             crate::api::ServerConfig::default(),
@@ -391,6 +394,7 @@ impl BenchApi {
             _stop: shutdown.clone().drop_guard(),
             shutdown,
             running,
+            _api: api,
             _sims: sims,
         })
     }

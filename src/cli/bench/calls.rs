@@ -277,10 +277,12 @@ async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
     let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.calls)));
     let cancel = CancellationToken::new();
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(sims.len());
+    // The app's streams and readers, aborted when the baseline returns.
+    let mut app = tokio::task::JoinSet::new();
     for s in sims {
         let ari = AriNode::new(ari_config(s)?, metrics.clone())?;
         let (tx, mut rx) = mpsc::channel(crate::ari::stream::EVENT_QUEUE);
-        tokio::spawn(stream::run(
+        app.spawn(stream::run(
             ari.clone(),
             StreamConfig::default(),
             tx,
@@ -289,8 +291,11 @@ async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
         let done = done.clone();
         let samples = samples.clone();
         let ready = ready_tx.clone();
-        tokio::spawn(async move {
+        app.spawn(async move {
+            // One task per call, owned by this reader (reaped as they end).
+            let mut answers = tokio::task::JoinSet::new();
             while let Some(item) = rx.recv().await {
+                while answers.try_join_next().is_some() {}
                 match item {
                     StreamItem::Connected => {
                         let _ = ready.send(()).await;
@@ -300,7 +305,7 @@ async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
                             let ari = ari.clone();
                             let done = done.clone();
                             let samples = samples.clone();
-                            tokio::spawn(async move {
+                            answers.spawn(async move {
                                 let t = Instant::now();
                                 let room = args.get(1).cloned().unwrap_or_default();
                                 let (Ok(id), Ok(chan)) = (
@@ -421,7 +426,7 @@ async fn with_corral(
     let handle = {
         let ctrl = ctrl.clone();
         let s = shutdown.clone();
-        tokio::spawn(async move { ctrl.run(s).await })
+        crate::shutdown::OwnedTask::spawn(async move { ctrl.run(s).await })
     };
     wait_until(Duration::from_secs(10), || {
         ctrl.nodes_streaming().iter().all(|(_, up)| *up)

@@ -30,6 +30,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::domain::{ChannelId, Incarnation, NodeId, Role, RoomKey, RoomKind, RoomName};
 use crate::policy::{Policy, Strategy, room_hash};
+use crate::shutdown::OwnedTask;
 use crate::store::{Config, NodeRecord, NodeRegistration, RedisStore, Resolution, Store};
 
 /// Flags of `corral bench placement`.
@@ -382,7 +383,7 @@ where
     let mut workers = Vec::new();
     for w in 0..concurrency.max(1) {
         let op = op.clone();
-        workers.push(tokio::spawn(async move {
+        workers.push(OwnedTask::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0;
             let mut i = 0;
@@ -431,7 +432,7 @@ where
             tokio::time::sleep_until(due).await;
         }
         let fut = op(i);
-        tasks.push(tokio::spawn(async move {
+        tasks.push(OwnedTask::spawn(async move {
             let t = Instant::now();
             let ok = fut.await.is_ok();
             (t.elapsed(), ok)
@@ -509,7 +510,7 @@ async fn memory_run(
         for _ in 0..args.concurrency.max(1) {
             let (store, nodes, next) = (store.clone(), nodes.clone(), next.clone());
             let total = args.rooms;
-            workers.push(tokio::spawn(async move {
+            workers.push(OwnedTask::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if i >= total {
@@ -928,7 +929,7 @@ async fn script_costs(
         for _ in 0..COST_CONCURRENCY {
             let (store, room, a, b) = (store.clone(), room.clone(), a.clone(), b.clone());
             let (next, tokens, sha) = (next.clone(), tokens.clone(), raw_sha.to_owned());
-            workers.push(tokio::spawn(async move {
+            workers.push(OwnedTask::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if i >= COST_CALLS {

@@ -354,7 +354,7 @@ async fn drain(
     let mut gaps_us = Vec::with_capacity(callers);
     let mut engine_ms = Vec::with_capacity(callers);
     let started = Instant::now();
-    let login = tokio::spawn(place(agents));
+    let login = crate::shutdown::OwnedTask::spawn(place(agents));
     let mut connected = 0;
     while connected < callers {
         let ev = match tokio::time::timeout(STALL, events.recv()).await {
@@ -513,7 +513,7 @@ impl BaseApp {
                         Some(agent) => st.free.push_back((agent, channel.id)),
                     }
                 }
-                self.pair();
+                self.pair().await;
             }
             EventKind::StasisEnd { channel } => {
                 let pair = lock(&self.state).pairs.remove(&channel.id);
@@ -538,14 +538,15 @@ impl BaseApp {
                     return;
                 }
                 lock(&self.state).free.push_back((agent, agent_chan));
-                self.pair();
+                self.pair().await;
             }
             _ => {}
         }
     }
 
-    /// Pairs the oldest callers with the longest-idle agents.
-    fn pair(self: &Arc<Self>) {
+    /// Pairs the oldest callers with the longest-idle agents, connecting the
+    /// pairs concurrently (inside the event's task, so they are owned by it).
+    async fn pair(&self) {
         let mut todo = Vec::new();
         {
             let mut st = lock(&self.state);
@@ -559,10 +560,11 @@ impl BaseApp {
                 todo.push((caller, agent, chan, st.next_pair));
             }
         }
-        for (caller, agent, chan, n) in todo {
-            let app = self.clone();
-            tokio::spawn(async move { app.connect(caller, agent, chan, n).await });
-        }
+        futures_util::future::join_all(
+            todo.into_iter()
+                .map(|(caller, agent, chan, n)| self.connect(caller, agent, chan, n)),
+        )
+        .await;
     }
 
     async fn connect(&self, caller: String, agent: String, agent_chan: String, n: u64) {
@@ -632,18 +634,21 @@ async fn baseline(node: &SimNode, args: &Args, run: u64) -> anyhow::Result<Figur
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     let (tx, mut rx) = mpsc::channel(stream::EVENT_QUEUE);
-    tokio::spawn(stream::run(
+    let _stream = crate::shutdown::OwnedTask::spawn(stream::run(
         ari.clone(),
         StreamConfig::default(),
         tx,
         cancel.clone(),
     ));
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    {
+    let _reader = {
         let app = app.clone();
-        tokio::spawn(async move {
+        crate::shutdown::OwnedTask::spawn(async move {
             let mut ready = Some(ready_tx);
+            // One task per event, owned by this reader (reaped as they end).
+            let mut handlers = tokio::task::JoinSet::new();
             while let Some(item) = rx.recv().await {
+                while handlers.try_join_next().is_some() {}
                 match item {
                     StreamItem::Connected => {
                         if let Some(r) = ready.take() {
@@ -651,13 +656,13 @@ async fn baseline(node: &SimNode, args: &Args, run: u64) -> anyhow::Result<Figur
                         }
                     }
                     StreamItem::Event(ev) => {
-                        tokio::spawn(app.clone().on_event(ev.kind));
+                        handlers.spawn(app.clone().on_event(ev.kind));
                     }
                     _ => {}
                 }
             }
-        });
-    }
+        })
+    };
     tokio::time::timeout(Duration::from_secs(10), ready_rx)
         .await
         .context("the baseline app did not connect")?
@@ -747,7 +752,7 @@ async fn with_corral(
     let handle = {
         let ctrl = ctrl.clone();
         let s = shutdown.clone();
-        tokio::spawn(async move { ctrl.run(s).await })
+        crate::shutdown::OwnedTask::spawn(async move { ctrl.run(s).await })
     };
     let result = corral_phases(sims, args, run, &ctrl).await;
     shutdown.cancel();

@@ -371,14 +371,14 @@ async fn calls_into(
 /// how each call arrived (its dialplan context) while it is up.
 struct Watch {
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<HashMap<String, String>>,
+    task: crate::shutdown::OwnedTask<HashMap<String, String>>,
 }
 
 impl Watch {
     fn start(farm: &RealFarm) -> Watch {
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let urls: Vec<String> = farm.nodes.iter().map(|n| n.ari_url()).collect();
-        let task = tokio::spawn(async move {
+        let task = crate::shutdown::OwnedTask::spawn(async move {
             let mut seen = HashMap::new();
             let Ok(http) = crate::testbed::http_client() else {
                 return seen;

@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::shutdown::OwnedTask;
 use crate::sim::{SimConfig, SimNode};
 
 /// Flags of `corral bench sim`.
@@ -168,7 +169,7 @@ async fn offer(
         };
         let req = make(i);
         let (ok, failed, lat) = (ok.clone(), failed.clone(), lat.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(OwnedTask::spawn(async move {
             let t0 = Instant::now();
             let res = req.send().await;
             let d = t0.elapsed();
@@ -225,8 +226,11 @@ async fn calls_bench(args: &Args) -> anyhow::Result<()> {
         base.clone(),
         args.answer,
     );
-    let reader = tokio::spawn(async move {
+    let reader = OwnedTask::spawn(async move {
+        // The answers, owned by this reader (reaped as they end).
+        let mut answers = tokio::task::JoinSet::new();
         while let Some(Ok(msg)) = stream.next().await {
+            while answers.try_join_next().is_some() {}
             let Message::Text(text) = msg else { continue };
             e2.fetch_add(1, Ordering::Relaxed);
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -238,7 +242,7 @@ async fn calls_bench(args: &Args) -> anyhow::Result<()> {
                     let req = h2
                         .post(format!("{b2}/ari/channels/{id}/answer"))
                         .basic_auth("corral", Some("corral"));
-                    tokio::spawn(async move {
+                    answers.spawn(async move {
                         let _ = req.send().await;
                     });
                 }
@@ -267,7 +271,7 @@ async fn calls_bench(args: &Args) -> anyhow::Result<()> {
     }
     let received = events.load(Ordering::Relaxed);
     let stats = node.stats();
-    reader.abort();
+    drop(reader);
 
     let rate = |o: &Offered| o.ok as f64 / o.elapsed.as_secs_f64().max(1e-9);
     println!(

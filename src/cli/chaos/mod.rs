@@ -249,6 +249,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }));
     let dir = std::env::temp_dir().join(format!("corral-chaos-{}", std::process::id()));
     let matrix = matrix(&args, &faults, seed, &dir);
+    // The second-signal watcher, owned by this scope: it must keep watching
+    // while the interrupted run is torn down below.
+    let mut _force_exit = None;
     let outcome = tokio::select! {
         r = tokio::time::timeout(hard, matrix) => match r {
             Ok(r) => r,
@@ -256,11 +259,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         _ = crate::shutdown::wait_for_signal() => {
             // The matrix future is dropped here: the farm with it.
-            tokio::spawn(async {
+            _force_exit = Some(crate::shutdown::OwnedTask::spawn(async {
                 crate::shutdown::wait_for_signal().await;
                 farm::kill_registered();
                 std::process::exit(130);
-            });
+            }));
             Err(anyhow::anyhow!("interrupted"))
         }
     };
