@@ -608,13 +608,23 @@ pub fn fate(rec: &CallRecord, evs: &[CallEvent], inj: &Injected, node_ids: &[Str
         }
         HangupResult::Found { node, at } => {
             // The state on that node when the caller sent its hangup.
-            let last_bridge = evs.iter().rfind(|e| {
-                e.node == *node
-                    && e.at < *at
-                    && matches!(e.what, What::EnterBridge | What::LeaveBridge)
+            let last_bridge_on = |n: usize| {
+                evs.iter().rfind(|e| {
+                    e.node == n
+                        && e.at < *at
+                        && matches!(e.what, What::EnterBridge | What::LeaveBridge)
+                })
+            };
+            let last_bridge = last_bridge_on(*node);
+            // A call being moved (REFER) has two legs: the old one stays in
+            // its room's bridge until the new one is answered, so a caller
+            // still in its room's bridge on another node was bridged.
+            let in_room_elsewhere = evs.iter().map(|e| e.node).filter(|n| n != node).any(|n| {
+                last_bridge_on(n).is_some_and(|e| e.what == What::EnterBridge && in_room(e))
             });
             match last_bridge {
                 Some(e) if e.what == What::EnterBridge && in_room(e) => Fate::Bridged,
+                _ if in_room_elsewhere => Fate::Bridged,
                 _ if !bridged => {
                     if into_fault {
                         Fate::LostWithFault("redirected (302) into the fault".into())
@@ -867,6 +877,24 @@ mod tests {
         ];
         assert_eq!(
             fate(&call(Some((1, true)), found.clone()), &moving, &inj, &ids),
+            Fate::Bridged
+        );
+        // Moved (REFER) from ast2 to ast1 when its caller hung up: the new
+        // leg rings on ast1, the old one is still in the room's bridge.
+        let referring = [
+            ev(1, 1010, What::Answer, None),
+            ev(1, 1011, What::EnterBridge, None),
+            ev(0, 8990, What::Hangup, Some(127)),
+            ev(1, 9002, What::LeaveBridge, None),
+            ev(1, 9002, What::Hangup, Some(16)),
+        ];
+        assert_eq!(
+            fate(
+                &call(Some((1, true)), found.clone()),
+                &referring,
+                &inj,
+                &ids
+            ),
             Fate::Bridged
         );
         assert!(matches!(
