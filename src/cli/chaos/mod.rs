@@ -354,23 +354,20 @@ async fn matrix(
             farm.redis_url(),
             farm.dir().display()
         );
+        let run = Run {
+            args,
+            seed,
+            observer: &observer,
+            nodes: &nodes,
+            node_ids: &node_ids,
+            settings: &settings,
+            promises: &promises,
+        };
         for (k, f) in faults.iter().enumerate() {
             if f.is_real() {
                 continue;
             }
-            let row = phase(
-                k + 1,
-                *f,
-                args,
-                seed,
-                &mut farm,
-                &observer,
-                &nodes,
-                &node_ids,
-                &settings,
-                &promises,
-            )
-            .await?;
+            let row = phase(k + 1, *f, run, &mut farm).await?;
             print(&row);
             rows.push(row);
         }
@@ -393,20 +390,34 @@ async fn matrix(
     Ok(rows)
 }
 
+/// What every phase of a run on the simulated farm shares.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    args: &'a Args,
+    seed: u64,
+    observer: &'a checker::Observer,
+    nodes: &'a Arc<[farm::NodeAddr]>,
+    node_ids: &'a [String],
+    settings: &'a faults::Settings,
+    promises: &'a Promises,
+}
+
 /// One fault on the simulated farm.
-#[allow(clippy::too_many_arguments)]
 async fn phase(
     k: usize,
     fault: Fault,
-    args: &Args,
-    seed: u64,
+    run: Run<'_>,
     farm: &mut farm::SimFarm,
-    observer: &checker::Observer,
-    nodes: &Arc<[farm::NodeAddr]>,
-    node_ids: &[String],
-    settings: &faults::Settings,
-    promises: &Promises,
 ) -> anyhow::Result<Row> {
+    let Run {
+        args,
+        seed,
+        observer,
+        nodes,
+        node_ids,
+        settings,
+        promises,
+    } = run;
     // Heal what the previous fault broke, and wait until every node's
     // stream is held again.
     farm.heal_nodes().await?;
