@@ -82,7 +82,7 @@ impl Controller {
     /// A configured node's state and suspect mark in the latest node view (the store's,
     /// refreshed every half second and at once after a drain); `None` for
     /// a node that is not configured or not registered yet.
-    fn node_record(&self, node: &NodeId) -> Option<(NodeState, bool)> {
+    pub(crate) fn node_record(&self, node: &NodeId) -> Option<(NodeState, bool)> {
         if !self.inner.nodes.contains_key(node) {
             return None;
         }

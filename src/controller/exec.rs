@@ -49,7 +49,7 @@ use super::owner::{NoOwner, Prepared};
 use super::rooms::MoveFailed;
 use super::{Controller, FarmEvent};
 use crate::ari::rest::Channel;
-use crate::domain::{ChannelId, NodeId, RoomKey, RoomKind, TokenId};
+use crate::domain::{ChannelId, Epoch, NodeId, RoomKey, RoomKind, TokenId};
 use crate::retry::Backoff;
 use crate::store::{
     CallArrival, Consumed, MemberAdded, RedirectToken, RoomFilter, TokenGrant, TokenJoin,
@@ -76,6 +76,16 @@ const BRIDGE_USE_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 const JOIN_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Longest pause before a failed join is tried again.
 const JOIN_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How a join with its retries ended ([`Controller::bridge_retrying`]).
+enum JoinEnd {
+    /// In its room's bridge.
+    Joined,
+    /// ARI says the call is gone or left the app.
+    Gone,
+    /// Still failing (placed again later), or corral is stopping.
+    Later,
+}
 
 /// What [`Controller::check_token`] learnt of a token.
 enum Checked {
@@ -374,12 +384,7 @@ impl Controller {
 
     /// Whether `node` is marked suspect in the latest node view.
     fn is_suspect(&self, node: &NodeId) -> bool {
-        self.inner
-            .view
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .any(|r| &r.id == node && r.suspect)
+        self.node_record(node).is_some_and(|(_, suspect)| suspect)
     }
 
     /// Resyncs `node` after [`HEAL_SOON`] (one pending at a time): a call
@@ -508,24 +513,55 @@ impl Controller {
             });
             return None;
         }
+        match self.bridge_retrying(call, room, Some(epoch)).await {
+            JoinEnd::Joined => {
+                let how = match p.how {
+                    How::Direct => JoinKind::Direct,
+                    How::Token => JoinKind::Token,
+                };
+                self.inner.metrics.joined(&node.id, how);
+                self.inner.metrics.call_setup(call.started.elapsed());
+                self.emit(FarmEvent::MembersChanged {
+                    room: room.clone(),
+                    node: node.id.clone(),
+                    members,
+                });
+            }
+            JoinEnd::Gone => {
+                // The caller hung up, or the channel left Stasis, while we
+                // worked: undo the member.
+                node.with(|s| {
+                    s.joined(
+                        chan,
+                        Membership {
+                            room: room.clone(),
+                            recorded: true,
+                        },
+                    )
+                });
+                self.leave(node, chan).await;
+            }
+            JoinEnd::Later => {}
+        }
+        None
+    }
+
+    /// Puts the call in its room's bridge here (`epoch`: recorded; `None`:
+    /// unrecorded), trying again while ARI fails and the call is still
+    /// there (`decide::after_join_failed`), then posting its placement
+    /// again later; "gone" only when ARI says so.
+    async fn bridge_retrying(
+        &self,
+        call: Call<'_>,
+        room: &RoomKey,
+        epoch: Option<Epoch>,
+    ) -> JoinEnd {
+        let (node, chan) = (call.node, call.chan);
         let mut backoff = Backoff::new(JOIN_RETRY_INITIAL, JOIN_RETRY_MAX, JOIN_RETRY_MAX);
         let mut retries = JOIN_RETRIES;
         loop {
-            let e = match self.put_in_bridge(node, chan, room, Some(epoch)).await {
-                Ok(_) => {
-                    let how = match p.how {
-                        How::Direct => JoinKind::Direct,
-                        How::Token => JoinKind::Token,
-                    };
-                    self.inner.metrics.joined(&node.id, how);
-                    self.inner.metrics.call_setup(call.started.elapsed());
-                    self.emit(FarmEvent::MembersChanged {
-                        room: room.clone(),
-                        node: node.id.clone(),
-                        members,
-                    });
-                    return None;
-                }
+            let e = match self.put_in_bridge(node, chan, room, epoch).await {
+                Ok(_) => return JoinEnd::Joined,
                 Err(e) => e,
             };
             let err = if matches!(e.status(), Some(409 | 422)) {
@@ -537,34 +573,22 @@ impl Controller {
             };
             match decide::after_join_failed(err, retries > 0) {
                 decide::AfterJoinFailed::Undo => {
-                    // The caller hung up, or the channel left Stasis, while
-                    // we worked: undo the member.
                     tracing::info!(node = %node.id, room = %room, channel = %chan, reason = %e, "call gone before it joined");
-                    node.with(|s| {
-                        s.joined(
-                            chan,
-                            Membership {
-                                room: room.clone(),
-                                recorded: true,
-                            },
-                        )
-                    });
-                    self.leave(node, chan).await;
-                    return None;
+                    return JoinEnd::Gone;
                 }
                 decide::AfterJoinFailed::Retry => {
                     retries -= 1;
                     tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e, "join failed; the call is still there: trying again");
                     let pause = backoff.delay_for(e.retry()).unwrap_or(JOIN_RETRY_MAX);
                     if !self.sleep_unless_stopped(pause).await {
-                        return None;
+                        return JoinEnd::Later;
                     }
                 }
                 decide::AfterJoinFailed::LeaveToResync => {
-                    tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e,
-                        "join failed again; the call keeps its member record and token, and is placed again shortly");
+                    tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e, recorded = epoch.is_some(),
+                        "join failed again; the call keeps its member record and token, if any, and is placed again shortly");
                     self.place_again_later(call);
-                    return None;
+                    return JoinEnd::Later;
                 }
             }
         }
@@ -592,45 +616,9 @@ impl Controller {
     /// ARI work fails while the call is still there is retried like a
     /// recorded one (`decide::after_join_failed`), then placed again later.
     async fn join_unrecorded(&self, call: Call<'_>, room: &RoomKey, kind: JoinKind) {
-        let (node, chan) = (call.node, call.chan);
-        let mut backoff = Backoff::new(JOIN_RETRY_INITIAL, JOIN_RETRY_MAX, JOIN_RETRY_MAX);
-        let mut retries = JOIN_RETRIES;
-        loop {
-            let e = match self.put_in_bridge(node, chan, room, None).await {
-                Ok(_) => {
-                    self.inner.metrics.joined(&node.id, kind);
-                    self.inner.metrics.call_setup(call.started.elapsed());
-                    return;
-                }
-                Err(e) => e,
-            };
-            let err = if matches!(e.status(), Some(409 | 422)) {
-                decide::JoinError::LeftApp
-            } else if self.channel_gone(node, chan).await {
-                decide::JoinError::Gone
-            } else {
-                decide::JoinError::Unknown
-            };
-            match decide::after_join_failed(err, retries > 0) {
-                decide::AfterJoinFailed::Undo => {
-                    tracing::info!(node = %node.id, room = %room, channel = %chan, reason = %e, "call gone before it joined");
-                    return;
-                }
-                decide::AfterJoinFailed::Retry => {
-                    retries -= 1;
-                    tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e, "join failed; the call is still there: trying again");
-                    let pause = backoff.delay_for(e.retry()).unwrap_or(JOIN_RETRY_MAX);
-                    if !self.sleep_unless_stopped(pause).await {
-                        return;
-                    }
-                }
-                decide::AfterJoinFailed::LeaveToResync => {
-                    tracing::warn!(node = %node.id, room = %room, channel = %chan, reason = %e,
-                        "join failed again; the call is placed again shortly");
-                    self.place_again_later(call);
-                    return;
-                }
-            }
+        if let JoinEnd::Joined = self.bridge_retrying(call, room, None).await {
+            self.inner.metrics.joined(&call.node.id, kind);
+            self.inner.metrics.call_setup(call.started.elapsed());
         }
     }
 

@@ -57,20 +57,7 @@ impl Controller {
         landing: Option<&NodeId>,
     ) -> Result<Owner, NoOwner> {
         for _ in 0..2 {
-            let choice = {
-                // Read in place (no copy of the node records per decision).
-                let view = self
-                    .inner
-                    .view
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                self.inner
-                    .policy
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .choose(room, landing, &view)
-            };
-            let Some(choice) = choice else {
+            let Some(choice) = self.policy_choice(room, landing) else {
                 self.refresh_view().await;
                 continue;
             };
@@ -87,18 +74,7 @@ impl Controller {
                     previous,
                 } => {
                     if created {
-                        self.inner
-                            .policy
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .record_placement(&node);
-                        self.inner.metrics.placed(&node);
-                        self.emit(FarmEvent::RoomPlaced {
-                            room: room.clone(),
-                            node: node.clone(),
-                            epoch: epoch.0,
-                            previous,
-                        });
+                        self.room_created(room, &node, epoch, previous);
                     }
                     return Ok(Owner {
                         node,
@@ -112,6 +88,40 @@ impl Controller {
             }
         }
         Err(NoOwner::NoEligibleNode)
+    }
+}
+
+impl Controller {
+    /// The policy's choice for a new room, from the node view read in
+    /// place (no copy of the node records per decision).
+    fn policy_choice(&self, room: &RoomKey, landing: Option<&NodeId>) -> Option<NodeId> {
+        let view = self
+            .inner
+            .view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.inner
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .choose(room, landing, &view)
+    }
+
+    /// A decision placed `room` on `node`: the policy, the metric and the
+    /// event hear of it.
+    fn room_created(&self, room: &RoomKey, node: &NodeId, epoch: Epoch, previous: Option<NodeId>) {
+        self.inner
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record_placement(node);
+        self.inner.metrics.placed(node);
+        self.emit(FarmEvent::RoomPlaced {
+            room: room.clone(),
+            node: node.clone(),
+            epoch: epoch.0,
+            previous,
+        });
     }
 }
 
@@ -141,19 +151,7 @@ impl Controller {
         call: &CallArrival,
     ) -> Result<(Owner, Prepared), NoOwner> {
         for _ in 0..2 {
-            let choice = {
-                let view = self
-                    .inner
-                    .view
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                self.inner
-                    .policy
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .choose(&call.room, Some(&call.landing), &view)
-            };
-            let Some(choice) = choice else {
+            let Some(choice) = self.policy_choice(&call.room, Some(&call.landing)) else {
                 self.refresh_view().await;
                 continue;
             };
@@ -208,18 +206,7 @@ impl Controller {
                     }
                 };
             if created {
-                self.inner
-                    .policy
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .record_placement(&node);
-                self.inner.metrics.placed(&node);
-                self.emit(FarmEvent::RoomPlaced {
-                    room: call.room.clone(),
-                    node: node.clone(),
-                    epoch: epoch.0,
-                    previous,
-                });
+                self.room_created(&call.room, &node, epoch, previous);
             }
             return Ok((
                 Owner {

@@ -59,6 +59,7 @@ mod net;
 mod pbx;
 mod rest;
 mod sip;
+pub(crate) use sip::refused_for_failover;
 mod state;
 mod ws;
 

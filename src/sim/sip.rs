@@ -70,6 +70,16 @@ pub(crate) fn parse_sip_uri(resource: &str) -> Option<SipTarget> {
     })
 }
 
+/// The SIP status of a call that `POST /sim/calls` created (`created`, its
+/// 201 body) but whose dialplan refused it unanswered with a 408 or 5xx
+/// (e.g. the shipped fallback's 503 when `Stasis()` failed): what the
+/// shipped `kamailio.cfg` fails over on. `None`: the node kept the call.
+pub(crate) fn refused_for_failover(created: &serde_json::Value) -> Option<u64> {
+    let sip = created["sip_status"].as_u64().unwrap_or(0);
+    (created["stasis"] == "failed" && created["answered"] != true && (sip == 408 || sip >= 500))
+        .then_some(sip)
+}
+
 /// What came of an INVITE sent to a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Invited {
@@ -130,8 +140,7 @@ async fn send_invite(
     match sh.common.http.post(&url).json(&body).send().await {
         Ok(resp) if resp.status().as_u16() == 201 => {
             let v: serde_json::Value = resp.json().await.unwrap_or_default();
-            let sip = v["sip_status"].as_u64().unwrap_or(0);
-            if v["stasis"] == "failed" && v["answered"] != true && (sip == 408 || sip >= 500) {
+            if let Some(sip) = refused_for_failover(&v) {
                 tracing::debug!(node = %sh.common.id, status = sip, "INVITE refused by the dialplan");
                 Invited::Retry
             } else {

@@ -365,8 +365,7 @@ impl OneCall {
                 // The dialplan refused the call before answering it (the
                 // shipped fallback's 503 when Stasis() failed): Kamailio's
                 // failure route tries the next node on 408 and 5xx.
-                let sip = v["sip_status"].as_u64().unwrap_or(0);
-                if v["stasis"] == "failed" && v["answered"] != true && (sip == 408 || sip >= 500) {
+                if let Some(sip) = crate::sim::refused_for_failover(&v) {
                     return Err(AttemptResult::Failed(format!("SIP {sip}")));
                 }
                 Ok(v["stasis"] == "started")

@@ -243,24 +243,7 @@ pub async fn phase(args: &Args, _seed: u64, dir: &Path, p: &Promises) -> anyhow:
     row.splits = sp.len();
     row.longest_split_ms = sp.iter().map(|s| s.to - s.from).max().unwrap_or(0);
     row.whole = whole;
-    if row.lost_corral > 0 {
-        let why: Vec<String> = row
-            .reasons
-            .iter()
-            .map(|(r, n)| format!("{n}× {r}"))
-            .collect();
-        row.broken.push(format!(
-            "{} calls lost by corral (0 calls lost by corral): {}",
-            row.lost_corral,
-            why.join("; ")
-        ));
-    }
-    if row.hung_up_corral > 0 {
-        row.broken.push(format!(
-            "corral hung up {} bridged calls",
-            row.hung_up_corral
-        ));
-    }
+    super::report::call_promises(&mut row, "0 calls lost by corral", "bridged calls");
     let whole_by = inj.end + p.whole_within_ms;
     let late = sp.iter().filter(|s| s.to > whole_by).count();
     if late > 0 {

@@ -118,6 +118,27 @@ fn first_mark(events: &[Seen], node: &str, mark: bool, from: i64, to: i64) -> Op
         .min()
 }
 
+/// The promises on calls: none lost by corral (`promise` names the one
+/// broken) and none hung up by corral (`hung_up` says what was counted).
+pub(super) fn call_promises(row: &mut Row, promise: &str, hung_up: &str) {
+    if row.lost_corral > 0 {
+        let why: Vec<String> = row
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{n}× {r}"))
+            .collect();
+        row.broken.push(format!(
+            "{} calls lost by corral ({promise}): {}",
+            row.lost_corral,
+            why.join("; ")
+        ));
+    }
+    if row.hung_up_corral > 0 {
+        row.broken
+            .push(format!("corral hung up {} {hung_up}", row.hung_up_corral));
+    }
+}
+
 /// Judges one phase.
 pub fn judge(d: &PhaseData<'_>, p: &Promises) -> Row {
     let inj = d.inj;
@@ -169,29 +190,16 @@ pub fn judge(d: &PhaseData<'_>, p: &Promises) -> Row {
     row.whole = whole;
 
     // The promises every fault keeps.
-    if row.lost_corral > 0 {
-        let why: Vec<String> = row
-            .reasons
-            .iter()
-            .map(|(r, n)| format!("{n}× {r}"))
-            .collect();
-        let what = if inj.fault == Fault::ReplicaKill {
-            "a replica crash must cost 0 calls"
-        } else {
-            "0 calls lost by corral"
-        };
-        row.broken.push(format!(
-            "{} calls lost by corral ({what}): {}",
-            row.lost_corral,
-            why.join("; ")
-        ));
-    }
-    if row.hung_up_corral > 0 {
-        row.broken.push(format!(
-            "corral hung up {} channels over ARI (it must hang up none)",
-            row.hung_up_corral
-        ));
-    }
+    let promise = if inj.fault == Fault::ReplicaKill {
+        "a replica crash must cost 0 calls"
+    } else {
+        "0 calls lost by corral"
+    };
+    call_promises(
+        &mut row,
+        promise,
+        "channels over ARI (it must hang up none)",
+    );
     let (whole_by, allowed) = match (inj.fault, inj.back) {
         (Fault::RedisRestart, Some(back)) => {
             (back + p.redis_whole_within_ms, p.redis_whole_within_ms)
