@@ -99,10 +99,21 @@ async fn serve_colocates_and_stops_gracefully() {
     let serve = Serve(child);
     let http = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{port}");
-    eventually(Duration::from_secs(20), "corral ready", || async {
-        let r = http.get(format!("{api}/readyz")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
+    // Ready, and streaming both nodes (`/readyz` is 200 from the first):
+    // a call on a node corral does not stream yet is refused there.
+    eventually(
+        Duration::from_secs(20),
+        "corral streaming both nodes",
+        || async {
+            let r = http.get(format!("{api}/readyz")).send().await.ok()?;
+            if !r.status().is_success() {
+                return None;
+            }
+            let v: serde_json::Value = r.json().await.ok()?;
+            let nodes = v["nodes"].as_array()?;
+            (nodes.len() == 2 && nodes.iter().all(|n| n["streaming"] == true)).then_some(())
+        },
+    )
     .await;
     for i in 0..6 {
         let node = &sims[i % 2];
