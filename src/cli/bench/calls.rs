@@ -1,11 +1,17 @@
 //! `corral bench calls`: the call path's throughput and latency on
 //! in-process simulated nodes, against a baseline measured in the same run.
 //!
-//! The baseline is a trivial Stasis app doing the same ARI work per call
-//! (answer, create the room's bridge, add the channel) on the node where the
-//! call landed, with no store, no policy and no redirect: the floor that the
-//! simulated nodes and the loopback impose. corral then runs on the same
-//! nodes with the same calls; the difference is corral's overhead.
+//! Two baselines run first, on the same nodes with the same calls. The
+//! first is a trivial Stasis app doing the join's ARI work per call (answer,
+//! create the room's bridge, add the channel) on the node where the call
+//! landed, with no store, no policy and no redirect: the floor that the
+//! simulated nodes and the loopback impose. The second is the same app
+//! doing the same ARI work as corral, redirects included: a room lives where
+//! its first call landed, kept in process, and a call landing elsewhere is
+//! redirected there with a token kept in process (the farm then carries the
+//! redirected call to its new node, as it does for corral). corral then runs;
+//! against the second, the difference is what corral's store and
+//! bookkeeping cost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +62,8 @@ pub struct Args {
 }
 
 struct RunFigures {
+    /// Calls redirected (the redirecting baseline only).
+    redirected: u64,
     calls_per_s: f64,
     p50_us: u32,
     p99_us: u32,
@@ -80,11 +88,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let cfg = SimConfig::new(format!("n{i}"));
         sims.push(net()?.spawn(SimNode::start(cfg)).await??);
     }
-    let base = baseline(&sims, &args).await?;
-    for s in &sims {
-        let s = s.clone();
-        net()?.spawn(async move { s.restart().await }).await??;
-    }
+    let base = baseline(&sims, &args, Baseline::Local).await?;
+    restart_all(&sims).await?;
+    let same = baseline(&sims, &args, Baseline::Redirecting).await?;
+    restart_all(&sims).await?;
     let (corral, t, counters) = with_corral(&sims, &args).await?;
     println!();
     println!(
@@ -98,6 +105,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         f64::from(base.p99_us) / 1000.0
     );
     println!(
+        "baseline, redirects  {:>9.0}   {:>7.2} ms  {:>7.2} ms   (the same app redirecting like corral, no store: {:.1}% redirected)",
+        same.calls_per_s,
+        f64::from(same.p50_us) / 1000.0,
+        f64::from(same.p99_us) / 1000.0,
+        100.0 * same.redirected as f64 / (args.calls + paced_count(&args)).max(1) as f64
+    );
+    println!(
         "corral               {:>9.0}   {:>7.2} ms  {:>7.2} ms",
         corral.calls_per_s,
         f64::from(corral.p50_us) / 1000.0,
@@ -107,6 +121,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "ratio corral/baseline throughput {:.2}; p99 overhead {:+.2} ms",
         corral.calls_per_s / base.calls_per_s.max(1.0),
         (f64::from(corral.p99_us) - f64::from(base.p99_us)) / 1000.0
+    );
+    println!(
+        "ratio corral/baseline with the same redirects {:.2}; p99 overhead {:+.2} ms",
+        corral.calls_per_s / same.calls_per_s.max(1.0),
+        (f64::from(corral.p99_us) - f64::from(same.p99_us)) / 1000.0
     );
     println!(
         "redirected {:.1}% of calls ({} of {}); confirmed {}; splits {}; degraded {}",
@@ -121,6 +140,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         // Every call of both phases, as Redis saw them.
         let calls = (args.calls + paced_count(&args)) as u64;
         c.print(calls, "call");
+    }
+    Ok(())
+}
+
+/// Restarts every simulated node (a clean farm for the next phase).
+async fn restart_all(sims: &[SimNode]) -> anyhow::Result<()> {
+    for s in sims {
+        let s = s.clone();
+        net()?.spawn(async move { s.restart().await }).await??;
     }
     Ok(())
 }
@@ -270,16 +298,48 @@ pub(super) fn ari_config(s: &SimNode) -> anyhow::Result<crate::ari::Config> {
     })
 }
 
-/// The trivial local app: answer, bridge per room, add.
-async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
+/// Which baseline app runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Baseline {
+    /// Every call joins where it landed: answer, bridge per room, add.
+    Local,
+    /// The same ARI work as corral's call path without a store: a room
+    /// lives where its first call landed (an in-process map), a call that
+    /// lands elsewhere is redirected there with a token (an in-process
+    /// map) through the same `redirect` and the same endpoint template,
+    /// and the token's arrival joins like a local call.
+    Redirecting,
+}
+
+/// The baseline's in-process placement: room → node index, token → room.
+#[derive(Default)]
+struct LocalPlacements {
+    rooms: std::collections::HashMap<String, usize>,
+    tokens: std::collections::HashMap<String, String>,
+}
+
+/// What the baseline does with one `StasisStart`.
+enum BaselineStep {
+    /// Join this room's bridge here.
+    Join(String),
+    /// Redirect with this token to the node at this SIP host.
+    Redirect(crate::domain::TokenId, String),
+}
+
+/// A trivial local app: answer, bridge per room, add; with
+/// [`Baseline::Redirecting`], also corral's redirects (no store).
+async fn baseline(sims: &[SimNode], args: &Args, kind: Baseline) -> anyhow::Result<RunFigures> {
     let metrics = Arc::new(Metrics::new());
     let done = Arc::new(AtomicU64::new(0));
+    let redirected = Arc::new(AtomicU64::new(0));
     let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.calls)));
+    let placements = Arc::new(std::sync::Mutex::new(LocalPlacements::default()));
+    let hosts: Arc<Vec<String>> = Arc::new(sims.iter().map(|s| s.addr().to_string()).collect());
     let cancel = CancellationToken::new();
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(sims.len());
     // The app's streams and readers, aborted when the baseline returns.
     let mut app = tokio::task::JoinSet::new();
-    for s in sims {
+    for (me, s) in sims.iter().enumerate() {
         let ari = AriNode::new(ari_config(s)?, metrics.clone())?;
         let (tx, mut rx) = mpsc::channel(crate::ari::stream::EVENT_QUEUE);
         app.spawn(stream::run(
@@ -289,8 +349,11 @@ async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
             cancel.clone(),
         ));
         let done = done.clone();
+        let redirected = redirected.clone();
         let samples = samples.clone();
         let ready = ready_tx.clone();
+        let placements = placements.clone();
+        let hosts = hosts.clone();
         app.spawn(async move {
             // One task per call, owned by this reader (reaped as they end).
             let mut answers = tokio::task::JoinSet::new();
@@ -301,36 +364,74 @@ async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
                         let _ = ready.send(()).await;
                     }
                     StreamItem::Event(ev) => {
-                        if let EventKind::StasisStart { args, channel } = ev.kind {
-                            let ari = ari.clone();
-                            let done = done.clone();
-                            let samples = samples.clone();
-                            answers.spawn(async move {
-                                let t = Instant::now();
-                                let room = args.get(1).cloned().unwrap_or_default();
-                                let (Ok(id), Ok(chan)) = (
-                                    BridgeId::new(format!("b-{room}")),
-                                    ChannelId::new(channel.id.as_str()),
-                                ) else {
-                                    return;
-                                };
-                                let name = RoomKey::parse("conference", &room)
-                                    .map(|r| BridgeNames::default().bridge_name(&r))
-                                    .unwrap_or_default();
-                                let ok = ari.answer(&chan).await.is_ok()
-                                    && ari
-                                        .create_bridge(&id, BridgeType::Mixing, &name)
-                                        .await
-                                        .is_ok()
-                                    && ari.add_channel(&id, &chan, None).await.is_ok();
-                                if ok {
-                                    if let Ok(mut s) = samples.lock() {
-                                        s.push(t.elapsed().as_micros() as u32);
+                        let EventKind::StasisStart { args, channel } = ev.kind else {
+                            continue;
+                        };
+                        let t = Instant::now();
+                        let step = {
+                            let mut p = placements.lock().unwrap_or_else(|e| e.into_inner());
+                            match (kind, args.get(1)) {
+                                (Baseline::Local, Some(room)) => BaselineStep::Join(room.clone()),
+                                (Baseline::Redirecting, Some(room)) => {
+                                    let owner = *p.rooms.entry(room.clone()).or_insert(me);
+                                    if owner == me {
+                                        BaselineStep::Join(room.clone())
+                                    } else {
+                                        let token =
+                                            crate::domain::TokenId::generate(&mut rand::rng());
+                                        p.tokens.insert(token.as_str().to_string(), room.clone());
+                                        BaselineStep::Redirect(token, hosts[owner].clone())
                                     }
-                                    done.fetch_add(1, Ordering::Relaxed);
                                 }
-                            });
-                        }
+                                (_, None) => match p.tokens.remove(&channel.dialplan.exten) {
+                                    Some(room) => BaselineStep::Join(room),
+                                    None => continue,
+                                },
+                            }
+                        };
+                        let ari = ari.clone();
+                        let done = done.clone();
+                        let redirected = redirected.clone();
+                        let samples = samples.clone();
+                        answers.spawn(async move {
+                            let Ok(chan) = ChannelId::new(channel.id.as_str()) else {
+                                return;
+                            };
+                            let ok = match step {
+                                BaselineStep::Join(room) => {
+                                    let Ok(id) = BridgeId::new(format!("b-{room}")) else {
+                                        return;
+                                    };
+                                    let name = RoomKey::parse("conference", &room)
+                                        .map(|r| BridgeNames::default().bridge_name(&r))
+                                        .unwrap_or_default();
+                                    let joined = ari.answer(&chan).await.is_ok()
+                                        && ari
+                                            .create_bridge(&id, BridgeType::Mixing, &name)
+                                            .await
+                                            .is_ok()
+                                        && ari.add_channel(&id, &chan, None).await.is_ok();
+                                    if joined {
+                                        done.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    joined
+                                }
+                                BaselineStep::Redirect(token, host) => {
+                                    let endpoint = controller::Config::DEFAULT_ENDPOINT_TEMPLATE
+                                        .replace("{token}", token.as_str())
+                                        .replace("{sip_host}", &host);
+                                    let sent = ari.redirect(&chan, &endpoint).await.is_ok();
+                                    if sent {
+                                        redirected.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    sent
+                                }
+                            };
+                            // As corral counts: a join, or a redirect sent.
+                            if ok && let Ok(mut s) = samples.lock() {
+                                s.push(t.elapsed().as_micros() as u32);
+                            }
+                        });
                     }
                     _ => {}
                 }
@@ -350,9 +451,16 @@ async fn baseline(sims: &[SimNode], args: &Args) -> anyhow::Result<RunFigures> {
             .map(|mut s| std::mem::take(&mut *s))
             .unwrap_or_default()
     };
-    let figures = two_phases(sims, args, "base", done_count, take).await;
+    let tag = match kind {
+        Baseline::Local => "base",
+        Baseline::Redirecting => "bred",
+    };
+    let figures = two_phases(sims, args, tag, done_count, take).await;
     cancel.cancel();
-    figures
+    figures.map(|f| RunFigures {
+        redirected: redirected.load(Ordering::Relaxed),
+        ..f
+    })
 }
 
 /// Phase 1, closed loop: `args.calls` calls as fast as the load generator
@@ -378,6 +486,7 @@ async fn two_phases(
     let mut s = take();
     s.sort_unstable();
     Ok(RunFigures {
+        redirected: 0,
         calls_per_s: args.calls as f64 / elapsed.as_secs_f64(),
         p50_us: percentile(&s, 0.50),
         p99_us: percentile(&s, 0.99),
