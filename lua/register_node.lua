@@ -2,6 +2,8 @@
 --
 -- KEYS[1] node hash            {corral:F}:n:<node>
 -- KEYS[2] node set             {corral:F}:nodes
+-- KEYS[3] health version       {corral:F}:hv
+-- KEYS[4] epoch sequence       {corral:F}:epoch
 -- ARGV[1] node id   ARGV[2] asterisk_id   ARGV[3] startup time
 -- ARGV[4] sip host   ARGV[5] capacity   ARGV[6] max rooms or ''
 --
@@ -11,7 +13,8 @@
 -- Rule: a restarted Asterisk (new asterisk_id or start time) is a new
 -- generation, so every room placed before is stale at once (the owner check
 -- compares generations) and is released in batches. The operator's drain
--- flag survives registration.
+-- flag survives registration. A new node, a new generation or a node
+-- healthy again gives the farm a new health version (set_node_health).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -28,6 +31,9 @@ else
   if n[3] ~= '1' then
     release = 1
   end
+end
+if new_inc == 1 or n[3] ~= '1' then
+  redis.call('SET', KEYS[3], t[1] .. '.' .. t[2] .. '.' .. redis.call('INCR', KEYS[4]))
 end
 redis.call('HSET', KEYS[1], 'h', 1, 's', 0, 'aid', ARGV[2], 'ast', ARGV[3], 'sip', ARGV[4],
   'cap', ARGV[5], 'u', now)

@@ -905,7 +905,7 @@ async fn redis_keys_all_carry_the_farm_hash_tag() {
         .arg("*")
         .query(&mut redis.connection())
         .unwrap();
-    assert_eq!(keys.len(), 7, "{keys:?}");
+    assert_eq!(keys.len(), 8, "{keys:?}");
     let tag = format!("{{corral:{}}}:", cfg.farm);
     assert!(keys.iter().all(|k| k.starts_with(&tag)), "{keys:?}");
 }
@@ -1015,6 +1015,11 @@ async fn smoke(s: Arc<dyn Store>) {
     let room = conf("r");
     let (n, e, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
     assert_eq!(n, node("a"));
+    // The placed room again: answered from the replica's copy of the nodes.
+    assert_eq!(
+        owner(s.resolve_placement(&room, &node("b")).await.unwrap()),
+        (node("a"), e, false, None)
+    );
     assert!(matches!(
         s.add_member(&room, &node("b"), &chan("c"), Role::Caller)
             .await
@@ -1905,4 +1910,117 @@ async fn queue_saves_on_a_node_check_it_owns_the_queue(s: Arc<dyn Store>) {
         QueueSave::Moved(_)
     ));
     assert_eq!(s.queue_version(&q).await.unwrap(), 2);
+}
+
+// ---- a replica's copy of the healthy nodes (Redis) -------------------------
+
+/// `EVALSHA` calls Redis has run so far.
+async fn evalsha_calls(s: &store::RedisStore) -> u64 {
+    let info = match s.raw(::redis::cmd("INFO").arg("commandstats").clone()).await {
+        Ok(::redis::Value::BulkString(b)) => String::from_utf8(b).expect("utf-8"),
+        Ok(::redis::Value::VerbatimString { text, .. }) => text,
+        other => panic!("INFO answered {other:?}"),
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|l| l.split(',').next())
+        .map_or(0, |n| n.parse().expect("a count"))
+}
+
+/// `set_node_health.lua` itself, run directly: the node's health and
+/// generation change (and the health version with them) but its rooms are
+/// not released yet, the window `Store::set_node_health` closes with its
+/// release batches.
+async fn mark_down_without_release(s: &store::RedisStore, id: &str) {
+    let mut cmd = ::redis::cmd("EVAL");
+    cmd.arg(include_str!("../lua/set_node_health.lua"))
+        .arg(3)
+        .arg(s.keys().node(&node(id)))
+        .arg(s.keys().health_version())
+        .arg(s.keys().epoch())
+        .arg("0");
+    s.raw(cmd).await.expect("set_node_health.lua");
+}
+
+/// A placed room is decided from the replica's copy of the healthy nodes,
+/// without a script; any change of a node's health or generation, made by
+/// another replica, is seen at the next decision (the health version
+/// changed), even while the node's rooms are not released yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_placed_rooms_are_decided_from_the_copy_and_see_other_replicas_changes() {
+    let redis = RedisProcess::start();
+    let cfg = redis_config("view", &redis.url());
+    let a = store::RedisStore::connect(&cfg).await.expect("replica a");
+    let b = store::RedisStore::connect(&cfg).await.expect("replica b");
+    for id in ["n1", "n2"] {
+        b.register_node(&reg(id, &format!("aid-{id}"))).await.unwrap();
+    }
+    let room = conf("r");
+    let (_, e1, created, _) = owner(a.resolve_placement(&room, &node("n1")).await.unwrap());
+    assert!(created);
+    let before = evalsha_calls(&a).await;
+    for _ in 0..5 {
+        assert_eq!(
+            owner(a.resolve_placement(&room, &node("n2")).await.unwrap()),
+            (node("n1"), e1, false, None)
+        );
+    }
+    let scripts = evalsha_calls(&a).await - before;
+    assert!(
+        scripts <= 1,
+        "5 decisions on a placed room ran {scripts} scripts (at most the copy's one read)"
+    );
+
+    // Another replica marks the owner down; its rooms are still there.
+    mark_down_without_release(&b, "n1").await;
+    assert!(b.get_room(&room).await.unwrap().is_some(), "not released yet");
+    let (n, e2, created, previous) = owner(a.resolve_placement(&room, &node("n2")).await.unwrap());
+    assert_eq!((n, created, previous), (node("n2"), true, Some(node("n1"))));
+    assert!(e2 > e1);
+
+    // n1 healthy again: the room stays on n2, decided from the copy again.
+    b.set_node_health(&node("n1"), true).await.unwrap();
+    assert_eq!(
+        owner(a.resolve_placement(&room, &node("n1")).await.unwrap()),
+        (node("n2"), e2, false, None)
+    );
+    // A new incarnation of n2, registered through b: its rooms are stale for
+    // a at once.
+    let r = b.register_node(&reg("n2", "aid-n2-restarted")).await.unwrap();
+    assert!(r.new_incarnation);
+    let (n, _, created, _) = owner(a.resolve_placement(&room, &node("n1")).await.unwrap());
+    assert_eq!((n, created), (node("n1"), true));
+}
+
+/// A change the health version does not show (a replica of an older
+/// release, whose scripts do not change it) is seen within the copy's
+/// longest life, one second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_change_without_a_new_version_is_seen_within_a_second() {
+    let redis = RedisProcess::start();
+    let cfg = redis_config("view-age", &redis.url());
+    let a = store::RedisStore::connect(&cfg).await.expect("replica a");
+    for id in ["n1", "n2"] {
+        a.register_node(&reg(id, &format!("aid-{id}"))).await.unwrap();
+    }
+    let room = conf("r");
+    owner(a.resolve_placement(&room, &node("n1")).await.unwrap());
+    assert_eq!(
+        owner(a.resolve_placement(&room, &node("n2")).await.unwrap()).0,
+        node("n1")
+    );
+    let mut cmd = ::redis::cmd("HSET");
+    cmd.arg(a.keys().node(&node("n1"))).arg("h").arg("0");
+    a.raw(cmd).await.unwrap();
+    let started = std::time::Instant::now();
+    eventually(WAIT, "the room placed again on n2", || async {
+        let (n, ..) = owner(a.resolve_placement(&room, &node("n2")).await.unwrap());
+        (n == node("n2")).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "seen after {:?}",
+        started.elapsed()
+    );
 }

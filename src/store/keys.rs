@@ -11,6 +11,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{corral:F}:epoch` | string | the farm-wide epoch sequence (`INCR`) |
+//! | `{corral:F}:hv` | string | the health version: a new, never repeated value at every change of a node's health or generation (`<s>.<µs>.<epoch>`) |
 //! | `{corral:F}:nodes` | set | registered node ids |
 //! | `{corral:F}:n:<node>` | hash | node: `h` healthy, `d` drain, `aid`/`ast` incarnation, `g` generation, `sip`, `cap`, `max`, `ch` channels, `k` members, `u` updated ms |
 //! | `{corral:F}:nr:<node>` | sorted set | the rooms `<node>` owns, score 0, member `<c|q>:<name>`, ordered by lex (paging, releasing a dead node's rooms) |
@@ -50,6 +51,11 @@ impl Keys {
     /// The farm-wide epoch sequence.
     pub fn epoch(&self) -> String {
         format!("{}epoch", self.prefix)
+    }
+
+    /// The health version (changes with any node's health or generation).
+    pub fn health_version(&self) -> String {
+        format!("{}hv", self.prefix)
     }
 
     /// The set of registered node ids.

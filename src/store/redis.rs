@@ -67,6 +67,7 @@ struct Scripts {
     load_queue: Script,
     place_call: Script,
     join_with_token: Script,
+    node_view: Script,
 }
 
 macro_rules! lua {
@@ -98,10 +99,11 @@ impl Scripts {
             load_queue: lua!("load_queue"),
             place_call: lua!("place_call"),
             join_with_token: lua!("join_with_token"),
+            node_view: lua!("node_view"),
         }
     }
 
-    fn all(&self) -> [(&'static str, &Script); 20] {
+    fn all(&self) -> [(&'static str, &Script); 21] {
         [
             ("resolve_placement", &self.resolve_placement),
             ("add_member", &self.add_member),
@@ -123,6 +125,7 @@ impl Scripts {
             ("load_queue", &self.load_queue),
             ("place_call", &self.place_call),
             ("join_with_token", &self.join_with_token),
+            ("node_view", &self.node_view),
         ]
     }
 }
@@ -176,6 +179,8 @@ enum Conn {
 enum Request<'a> {
     Script(ScriptInvocation<'a>),
     Cmd(Cmd),
+    /// Plain commands sent together (one round trip, not atomic).
+    Pipe(redis::Pipeline),
 }
 
 impl Request<'_> {
@@ -183,7 +188,37 @@ impl Request<'_> {
         match self {
             Request::Script(inv) => inv.invoke_async(con).await,
             Request::Cmd(cmd) => cmd.query_async(con).await,
+            Request::Pipe(p) => p.query_async(con).await,
         }
+    }
+}
+
+/// A replica's copy of the farm's healthy nodes ([`RedisStore::resolve_placement`]
+/// answers a placed room from it): valid while the store's health version
+/// is the one it was read with, and never used past [`NodeView::MAX_AGE`].
+#[derive(Debug, Default)]
+struct NodeView {
+    /// The health version it was read at (`None`: never read).
+    version: Option<String>,
+    /// Healthy node id → its generation.
+    healthy: std::collections::HashMap<String, String>,
+    /// When it was read.
+    read_at: Option<std::time::Instant>,
+}
+
+impl NodeView {
+    /// The longest a copy is trusted even with an unchanged version: bounds
+    /// what a replica of an older release (whose scripts do not change the
+    /// version) can hide during a rolling upgrade.
+    const MAX_AGE: Duration = Duration::from_secs(1);
+
+    /// Whether `owner` at generation `gen` is a healthy owner by this copy,
+    /// read at `version`: `None` when the copy cannot say (another version,
+    /// too old, never read).
+    fn owner_healthy(&self, version: &str, owner: &str, gen_: &str) -> Option<bool> {
+        let fresh = self.version.as_deref() == Some(version)
+            && self.read_at.is_some_and(|t| t.elapsed() < Self::MAX_AGE);
+        fresh.then(|| self.healthy.get(owner).is_some_and(|g| g == gen_))
     }
 }
 
@@ -198,6 +233,8 @@ pub struct RedisStore {
     /// Redis counts the commands a script runs like top-level ones, so only
     /// the client can tell how many plain commands it sent.
     requests: Arc<Mutex<std::collections::HashMap<&'static str, u64>>>,
+    /// The healthy nodes as last read (placed rooms decided without a script).
+    view: Arc<Mutex<NodeView>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -287,6 +324,89 @@ fn is_connectivity(err: &RedisError) -> bool {
 }
 
 impl RedisStore {
+    /// A placed room with a healthy owner, answered without a script: the
+    /// room's owner fields and the health version in one round trip of
+    /// plain commands, the owner's health from the replica's copy of the
+    /// healthy nodes ([`NodeView`]) read at that same version. The answer
+    /// is the script's: the room was owned by that owner when it was read,
+    /// and no node changed health or generation between the copy and the
+    /// version read after the room (the version is never repeated). `None`
+    /// when it cannot say (no owner, an owner the copy does not confirm, a
+    /// version the copy does not have even after reading it again): the
+    /// script decides, as before.
+    async fn placed_owner(&self, room: &RoomKey) -> Result<Option<Resolution>, Error> {
+        const OP: &str = "resolve_placement";
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(self.keys.room(room))
+            .arg("n")
+            .arg("g")
+            .arg("e")
+            .cmd("GET")
+            .arg(self.keys.health_version());
+        let v = array(OP, self.run(OP, Request::Pipe(pipe)).await?)?;
+        let fields = match v.first() {
+            Some(Value::Array(f)) => f,
+            other => return Err(corrupt(OP, format!("unexpected room reply {other:?}"))),
+        };
+        let (Some(owner), Some(gen_), Some(epoch)) = (
+            opt_string(fields.first()),
+            opt_string(fields.get(1)),
+            opt_string(fields.get(2)),
+        ) else {
+            return Ok(None);
+        };
+        let version = opt_string(v.get(1)).unwrap_or_default();
+        let known = self.view_lock().owner_healthy(&version, &owner, &gen_);
+        let healthy = match known {
+            Some(h) => h,
+            None => {
+                self.read_view().await?;
+                self.view_lock()
+                    .owner_healthy(&version, &owner, &gen_)
+                    .unwrap_or(false)
+            }
+        };
+        if !healthy {
+            return Ok(None);
+        }
+        Ok(Some(Resolution::Owner {
+            node: NodeId::new(&owner).map_err(|e| corrupt(OP, format!("owner: {e}")))?,
+            epoch: Epoch(
+                epoch
+                    .parse()
+                    .map_err(|e| corrupt(OP, format!("epoch {epoch:?}: {e}")))?,
+            ),
+            created: false,
+            previous: None,
+        }))
+    }
+
+    fn view_lock(&self) -> std::sync::MutexGuard<'_, NodeView> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the farm's health version and healthy nodes (`node_view.lua`)
+    /// into the replica's copy.
+    async fn read_view(&self) -> Result<(), Error> {
+        const OP: &str = "node_view";
+        let mut inv = self.scripts.node_view.prepare_invoke();
+        inv.key(self.keys.nodes())
+            .key(self.keys.health_version())
+            .key(self.keys.prefix());
+        let v = array(OP, self.run(OP, Request::Script(inv)).await?)?;
+        let version = string(OP, v.first())?;
+        let healthy = fields(OP, v.get(1..).unwrap_or_default())?
+            .into_iter()
+            .collect();
+        *self.view_lock() = NodeView {
+            version: Some(version),
+            healthy,
+            read_at: Some(std::time::Instant::now()),
+        };
+        Ok(())
+    }
+
     /// `consume_token.lua`, by `by` (a channel id) or by nobody (`""`).
     async fn consume(&self, token: &TokenId, node: &NodeId, by: &str) -> Result<Consumed, Error> {
         const OP: &str = "consume_token";
@@ -377,6 +497,7 @@ impl RedisStore {
             scripts: Arc::new(Scripts::new()),
             deadline,
             requests: Arc::default(),
+            view: Arc::default(),
         };
         store.load_scripts().await?;
         info!(farm = %cfg.farm, "redis store ready");
@@ -574,7 +695,8 @@ fn script_source(name: &str) -> &'static str {
         "save_queue",
         "load_queue",
         "place_call",
-        "join_with_token"
+        "join_with_token",
+        "node_view"
     )
 }
 
@@ -829,6 +951,9 @@ impl Store for RedisStore {
         choice: &NodeId,
     ) -> Result<Resolution, Error> {
         const OP: &str = "resolve_placement";
+        if let Some(owner) = self.placed_owner(room).await? {
+            return Ok(owner);
+        }
         let mut inv = self.scripts.resolve_placement.prepare_invoke();
         inv.key(self.keys.room(room))
             .key(self.keys.epoch())
@@ -1117,6 +1242,8 @@ impl Store for RedisStore {
         let mut inv = self.scripts.register_node.prepare_invoke();
         inv.key(self.keys.node(&reg.node))
             .key(self.keys.nodes())
+            .key(self.keys.health_version())
+            .key(self.keys.epoch())
             .arg(reg.node.as_str())
             .arg(&reg.incarnation.asterisk_id)
             .arg(&reg.incarnation.started)
@@ -1140,6 +1267,8 @@ impl Store for RedisStore {
         const OP: &str = "set_node_health";
         let mut inv = self.scripts.set_node_health.prepare_invoke();
         inv.key(self.keys.node(node))
+            .key(self.keys.health_version())
+            .key(self.keys.epoch())
             .arg(if healthy { "1" } else { "0" });
         let v = self.run(OP, Request::Script(inv)).await?;
         let changed = match v {

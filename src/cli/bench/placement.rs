@@ -207,6 +207,7 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
         let store = store.clone();
         let nodes = nodes.clone();
         let policy = policy.clone();
+        let zipf = zipf.clone();
         let seed = args.seed;
         timed(args.concurrency, duration, move |worker, i| {
             // Seeded per arrival: which room this call is for (Zipf by rank).
@@ -222,11 +223,45 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
         })
         .await?
     };
+    // The floor of any decision in a script: one read of the room, the
+    // same Zipf-drawn rooms, nothing decided.
+    let floor = {
+        let store = store.clone();
+        let sha = script_sha(
+            &store,
+            "return redis.call('HMGET', KEYS[1], 'n', 'g', 'e', 'k')",
+        )
+        .await?;
+        let zipf = zipf.clone();
+        let seed = args.seed;
+        timed(args.concurrency, duration, move |worker, i| {
+            let mut rng =
+                rand::rngs::StdRng::seed_from_u64(seed ^ ((worker as u64) << 40) ^ (i as u64));
+            let rank = zipf.sample(&mut rng);
+            let store = store.clone();
+            let sha = sha.clone();
+            async move {
+                let room = RoomName::new(format!("a{rank}")).map_err(|e| {
+                    crate::store::Error::InvalidInput {
+                        what: "room",
+                        reason: e.to_string(),
+                    }
+                })?;
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(&sha)
+                    .arg(1)
+                    .arg(store.keys().room(&RoomKey::new(RoomKind::Conference, room)));
+                store.raw(cmd).await.map(|_| ())
+            }
+        })
+        .await?
+    };
     println!(
         "{:<44} {:>10} {:>9} {:>9} {:>7}",
         "", "ops/s", "p50 µs", "p99 µs", "ratio"
     );
     raw.print("raw EVALSHA `return 1` (ceiling)", &raw);
+    floor.print("floor: a script reading the room (one HMGET)", &raw);
     decide.print("decision, every room new (write path)", &raw);
     arrivals.print(
         &format!("decision per arrival, Zipf over {ARRIVAL_ROOMS} rooms"),
@@ -323,8 +358,13 @@ async fn decision(
 }
 
 async fn raw_script_sha(store: &RedisStore) -> anyhow::Result<String> {
+    script_sha(store, "return 1").await
+}
+
+/// Loads `body` as a script; its SHA.
+async fn script_sha(store: &RedisStore, body: &str) -> anyhow::Result<String> {
     let mut cmd = redis::cmd("SCRIPT");
-    cmd.arg("LOAD").arg("return 1");
+    cmd.arg("LOAD").arg(body);
     match store.raw(cmd).await? {
         redis::Value::BulkString(b) => Ok(String::from_utf8(b)?),
         other => bail!("SCRIPT LOAD answered {other:?}"),
@@ -889,9 +929,22 @@ async fn script_costs(
         "", "exec µs", "ratio", "CPU µs (I/O)", "ratio"
     );
     let mut base: Option<(f64, f64)> = None;
-    let cases: [&str; 7] = [
+    // The floors: what any script deciding on a placed room pays to read
+    // it (and its owner's node record), with nothing else done.
+    let floor_one = script_sha(store, "return redis.call('HMGET', KEYS[1], 'n', 'g', 'e', 'k')").await?;
+    let floor_two = script_sha(
+        store,
+        "local r = redis.call('HMGET', KEYS[1], 'n', 'g', 'e', 'k') \
+         return {r, redis.call('HMGET', KEYS[2], 'h', 'g')}",
+    )
+    .await?;
+    let room_key = store.keys().room(&room);
+    let node_key = store.keys().node(&a);
+    let cases: [&str; 9] = [
         "raw EVALSHA `return 1`",
-        "resolve_placement, placed room",
+        "floor: a script reading the room (one HMGET)",
+        "floor: ... and its owner's node (two HMGETs)",
+        "resolve_placement, placed room (HMGET + GET, no script)",
         "place_call, placed room elsewhere, no token",
         "place_call, placed room elsewhere, token minted",
         "place_call, placed room here, member recorded",
@@ -900,7 +953,7 @@ async fn script_costs(
     ];
     for (case, label) in cases.iter().enumerate() {
         // Tokens to consume are minted before the measured run.
-        let tokens: Vec<TokenId> = if case == 5 {
+        let tokens: Vec<TokenId> = if case == 7 {
             let mut v = Vec::with_capacity(COST_CALLS);
             for i in 0..COST_CALLS {
                 let t = TokenId::generate(&mut rand::rng());
@@ -929,6 +982,8 @@ async fn script_costs(
         for _ in 0..COST_CONCURRENCY {
             let (store, room, a, b) = (store.clone(), room.clone(), a.clone(), b.clone());
             let (next, tokens, sha) = (next.clone(), tokens.clone(), raw_sha.to_owned());
+            let (floor_one, floor_two) = (floor_one.clone(), floor_two.clone());
+            let (room_key, node_key) = (room_key.clone(), node_key.clone());
             workers.push(OwnedTask::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -956,24 +1011,34 @@ async fn script_costs(
                             store.raw(cmd).await?;
                         }
                         1 => {
-                            store.resolve_placement(&room, &b).await?;
+                            let mut cmd = redis::cmd("EVALSHA");
+                            cmd.arg(&floor_one).arg(1).arg(&room_key);
+                            store.raw(cmd).await?;
                         }
                         2 => {
-                            store.place_call(&arrival(&b, false), &b).await?;
+                            let mut cmd = redis::cmd("EVALSHA");
+                            cmd.arg(&floor_two).arg(2).arg(&room_key).arg(&node_key);
+                            store.raw(cmd).await?;
                         }
                         3 => {
-                            store.place_call(&arrival(&b, true), &b).await?;
+                            store.resolve_placement(&room, &b).await?;
                         }
                         4 => {
-                            store.place_call(&arrival(&a, false), &a).await?;
+                            store.place_call(&arrival(&b, false), &b).await?;
                         }
                         5 => {
+                            store.place_call(&arrival(&b, true), &b).await?;
+                        }
+                        6 => {
+                            store.place_call(&arrival(&a, false), &a).await?;
+                        }
+                        7 => {
                             let chan = ChannelId::new(format!("j-{i}"))?;
                             store.join_with_token(&tokens[i], &a, &chan).await?;
                         }
                         _ => {
-                            // The members case 4 recorded.
-                            let chan = ChannelId::new(format!("c4-{i}"))?;
+                            // The members case 6 recorded.
+                            let chan = ChannelId::new(format!("c6-{i}"))?;
                             store.remove_member(&room, &a, &chan).await?;
                         }
                     }

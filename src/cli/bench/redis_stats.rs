@@ -106,10 +106,24 @@ impl RedisCounters {
     /// One script's cost over `calls` calls of it alone: `EVALSHA`'s
     /// execution µs per call, and the server's CPU µs per call (socket I/O
     /// included).
+    ///
+    /// An operation that ran without a script (fewer `EVALSHA`s than
+    /// calls: `resolve_placement` on a placed room is plain commands) is
+    /// charged every command's execution µs instead (the counters' own
+    /// `INFO` excepted).
     pub(super) fn script_cost(&self, calls: u64) -> (f64, f64) {
+        let evalsha = self.cmds.get("evalsha").copied().unwrap_or_default();
+        let exec = if evalsha.0 * 2 >= calls {
+            evalsha.1
+        } else {
+            self.cmds
+                .iter()
+                .filter(|(name, _)| !matches!(name.as_str(), "info" | "config"))
+                .map(|(_, (_, u))| *u)
+                .sum()
+        };
         let calls = calls.max(1) as f64;
-        let exec = self.cmds.get("evalsha").map_or(0.0, |(_, u)| *u as f64);
-        (exec / calls, self.cpu_s * 1e6 / calls)
+        (exec as f64 / calls, self.cpu_s * 1e6 / calls)
     }
 
     /// Every command Redis ran (scripts' commands included).
