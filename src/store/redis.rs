@@ -235,7 +235,15 @@ pub struct RedisStore {
     requests: Arc<Mutex<std::collections::HashMap<&'static str, u64>>>,
     /// The healthy nodes as last read (placed rooms decided without a script).
     view: Arc<Mutex<NodeView>>,
+    /// Rooms this replica found placed lately: only those are tried without
+    /// a script first (a room never seen is likely new, and the script
+    /// places it in one round trip). A hint, never an answer.
+    rooms_seen: Arc<Mutex<std::collections::HashSet<String>>>,
 }
+
+/// The most rooms [`RedisStore`] remembers as seen placed; when full it
+/// forgets them all (the next decision of each costs its script again).
+const ROOMS_SEEN_MAX: usize = 100_000;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -333,7 +341,8 @@ impl RedisStore {
     /// version read after the room (the version is never repeated). `None`
     /// when it cannot say (no owner, an owner the copy does not confirm, a
     /// version the copy does not have even after reading it again): the
-    /// script decides, as before.
+    /// script decides, as before. Tried only for rooms this replica found
+    /// placed before (`rooms_seen`).
     async fn placed_owner(&self, room: &RoomKey) -> Result<Option<Resolution>, Error> {
         const OP: &str = "resolve_placement";
         let mut pipe = redis::pipe();
@@ -384,6 +393,10 @@ impl RedisStore {
 
     fn view_lock(&self) -> std::sync::MutexGuard<'_, NodeView> {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn seen_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.rooms_seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Reads the farm's health version and healthy nodes (`node_view.lua`)
@@ -498,6 +511,7 @@ impl RedisStore {
             deadline,
             requests: Arc::default(),
             view: Arc::default(),
+            rooms_seen: Arc::default(),
         };
         store.load_scripts().await?;
         info!(farm = %cfg.farm, "redis store ready");
@@ -951,11 +965,13 @@ impl Store for RedisStore {
         choice: &NodeId,
     ) -> Result<Resolution, Error> {
         const OP: &str = "resolve_placement";
-        if let Some(owner) = self.placed_owner(room).await? {
+        let key = self.keys.room(room);
+        let seen = self.seen_lock().contains(&key);
+        if seen && let Some(owner) = self.placed_owner(room).await? {
             return Ok(owner);
         }
         let mut inv = self.scripts.resolve_placement.prepare_invoke();
-        inv.key(self.keys.room(room))
+        inv.key(key.clone())
             .key(self.keys.epoch())
             .key(self.keys.node(choice))
             .key(self.keys.node_rooms(choice))
@@ -966,6 +982,13 @@ impl Store for RedisStore {
         match string(OP, v.first())?.as_str() {
             "owner" => {
                 let previous = string(OP, v.get(4))?;
+                if !seen {
+                    let mut rooms = self.seen_lock();
+                    if rooms.len() >= ROOMS_SEEN_MAX {
+                        rooms.clear();
+                    }
+                    rooms.insert(key);
+                }
                 Ok(Resolution::Owner {
                     node: node_id(OP, v.get(1))?,
                     epoch: Epoch(int(OP, v.get(2))?),
