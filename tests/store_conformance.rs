@@ -89,6 +89,7 @@ macro_rules! conformance {
 
 conformance!(
     resolve_places_the_choice_once_and_keeps_it,
+    placed_owner_answers_only_for_a_healthy_owner,
     resolve_refuses_ineligible_choices,
     a_suspect_node_takes_no_new_room_but_keeps_its_rooms,
     resolve_replaces_a_down_owner_with_a_larger_epoch,
@@ -293,6 +294,24 @@ async fn resolve_replaces_a_down_owner_with_a_larger_epoch(s: Arc<dyn Store>) {
         owner(s.resolve_placement(&room, &node("a")).await.unwrap()).0,
         node("b")
     );
+}
+
+/// A running room's owner without a decision: nothing for an unplaced room
+/// or one whose owner is down; otherwise what `resolve_placement` answers
+/// (a draining owner is still the owner).
+async fn placed_owner_answers_only_for_a_healthy_owner(s: Arc<dyn Store>) {
+    nodes(&s, &["a", "b"]).await;
+    let room = conf("r");
+    assert!(s.placed_owner(&room).await.unwrap().is_none(), "unplaced");
+    let (n, e, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
+    let placed = s.placed_owner(&room).await.unwrap().expect("a running room");
+    assert_eq!(owner(placed), (n.clone(), e, false, None));
+    s.set_node_drain(&node("a"), true).await.unwrap();
+    let placed = s.placed_owner(&room).await.unwrap().expect("draining owner");
+    assert_eq!(owner(placed), (n, e, false, None));
+    s.set_node_health(&node("a"), false).await.unwrap();
+    assert!(s.placed_owner(&room).await.unwrap().is_none(), "owner down");
+    assert!(s.placed_owner(&conf("other")).await.unwrap().is_none());
 }
 
 /// A room released and placed again never reuses an epoch, so a stale

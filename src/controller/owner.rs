@@ -56,6 +56,21 @@ impl Controller {
         room: &RoomKey,
         landing: Option<&NodeId>,
     ) -> Result<Owner, NoOwner> {
+        // A running room (the common case) needs no choice.
+        let started = Instant::now();
+        let placed = self.inner.store.placed_owner(room).await;
+        self.inner
+            .metrics
+            .store_latency("placed_owner", started.elapsed());
+        if let Some(Resolution::Owner { node, epoch, .. }) =
+            placed.map_err(NoOwner::StoreUnavailable)?
+        {
+            return Ok(Owner {
+                node,
+                epoch,
+                created: false,
+            });
+        }
         for _ in 0..2 {
             let Some(choice) = self.policy_choice(room, landing) else {
                 self.refresh_view().await;

@@ -444,6 +444,20 @@ impl Store for MemoryStore {
         Ok(self.lock().resolve(room, choice, now))
     }
 
+    async fn placed_owner(&self, room: &RoomKey) -> Result<Option<Resolution>, Error> {
+        let st = self.lock();
+        Ok(st
+            .rooms
+            .get(room)
+            .filter(|r| st.owner_healthy(r))
+            .map(|r| Resolution::Owner {
+                node: r.node.clone(),
+                epoch: Epoch(r.epoch),
+                created: false,
+                previous: None,
+            }))
+    }
+
     async fn place_call(&self, call: &CallArrival, choice: &NodeId) -> Result<CallPlaced, Error> {
         if let Some(r) = &call.redirect {
             super::check_redirect(r)?;

@@ -72,6 +72,17 @@ pub trait Store: Send + Sync + 'static {
     async fn resolve_placement(&self, room: &RoomKey, choice: &NodeId)
     -> Result<Resolution, Error>;
 
+    /// A placed room's owner when it is healthy and the store can tell
+    /// without a decision (no choice needed, nothing written): what
+    /// [`Store::resolve_placement`] would answer for it (`created: false`).
+    /// `None` says nothing (unplaced, an owner that is not healthy, or a
+    /// backend that cannot tell cheaply): ask `resolve_placement`. Lets a
+    /// caller skip its policy's choice for the common case, a running room.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the store cannot be reached.
+    async fn placed_owner(&self, room: &RoomKey) -> Result<Option<Resolution>, Error>;
+
     /// A call's arrival, decided and written in one atomic step (one round
     /// trip): the owner decision of [`Store::resolve_placement`] with
     /// `choice`; then, when the owner is `call.landing`, the member record

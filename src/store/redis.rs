@@ -343,7 +343,7 @@ impl RedisStore {
     /// version the copy does not have even after reading it again): the
     /// script decides, as before. Tried only for rooms this replica found
     /// placed before (`rooms_seen`).
-    async fn placed_owner(&self, room: &RoomKey) -> Result<Option<Resolution>, Error> {
+    async fn owner_by_copy(&self, room: &RoomKey) -> Result<Option<Resolution>, Error> {
         const OP: &str = "resolve_placement";
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET")
@@ -967,7 +967,7 @@ impl Store for RedisStore {
         const OP: &str = "resolve_placement";
         let key = self.keys.room(room);
         let seen = self.seen_lock().contains(&key);
-        if seen && let Some(owner) = self.placed_owner(room).await? {
+        if seen && let Some(owner) = self.owner_by_copy(room).await? {
             return Ok(owner);
         }
         let mut inv = self.scripts.resolve_placement.prepare_invoke();
@@ -1008,6 +1008,13 @@ impl Store for RedisStore {
             }),
             other => Err(corrupt(OP, format!("unknown status {other:?}"))),
         }
+    }
+
+    async fn placed_owner(&self, room: &RoomKey) -> Result<Option<Resolution>, Error> {
+        if !self.seen_lock().contains(&self.keys.room(room)) {
+            return Ok(None);
+        }
+        self.owner_by_copy(room).await
     }
 
     async fn place_call(&self, call: &CallArrival, choice: &NodeId) -> Result<CallPlaced, Error> {

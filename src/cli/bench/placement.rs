@@ -322,7 +322,9 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
 /// long tail of small ones).
 const ARRIVAL_ROOMS: usize = 10_000;
 
-/// One placement decision for a new room: policy choice, then the store.
+/// One placement decision, as the controller makes it: a running room's
+/// owner from the store as it stands, else the policy's choice, then the
+/// store's decision.
 async fn decision(
     store: Arc<RedisStore>,
     nodes: Arc<Vec<NodeRecord>>,
@@ -336,6 +338,10 @@ async fn decision(
             reason: e.to_string(),
         })?,
     );
+    // As the controller decides: a running room needs no choice.
+    if store.placed_owner(&room).await?.is_some() {
+        return Ok(());
+    }
     let choice = {
         let mut p = policy.lock().unwrap_or_else(|e| e.into_inner());
         p.choose(&room, None, &nodes)
