@@ -210,10 +210,7 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
         let zipf = zipf.clone();
         let seed = args.seed;
         timed(args.concurrency, duration, move |worker, i| {
-            // Seeded per arrival: which room this call is for (Zipf by rank).
-            let mut rng =
-                rand::rngs::StdRng::seed_from_u64(seed ^ ((worker as u64) << 40) ^ (i as u64));
-            let rank = zipf.sample(&mut rng);
+            let rank = arrival_rank(&zipf, seed, worker, i);
             decision(
                 store.clone(),
                 nodes.clone(),
@@ -227,17 +224,11 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
     // same Zipf-drawn rooms, nothing decided.
     let floor = {
         let store = store.clone();
-        let sha = script_sha(
-            &store,
-            "return redis.call('HMGET', KEYS[1], 'n', 'g', 'e', 'k')",
-        )
-        .await?;
+        let sha = script_sha(&store, FLOOR_ONE_READ).await?;
         let zipf = zipf.clone();
         let seed = args.seed;
         timed(args.concurrency, duration, move |worker, i| {
-            let mut rng =
-                rand::rngs::StdRng::seed_from_u64(seed ^ ((worker as u64) << 40) ^ (i as u64));
-            let rank = zipf.sample(&mut rng);
+            let rank = arrival_rank(&zipf, seed, worker, i);
             let store = store.clone();
             let sha = sha.clone();
             async move {
@@ -321,6 +312,15 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
 /// Rooms the arrivals run draws from (Zipf by rank: a few busy rooms, a
 /// long tail of small ones).
 const ARRIVAL_ROOMS: usize = 10_000;
+
+/// The floor of any decision made in a script: one read of the room.
+const FLOOR_ONE_READ: &str = "return redis.call('HMGET', KEYS[1], 'n', 'g', 'e', 'k')";
+
+/// Which room arrival `i` of `worker` is for (Zipf by rank), seeded.
+fn arrival_rank(zipf: &Zipf, seed: u64, worker: usize, i: usize) -> u32 {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ ((worker as u64) << 40) ^ (i as u64));
+    zipf.sample(&mut rng)
+}
 
 /// One placement decision, as the controller makes it: a running room's
 /// owner from the store as it stands, else the policy's choice, then the
@@ -937,7 +937,7 @@ async fn script_costs(
     let mut base: Option<(f64, f64)> = None;
     // The floors: what any script deciding on a placed room pays to read
     // it (and its owner's node record), with nothing else done.
-    let floor_one = script_sha(store, "return redis.call('HMGET', KEYS[1], 'n', 'g', 'e', 'k')").await?;
+    let floor_one = script_sha(store, FLOOR_ONE_READ).await?;
     let floor_two = script_sha(
         store,
         "local r = redis.call('HMGET', KEYS[1], 'n', 'g', 'e', 'k') \
