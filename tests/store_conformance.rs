@@ -304,10 +304,18 @@ async fn placed_owner_answers_only_for_a_healthy_owner(s: Arc<dyn Store>) {
     let room = conf("r");
     assert!(s.placed_owner(&room).await.unwrap().is_none(), "unplaced");
     let (n, e, _, _) = owner(s.resolve_placement(&room, &node("a")).await.unwrap());
-    let placed = s.placed_owner(&room).await.unwrap().expect("a running room");
+    let placed = s
+        .placed_owner(&room)
+        .await
+        .unwrap()
+        .expect("a running room");
     assert_eq!(owner(placed), (n.clone(), e, false, None));
     s.set_node_drain(&node("a"), true).await.unwrap();
-    let placed = s.placed_owner(&room).await.unwrap().expect("draining owner");
+    let placed = s
+        .placed_owner(&room)
+        .await
+        .unwrap()
+        .expect("draining owner");
     assert_eq!(owner(placed), (n, e, false, None));
     s.set_node_health(&node("a"), false).await.unwrap();
     assert!(s.placed_owner(&room).await.unwrap().is_none(), "owner down");
@@ -1935,7 +1943,10 @@ async fn queue_saves_on_a_node_check_it_owns_the_queue(s: Arc<dyn Store>) {
 
 /// `EVALSHA` calls Redis has run so far.
 async fn evalsha_calls(s: &store::RedisStore) -> u64 {
-    let info = match s.raw(::redis::cmd("INFO").arg("commandstats").clone()).await {
+    let info = match s
+        .raw(::redis::cmd("INFO").arg("commandstats").clone())
+        .await
+    {
         Ok(::redis::Value::BulkString(b)) => String::from_utf8(b).expect("utf-8"),
         Ok(::redis::Value::VerbatimString { text, .. }) => text,
         other => panic!("INFO answered {other:?}"),
@@ -1972,7 +1983,9 @@ async fn redis_placed_rooms_are_decided_from_the_copy_and_see_other_replicas_cha
     let a = store::RedisStore::connect(&cfg).await.expect("replica a");
     let b = store::RedisStore::connect(&cfg).await.expect("replica b");
     for id in ["n1", "n2"] {
-        b.register_node(&reg(id, &format!("aid-{id}"))).await.unwrap();
+        b.register_node(&reg(id, &format!("aid-{id}")))
+            .await
+            .unwrap();
     }
     let room = conf("r");
     let (_, e1, created, _) = owner(a.resolve_placement(&room, &node("n1")).await.unwrap());
@@ -1992,7 +2005,10 @@ async fn redis_placed_rooms_are_decided_from_the_copy_and_see_other_replicas_cha
 
     // Another replica marks the owner down; its rooms are still there.
     mark_down_without_release(&b, "n1").await;
-    assert!(b.get_room(&room).await.unwrap().is_some(), "not released yet");
+    assert!(
+        b.get_room(&room).await.unwrap().is_some(),
+        "not released yet"
+    );
     let (n, e2, created, previous) = owner(a.resolve_placement(&room, &node("n2")).await.unwrap());
     assert_eq!((n, created, previous), (node("n2"), true, Some(node("n1"))));
     assert!(e2 > e1);
@@ -2005,7 +2021,10 @@ async fn redis_placed_rooms_are_decided_from_the_copy_and_see_other_replicas_cha
     );
     // A new incarnation of n2, registered through b: its rooms are stale for
     // a at once.
-    let r = b.register_node(&reg("n2", "aid-n2-restarted")).await.unwrap();
+    let r = b
+        .register_node(&reg("n2", "aid-n2-restarted"))
+        .await
+        .unwrap();
     assert!(r.new_incarnation);
     let (n, _, created, _) = owner(a.resolve_placement(&room, &node("n1")).await.unwrap());
     assert_eq!((n, created), (node("n1"), true));
@@ -2020,7 +2039,9 @@ async fn redis_a_change_without_a_new_version_is_seen_within_a_second() {
     let cfg = redis_config("view-age", &redis.url());
     let a = store::RedisStore::connect(&cfg).await.expect("replica a");
     for id in ["n1", "n2"] {
-        a.register_node(&reg(id, &format!("aid-{id}"))).await.unwrap();
+        a.register_node(&reg(id, &format!("aid-{id}")))
+            .await
+            .unwrap();
     }
     let room = conf("r");
     owner(a.resolve_placement(&room, &node("n1")).await.unwrap());
