@@ -342,12 +342,22 @@ impl RedisStore {
     /// when it cannot say (no owner, an owner the copy does not confirm, a
     /// version the copy does not have even after reading it again): the
     /// script decides, as before. Tried only for rooms this replica found
-    /// placed before (`rooms_seen`).
-    async fn owner_by_copy(&self, room: &RoomKey) -> Result<Option<Resolution>, Error> {
+    /// placed before (`rooms_seen`, the room's key `key`); a room it cannot
+    /// answer for leaves that set, so the script that follows is not
+    /// preceded by this read again.
+    async fn owner_by_copy(&self, key: &str) -> Result<Option<Resolution>, Error> {
+        let owner = self.owner_by_copy_once(key).await?;
+        if owner.is_none() {
+            self.seen_lock().remove(key);
+        }
+        Ok(owner)
+    }
+
+    async fn owner_by_copy_once(&self, key: &str) -> Result<Option<Resolution>, Error> {
         const OP: &str = "resolve_placement";
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET")
-            .arg(self.keys.room(room))
+            .arg(key)
             .arg("n")
             .arg("g")
             .arg("e")
@@ -967,7 +977,7 @@ impl Store for RedisStore {
         const OP: &str = "resolve_placement";
         let key = self.keys.room(room);
         let seen = self.seen_lock().contains(&key);
-        if seen && let Some(owner) = self.owner_by_copy(room).await? {
+        if seen && let Some(owner) = self.owner_by_copy(&key).await? {
             return Ok(owner);
         }
         let mut inv = self.scripts.resolve_placement.prepare_invoke();
@@ -982,7 +992,7 @@ impl Store for RedisStore {
         match string(OP, v.first())?.as_str() {
             "owner" => {
                 let previous = string(OP, v.get(4))?;
-                if !seen {
+                {
                     let mut rooms = self.seen_lock();
                     if rooms.len() >= ROOMS_SEEN_MAX {
                         rooms.clear();
@@ -1011,10 +1021,11 @@ impl Store for RedisStore {
     }
 
     async fn placed_owner(&self, room: &RoomKey) -> Result<Option<Resolution>, Error> {
-        if !self.seen_lock().contains(&self.keys.room(room)) {
+        let key = self.keys.room(room);
+        if !self.seen_lock().contains(&key) {
             return Ok(None);
         }
-        self.owner_by_copy(room).await
+        self.owner_by_copy(&key).await
     }
 
     async fn place_call(&self, call: &CallArrival, choice: &NodeId) -> Result<CallPlaced, Error> {
