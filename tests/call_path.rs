@@ -239,10 +239,13 @@ async fn a_moved_call_whose_answer_fails_still_joins() {
     let seed = seed("answer_fails");
     let farm = TestFarm::start(2, Backend::Memory, seed).await;
     farm.call_on(1, "conf-ans", "first").await;
-    all_bridged(&farm, 1).await;
+    // The room's node: where its first call joined (the landing node,
+    // unless it was not eligible yet, e.g. a ping lost under load).
+    let home = all_bridged(&farm, 1).await[0].0;
+    let other = 1 - home;
     // Every try of the next answer on the room's node fails (corral tries
     // an ARI call 4 times; 6 failures outlast one round of tries).
-    farm.sims[1].set_faults(corral::sim::Faults {
+    farm.sims[home].set_faults(corral::sim::Faults {
         rest_rule: Some(corral::sim::RestRule {
             method: "POST".into(),
             path: "/ari/channels/*/answer".into(),
@@ -251,10 +254,13 @@ async fn a_moved_call_whose_answer_fails_still_joins() {
         }),
         ..Default::default()
     });
-    farm.call_on(0, "conf-ans", "moved").await;
+    farm.call_on(other, "conf-ans", "moved").await;
     let calls = all_bridged(&farm, 2).await;
-    assert!(calls.iter().all(|(i, _)| *i == 1), "seed {seed}: {calls:?}");
-    assert_eq!(farm.sims[1].stats().rest_faults, 6, "seed {seed}");
+    assert!(
+        calls.iter().all(|(i, _)| *i == home),
+        "seed {seed}: {calls:?}"
+    );
+    assert_eq!(farm.sims[home].stats().rest_faults, 6, "seed {seed}");
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
     assert_eq!(farm.metrics.snapshot().joined, 2);
     farm.stop().await;
@@ -272,9 +278,10 @@ async fn a_join_that_keeps_failing_is_placed_again_soon() {
     })
     .await;
     farm.call_on(1, "conf-ans2", "first").await;
-    all_bridged(&farm, 1).await;
+    let home = all_bridged(&farm, 1).await[0].0;
+    let other = 1 - home;
     // 4 joins in place of 4 ARI tries each: 16 failed answers.
-    farm.sims[1].set_faults(corral::sim::Faults {
+    farm.sims[home].set_faults(corral::sim::Faults {
         rest_rule: Some(corral::sim::RestRule {
             method: "POST".into(),
             path: "/ari/channels/*/answer".into(),
@@ -283,10 +290,13 @@ async fn a_join_that_keeps_failing_is_placed_again_soon() {
         }),
         ..Default::default()
     });
-    farm.call_on(0, "conf-ans2", "moved").await;
+    farm.call_on(other, "conf-ans2", "moved").await;
     let calls = farm.wait_all_bridged(2, Duration::from_secs(8)).await;
-    assert!(calls.iter().all(|(i, _)| *i == 1), "seed {seed}: {calls:?}");
-    assert_eq!(farm.sims[1].stats().rest_faults, 16, "seed {seed}");
+    assert!(
+        calls.iter().all(|(i, _)| *i == home),
+        "seed {seed}: {calls:?}"
+    );
+    assert_eq!(farm.sims[home].stats().rest_faults, 16, "seed {seed}");
     assert_eq!(farm.sim_stat(|s| s.hungup_by_ari), 0);
     farm.stop().await;
 }

@@ -460,6 +460,10 @@ impl Controller {
                 );
             }
         }
+        // The view hears of the node before it counts as up: a call that
+        // lands on it the moment it is up finds it eligible, so a new room
+        // stays where its first call landed instead of being sent away.
+        self.refresh_view().await;
         if node.link_step(LinkEvent::Registered).0 != Link::Registering {
             // The socket dropped meanwhile: its loss decides what follows.
             return;
@@ -470,7 +474,6 @@ impl Controller {
             node: node.id.clone(),
             new_incarnation: registered.new_incarnation,
         });
-        self.refresh_view().await;
         self.resync(node).await;
         // Calls that entered the app while the socket was down never get a
         // StasisStart: a second look shortly places them (two sightings).
