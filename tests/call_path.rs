@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
-use support::farm::{Backend, TestFarm};
+use support::farm::{Backend, TestFarm, answers_fail};
 use support::{eventually, seed};
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -245,15 +245,7 @@ async fn a_moved_call_whose_answer_fails_still_joins() {
     let other = 1 - home;
     // Every try of the next answer on the room's node fails (corral tries
     // an ARI call 4 times; 6 failures outlast one round of tries).
-    farm.sims[home].set_faults(corral::sim::Faults {
-        rest_rule: Some(corral::sim::RestRule {
-            method: "POST".into(),
-            path: "/ari/channels/*/answer".into(),
-            delay_ms: 0,
-            fail: 6,
-        }),
-        ..Default::default()
-    });
+    farm.sims[home].set_faults(answers_fail(6));
     farm.call_on(other, "conf-ans", "moved").await;
     let calls = all_bridged(&farm, 2).await;
     assert!(
@@ -281,15 +273,7 @@ async fn a_join_that_keeps_failing_is_placed_again_soon() {
     let home = all_bridged(&farm, 1).await[0].0;
     let other = 1 - home;
     // 4 joins in place of 4 ARI tries each: 16 failed answers.
-    farm.sims[home].set_faults(corral::sim::Faults {
-        rest_rule: Some(corral::sim::RestRule {
-            method: "POST".into(),
-            path: "/ari/channels/*/answer".into(),
-            delay_ms: 0,
-            fail: 16,
-        }),
-        ..Default::default()
-    });
+    farm.sims[home].set_faults(answers_fail(16));
     farm.call_on(other, "conf-ans2", "moved").await;
     let calls = farm.wait_all_bridged(2, Duration::from_secs(8)).await;
     assert!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use corral::domain::{ChannelId, NodeId, NodeState, RoomKey, TokenId};
 use corral::sim::Upstream;
 use corral::store::TokenGrant;
-use support::farm::{Backend, TestFarm};
+use support::farm::{Backend, TestFarm, answers_fail};
 use support::{Poll, eventually, seed};
 
 /// Redis restarts empty while calls sit in rooms on three nodes, and calls
@@ -239,15 +239,7 @@ async fn a_degraded_join_whose_answer_fails_still_joins() {
     .await;
     farm.kill_redis();
     // 6 failures outlast one round of the ARI client's 4 tries.
-    farm.sims[0].set_faults(corral::sim::Faults {
-        rest_rule: Some(corral::sim::RestRule {
-            method: "POST".into(),
-            path: "/ari/channels/*/answer".into(),
-            delay_ms: 0,
-            fail: 6,
-        }),
-        ..Default::default()
-    });
+    farm.sims[0].set_faults(answers_fail(6));
     farm.call_on(0, "conf-deg", "degraded").await;
     let calls = farm.wait_all_bridged(1, Duration::from_secs(5)).await;
     assert!(calls.iter().all(|(i, _)| *i == 0), "seed {seed}: {calls:?}");

@@ -17,6 +17,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::redis::RedisProcess;
 
+/// Faults for a node where the next `times` answers (`POST
+/// /ari/channels/*/answer`) fail with a 500.
+pub fn answers_fail(times: u32) -> corral::sim::Faults {
+    corral::sim::Faults {
+        rest_rule: Some(corral::sim::RestRule {
+            method: "POST".into(),
+            path: "/ari/channels/*/answer".into(),
+            delay_ms: 0,
+            fail: times,
+        }),
+        ..Default::default()
+    }
+}
+
 /// Which store backend a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -232,16 +232,9 @@ async fn store_runs(args: &Args, strategy: Strategy, store: Arc<RedisStore>) -> 
             let store = store.clone();
             let sha = sha.clone();
             async move {
-                let room = RoomName::new(format!("a{rank}")).map_err(|e| {
-                    crate::store::Error::InvalidInput {
-                        what: "room",
-                        reason: e.to_string(),
-                    }
-                })?;
+                let room = conference(format!("a{rank}"))?;
                 let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(&sha)
-                    .arg(1)
-                    .arg(store.keys().room(&RoomKey::new(RoomKind::Conference, room)));
+                cmd.arg(&sha).arg(1).arg(store.keys().room(&room));
                 store.raw(cmd).await.map(|_| ())
             }
         })
@@ -322,6 +315,16 @@ fn arrival_rank(zipf: &Zipf, seed: u64, worker: usize, i: usize) -> u32 {
     zipf.sample(&mut rng)
 }
 
+/// The conference room `name` (a bad name is the store's `InvalidInput`).
+fn conference(name: String) -> Result<RoomKey, crate::store::Error> {
+    RoomName::new(name)
+        .map(|n| RoomKey::new(RoomKind::Conference, n))
+        .map_err(|e| crate::store::Error::InvalidInput {
+            what: "room",
+            reason: e.to_string(),
+        })
+}
+
 /// One placement decision, as the controller makes it: a running room's
 /// owner from the store as it stands, else the policy's choice, then the
 /// store's decision.
@@ -331,13 +334,7 @@ async fn decision(
     policy: Arc<Mutex<Policy>>,
     name: String,
 ) -> Result<(), crate::store::Error> {
-    let room = RoomKey::new(
-        RoomKind::Conference,
-        RoomName::new(name).map_err(|e| crate::store::Error::InvalidInput {
-            what: "room",
-            reason: e.to_string(),
-        })?,
-    );
+    let room = conference(name)?;
     // As the controller decides: a running room needs no choice.
     if store.placed_owner(&room).await?.is_some() {
         return Ok(());

@@ -109,11 +109,18 @@ pub(super) async fn get_bridge(State(sh): State<Arc<Shared>>, Id(id): Id) -> Ari
 
 pub(super) async fn destroy_bridge(State(sh): State<Arc<Shared>>, Id(id): Id) -> AriResult {
     let mut st = sh.lock();
-    if !st.bridges.contains_key(&id) {
-        return Err(AriError::new(404, "Bridge not found"));
-    }
+    bridge_exists(&st, &id)?;
     st.destroy_bridge(&id);
     no_content()
+}
+
+/// The bridge exists (else 404).
+fn bridge_exists(st: &NodeState, id: &str) -> Result<(), AriError> {
+    if st.bridges.contains_key(id) {
+        Ok(())
+    } else {
+        Err(AriError::new(404, "Bridge not found"))
+    }
 }
 
 /// `control_list_create`: every listed channel must exist (400) and be in
@@ -149,9 +156,7 @@ pub(super) async fn add_channel(
     p: Params,
 ) -> AriResult {
     let mut st = sh.lock();
-    if !st.bridges.contains_key(&bid) {
-        return Err(AriError::new(404, "Bridge not found"));
-    }
+    bridge_exists(&st, &bid)?;
     let role = p.get("role").map(String::from);
     for c in channel_list(&st, &p)? {
         st.enter_bridge(&c, &bid, role.as_deref());
@@ -165,9 +170,7 @@ pub(super) async fn remove_channel(
     p: Params,
 ) -> AriResult {
     let mut st = sh.lock();
-    if !st.bridges.contains_key(&bid) {
-        return Err(AriError::new(404, "Bridge not found"));
-    }
+    bridge_exists(&st, &bid)?;
     let ids = channel_list(&st, &p)?;
     for c in &ids {
         if st.channels.get(c).and_then(|ch| ch.bridge.as_deref()) != Some(bid.as_str()) {
@@ -187,9 +190,7 @@ pub(super) async fn bridge_moh_start(
     p: Params,
 ) -> AriResult {
     let mut st = sh.lock();
-    if !st.bridges.contains_key(&bid) {
-        return Err(AriError::new(404, "Bridge not found"));
-    }
+    bridge_exists(&st, &bid)?;
     let class = p.get("mohClass").unwrap_or(DEFAULT_MOH_CLASS).to_string();
     st.set_bridge_moh(&bid, Some(class));
     no_content()

@@ -74,6 +74,37 @@ fn parse_caller_id(raw: &str) -> (String, String) {
     }
 }
 
+/// `appArgs`, split on commas (absent: no arguments).
+fn app_args(p: &Params) -> Vec<String> {
+    p.get("appArgs")
+        .map(|a| a.split(',').map(String::from).collect())
+        .unwrap_or_default()
+}
+
+/// An endpoint `tech/resource`, both parts non-empty (else 400).
+fn endpoint_parts(endpoint: &str) -> Result<(&str, &str), AriError> {
+    endpoint
+        .split_once('/')
+        .filter(|(t, r)| !t.is_empty() && !r.is_empty())
+        .ok_or_else(|| AriError::new(400, "Invalid endpoint specified"))
+}
+
+/// The ids asked for a new channel (and its other end) are not taken (else
+/// 409).
+fn ids_free(st: &NodeState, ids: [Option<&str>; 2]) -> Result<(), AriError> {
+    if ids
+        .into_iter()
+        .flatten()
+        .any(|id| st.channels.contains_key(id))
+    {
+        return Err(AriError::new(
+            409,
+            "Channel with given unique ID already exists",
+        ));
+    }
+    Ok(())
+}
+
 /// The channel drivers a node has (the testbed's Asterisk 22.10.1 loads
 /// these among its modules); an originate to any other tech fails.
 const CHANNEL_TECHS: &[&str] = &[
@@ -98,10 +129,7 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
             "Application or extension must be specified",
         ));
     }
-    let (tech, resource) = endpoint
-        .split_once('/')
-        .filter(|(t, r)| !t.is_empty() && !r.is_empty())
-        .ok_or_else(|| AriError::new(400, "Invalid endpoint specified"))?;
+    let (tech, resource) = endpoint_parts(endpoint)?;
     // No channel driver of that name: `ast_dial_prerun` fails and ARI
     // answers `ast_ari_response_alloc_failed`, a 500 whose body is `null`.
     if !CHANNEL_TECHS.iter().any(|t| t.eq_ignore_ascii_case(tech)) {
@@ -140,12 +168,7 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
         };
     }
     let target = match (&app, &extension) {
-        (Some(app), _) => Some(AfterAnswer::Stasis(
-            app.clone(),
-            p.get("appArgs")
-                .map(|a| a.split(',').map(String::from).collect())
-                .unwrap_or_default(),
-        )),
+        (Some(app), _) => Some(AfterAnswer::Stasis(app.clone(), app_args(&p))),
         (None, Some(ext)) => {
             let mut pbx = Pbx::new(context.as_bytes(), ext.as_bytes());
             pbx.priority = i32::try_from(priority).unwrap_or(1);
@@ -155,17 +178,7 @@ fn originate_common(sh: Arc<Shared>, channel_id: Option<String>, p: Params) -> A
     };
     let call_id = sh.new_call_id();
     let mut st = sh.lock();
-    for id in [channel_id.as_deref(), p.get("otherChannelId")]
-        .into_iter()
-        .flatten()
-    {
-        if st.channels.contains_key(id) {
-            return Err(AriError::new(
-                409,
-                "Channel with given unique ID already exists",
-            ));
-        }
-    }
+    ids_free(&st, [channel_id.as_deref(), p.get("otherChannelId")])?;
     let (auto_id, seq) = st.next_id();
     let id = channel_id.unwrap_or(auto_id);
     let ch = Channel {
@@ -235,27 +248,11 @@ pub(super) async fn create_channel(State(sh): State<Arc<Shared>>, p: Params) -> 
         .get("app")
         .ok_or_else(|| AriError::new(400, "Application must be specified"))?
         .to_string();
-    let (tech, resource) = endpoint
-        .split_once('/')
-        .filter(|(t, r)| !t.is_empty() && !r.is_empty())
-        .ok_or_else(|| AriError::new(400, "Invalid endpoint specified"))?;
-    let args: Vec<String> = p
-        .get("appArgs")
-        .map(|a| a.split(',').map(String::from).collect())
-        .unwrap_or_default();
+    let (tech, resource) = endpoint_parts(endpoint)?;
+    let args = app_args(&p);
     let call_id = sh.new_call_id();
     let mut st = sh.lock();
-    for id in [p.get("channelId"), p.get("otherChannelId")]
-        .into_iter()
-        .flatten()
-    {
-        if st.channels.contains_key(id) {
-            return Err(AriError::new(
-                409,
-                "Channel with given unique ID already exists",
-            ));
-        }
-    }
+    ids_free(&st, [p.get("channelId"), p.get("otherChannelId")])?;
     let (auto_id, seq) = st.next_id();
     let id = p.get("channelId").map(String::from).unwrap_or(auto_id);
     let ch = Channel {
@@ -495,10 +492,7 @@ pub(super) async fn move_channel(
     let ch = control(&st, &id)?;
     let current = ch.stasis.clone().unwrap_or_default();
     let app = p.get("app").unwrap_or("").to_string();
-    let args: Vec<String> = p
-        .get("appArgs")
-        .map(|a| a.split(',').map(String::from).collect())
-        .unwrap_or_default();
+    let args = app_args(&p);
     if st.app_active(&app) {
         st.leave_bridge(&id);
         st.stasis_end(&id);
